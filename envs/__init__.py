@@ -1,0 +1,33 @@
+"""Flywheel environments: the calibrated social-commerce market and its Gymnasium faces.
+
+Importing this package registers ``flywheel/SocialCommerce-v0`` (with a native
+``vector_entry_point``).
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from envs.market import LEVERS
+from envs.scenario import Scenario, ScenarioError, builtin_scenarios, load_scenario
+from envs.social_commerce import SocialCommerceEnv
+from envs.vector import SB3VecEnv, SocialCommerceVectorEnv
+
+ENV_ID = "flywheel/SocialCommerce-v0"
+
+if ENV_ID not in registry:
+    register(
+        id=ENV_ID,
+        entry_point="envs.social_commerce:SocialCommerceEnv",
+        vector_entry_point="envs.vector:SocialCommerceVectorEnv",
+    )
+
+__all__ = [
+    "ENV_ID",
+    "LEVERS",
+    "SB3VecEnv",
+    "Scenario",
+    "ScenarioError",
+    "SocialCommerceEnv",
+    "SocialCommerceVectorEnv",
+    "builtin_scenarios",
+    "load_scenario",
+]

@@ -1,0 +1,342 @@
+"""Scenarios: typed, validated market parameters loaded from YAML.
+
+A scenario is data. Every number lives in a YAML file under ``configs/scenarios/`` with a
+comment that names its source in ``CALIBRATION.md`` or says it is an assumption; this module
+only defines the schema (names, types, allowed ranges) and turns a validated scenario into the
+arrays the batched market model (:mod:`envs.market`) consumes.
+
+Loading::
+
+    sc = load_scenario("global")                        # configs/scenarios/global.yaml
+    sc = load_scenario("my.yaml", overrides={"budget.mode": "soft", "deterministic": True})
+
+A scenario file may start from another one with ``extends: NAME`` (deep merge) and keep a
+subset of its regions with ``only_regions: [us]``. Overrides use dotted paths into the merged
+document (``regions.us.aov``, ``budget.total``) and are validated exactly like the file.
+Every user mistake raises :class:`ScenarioError`, a ``ValueError`` whose one-line message says
+what is wrong, where, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from envs import market
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "configs" / "scenarios"
+
+
+class ScenarioError(ValueError):
+    """A scenario (file, name or override) is invalid. The message is one line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budget(_Strict):
+    per_quarter: float = Field(gt=0, le=100, description="$B a quarter at most")
+    total: float = Field(gt=0, le=1000, description="$B over the whole horizon")
+    mode: Literal["hard", "soft"] = "hard"
+
+
+class Noise(_Strict):
+    demand_sigma: float = Field(ge=0, le=1, description="log-normal demand shock, per quarter")
+
+
+class Attractiveness(_Strict):
+    w_selection: float = Field(ge=0, le=5)
+    w_shipping: float = Field(ge=0, le=5)
+    w_speed: float = Field(ge=0, le=5)
+    w_live: float = Field(ge=0, le=5)
+    w_fee: float = Field(ge=0, le=5)
+    w_private_label: float = Field(ge=0, le=5)
+    shipping_ec: float = Field(gt=0, le=10, description="Hill half-point of subsidy/shipping cost")
+    fee_ec: float = Field(gt=0, le=10, description="half-point of the waiver's concave effect")
+    hill_ec: float = Field(gt=0, le=10, description="Hill half-point of pool spend / pool_max")
+
+
+class Buyers(_Strict):
+    bass_p: float = Field(ge=0, le=1, description="Bass innovation, per quarter")
+    bass_q: float = Field(ge=0, le=2, description="Bass imitation, per quarter")
+    ad_lift: float = Field(ge=0, le=20, description="innovation multiplier at full ad reach")
+    churn: float = Field(ge=0, le=1, description="buyer churn per quarter at zero attractiveness")
+    loyalty: float = Field(ge=0, le=1, description="churn reduction per unit attractiveness")
+    share_sensitivity: float = Field(ge=0, le=20, description="logit slope of share in attr")
+    genz_imitation: float = Field(ge=0, le=5, description="Gen Z imitation multiplier")
+    habit_rate: float = Field(ge=0, le=1, description="Gen Z habit stock adjustment per quarter")
+    habit_loyalty: float = Field(ge=0, le=1, description="Gen Z churn reduction at full habit")
+    base_orders: float = Field(ge=0, le=2, description="orders multiplier intercept (0.6 in DESIGN)")
+    spill: float = Field(ge=0, le=1, description="share of orders over capacity still served")
+
+
+class Sellers(_Strict):
+    join_rate: float = Field(ge=0, le=1, description="organic seller join rate per quarter")
+    grant_rate: float = Field(ge=0, le=1, description="extra join rate at full grant pool")
+    buyer_elasticity: float = Field(ge=0, le=3, description="elasticity of joins to buyer penetration")
+    commission_drag: float = Field(ge=0, le=50, description="join reduction per unit commission")
+    churn: float = Field(ge=0, le=1)
+    trust_churn: float = Field(ge=0, le=10, description="extra churn multiplier at zero trust")
+    suspended_churn: float = Field(ge=0, le=1, description="extra churn per quarter while suspended")
+
+
+class Creators(_Strict):
+    join_rate: float = Field(ge=0, le=1)
+    pool_rate: float = Field(ge=0, le=1, description="extra join rate at full creator pool")
+    churn: float = Field(ge=0, le=1)
+    live_rate: float = Field(ge=0, le=1, description="livestream affinity adoption per quarter")
+    user_boost: float = Field(ge=0, le=10, description="user growth multiplier from creator content")
+
+
+class Platform(_Strict):
+    ad_decay: float = Field(ge=0, lt=1, description="geometric adstock theta per quarter")
+    trust_recovery: float = Field(ge=0, le=1)
+    trust_hit: float = Field(ge=0, le=1, description="trust lost per quarter at full private-label push")
+    capacity_depreciation: float = Field(ge=0, le=1)
+    capacity_organic: float = Field(ge=0, le=2, description="seller-built capacity per served order")
+    capex_per_order: float = Field(gt=0, le=1000, description="$ of capex per order/quarter of capacity")
+    shop_ads_rate: float = Field(ge=0, le=0.05, description="shop-ads revenue share of GMV (cap 5%)")
+    private_label_margin: float = Field(ge=0, le=1)
+
+
+class Region(_Strict):
+    users: float = Field(gt=0, le=2000, description="monthly active users, M")
+    users_max: float = Field(gt=0, le=3000, description="user ceiling, M")
+    user_growth: float = Field(ge=0, le=1, description="logistic user growth per quarter")
+    genz_share: float = Field(ge=0, le=1, description="Gen Z share of users")
+    buyers: float = Field(gt=0, le=2000, description="active buyers, M")
+    genz_buyer_share: float = Field(ge=0, le=1, description="Gen Z share of buyers at start")
+    sellers: float = Field(gt=0, le=100000, description="active sellers, k")
+    sellers_potential: float = Field(gt=0, le=100000, description="seller ceiling, k")
+    sellers_half: float = Field(gt=0, le=100000, description="selection half-point, k sellers")
+    creators: float = Field(gt=0, le=100000, description="selling creators, k")
+    creators_potential: float = Field(gt=0, le=100000, description="creator ceiling, k")
+    creators_half: float = Field(gt=0, le=100000, description="live half-point, k creators")
+    aov: float = Field(gt=0, le=1000, description="average order value, $")
+    orders_per_buyer: float = Field(gt=0, le=50, description="orders per buyer per quarter at start")
+    livestream_affinity: float = Field(ge=0, le=1)
+    livestream_max: float = Field(ge=0, le=1)
+    commission: float = Field(ge=0, le=0.5, description="standard commission rate")
+    shipping_cost: float = Field(gt=0, le=100, description="$ per order")
+    subsidy_max: float = Field(ge=0, le=100, description="$ per order at full shipping subsidy")
+    pool_max: float = Field(ge=0, le=50, description="$B per quarter at full intensity, per pool lever")
+    capacity_headroom: float = Field(gt=0, le=10, description="start capacity / start orders")
+    shopping_share: float = Field(gt=0, lt=1, description="share of online shoppers starting here")
+    private_label_max: float = Field(ge=0, le=1, description="rho_max: traffic share at full push")
+    private_label_appeal: float = Field(ge=0, le=3, description="GMV per $ of displaced 3P demand")
+    suspension_hazard: float = Field(ge=0, le=1, description="per-quarter hazard")
+    suspension_quarters: int = Field(ge=1, le=12)
+    suspension_share: float = Field(ge=0, le=1, description="share of the region's demand shut off")
+
+    @model_validator(mode="after")
+    def _ceilings(self) -> "Region":
+        for value, cap, name in [
+            (self.users, self.users_max, "users"),
+            (self.buyers, self.users, "buyers"),
+            (self.sellers, self.sellers_potential, "sellers"),
+            (self.creators, self.creators_potential, "creators"),
+            (self.livestream_affinity, self.livestream_max, "livestream_affinity"),
+        ]:
+            if value > cap:
+                raise ValueError(f"{name} = {value} must not exceed its ceiling {cap}")
+        return self
+
+
+class Scenario(_Strict):
+    name: str
+    description: str = ""
+    horizon: int = Field(ge=1, le=40, description="quarters in an episode")
+    start_quarter: int = Field(ge=1, le=4, description="calendar quarter of the first step")
+    season: tuple[float, float, float, float]
+    target_run_rate: float = Field(gt=0, description="$B annual GMV goal")
+    deterministic: bool = False
+    budget: Budget
+    noise: Noise
+    attractiveness: Attractiveness
+    buyers: Buyers
+    sellers: Sellers
+    creators: Creators
+    platform: Platform
+    regions: dict[str, Region] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _checks(self) -> "Scenario":
+        if any(s <= 0 for s in self.season):
+            raise ValueError("season multipliers must all be > 0")
+        return self
+
+    @property
+    def region_names(self) -> list[str]:
+        return list(self.regions)
+
+    def to_params(self) -> market.Params:
+        """Arrays for :mod:`envs.market`, region order as in the file."""
+        regions = list(self.regions.values())
+
+        def col(field: str) -> np.ndarray:
+            return np.array([getattr(r, field) for r in regions], dtype=np.float64)
+
+        det = self.deterministic
+        return market.Params(
+            region_names=tuple(self.regions),
+            horizon=self.horizon,
+            start_quarter=self.start_quarter - 1,
+            season=np.array(self.season, dtype=np.float64),
+            target_run_rate=self.target_run_rate,
+            hard_budget=self.budget.mode == "hard",
+            budget_per_quarter=self.budget.per_quarter,
+            budget_total=self.budget.total,
+            demand_sigma=0.0 if det else self.noise.demand_sigma,
+            suspension_hazard=col("suspension_hazard") * (0.0 if det else 1.0),
+            suspension_quarters=col("suspension_quarters"),
+            suspension_share=col("suspension_share"),
+            attr=self.attractiveness.model_dump(),
+            buyers=self.buyers.model_dump(),
+            sellers=self.sellers.model_dump(),
+            creators=self.creators.model_dump(),
+            platform=self.platform.model_dump(),
+            region={f: col(f) for f in Region.model_fields if f not in _REGION_NON_ARRAY},
+        )
+
+
+_REGION_NON_ARRAY = {"suspension_hazard", "suspension_quarters", "suspension_share"}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ScenarioError(f"scenario file not found: {path}") from None
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ScenarioError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: a scenario file must be a mapping of keys to values")
+    return data
+
+
+def builtin_scenarios() -> list[str]:
+    """Names of the scenarios shipped in ``configs/scenarios``."""
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+def _resolve_path(name_or_path: str | Path) -> Path:
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
+        return Path(text)
+    path = SCENARIO_DIR / f"{text}.yaml"
+    if not path.exists():
+        raise ScenarioError(
+            f"unknown scenario '{text}': built-in scenarios are {', '.join(builtin_scenarios())} "
+            "(or give a path to a .yaml file)"
+        )
+    return path
+
+
+def deep_merge(base: dict, top: Mapping) -> dict:
+    """Recursive dict merge: values of ``top`` win; mappings merge key by key."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _load_document(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ScenarioError(f"{path}: 'extends' forms a cycle")
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    only = data.pop("only_regions", None)
+    if parent is not None:
+        base = _load_document(_resolve_path(parent), seen + (path,))
+        data = deep_merge(base, data)
+    if only is not None:
+        regions = data.get("regions", {})
+        unknown = [r for r in only if r not in regions]
+        if unknown:
+            raise ScenarioError(f"{path}: only_regions names unknown regions {unknown}; allowed: {list(regions)}")
+        data["regions"] = {r: regions[r] for r in only}
+    return data
+
+
+def apply_overrides(doc: dict, overrides: Mapping[str, Any] | None, where: str = "overrides") -> dict:
+    """Set ``dotted.path: value`` pairs in a nested dict; unknown paths are an error."""
+    doc = copy.deepcopy(doc)
+    for dotted, value in (overrides or {}).items():
+        keys = str(dotted).split(".")
+        node = doc
+        for i, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                have = sorted(node) if isinstance(node, dict) else []
+                prefix = ".".join(keys[:i]) or "top level"
+                raise ScenarioError(f"{where}: unknown key '{dotted}' ('{key}' is not in {prefix}; allowed: {', '.join(map(str, have))})")
+            if i == len(keys) - 1:
+                node[key] = value
+            else:
+                node = node[key]
+    return doc
+
+
+def format_validation_error(exc: ValidationError, source: str, doc: Mapping | None = None) -> str:
+    """One line naming the first failing field, its value and what is allowed."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{loc}' (not a parameter of this section)"
+    if err["type"] == "missing":
+        return f"{source}: missing required key '{loc}'"
+    value = err.get("input")
+    shown = "" if isinstance(value, (dict, list)) else f" = {value!r}"
+    extra = f" (and {len(exc.errors()) - 1} more errors)" if len(exc.errors()) > 1 else ""
+    return f"{source}: {loc}{shown}: {msg}{extra}"
+
+
+def load_scenario(
+    scenario: "str | Path | Scenario" = "global", overrides: Mapping[str, Any] | None = None
+) -> Scenario:
+    """Load and validate a scenario.
+
+    :param scenario: a built-in name (``global``, ``us``, ...), a path to a YAML file, or a
+        :class:`Scenario` (overrides are then applied to its fields).
+    :param overrides: ``{"dotted.path": value}``, validated like the file.
+    :raises ScenarioError: one line saying what, where and what is allowed.
+    """
+    if isinstance(scenario, Scenario):
+        doc, source = scenario.model_dump(), f"scenario '{scenario.name}'"
+    elif isinstance(scenario, (str, Path)):
+        path = _resolve_path(scenario)
+        doc, source = _load_document(path), str(path)
+    else:
+        raise ScenarioError(f"scenario must be a name, a path or a Scenario, not {type(scenario).__name__}")
+    doc = apply_overrides(doc, overrides, where=f"{source} overrides")
+    try:
+        return Scenario.model_validate(doc)
+    except ValidationError as exc:
+        raise ScenarioError(format_validation_error(exc, source, doc)) from None
+
+
+def parse_set_value(text: str) -> Any:
+    """Parse the value of a ``--set key=value`` as YAML (numbers, booleans, lists, strings)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text

@@ -1,0 +1,188 @@
+"""``SocialCommerceEnv``: the Gymnasium face of one market (a batch of one)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import gymnasium as gym
+
+from envs import market
+from envs.batch import MarketBatch, info_row
+from envs.scenario import Scenario
+
+
+class SocialCommerceEnv(gym.Env):
+    """
+    ## Description
+
+    A social-commerce platform (TikTok Shop in 2023 is the reference case) spends a limited
+    incentive budget, quarter by quarter, across regions and levers to grow gross merchandise
+    value (GMV). The market answers as a two-sided flywheel: sellers bring buyers (selection),
+    buyers bring sellers, creators bring attention and users. Buyers diffuse as a Bass process
+    in two cohorts (Gen Z, whose habits are still forming, and older users); orders are limited
+    by fulfilment capacity; demand shocks and regulatory suspensions (Indonesia, October 2023)
+    hit at random. The equations and their sources are in :mod:`envs.market`; every parameter is
+    in a scenario file under ``configs/scenarios/`` with its source.
+
+    The default scenario ``global`` starts in 2023Q1 with Southeast Asia (``sea``), the US
+    (``us``) and the UK (``uk``), about $4.1B of annualised GMV, and $4B of budget over 12
+    quarters ($0.8B a quarter at most). The strategic goal is a $20B annual run rate.
+
+    ## Action Space
+
+    ``Box(-1, 1, (n_regions * 7,), float32)``, region-major: index ``region * 7 + lever``.
+    Lever intensity is ``u = (a + 1) / 2`` in [0, 1].
+
+    | lever | index | intensity u means | cost this quarter ($B) |
+    |---|---|---|---|
+    | `commission_waiver` | 0 | share of the standard commission waived (1 = zero commission) | `u * commission * G_last * season` |
+    | `shipping_subsidy` | 1 | subsidy per order `u * subsidy_max` (1 = free shipping) | `u * subsidy_max * orders_last * season` |
+    | `seller_grants` | 2 | free listings and onboarding grants | `u * pool_max` |
+    | `warehousing` | 3 | fulfilment capex (capacity from next quarter) | `u * pool_max` |
+    | `creator_incentives` | 4 | livestream and affiliate bonus pool | `u * pool_max` |
+    | `user_ads` | 5 | the platform's own marketing (geometric adstock) | `u * pool_max` |
+    | `private_label` | 6 | share `u * private_label_max` of traffic steered to own products | 0 (paid in GMV and trust) |
+
+    Costs are known before the quarter. In ``hard`` budget mode, when the cost exceeds
+    ``min(per_quarter, budget_remaining)`` every spend lever is scaled by the same factor so
+    that the cost equals that cap exactly; the budget is never exceeded. In ``soft`` mode
+    nothing is scaled: the episode's cost limit ``budget.total`` is for the agent to respect
+    (constrained RL, ``info["cost"]`` is the cost signal).
+
+    NaN or infinite actions raise ``ValueError``; a wrong shape raises ``ValueError``; finite
+    values outside [-1, 1] are clipped and counted in ``info["clipped_actions"]``.
+
+    ## Observation Space
+
+    ``Box(-1, 2, (n_regions * 12 + 5,), float32)``. For each region, in order:
+
+    | index | feature | range |
+    |---|---|---|
+    | 0 | buyers / users (penetration) | [0, 1] |
+    | 1 | selection index `ln(1 + S/S_half) / ln(1 + S_pot/S_half)` | [0, 1] |
+    | 2 | creator strength `C / (C + C_half)` | [0, 1] |
+    | 3 | users / user ceiling | [0, 1] |
+    | 4 | capacity cover `K / (orders * season) / 2` | [0, 1] |
+    | 5 | livestream affinity / its ceiling | [0, 1] |
+    | 6 | seller trust | [0, 1] |
+    | 7 | ad reach of the ad stock | [0, 1] |
+    | 8 | shopping-start share (levers at zero) | [0, 1] |
+    | 9 | Gen Z habit stock | [0, 1] |
+    | 10 | suspension quarters left / suspension length (visible before the decision) | [0, 1] |
+    | 11 | region's annualised run rate / $20B target | [0, 2] |
+
+    then, for the whole platform:
+
+    | index | feature | range |
+    |---|---|---|
+    | 12R + 0 | quarters left / horizon | [0, 1] |
+    | 12R + 1 | budget left / total budget | [0, 1] |
+    | 12R + 2 | this quarter's cap / per-quarter cap | [0, 1] |
+    | 12R + 3 | next quarter's season multiplier - 1 | [-0.1, 0.2] |
+    | 12R + 4 | spent / total budget (above 1 only in soft mode) | [0, 2] |
+
+    ## Rewards
+
+    The quarter's GMV in $B (third-party plus private label). Cost is not subtracted: cost
+    limits are the budget (hard mode) or a constraint (soft mode). ``info["revenue"]`` beside
+    ``info["cost"]`` gives the platform's net burn.
+
+    ## Starting State
+
+    The calibrated 2023Q1 market of the scenario (no randomness in the start). At reset, the
+    episode's random numbers (one demand shock and one suspension draw per region and quarter)
+    are drawn from the generator seeded by ``reset(seed=...)``; they do not depend on actions,
+    so two policies on one seed face the same future (common random numbers).
+
+    ## Episode End
+
+    The episode **terminates** after ``horizon`` quarters (12 by default): the horizon is part
+    of the problem and time left is observed, so it is a true terminal state. There is no
+    truncation; running out of budget does not end the episode.
+
+    ## Info
+
+    Every step (and reset) returns: ``gmv`` ($B this quarter), ``gmv_run_rate`` ($B a year,
+    de-seasonalised), ``gmv_by_region`` (region -> $B), ``cost`` ($B spent this quarter after any
+    projection), ``cost_by_lever`` (lever -> $B), ``cost_limit`` (this quarter's cap,
+    ``min(per_quarter, budget_remaining)``), ``budget_remaining`` ($B), ``cost_total`` ($B spent
+    so far), ``cost_limit_exceeded`` (spent > ``budget.total``, soft mode only),
+    ``shopping_start_share`` (region -> share), ``buyers`` (region -> M), ``sellers`` and
+    ``creators`` (region -> k), ``suspended`` (region -> bool), ``revenue`` ($B),
+    ``clipped_actions`` (count), ``quarter`` (quarters played), ``lever_intensity`` (array
+    ``(n_regions, 7)`` of intensities after projection).
+
+    ## Arguments
+
+    ```python
+    import gymnasium as gym, envs
+    env = gym.make("flywheel/SocialCommerce-v0", scenario="global",
+                   overrides={"budget.mode": "soft", "deterministic": True})
+    ```
+
+    * ``scenario``: a built-in name (``global``, ``us``, ``uk``, ``sea``, ``booktok``), a path to
+      a YAML file, or an :class:`envs.scenario.Scenario`.
+    * ``overrides``: ``{"dotted.path": value}`` changes to the scenario, validated like the file
+      (``budget.mode``, ``budget.total``, ``deterministic``, ``regions.us.aov``, ...).
+
+    ## Vectorized environment
+
+    ``gym.make_vec("flywheel/SocialCommerce-v0", num_envs=N, vectorization_mode="vector_entry_point")``
+    gives :class:`envs.SocialCommerceVectorEnv`, which steps N markets as numpy arrays in one call
+    of the same model. ``reset(seed=s)`` seeds market i with ``s + i`` and gives exactly the
+    results of N single envs so seeded. :class:`envs.vector.SB3VecEnv` hands it to
+    stable-baselines3.
+
+    ## Version History
+
+    * v0: initial version (TikTok Shop 2023 calibration).
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+
+    def __init__(
+        self,
+        scenario: "str | Scenario" = "global",
+        overrides: Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+    ):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.render_mode = render_mode
+        self._batch = MarketBatch(scenario, overrides, num_envs=1)
+        self.scenario = self._batch.scenario
+        self.params = self._batch.params
+        self.action_space = self._batch.single_action_space
+        self.observation_space = self._batch.single_observation_space
+        self._last_info: dict | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._batch.rngs = [self.np_random]
+        obs, info = self._batch.reset()
+        self._last_info = info_row(info, 0)
+        return obs[0], self._last_info
+
+    def step(self, action):
+        a = np.asarray(action)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action has shape {a.shape}; expected {self.action_space.shape} (regions x levers, region-major)")
+        obs, reward, terminated, info = self._batch.step(a[None])
+        self._last_info = info_row(info, 0)
+        return obs[0], float(reward[0]), bool(terminated[0]), False, self._last_info
+
+    @property
+    def state(self) -> market.State:
+        """The batched model state (a batch of one)."""
+        return self._batch.state
+
+    def render(self):
+        if self.render_mode != "ansi" or self._last_info is None:
+            return None
+        i = self._last_info
+        regions = ", ".join(f"{r} {v:.2f}" for r, v in i["gmv_by_region"].items())
+        return (
+            f"Q{i['quarter']}: GMV ${i['gmv']:.2f}B (run rate ${i['gmv_run_rate']:.1f}B; {regions}), "
+            f"cost ${i['cost']:.2f}B, budget left ${i['budget_remaining']:.2f}B"
+        )

@@ -1,0 +1,145 @@
+"""Native vectorised faces of the market: a Gymnasium ``VectorEnv`` and an SB3 ``VecEnv``.
+
+Both hold one :class:`~envs.batch.MarketBatch` of N markets and step them with a single call of
+the batched model: no per-env Python objects besides one random generator each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+from envs.batch import MarketBatch, info_row
+from envs.scenario import Scenario
+
+
+def _seeds(seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:
+    if seed is None:
+        return [None] * n
+    if isinstance(seed, (int, np.integer)):
+        return [int(seed) + i for i in range(n)]
+    seeds = list(seed)
+    if len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for {n} environments")
+    return seeds
+
+
+class SocialCommerceVectorEnv(VectorEnv):
+    """N markets of :class:`envs.SocialCommerceEnv` as one batched ``gymnasium.vector.VectorEnv``.
+
+    ``reset(seed=s)`` seeds market i with ``s + i`` (as ``SyncVectorEnv`` does) and gives exactly
+    the results of N single envs so seeded. All markets share the horizon, so they terminate
+    together; autoreset is gymnasium's default ``NEXT_STEP`` mode: the step after a terminal
+    step resets every market (reward 0, not terminated) and ignores the action.
+    ``info`` holds arrays of shape ``(num_envs,)`` (region/lever keys map to such arrays).
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, num_envs: int = 1, scenario: "str | Scenario" = "global", overrides: Mapping[str, Any] | None = None, **kwargs: Any):
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}; allowed: num_envs, scenario, overrides")
+        self._batch = MarketBatch(scenario, overrides, num_envs=num_envs)
+        self.scenario = self._batch.scenario
+        self.params = self._batch.params
+        self.num_envs = self._batch.num_envs
+        self.single_action_space = self._batch.single_action_space
+        self.single_observation_space = self._batch.single_observation_space
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self._autoreset = False
+
+    def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
+        if seed is not None or self._batch.rngs is None:
+            self._batch.seed_generators(_seeds(seed, self.num_envs))
+        self._autoreset = False
+        return self._batch.reset()
+
+    def step(self, actions):
+        n = self.num_envs
+        if self._autoreset:
+            obs, info = self.reset()
+            return obs, np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), info
+        obs, reward, terminated, info = self._batch.step(actions)
+        self._autoreset = bool(terminated.any())
+        return obs, reward, terminated, np.zeros(n, dtype=bool), info
+
+    @property
+    def state(self):
+        return self._batch.state
+
+
+class SB3VecEnv(VecEnv):
+    """The native batched market as a stable-baselines3 ``VecEnv``.
+
+    SB3 resets on the same step an episode ends: the returned observation is the first of the
+    next episode, and each env's ``info`` carries ``terminal_observation`` (and SB3's
+    ``TimeLimit.truncated = False``, since the horizon is a true terminal). ``infos`` are one dict
+    per env with the scalar entries of the env contract. ``seed(s)`` seeds env i with ``s + i`` at
+    the next reset, exactly as the Gymnasium faces do.
+    """
+
+    def __init__(self, num_envs: int = 1, scenario: "str | Scenario" = "global", overrides: Mapping[str, Any] | None = None):
+        self._batch = MarketBatch(scenario, overrides, num_envs=num_envs)
+        self.scenario = self._batch.scenario
+        self.params = self._batch.params
+        super().__init__(num_envs, self._batch.single_observation_space, self._batch.single_action_space)
+        self._actions: np.ndarray | None = None
+        self._pending_seeds: list[int | None] | None = None
+
+    def seed(self, seed: int | None = None):  # noqa: D401 - SB3 API
+        self._pending_seeds = _seeds(seed, self.num_envs)
+        return self._pending_seeds
+
+    def reset(self):
+        if self._pending_seeds is not None or self._batch.rngs is None:
+            self._batch.seed_generators(self._pending_seeds or [None] * self.num_envs)
+            self._pending_seeds = None
+        obs, info = self._batch.reset()
+        self.reset_infos = [{} for _ in range(self.num_envs)]
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self):
+        obs, reward, terminated, info = self._batch.step(self._actions)
+        infos = [info_row(info, i) for i in range(self.num_envs)]
+        if terminated.any():
+            for i in np.flatnonzero(terminated):
+                infos[i]["terminal_observation"] = obs[i].copy()
+                infos[i]["TimeLimit.truncated"] = False
+            obs, _ = self._batch.reset()
+        return obs, reward.astype(np.float32), terminated.copy(), infos
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        return [getattr(self, attr_name)] * len(self._indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+        result = getattr(self, method_name)(*method_args, **method_kwargs)
+        return [result] * len(self._indices(indices))
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices=None) -> list[bool]:
+        return [False] * len(self._indices(indices))
+
+    def _indices(self, indices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        if isinstance(indices, int):
+            return [indices]
+        return list(indices)
+
+    @property
+    def state(self):
+        return self._batch.state
