@@ -1,0 +1,34 @@
+# Flywheel: two commands. `make train` sets up .venv and trains PPO on the default scenario;
+# `make test` sets up .venv and runs the test suite (.ci/run calls it).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup train test tensorboard benchmark simulate clean
+
+setup: $(STAMP)
+
+# torch is pinned to 2.13.0, the CPU build these machines install offline; pip takes it
+# first so that no other package pulls a CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) scripts/simulate.py --scenario global --policy merchant_package --seed 0
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+simulate: $(STAMP)
+	$(PY) scripts/simulate.py --scenario global --policy merchant_package --seed 0
+
+benchmark: $(STAMP)
+	$(PY) scripts/benchmark.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
