@@ -88,6 +88,7 @@ class SB3VecEnv(VecEnv):
         self._batch = MarketBatch(scenario, overrides, num_envs=num_envs)
         self.scenario = self._batch.scenario
         self.params = self._batch.params
+        self.render_mode = None  # read by VecEnv.__init__ through get_attr; without it SB3 warns
         super().__init__(num_envs, self._batch.single_observation_space, self._batch.single_action_space)
         self._actions: np.ndarray | None = None
         self._pending_seeds: list[int | None] | None = None

@@ -1,0 +1,400 @@
+"""The Gymnasium faces honour the environment contract of DESIGN.md.
+
+Checkers (Gymnasium and stable-baselines3) for every built-in scenario, ``gymnasium.make`` with
+its passive checker, pickling, seeding, agreement of the single env, the native vector env and
+the SB3 adapter, autoreset conventions, and action validation.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from gymnasium.wrappers.common import PassiveEnvChecker
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.vec_env import VecEnv
+
+import envs
+from envs import ENV_ID, SB3VecEnv, SocialCommerceEnv, SocialCommerceVectorEnv
+from tests.conftest import BUILTIN_SCENARIOS, assert_infos_equal, random_actions
+
+CONTRACT_INFO_KEYS = {
+    "gmv", "gmv_run_rate", "gmv_by_region", "cost", "cost_by_lever", "cost_limit",
+    "budget_remaining", "shopping_start_share", "buyers", "sellers", "creators", "suspended",
+    "revenue", "clipped_actions",
+}
+REGION_KEYS = ("gmv_by_region", "shopping_start_share", "buyers", "sellers", "creators", "suspended")
+
+
+def play_single(env: SocialCommerceEnv, seed: int, actions: np.ndarray) -> list[tuple]:
+    """Reset with ``seed`` and play ``actions``; return (obs, reward, terminated, truncated, info) per step."""
+    obs, info = env.reset(seed=seed)
+    steps = [(obs, 0.0, False, False, info)]
+    for a in actions:
+        steps.append(env.step(a))
+    return steps
+
+
+# ----------------------------------------------------------------------------- checkers
+
+
+@pytest.mark.parametrize("scenario", BUILTIN_SCENARIOS)
+def test_gymnasium_check_env_passes_without_warnings(scenario: str) -> None:
+    env = SocialCommerceEnv(scenario)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gym_check_env(env, skip_render_check=True)
+    assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.parametrize("scenario", BUILTIN_SCENARIOS)
+def test_sb3_check_env_passes_without_warnings(scenario: str) -> None:
+    env = SocialCommerceEnv(scenario)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sb3_check_env(env, warn=True)
+    assert [str(w.message) for w in caught] == []
+
+
+def test_builtin_scenarios_are_the_documented_five() -> None:
+    assert set(BUILTIN_SCENARIOS) >= {"global", "us", "uk", "sea", "booktok"}
+
+
+@pytest.mark.parametrize("scenario", BUILTIN_SCENARIOS)
+def test_gym_make_runs_a_full_episode_through_the_passive_checker(scenario: str) -> None:
+    env = gym.make(ENV_ID, scenario=scenario)
+    wrapper, found = env, False
+    while isinstance(wrapper, gym.Wrapper):
+        found |= isinstance(wrapper, PassiveEnvChecker)
+        wrapper = wrapper.env
+    assert found, "gym.make must apply the passive env checker"
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    horizon = env.unwrapped.scenario.horizon
+    for quarter in range(1, horizon + 1):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs)
+        assert isinstance(reward, float) and reward == pytest.approx(info["gmv"])
+        assert truncated is False
+        assert terminated is (quarter == horizon), "the episode terminates exactly at the horizon"
+        assert CONTRACT_INFO_KEYS <= info.keys()
+        assert info["quarter"] == quarter
+    env.close()
+
+
+def test_spaces_follow_the_contract() -> None:
+    env = SocialCommerceEnv("global")
+    n_regions = len(env.scenario.regions)
+    assert env.action_space == gym.spaces.Box(-1, 1, (n_regions * len(envs.LEVERS),), np.float32)
+    assert env.observation_space.dtype == np.float32
+    obs, info = env.reset(seed=0)
+    assert obs.dtype == np.float32 and obs.shape == env.observation_space.shape
+    assert CONTRACT_INFO_KEYS <= info.keys(), "reset returns the same info keys as step"
+    for key in REGION_KEYS:
+        assert list(info[key]) == env.scenario.region_names
+    assert list(info["cost_by_lever"]) == list(envs.LEVERS)
+
+
+def test_render_ansi_describes_the_quarter() -> None:
+    env = SocialCommerceEnv("global", render_mode="ansi")
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    text = env.render()
+    assert isinstance(text, str) and "GMV" in text and "budget left" in text
+    with pytest.raises(ValueError, match="render_mode"):
+        SocialCommerceEnv("global", render_mode="human")
+
+
+# ----------------------------------------------------------------------------- pickling
+
+
+def test_fresh_env_pickles() -> None:
+    env = pickle.loads(pickle.dumps(SocialCommerceEnv("global")))
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+
+
+@pytest.mark.parametrize("scenario", ["global", "sea"])
+def test_pickled_env_mid_episode_continues_identically(scenario: str) -> None:
+    env = SocialCommerceEnv(scenario)
+    actions = random_actions(7, env.scenario.horizon, env.action_space.shape)
+    env.reset(seed=11)
+    for a in actions[:5]:
+        env.step(a)
+    clone = pickle.loads(pickle.dumps(env))
+    for a in actions[5:]:
+        o1, r1, t1, tr1, i1 = env.step(a)
+        o2, r2, t2, tr2, i2 = clone.step(a)
+        np.testing.assert_array_equal(o1, o2)
+        assert (r1, t1, tr1) == (r2, t2, tr2)
+        assert_infos_equal(i1, i2)
+    # the generator travelled too: the next (unseeded) episode is the same
+    np.testing.assert_array_equal(env.reset()[0], clone.reset()[0])
+    a = actions[0]
+    assert env.step(a)[1] == clone.step(a)[1]
+
+
+def test_vector_env_pickles_mid_episode() -> None:
+    vec = SocialCommerceVectorEnv(num_envs=3, scenario="global")
+    vec.reset(seed=4)
+    actions = random_actions(1, 4, vec.action_space.shape)
+    vec.step(actions[0])
+    clone = pickle.loads(pickle.dumps(vec))
+    for a in actions[1:]:
+        np.testing.assert_array_equal(vec.step(a)[1], clone.step(a)[1])
+
+
+# ----------------------------------------------------------------------------- seeding
+
+
+@pytest.mark.parametrize("scenario", BUILTIN_SCENARIOS)
+def test_same_seed_same_trajectory(scenario: str) -> None:
+    env_a, env_b = SocialCommerceEnv(scenario), SocialCommerceEnv(scenario)
+    actions = random_actions(3, env_a.scenario.horizon, env_a.action_space.shape)
+    for step_a, step_b in zip(play_single(env_a, 5, actions), play_single(env_b, 5, actions)):
+        np.testing.assert_array_equal(step_a[0], step_b[0])
+        assert step_a[1:4] == step_b[1:4]
+        assert_infos_equal(step_a[4], step_b[4])
+
+
+def test_different_seeds_give_different_shocks() -> None:
+    env = SocialCommerceEnv("global")
+    actions = random_actions(3, env.scenario.horizon, env.action_space.shape)
+    rewards_a = [s[1] for s in play_single(env, 1, actions)[1:]]
+    rewards_b = [s[1] for s in play_single(env, 2, actions)[1:]]
+    assert rewards_a != rewards_b
+
+
+def test_deterministic_scenario_ignores_the_seed() -> None:
+    env = SocialCommerceEnv("global", overrides={"deterministic": True})
+    actions = random_actions(3, env.scenario.horizon, env.action_space.shape)
+    rewards_a = [s[1] for s in play_single(env, 1, actions)[1:]]
+    rewards_b = [s[1] for s in play_single(env, 2, actions)[1:]]
+    assert rewards_a == rewards_b
+
+
+def test_common_random_numbers_shocks_do_not_depend_on_actions() -> None:
+    """Two policies on one seed face the same suspensions (DESIGN.md: common random numbers)."""
+    overrides = {f"regions.{r}.suspension_hazard": 0.5 for r in ("sea", "us", "uk")}
+    env = SocialCommerceEnv("global", overrides=overrides)
+    zero = np.full(env.action_space.shape, -1.0, np.float32)
+    full = np.ones(env.action_space.shape, np.float32)
+    runs = []
+    for action in (zero, full):
+        env.reset(seed=9)
+        runs.append([env.step(action)[4]["suspended"] for _ in range(env.scenario.horizon)])
+    assert runs[0] == runs[1]
+    assert any(any(q.values()) for q in runs[0]), "hazard 0.5 must suspend some region"
+
+
+# ----------------------------------------------------------------------------- vector env
+
+
+def make_native_vec(num_envs: int, **kwargs) -> gym.vector.VectorEnv:
+    return gym.make_vec(ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+
+
+def test_make_vec_gives_the_native_vector_env() -> None:
+    vec = make_native_vec(3, scenario="us")
+    assert isinstance(vec.unwrapped, SocialCommerceVectorEnv)
+    assert vec.num_envs == 3 and vec.unwrapped.scenario.name == "us"
+    assert vec.action_space.shape == (3, vec.single_action_space.shape[0])
+
+
+@pytest.mark.parametrize("scenario", ["global", "sea"])
+def test_vector_env_equals_single_envs_seeded_s_plus_i(scenario: str) -> None:
+    n, seed = 4, 100
+    vec = make_native_vec(n, scenario=scenario)
+    singles = [SocialCommerceEnv(scenario) for _ in range(n)]
+    horizon = singles[0].scenario.horizon
+    actions = random_actions(0, horizon, vec.action_space.shape, scale=1.3)
+
+    obs, info = vec.reset(seed=seed)
+    for i, env in enumerate(singles):
+        o, inf = env.reset(seed=seed + i)
+        np.testing.assert_array_equal(obs[i], o)
+        assert_infos_equal(inf, info, index=i)
+    for k in range(horizon):
+        obs, reward, terminated, truncated, info = vec.step(actions[k])
+        for i, env in enumerate(singles):
+            o, r, t, tr, inf = env.step(actions[k, i])
+            np.testing.assert_array_equal(obs[i], o)
+            assert reward[i] == r and terminated[i] == t and truncated[i] == tr
+            assert_infos_equal(inf, info, index=i)
+    assert terminated.all()
+
+
+def test_vector_env_next_step_autoreset_continues_like_unseeded_single_reset() -> None:
+    """NEXT_STEP: the step after the terminal one resets (reward 0, not terminated, action ignored)."""
+    n, seed = 3, 20
+    vec = make_native_vec(n, scenario="global")
+    assert vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    singles = [SocialCommerceEnv("global") for _ in range(n)]
+    horizon = singles[0].scenario.horizon
+    actions = random_actions(1, 2 * horizon + 1, vec.action_space.shape)
+
+    vec.reset(seed=seed)
+    for i, env in enumerate(singles):
+        env.reset(seed=seed + i)
+    for k in range(horizon):
+        _, _, terminated, _, _ = vec.step(actions[k])
+        for i, env in enumerate(singles):
+            env.step(actions[k, i])
+    assert terminated.all()
+
+    obs, reward, terminated, truncated, info = vec.step(actions[horizon])  # the reset step
+    np.testing.assert_array_equal(reward, np.zeros(n))
+    assert not terminated.any() and not truncated.any()
+    np.testing.assert_array_equal(info["quarter"], np.zeros(n))
+    for i, env in enumerate(singles):
+        o, inf = env.reset()  # no seed: the generator carries on, as in the vector env
+        np.testing.assert_array_equal(obs[i], o)
+    # the second episode matches too
+    for k in range(horizon + 1, 2 * horizon + 1):
+        obs, reward, terminated, _, _ = vec.step(actions[k])
+        for i, env in enumerate(singles):
+            o, r, t, _, _ = env.step(actions[k, i])
+            np.testing.assert_array_equal(obs[i], o)
+            assert reward[i] == r and terminated[i] == t
+    assert terminated.all()
+
+
+def test_vector_env_info_arrays_have_leading_num_envs() -> None:
+    n = 5
+    vec = SocialCommerceVectorEnv(num_envs=n, scenario="global")
+    vec.reset(seed=0)
+    _, reward, _, _, info = vec.step(np.zeros(vec.action_space.shape, np.float32))
+    assert reward.shape == (n,)
+    assert CONTRACT_INFO_KEYS <= info.keys()
+    for key in CONTRACT_INFO_KEYS:
+        values = info[key].values() if isinstance(info[key], dict) else [info[key]]
+        for v in values:
+            assert np.asarray(v).shape == (n,), key
+
+
+def test_vector_env_rejects_bad_construction() -> None:
+    with pytest.raises(ValueError, match="num_envs"):
+        SocialCommerceVectorEnv(num_envs=0)
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        SocialCommerceVectorEnv(num_envs=2, scenaro="global")
+    with pytest.raises(ValueError, match="seeds"):
+        SocialCommerceVectorEnv(num_envs=2).reset(seed=[1, 2, 3])
+
+
+# ----------------------------------------------------------------------------- SB3 adapter
+
+
+def test_sb3_adapter_matches_single_envs_and_autoresets_on_the_terminal_step() -> None:
+    n, seed = 3, 42
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        venv = SB3VecEnv(num_envs=n, scenario="global")
+    assert [str(w.message) for w in caught] == [], "building the adapter must not warn"
+    assert isinstance(venv, VecEnv)
+    singles = [SocialCommerceEnv("global") for _ in range(n)]
+    horizon = singles[0].scenario.horizon
+    actions = random_actions(2, 2 * horizon, (n, venv.action_space.shape[0]))
+
+    venv.seed(seed)
+    obs = venv.reset()
+    for i, env in enumerate(singles):
+        np.testing.assert_array_equal(obs[i], env.reset(seed=seed + i)[0])
+
+    for k in range(2 * horizon):
+        obs, reward, dones, infos = venv.step(actions[k])
+        assert reward.dtype == np.float32 and dones.dtype == bool and len(infos) == n
+        for i, env in enumerate(singles):
+            o, r, t, _, inf = env.step(actions[k, i])
+            assert reward[i] == np.float32(r)
+            assert dones[i] == t
+            assert infos[i]["gmv"] == inf["gmv"] and infos[i]["cost"] == inf["cost"]
+            if t:
+                # SB3 convention: the terminal observation rides in info, obs is the next episode's first
+                np.testing.assert_array_equal(infos[i]["terminal_observation"], o)
+                assert infos[i]["TimeLimit.truncated"] is False
+                o, _ = env.reset()
+            else:
+                assert "terminal_observation" not in infos[i]
+            np.testing.assert_array_equal(obs[i], o)
+        assert dones.all() == ((k + 1) % horizon == 0)
+
+
+def test_sb3_adapter_runs_sb3_evaluate_policy() -> None:
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from agents.policies import make_policy
+
+    venv = SB3VecEnv(num_envs=2, scenario="global")
+    venv.seed(0)
+    policy = make_policy("merchant_package", venv.scenario)
+    mean, std = evaluate_policy(policy, venv, n_eval_episodes=2, warn=False)
+    assert np.isfinite(mean) and mean > 0
+
+
+# ----------------------------------------------------------------------------- actions
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_action_raises_value_error(bad: float) -> None:
+    env = SocialCommerceEnv("global")
+    env.reset(seed=0)
+    action = np.zeros(env.action_space.shape, np.float32)
+    action[4] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        env.step(action)
+    vec = SocialCommerceVectorEnv(num_envs=2, scenario="global")
+    vec.reset(seed=0)
+    actions = np.zeros(vec.action_space.shape, np.float32)
+    actions[1, 0] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        vec.step(actions)
+
+
+def test_wrong_shaped_action_raises_value_error() -> None:
+    env = SocialCommerceEnv("global")
+    env.reset(seed=0)
+    dim = env.action_space.shape[0]
+    for shape in [(dim - 1,), (dim + 1,), (1, dim), ()]:
+        with pytest.raises(ValueError, match="expected"):
+            env.step(np.zeros(shape, np.float32))
+    vec = SocialCommerceVectorEnv(num_envs=3, scenario="global")
+    vec.reset(seed=0)
+    for shape in [(dim,), (2, dim), (3, dim - 1), (3, dim, 1)]:
+        with pytest.raises(ValueError, match="expected"):
+            vec.step(np.zeros(shape, np.float32))
+
+
+def test_out_of_range_actions_are_clipped_and_counted() -> None:
+    env = SocialCommerceEnv("global")
+    dim = env.action_space.shape[0]
+    raw = np.zeros(dim, np.float32)
+    raw[[0, 3, 9]] = [1.5, -7.0, 1.0001]
+    raw[5] = 1.0  # on the boundary: not clipped
+    env.reset(seed=3)
+    obs_raw, r_raw, _, _, info_raw = env.step(raw)
+    assert info_raw["clipped_actions"] == 3
+    env.reset(seed=3)
+    obs_clip, r_clip, _, _, info_clip = env.step(np.clip(raw, -1, 1))
+    assert info_clip["clipped_actions"] == 0
+    np.testing.assert_array_equal(obs_raw, obs_clip)
+    assert r_raw == r_clip
+
+
+def test_vector_env_counts_clipped_actions_per_env() -> None:
+    vec = SocialCommerceVectorEnv(num_envs=3, scenario="global")
+    vec.reset(seed=0)
+    actions = np.zeros(vec.action_space.shape, np.float32)
+    actions[0, :2] = 2.0
+    actions[2, :] = -3.0
+    _, _, _, _, info = vec.step(actions)
+    np.testing.assert_array_equal(info["clipped_actions"], [2, 0, actions.shape[1]])
+
+
+def test_step_before_reset_raises() -> None:
+    env = SocialCommerceEnv("global")
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros(env.action_space.shape, np.float32))
