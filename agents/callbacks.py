@@ -1,0 +1,251 @@
+"""Training callbacks: TensorBoard in the platform's terms, evaluation, checkpoints, progress.
+
+All of them extend SB3 through ``BaseCallback`` and ``self.logger.record``; SB3's own
+``rollout/`` and ``train/`` scalars stay as they are. TensorBoard tags:
+
+* ``market/gmv_episode`` ($B over the episode), ``market/gmv_run_rate_final`` ($B annualised,
+  last quarter), ``market/cost_episode`` ($B spent), ``market/budget_utilisation`` (spent /
+  ``budget.total``), ``market/revenue_episode`` ($B), ``market/buyers_final`` (M, all regions),
+  ``market/sellers_final`` (k, all regions): means over the training episodes that ended in
+  the last rollout (the latest ones if none ended).
+* ``levers/<lever>``: mean intensity in [0, 1] of each lever over the rollout's quarters,
+  markets and regions, after the budget projection (what was actually spent).
+* ``eval/gmv_mean``, ``eval/cost_mean``, ``eval/final_run_rate_mean``: deterministic policy on
+  held-out seeds every ``eval_freq`` env steps.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import TensorBoardOutputFormat
+
+from envs.market import LEVERS
+
+MARKET_TAGS = (
+    "market/gmv_episode",
+    "market/gmv_run_rate_final",
+    "market/cost_episode",
+    "market/budget_utilisation",
+    "market/revenue_episode",
+    "market/buyers_final",
+    "market/sellers_final",
+)
+LEVER_TAGS = tuple(f"levers/{lever}" for lever in LEVERS)
+EVAL_TAGS = ("eval/gmv_mean", "eval/cost_mean", "eval/final_run_rate_mean")
+
+
+def tensorboard_writer(logger):
+    """The ``SummaryWriter`` behind an SB3 logger, or ``None`` if it does not write TensorBoard."""
+    for fmt in getattr(logger, "output_formats", []):
+        if isinstance(fmt, TensorBoardOutputFormat):
+            return fmt.writer
+    return None
+
+
+def custom_scalars_layout() -> dict:
+    """The TensorBoard custom-scalars layout: market charts together, then levers, then eval."""
+    return {
+        "Market": {
+            "GMV ($B per episode, eval vs training)": ["Multiline", ["market/gmv_episode", "eval/gmv_mean"]],
+            "Final run rate ($B a year)": ["Multiline", ["market/gmv_run_rate_final", "eval/final_run_rate_mean"]],
+            "Spend ($B per episode)": ["Multiline", ["market/cost_episode", "eval/cost_mean"]],
+            "Budget utilisation": ["Multiline", ["market/budget_utilisation"]],
+            "Revenue ($B per episode)": ["Multiline", ["market/revenue_episode"]],
+            "Buyers (M) and sellers (k), final": ["Multiline", ["market/buyers_final", "market/sellers_final"]],
+        },
+        "Levers": {"Mean intensity by lever": ["Multiline", list(LEVER_TAGS)]},
+    }
+
+
+def write_run_header(logger, config_yaml: str) -> None:
+    """Write the custom-scalars layout and the resolved config (as text) into the TB events."""
+    writer = tensorboard_writer(logger)
+    if writer is None:
+        return
+    writer.add_custom_scalars(custom_scalars_layout())
+    # four-space indent: TensorBoard renders text summaries as Markdown
+    writer.add_text("config", "\n".join("    " + line for line in config_yaml.splitlines()), global_step=0)
+    writer.flush()
+
+
+class MarketLoggerCallback(BaseCallback):
+    """Log training episodes and lever intensities in the platform's terms (see module doc).
+
+    :param budget_total: the scenario's ``budget.total`` ($B), for ``budget_utilisation``.
+    """
+
+    def __init__(self, budget_total: float, verbose: int = 0):
+        super().__init__(verbose)
+        self.budget_total = float(budget_total)
+        self._recent: deque[dict[str, float]] = deque(maxlen=256)
+        self._finished: list[dict[str, float]] = []
+
+    def _on_training_start(self) -> None:
+        n = self.training_env.num_envs
+        self._gmv = np.zeros(n)
+        self._revenue = np.zeros(n)
+        self._lever_sum = np.zeros(len(LEVERS))
+        self._lever_count = 0
+
+    def _on_rollout_start(self) -> None:
+        self._finished = []
+        self._lever_sum[:] = 0.0
+        self._lever_count = 0
+
+    def _on_step(self) -> bool:
+        infos = self.locals["infos"]
+        dones = self.locals["dones"]
+        for i, info in enumerate(infos):
+            self._gmv[i] += info["gmv"]
+            self._revenue[i] += info["revenue"]
+            intensity = np.asarray(info["lever_intensity"])  # (n_regions, n_levers)
+            self._lever_sum += intensity.mean(axis=0)
+            self._lever_count += 1
+            if dones[i]:
+                episode = {
+                    "market/gmv_episode": self._gmv[i],
+                    "market/gmv_run_rate_final": info["gmv_run_rate"],
+                    "market/cost_episode": info["cost_total"],
+                    "market/budget_utilisation": info["cost_total"] / self.budget_total,
+                    "market/revenue_episode": self._revenue[i],
+                    "market/buyers_final": float(sum(info["buyers"].values())),
+                    "market/sellers_final": float(sum(info["sellers"].values())),
+                }
+                self._finished.append(episode)
+                self._recent.append(episode)
+                self._gmv[i] = 0.0
+                self._revenue[i] = 0.0
+        return True
+
+    def _on_rollout_end(self) -> None:
+        episodes = self._finished or list(self._recent)[-self.training_env.num_envs :]
+        if episodes:
+            for tag in MARKET_TAGS:
+                self.logger.record(tag, float(np.mean([e[tag] for e in episodes])))
+        if self._lever_count:
+            means = self._lever_sum / self._lever_count
+            for tag, value in zip(LEVER_TAGS, means):
+                self.logger.record(tag, float(value))
+
+
+class EvalCallback(BaseCallback):
+    """Every ``eval_freq`` env steps, evaluate the deterministic policy on held-out seeds.
+
+    :param evaluate: ``evaluate(model, vecnormalize) -> dict`` with ``gmv_mean``, ``cost_mean``
+        and ``final_run_rate_mean`` (see :func:`agents.ppo.evaluate_model`).
+    :param eval_freq: env steps between evaluations (summed over parallel envs).
+    """
+
+    def __init__(self, evaluate: Callable[..., dict], eval_freq: int, verbose: int = 0):
+        super().__init__(verbose)
+        self.evaluate = evaluate
+        self.eval_freq = int(eval_freq)
+        self.last: dict | None = None
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.num_timesteps < self._next:
+            return
+        self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
+        result = self.evaluate(self.model, self.model.get_vec_normalize_env())
+        self.last = result
+        self.logger.record("eval/gmv_mean", result["gmv_mean"])
+        self.logger.record("eval/cost_mean", result["cost_mean"])
+        self.logger.record("eval/final_run_rate_mean", result["final_run_rate_mean"])
+
+
+class CheckpointCallback(BaseCallback):
+    """Save model and normalisation statistics every ``checkpoint_freq`` env steps (atomically).
+
+    :param save: ``save() -> None``, writes one checkpoint (see :func:`agents.runs.save_checkpoint`).
+    """
+
+    def __init__(self, save: Callable[[], Any], checkpoint_freq: int, verbose: int = 0):
+        super().__init__(verbose)
+        self.save = save
+        self.checkpoint_freq = int(checkpoint_freq)
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.checkpoint_freq + 1) * self.checkpoint_freq
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        # at a rollout boundary the model and statistics are consistent with num_timesteps
+        if self.num_timesteps >= self._next:
+            self._next = (self.num_timesteps // self.checkpoint_freq + 1) * self.checkpoint_freq
+            self.save()
+
+
+class StopOnSignal(BaseCallback):
+    """Turn SIGINT (Ctrl-C) and SIGTERM into a clean stop: training returns, the caller checkpoints.
+
+    A second signal while stopping raises ``KeyboardInterrupt`` (forced exit).
+    """
+
+    def __init__(self, verbose: int = 0):
+        super().__init__(verbose)
+        self.signal_received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> "StopOnSignal":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal_received is not None:
+            raise KeyboardInterrupt
+        self.signal_received = signum
+
+    def _on_step(self) -> bool:
+        return self.signal_received is None
+
+
+class PlainProgress(BaseCallback):
+    """Plain progress lines for logs (when stdout is not a terminal), every ``every_seconds``."""
+
+    def __init__(self, total_timesteps: int, market: MarketLoggerCallback, every_seconds: float = 10.0, stream=None):
+        super().__init__(0)
+        self.total = int(total_timesteps)
+        self.market = market
+        self.every = float(every_seconds)
+        self.stream = stream or sys.stdout
+
+    def _on_training_start(self) -> None:
+        self._start_time = time.monotonic()
+        self._start_steps = self.num_timesteps
+        self._last = -float("inf")
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every and self.num_timesteps < self.total:
+            return
+        self._last = now
+        fps = (self.num_timesteps - self._start_steps) / max(now - self._start_time, 1e-9)
+        recent = list(self.market._recent)[-self.training_env.num_envs :]
+        gmv = f" gmv_episode {np.mean([e['market/gmv_episode'] for e in recent]):.2f}$B" if recent else ""
+        pct = 100.0 * self.num_timesteps / max(self.total, 1)
+        print(f"step {self.num_timesteps}/{self.total} ({pct:.0f}%) fps {fps:.0f}{gmv}", file=self.stream, flush=True)

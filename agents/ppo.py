@@ -1,0 +1,343 @@
+"""Build and train stable-baselines3 PPO from a training config, on the native batched env.
+
+The pipeline, one function each::
+
+    SB3VecEnv (N markets, one batched step)  ->  VecMonitor (rollout/ep_rew_mean)
+        -> algorithm.wrap_env (PPO: nothing; cost-constrained PPO: r - lambda*c)
+        -> VecNormalize (observations and rewards; statistics saved beside the model)
+        -> PPO
+
+:func:`train` runs that pipeline into a run folder (:mod:`agents.runs`): TensorBoard, periodic
+checkpoints, evaluation on held-out seeds, a checkpoint on Ctrl-C/SIGTERM, ``summary.json``.
+:class:`PPOAlgorithm` is the plug-in face another algorithm extends (``agents/lagrangian.py``
+subclasses it and is selected with ``algo: ppo_lagrangian``, see :mod:`agents.config`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
+
+from agents.config import EVAL_SEED_BASE, TrainConfig, get_algorithm
+from agents.policies import PLAYBOOKS, make_policy
+from envs.scenario import Scenario, load_scenario
+from envs.social_commerce import SocialCommerceEnv
+from envs.vector import SB3VecEnv, SocialCommerceVectorEnv
+
+ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}
+
+
+def set_torch_threads(threads: int | None = None) -> int:
+    """Use one torch thread by default.
+
+    On a 2-core machine PPO's 64x64 networks and minibatches of a few hundred rows are too small
+    to gain from intra-op parallelism; a second thread only contends with the env stepping in
+    the main thread (measured: one thread is as fast or faster). ``FLYWHEEL_TORCH_THREADS``
+    overrides.
+    """
+    if threads is None:
+        threads = int(os.environ.get("FLYWHEEL_TORCH_THREADS", "1"))
+    threads = max(1, min(int(threads), os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
+# --------------------------------------------------------------------------- building
+
+
+def scenario_of(config: TrainConfig) -> Scenario:
+    return load_scenario(config.scenario, config.overrides)
+
+
+def make_vec_env(config: TrainConfig, num_envs: int | None = None, scenario: Scenario | None = None) -> VecEnv:
+    """The native batched env as an SB3 VecEnv, with ``VecMonitor`` for SB3's episode stats."""
+    scenario = scenario or scenario_of(config)
+    return VecMonitor(SB3VecEnv(num_envs or config.n_envs, scenario))
+
+
+def ppo_kwargs(config: TrainConfig) -> dict[str, Any]:
+    """SB3 ``PPO`` keyword arguments from the config's ``ppo`` section."""
+    p = config.ppo.model_dump()
+    pk = p.pop("policy_kwargs")
+    p["policy_kwargs"] = {
+        "net_arch": {"pi": list(pk["net_arch"]), "vf": list(pk["net_arch"])},
+        "activation_fn": ACTIVATIONS[pk["activation_fn"]],
+        "log_std_init": pk["log_std_init"],
+        "ortho_init": pk["ortho_init"],
+    }
+    return p
+
+
+class PPOAlgorithm:
+    """Plain PPO. The hooks below are what :func:`train` and :func:`agents.runs.load_run` call;
+    another algorithm subclasses this and overrides some of them."""
+
+    name = "ppo"
+    #: pydantic model validating ``algo_params`` (``None``: the algorithm takes none)
+    params_model = None
+    model_class = PPO
+
+    def wrap_env(self, venv: VecEnv, config: TrainConfig, scenario: Scenario) -> VecEnv:
+        """Wrap the monitored env before normalisation (e.g. a reward shaped by a multiplier)."""
+        return venv
+
+    def build_model(self, config: TrainConfig, env: VecEnv):
+        return self.model_class("MlpPolicy", env, seed=config.seed, device="cpu", verbose=0, **ppo_kwargs(config))
+
+    def load_model(self, path: str, env: VecEnv | None = None):
+        return self.model_class.load(path, env=env, device="cpu")
+
+    def callbacks(self, config: TrainConfig, scenario: Scenario, run_dir: Path) -> list[BaseCallback]:
+        """Extra callbacks (logging the algorithm's own state)."""
+        return []
+
+
+ALGORITHM = PPOAlgorithm()
+
+
+def make_training_env(config: TrainConfig, scenario: Scenario, algorithm=None, vecnormalize_path: str | None = None) -> VecNormalize:
+    """Monitored, wrapped, normalised training env: fresh, or with saved statistics."""
+    algorithm = algorithm or get_algorithm(config.algo)
+    venv = algorithm.wrap_env(make_vec_env(config, scenario=scenario), config, scenario)
+    if vecnormalize_path is not None:
+        env = VecNormalize.load(vecnormalize_path, venv)
+        env.training = True
+        return env
+    return VecNormalize(venv, **config.vecnormalize.model_dump())
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def eval_seeds(episodes: int) -> list[int]:
+    """Evaluation seeds ``EVAL_SEED_BASE + k``: never used in training (see agents.config)."""
+    return [EVAL_SEED_BASE + k for k in range(episodes)]
+
+
+def rollout_policy(policy, scenario: Scenario, seeds: Sequence[int]) -> dict[str, np.ndarray]:
+    """Roll a ``predict(obs) -> (action, None)`` policy out on one batch of markets, one per seed.
+
+    Returns per-episode arrays: ``gmv`` ($B, whole episode), ``cost`` ($B), ``final_run_rate``
+    ($B a year, last quarter), ``revenue`` ($B).
+    """
+    env = SocialCommerceVectorEnv(num_envs=len(seeds), scenario=scenario)
+    obs, _ = env.reset(seed=list(seeds))
+    gmv = np.zeros(len(seeds))
+    revenue = np.zeros(len(seeds))
+    for _ in range(env.params.horizon):
+        action, _ = policy.predict(obs, deterministic=True)
+        obs, reward, terminated, _, info = env.step(action)
+        gmv += reward
+        revenue += info["revenue"]
+    return {"gmv": gmv, "cost": info["cost_total"].copy(), "final_run_rate": info["gmv_run_rate"].copy(), "revenue": revenue}
+
+
+def summarise(result: Mapping[str, np.ndarray], target_run_rate: float) -> dict[str, float]:
+    return {
+        "gmv_mean": float(np.mean(result["gmv"])),
+        "gmv_std": float(np.std(result["gmv"])),
+        "cost_mean": float(np.mean(result["cost"])),
+        "final_run_rate_mean": float(np.mean(result["final_run_rate"])),
+        "target_reached_rate": float(np.mean(result["final_run_rate"] >= target_run_rate)),
+        "revenue_mean": float(np.mean(result["revenue"])),
+    }
+
+
+def evaluate_model(model, vecnormalize: VecNormalize | None, scenario: Scenario, episodes: int, name: str = "ppo") -> dict[str, float]:
+    """Deterministic policy on the held-out seeds, observations normalised with frozen statistics."""
+    from agents.runs import NormalizedPolicy
+
+    frozen = None
+    if vecnormalize is not None:
+        frozen = _FrozenObsNorm(vecnormalize)
+    policy = NormalizedPolicy(model, frozen, name=name)
+    return summarise(rollout_policy(policy, scenario, eval_seeds(episodes)), scenario.target_run_rate)
+
+
+class _FrozenObsNorm:
+    """A snapshot of VecNormalize's observation statistics (evaluation must not update them)."""
+
+    def __init__(self, vecnormalize: VecNormalize):
+        self.enabled = vecnormalize.norm_obs
+        self.mean = vecnormalize.obs_rms.mean.copy()
+        self.std = np.sqrt(vecnormalize.obs_rms.var + vecnormalize.epsilon)
+        self.clip = vecnormalize.clip_obs
+
+    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
+        if not self.enabled:
+            return obs
+        return np.clip((obs - self.mean) / self.std, -self.clip, self.clip).astype(np.float32)
+
+
+def playbook_gmv(scenario: Scenario, episodes: int, names: Sequence[str] = PLAYBOOKS) -> dict[str, dict[str, float]]:
+    """Each reference playbook on the same held-out seeds as :func:`evaluate_model`."""
+    seeds = eval_seeds(episodes)
+    return {name: summarise(rollout_policy(make_policy(name, scenario), scenario, seeds), scenario.target_run_rate) for name in names}
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    timesteps: int
+    wall_seconds: float
+    interrupted: bool = False
+    signal: int | None = None
+    summary: dict = field(default_factory=dict)
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: str = "auto", stream=None) -> TrainResult:
+    """Train ``config`` into ``run_dir`` (created beforehand by :func:`agents.runs.create_run_dir`).
+
+    :param resume: continue from the run's latest checkpoint to ``config.total_timesteps``,
+        normalisation restored, TensorBoard steps continuing.
+    :param progress: ``"bar"`` (SB3's progress bar), ``"lines"`` (plain periodic lines), ``"none"``,
+        or ``"auto"`` (a bar when ``stream`` is a terminal, lines otherwise).
+    :returns: a :class:`TrainResult`; ``interrupted`` if a signal stopped training (a checkpoint
+        was saved, resume with ``--resume``).
+    """
+    from agents import callbacks as cb
+    from agents import runs
+
+    stream = stream or sys.stdout
+    run_dir = Path(run_dir)
+    set_torch_threads()
+    algorithm = get_algorithm(config.algo)
+    scenario = scenario_of(config)
+
+    if resume:
+        checkpoint = runs.latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise runs.RunError(f"run {run_dir} has no checkpoint to resume from")
+        env = make_training_env(config, scenario, algorithm, vecnormalize_path=str(checkpoint.vecnormalize_path))
+        model = algorithm.load_model(str(checkpoint.model_path), env=env)
+        # fresh training markets after a resume (still below the evaluation seeds)
+        model.set_random_seed(config.seed + int(model.num_timesteps) % (EVAL_SEED_BASE - config.seed - config.n_envs))
+        wall_before = checkpoint.wall_seconds
+    else:
+        env = make_training_env(config, scenario, algorithm)
+        model = algorithm.build_model(config, env)
+        wall_before = 0.0
+
+    model.set_logger(configure(str(run_dir / runs.TB_DIR), ["tensorboard"]))
+    cb.write_run_header(model.logger, config.to_yaml())
+
+    start = time.monotonic()
+
+    def elapsed() -> float:
+        return wall_before + time.monotonic() - start
+
+    def save_checkpoint() -> None:
+        runs.save_checkpoint(run_dir, model, model.get_vec_normalize_env(), elapsed())
+
+    def evaluate(m, vecnormalize) -> dict:
+        return evaluate_model(m, vecnormalize, scenario, config.eval_episodes, name=config.algo)
+
+    if progress == "auto":
+        progress = "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
+    market = cb.MarketLoggerCallback(scenario.budget.total)
+    stop = cb.StopOnSignal()
+    callbacks: list[BaseCallback] = [
+        market,
+        cb.EvalCallback(evaluate, config.eval_freq),
+        cb.CheckpointCallback(save_checkpoint, config.checkpoint_freq),
+        *algorithm.callbacks(config, scenario, run_dir),
+        stop,
+    ]
+    if progress == "lines":
+        callbacks.append(cb.PlainProgress(config.total_timesteps, market, stream=stream))
+
+    remaining = config.total_timesteps - int(model.num_timesteps)
+    stop.install()
+    try:
+        if remaining > 0:
+            model.learn(
+                total_timesteps=remaining,
+                callback=CallbackList(callbacks),
+                reset_num_timesteps=not resume,
+                progress_bar=progress == "bar",
+            )
+    finally:
+        stop.uninstall()
+    wall = elapsed()
+
+    if stop.signal_received is not None:
+        save_checkpoint()
+        model.logger.close()
+        return TrainResult(run_dir, int(model.num_timesteps), wall, interrupted=True, signal=stop.signal_received)
+
+    vecnormalize = model.get_vec_normalize_env()
+    save_checkpoint()
+    runs.atomic_save(run_dir / runs.VECNORM_FILE, vecnormalize.save)
+    runs.atomic_save(run_dir / runs.MODEL_FILE, model.save)
+
+    final = evaluate(model, vecnormalize)
+    playbooks = playbook_gmv(scenario, config.eval_episodes)
+    model.logger.record("eval/gmv_mean", final["gmv_mean"])
+    model.logger.record("eval/cost_mean", final["cost_mean"])
+    model.logger.record("eval/final_run_rate_mean", final["final_run_rate_mean"])
+    model.logger.dump(int(model.num_timesteps))
+    model.logger.close()
+
+    timesteps = int(model.num_timesteps)
+    summary = {
+        "algo": config.algo,
+        "scenario": config.scenario,
+        "seed": config.seed,
+        "timesteps": timesteps,
+        "wall_seconds": round(wall, 3),
+        "fps": round(timesteps / max(wall, 1e-9), 1),
+        "eval_episodes": config.eval_episodes,
+        "eval_seeds": [EVAL_SEED_BASE, EVAL_SEED_BASE + config.eval_episodes - 1],
+        "eval_gmv_mean": final["gmv_mean"],
+        "eval_gmv_std": final["gmv_std"],
+        "eval_cost_mean": final["cost_mean"],
+        "eval_final_run_rate_mean": final["final_run_rate_mean"],
+        "eval_target_reached_rate": final["target_reached_rate"],
+        "eval_revenue_mean": final["revenue_mean"],
+        "eval_playbooks_gmv_mean": {name: s["gmv_mean"] for name, s in playbooks.items()},
+        "beats_all_playbooks": bool(all(final["gmv_mean"] > s["gmv_mean"] for s in playbooks.values())),
+    }
+    runs.atomic_write_json(run_dir / runs.SUMMARY_FILE, summary)
+    return TrainResult(run_dir, timesteps, wall, summary=summary)
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def measure_fps(vectorized: bool, config: TrainConfig | None = None, timesteps: int = 16_384, seed: int = 0) -> float:
+    """PPO training frames per second (env steps/s, learning included).
+
+    :param vectorized: ``True``: the native batched env (:class:`envs.SB3VecEnv`); ``False``: the
+        same number of single :class:`envs.SocialCommerceEnv` in a ``DummyVecEnv``. Everything
+        else (PPO hyperparameters, ``VecMonitor``, ``VecNormalize``) is the same.
+    :param config: the training config (default: ``configs/train/ppo.yaml``).
+    :param timesteps: env steps to train for (rounded up to whole rollouts by PPO).
+    """
+    from agents.config import load_config
+
+    config = config or load_config()
+    set_torch_threads()
+    scenario = scenario_of(config)
+    if vectorized:
+        base: VecEnv = SB3VecEnv(config.n_envs, scenario)
+    else:
+        base = DummyVecEnv([lambda: SocialCommerceEnv(scenario=scenario) for _ in range(config.n_envs)])
+    env = VecNormalize(VecMonitor(base), **config.vecnormalize.model_dump())
+    model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **ppo_kwargs(config))
+    start = time.perf_counter()
+    model.learn(total_timesteps=timesteps)
+    return model.num_timesteps / (time.perf_counter() - start)

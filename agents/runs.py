@@ -1,0 +1,334 @@
+"""Run folders: creation, atomic files, provenance, and loading a trained run for evaluation.
+
+A run folder (default ``runs/<scenario>__<algo>__<seed>__<timestamp>/``) holds::
+
+    config.yaml         the fully resolved training config (agents.config.TrainConfig)
+    versions.json       Python and package versions, git commit
+    tb/                 TensorBoard events (one continuous curve across resumes)
+    checkpoints/        model_<steps>.zip + vecnormalize_<steps>.pkl, and latest.json
+    model.zip           the final model
+    vecnormalize.pkl    its VecNormalize statistics
+    summary.json        timesteps, wall time, fps, evaluation figures
+
+Every file is written atomically (a temporary file in the same folder, then ``os.replace``),
+so a kill never leaves a half-written file. A run folder is never overwritten.
+
+Evaluation (issue 4) uses :func:`load_run`::
+
+    run = load_run("runs/global__ppo__0__20240101-120000")
+    run.config, run.scenario            # TrainConfig, envs.scenario.Scenario
+    run.model, run.vecnormalize         # SB3 model, VecNormalize (training=False)
+    policy = run.policy()               # predict(raw_obs) -> (action, None), obs normalised
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import yaml
+
+from agents.config import ConfigError, TrainConfig, config_from_dict, get_algorithm
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RUNS_DIR = PROJECT_ROOT / "runs"
+
+CONFIG_FILE = "config.yaml"
+VERSIONS_FILE = "versions.json"
+SUMMARY_FILE = "summary.json"
+MODEL_FILE = "model.zip"
+VECNORM_FILE = "vecnormalize.pkl"
+CHECKPOINT_DIR = "checkpoints"
+LATEST_FILE = "latest.json"
+TB_DIR = "tb"
+
+PACKAGES = ("numpy", "gymnasium", "stable_baselines3", "torch", "tensorboard", "pydantic", "PyYAML", "flywheel")
+
+
+class RunError(ValueError):
+    """A run folder cannot be created, resumed or loaded. The message is one line."""
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    The temporary name keeps the suffix (SB3 appends ``.zip`` to names without one).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save(path: str | Path, save: Callable[[str], Any]) -> None:
+    """Call ``save(tmp_path)`` (e.g. ``model.save``) and move the result to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        save(str(tmp))
+
+
+# --------------------------------------------------------------------------- creating
+
+
+def default_run_dir(config: TrainConfig, root: Path = RUNS_DIR) -> Path:
+    """``runs/<scenario>__<algo>__<seed>__<YYYYmmdd-HHMMSS>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return root / f"{config.scenario_label}__{config.algo}__{config.seed}__{stamp}"
+
+
+def check_new_run_dir(run_dir: str | Path) -> Path:
+    """Refuse an existing path (never overwrite a run); nothing is created here."""
+    run_dir = Path(run_dir)
+    if run_dir.exists():
+        raise RunError(f"run folder {run_dir} already exists; choose another --run-dir or continue it with --resume {run_dir}")
+    return run_dir
+
+
+def create_run_dir(run_dir: str | Path, config: TrainConfig) -> Path:
+    """Create the folder and write ``config.yaml`` and ``versions.json``."""
+    run_dir = check_new_run_dir(run_dir)
+    try:
+        run_dir.mkdir(parents=True)
+    except FileExistsError:
+        raise RunError(f"run folder {run_dir} already exists") from None
+    except OSError as exc:
+        raise RunError(f"cannot create run folder {run_dir}: {exc.strerror}") from None
+    (run_dir / CHECKPOINT_DIR).mkdir()
+    atomic_write_text(run_dir / CONFIG_FILE, config.to_yaml())
+    atomic_write_json(run_dir / VERSIONS_FILE, versions())
+    return run_dir
+
+
+def git_commit(root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the project's git checkout."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    sha = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": sha, "dirty": None if status is None else bool(status)}
+
+
+def versions() -> dict[str, Any]:
+    """Python, platform, package versions and git commit, for ``versions.json``."""
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "executable": sys.executable,
+        "packages": packages,
+        "git": git_commit(),
+    }
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved config of an existing run folder; :class:`RunError` if it is not a run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir} is not a run folder (no such directory)")
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise RunError(f"{path}: not valid YAML") from None
+    if not isinstance(doc, dict):
+        raise RunError(f"{path}: not a training config")
+    try:
+        return config_from_dict(doc, source=str(path))
+    except ConfigError as exc:
+        raise RunError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A saved model and its normalisation statistics at ``timesteps``."""
+
+    timesteps: int
+    model_path: Path
+    vecnormalize_path: Path
+    wall_seconds: float
+
+
+def checkpoint_paths(run_dir: Path, timesteps: int) -> tuple[Path, Path]:
+    ckpt = Path(run_dir) / CHECKPOINT_DIR
+    return ckpt / f"model_{timesteps}.zip", ckpt / f"vecnormalize_{timesteps}.pkl"
+
+
+def save_checkpoint(run_dir: Path, model, vecnormalize, wall_seconds: float) -> Checkpoint:
+    """Save model and statistics atomically, then point ``latest.json`` at them."""
+    steps = int(model.num_timesteps)
+    model_path, vec_path = checkpoint_paths(run_dir, steps)
+    atomic_save(vec_path, vecnormalize.save)
+    atomic_save(model_path, model.save)
+    atomic_write_json(
+        Path(run_dir) / CHECKPOINT_DIR / LATEST_FILE,
+        {"timesteps": steps, "model": model_path.name, "vecnormalize": vec_path.name, "wall_seconds": wall_seconds},
+    )
+    return Checkpoint(steps, model_path, vec_path, wall_seconds)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Checkpoint | None:
+    """The checkpoint ``latest.json`` points at, or ``None`` if there is none."""
+    ckpt = Path(run_dir) / CHECKPOINT_DIR
+    try:
+        meta = json.loads((ckpt / LATEST_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    model_path, vec_path = ckpt / meta["model"], ckpt / meta["vecnormalize"]
+    if not (model_path.is_file() and vec_path.is_file()):
+        return None
+    return Checkpoint(int(meta["timesteps"]), model_path, vec_path, float(meta.get("wall_seconds", 0.0)))
+
+
+def open_for_resume(run_dir: str | Path) -> tuple[TrainConfig, Checkpoint]:
+    """Check that a run folder can be resumed: it is a run, unfinished, with a checkpoint."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    if (run_dir / SUMMARY_FILE).is_file() and (run_dir / MODEL_FILE).is_file():
+        raise RunError(f"run {run_dir} is already finished ({SUMMARY_FILE} and {MODEL_FILE} exist); nothing to resume")
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise RunError(f"run {run_dir} has no checkpoint to resume from ({CHECKPOINT_DIR}/{LATEST_FILE} missing)")
+    return config, checkpoint
+
+
+# --------------------------------------------------------------------------- loading for evaluation
+
+
+class NormalizedPolicy:
+    """A trained model behind the reference policies' face: ``predict(obs) -> (action, None)``.
+
+    Raw observations (as the envs return them) are normalised with the run's frozen
+    ``VecNormalize`` statistics before the model sees them; actions are deterministic.
+    """
+
+    def __init__(self, model, vecnormalize, name: str = "ppo"):
+        self.model = model
+        self.vecnormalize = vecnormalize
+        self.name = name
+
+    def predict(self, obs, state: Any = None, episode_start: Any = None, deterministic: bool = True):
+        obs = np.asarray(obs, dtype=np.float32)
+        single = obs.ndim == 1
+        batch = obs[None] if single else obs
+        normed = self.vecnormalize.normalize_obs(batch) if self.vecnormalize is not None else batch
+        action, _ = self.model.predict(normed, deterministic=deterministic)
+        return (action[0] if single else action), None
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, ready for evaluation.
+
+    :ivar run_dir: the folder.
+    :ivar config: its resolved :class:`~agents.config.TrainConfig`.
+    :ivar scenario: the scenario it trained on (overrides applied).
+    :ivar model: the SB3 model (``model.zip``, or the latest checkpoint if asked).
+    :ivar vecnormalize: the ``VecNormalize`` statistics, ``training=False`` and
+        ``norm_reward=False`` (frozen; raw rewards).
+    :ivar summary: ``summary.json`` as a dict (empty if the run did not finish).
+    """
+
+    run_dir: Path
+    config: TrainConfig
+    scenario: Any
+    model: Any
+    vecnormalize: Any
+    summary: dict
+
+    @property
+    def algo(self) -> str:
+        return self.config.algo
+
+    def policy(self) -> NormalizedPolicy:
+        """The learned policy, named after its algorithm, on raw observations."""
+        return NormalizedPolicy(self.model, self.vecnormalize, name=self.config.algo)
+
+
+def load_run(run_dir: str | Path, checkpoint: bool = False) -> LoadedRun:
+    """Load a run folder's config, scenario, model and frozen normalisation statistics.
+
+    :param run_dir: a folder written by ``scripts/train.py``.
+    :param checkpoint: load the latest checkpoint instead of the final model (for an
+        unfinished run).
+    :raises RunError: one line if the folder is not a (finished) run or its model does not fit
+        its scenario's spaces.
+    """
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.ppo import make_vec_env, scenario_of
+
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    if checkpoint:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise RunError(f"run {run_dir} has no checkpoint")
+        model_path, vec_path = ckpt.model_path, ckpt.vecnormalize_path
+    else:
+        model_path, vec_path = run_dir / MODEL_FILE, run_dir / VECNORM_FILE
+        for path in (model_path, vec_path):
+            if not path.is_file():
+                raise RunError(f"run {run_dir} is not finished: {path.name} is missing (load_run(..., checkpoint=True) for the latest checkpoint)")
+    scenario = scenario_of(config)
+    venv = make_vec_env(config, num_envs=1, scenario=scenario)
+    try:
+        vecnormalize = VecNormalize.load(str(vec_path), venv)
+    except (AssertionError, ValueError) as exc:
+        raise RunError(f"{vec_path}: normalisation statistics do not fit scenario '{config.scenario}' ({exc})") from None
+    vecnormalize.training = False
+    vecnormalize.norm_reward = False
+    algorithm = get_algorithm(config.algo)
+    try:
+        model = algorithm.load_model(str(model_path), env=vecnormalize)
+    except (AssertionError, ValueError) as exc:
+        raise RunError(f"{model_path}: model does not fit scenario '{config.scenario}' ({str(exc).splitlines()[0]})") from None
+    summary_path = run_dir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return LoadedRun(run_dir, config, scenario, model, vecnormalize, summary)
