@@ -1,0 +1,341 @@
+"""Training from scripts: smoke runs of scripts/train.py in a subprocess with tiny budgets.
+
+The run folder, TensorBoard tags (read back with tensorboard's event reader and from the real
+TensorBoard server), resume after SIGTERM, reproducibility, and one-line errors on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ROOT / "scripts" / "train.py"
+
+# 16 markets x 16 quarters = 256 env steps per rollout: a few seconds per run
+TINY = [
+    "--set", "n_envs=16", "--set", "ppo.n_steps=16", "--set", "ppo.batch_size=64", "--set", "ppo.n_epochs=2",
+    "--set", "checkpoint_freq=512", "--set", "eval_freq=512", "--set", "eval_episodes=8",
+]
+SUMMARY_KEYS = ["timesteps", "wall_seconds", "fps", "eval_gmv_mean", "eval_cost_mean", "eval_final_run_rate_mean", "eval_episodes", "eval_playbooks_gmv_mean"]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_train(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TRAIN), *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def scalar_events(run_dir: Path) -> dict[str, list]:
+    """tag -> scalar events over every events file of the run (in file order)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list] = {}
+    for path in sorted(run_dir.rglob("events.out.tfevents*")):
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend(acc.Scalars(tag))
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    proc = run_train("--timesteps", "2048", "--seed", "1", "--run-dir", str(run_dir), *TINY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir
+
+
+# --------------------------------------------------------------------------- smoke run
+
+
+def test_run_folder_has_every_file(smoke_run: Path):
+    for name in ["config.yaml", "versions.json", "model.zip", "vecnormalize.pkl", "summary.json"]:
+        assert (smoke_run / name).is_file(), name
+    ckpts = smoke_run / "checkpoints"
+    assert list(ckpts.glob("model_*.zip")) and list(ckpts.glob("vecnormalize_*.pkl"))
+    assert json.loads((ckpts / "latest.json").read_text())["timesteps"] == 2048
+    assert list(smoke_run.rglob("events.out.tfevents*"))
+    assert not list(smoke_run.rglob(".*.tmp")) and not [p for p in smoke_run.rglob(".*") if p.is_file()], "temporary files left"
+
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    for key in SUMMARY_KEYS:
+        assert key in summary, key
+    assert summary["timesteps"] == 2048 and summary["eval_episodes"] == 8
+    assert set(summary["eval_playbooks_gmv_mean"]) == {"zero", "uniform", "merchant_package", "livestream_first", "commerce_first"}
+
+    config = yaml.safe_load((smoke_run / "config.yaml").read_text())
+    assert config["seed"] == 1 and config["total_timesteps"] == 2048 and config["ppo"]["n_steps"] == 16
+    assert "learning_rate" in config["ppo"] and "norm_obs" in config["vecnormalize"], "config.yaml must be fully resolved"
+
+    versions = json.loads((smoke_run / "versions.json").read_text())
+    assert versions["python"] and versions["packages"]["stable_baselines3"] and versions["packages"]["torch"]
+    assert "commit" in versions["git"]
+
+
+def test_tensorboard_events_have_market_and_lever_tags(smoke_run: Path):
+    from agents.callbacks import EVAL_TAGS, LEVER_TAGS, MARKET_TAGS
+
+    events = scalar_events(smoke_run)
+    for tag in (*MARKET_TAGS, *LEVER_TAGS, *EVAL_TAGS, "rollout/ep_rew_mean", "train/value_loss"):
+        assert tag in events, tag
+    assert len([t for t in events if t.startswith("levers/")]) == 7
+    gmv = [e.value for e in events["market/gmv_episode"]]
+    assert all(10 < v < 200 for v in gmv), gmv
+    assert all(0 <= e.value <= 1 for t in LEVER_TAGS for e in events[t])
+    assert all(0 <= e.value <= 1 + 1e-9 for e in events["market/budget_utilisation"])
+
+
+def test_tensorboard_has_layout_and_config_text(smoke_run: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: dict = {}
+    for path in smoke_run.rglob("events.out.tfevents*"):
+        acc = EventAccumulator(str(path), size_guidance={"tensors": 0})
+        acc.Reload()
+        for kind, names in acc.Tags().items():
+            if isinstance(names, list):
+                tags.setdefault(kind, set()).update(names)
+    assert "config/text_summary" in tags.get("tensors", set())
+    raw = b"".join(p.read_bytes() for p in smoke_run.rglob("events.out.tfevents*"))
+    assert b"custom_scalars__config__" in raw and b"market/gmv_episode" in raw
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_server_lists_tags(smoke_run: Path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(smoke_run), "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
+    )
+    try:
+        deadline = time.monotonic() + 90
+        tags: set[str] = set()
+        while time.monotonic() < deadline:
+            assert server.poll() is None, "tensorboard exited early"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as resp:
+                    data = json.loads(resp.read())
+                tags = {tag for run in data.values() for tag in run}
+                if "market/gmv_episode" in tags and any(t.startswith("levers/") for t in tags):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert "market/gmv_episode" in tags and "market/budget_utilisation" in tags, sorted(tags)
+        assert len([t for t in tags if t.startswith("levers/")]) == 7
+        assert "eval/gmv_mean" in tags
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_same_config_and_seed_give_same_evaluation(tmp_path: Path):
+    # both runs at once, so that they see the same code and scenario files
+    dirs = [tmp_path / "first", tmp_path / "second"]
+    procs = [
+        subprocess.Popen([sys.executable, str(TRAIN), "--timesteps", "1024", "--seed", "3", "--run-dir", str(d), *TINY],
+                         cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for d in dirs
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+    first, second = (json.loads((d / "summary.json").read_text()) for d in dirs)
+    figures = [k for k in first if k.startswith("eval_")]
+    assert "eval_gmv_mean" in figures and {k: first[k] for k in figures} == {k: second[k] for k in figures}
+
+
+def test_load_run_gives_a_policy_on_raw_observations(smoke_run: Path):
+    import numpy as np
+
+    from agents.ppo import evaluate_model, rollout_policy
+    from agents.runs import load_run
+
+    run = load_run(smoke_run)
+    assert run.config.seed == 1 and run.scenario.name == "global" and run.algo == "ppo"
+    assert run.vecnormalize.training is False and run.vecnormalize.norm_reward is False
+    policy = run.policy()
+    result = rollout_policy(policy, run.scenario, [10_000_000 + k for k in range(8)])
+    assert np.isclose(result["gmv"].mean(), run.summary["eval_gmv_mean"])
+    assert evaluate_model(run.model, run.vecnormalize, run.scenario, 8)["gmv_mean"] == pytest.approx(run.summary["eval_gmv_mean"])
+    obs = np.zeros(run.model.observation_space.shape, np.float32)
+    action, state = policy.predict(obs)
+    assert action.shape == run.model.action_space.shape and state is None
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_resume_after_sigterm_continues_to_full_timesteps(tmp_path: Path):
+    from stable_baselines3 import PPO
+
+    run_dir = tmp_path / "run"
+    total = 8192
+    args = ["--timesteps", str(total), "--seed", "2", "--run-dir", str(run_dir), *TINY, "--set", "eval_freq=100000"]
+    proc = subprocess.Popen([sys.executable, str(TRAIN), *args], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    latest = run_dir / "checkpoints" / "latest.json"
+    deadline = time.monotonic() + 60
+    while not latest.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert latest.exists(), "no checkpoint appeared"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "--resume" in out
+    stopped_at = json.loads(latest.read_text())["timesteps"]
+    assert 0 < stopped_at < total
+    assert not (run_dir / "model.zip").exists() and not (run_dir / "summary.json").exists()
+
+    resumed = run_train("--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    model = PPO.load(run_dir / "model.zip", device="cpu")
+    rollout = 16 * 16
+    assert total <= model.num_timesteps < total + rollout
+    assert summary["timesteps"] == model.num_timesteps
+
+    events = scalar_events(run_dir)
+    steps = [e.step for e in sorted(events["market/gmv_episode"], key=lambda e: e.wall_time)]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps), "TensorBoard steps must keep increasing"
+    assert steps[-1] >= total and min(steps) < stopped_at
+    assert len(list((run_dir / "tb").glob("events.out.tfevents*"))) >= 2, "resume writes into the same TensorBoard folder"
+
+    again = run_train("--resume", str(run_dir))
+    assert again.returncode == 2 and "already finished" in again.stderr
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _main(argv: list[str], capsys) -> tuple[int, str]:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import train as train_script
+    finally:
+        sys.path.pop(0)
+    try:
+        code = train_script.main(argv)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def existing_run(tmp_path: Path) -> Path:
+    run = tmp_path / "existing"
+    run.mkdir()
+    (run / "marker.txt").write_text("keep me")
+    return run
+
+
+BAD_INPUTS = {
+    "missing config": (["--config", "configs/train/nope.yaml"], "not found"),
+    "config is not YAML": (["--config", "{bad}"], "not valid YAML"),
+    "config key unknown": (["--config", "{unknown_key}"], "unknown key 'unknown_key'"),
+    "config value invalid": (["--config", "{bad_value}"], "ppo.learning_rate"),
+    "--set key unknown": (["--set", "ppo.learnin_rate=1e-3"], "unknown key 'ppo.learnin_rate'"),
+    "--set top key unknown": (["--set", "nope=1"], "allowed:"),
+    "--set value bad": (["--set", "n_envs=0"], "n_envs"),
+    "--set activation bad": (["--set", "ppo.policy_kwargs.activation_fn=sigmoid"], "'tanh', 'relu' or 'elu'"),
+    "--set without =": (["--set", "n_envs"], "key=value"),
+    "unknown scenario": (["--set", "scenario=mars"], "unknown scenario 'mars'"),
+    "bad scenario override": (["--set", "overrides.budget.total=-1"], "budget.total"),
+    "unknown algo": (["--set", "algo=dqn"], "allowed: ppo"),
+    "negative timesteps": (["--timesteps", "-5"], "total_timesteps"),
+    "not an int": (["--timesteps", "many"], "invalid int value"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_nothing_written(case: str, tmp_path: Path, capsys):
+    argv, expect = BAD_INPUTS[case]
+    files = {
+        "{bad}": "ppo: [unclosed\n",
+        "{unknown_key}": "unknown_key: 1\n",
+        "{bad_value}": "ppo:\n  learning_rate: -1\n",
+    }
+    argv = [str(_write(tmp_path, files[a])) if a in files else a for a in argv]
+    run_dir = tmp_path / "run"
+    code, err = _main([*argv, "--run-dir", str(run_dir)], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert expect in lines[0], lines[0]
+    assert not run_dir.exists()
+
+
+def _write(folder: Path, text: str) -> Path:
+    path = folder / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_existing_run_folder_is_refused(existing_run: Path, capsys):
+    code, err = _main(["--run-dir", str(existing_run)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "already exists" in err
+    assert sorted(p.name for p in existing_run.iterdir()) == ["marker.txt"]
+
+
+@pytest.mark.parametrize("which", ["empty folder", "missing folder", "with --set"])
+def test_resume_of_a_non_run_is_refused(which: str, existing_run: Path, tmp_path: Path, capsys):
+    target = {"empty folder": existing_run, "missing folder": tmp_path / "nowhere", "with --set": existing_run}[which]
+    extra = ["--set", "seed=3"] if which == "with --set" else []
+    code, err = _main(["--resume", str(target), *extra], capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert sorted(p.name for p in existing_run.iterdir()) == ["marker.txt"]
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_bad_input_from_the_real_process(tmp_path: Path):
+    proc = run_train("--set", "ppo.nope=1", "--run-dir", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
+    assert proc.stdout == "" and not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_default_config_is_valid_and_sets_apply():
+    from agents.config import DEFAULT_CONFIG, load_config
+
+    base = load_config(DEFAULT_CONFIG)
+    assert base.scenario == "global" and base.algo == "ppo"
+    cfg = load_config(DEFAULT_CONFIG, ["ppo.policy_kwargs.net_arch=[32, 16]", "overrides.budget.mode=soft", "seed=7"])
+    assert cfg.ppo.policy_kwargs.net_arch == [32, 16] and cfg.overrides == {"budget.mode": "soft"} and cfg.seed == 7
+    assert cfg.ppo.learning_rate == base.ppo.learning_rate
+
+
+def test_algorithm_registry_is_pluggable():
+    from agents.config import ALGORITHMS, ConfigError, get_algorithm
+    from agents.ppo import PPOAlgorithm
+
+    assert isinstance(get_algorithm("ppo"), PPOAlgorithm)
+    assert "ppo_lagrangian" in ALGORITHMS
+    with pytest.raises(ConfigError, match="unknown; allowed"):
+        get_algorithm("dqn")
