@@ -398,3 +398,146 @@ def test_step_before_reset_raises() -> None:
     env = SocialCommerceEnv("global")
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros(env.action_space.shape, np.float32))
+
+
+# ----------------------------------------------------------------------------- scripts
+# The command-line faces of the environment: scripts/simulate.py and scripts/benchmark.py, run
+# as a user runs them (from the repo root, no PYTHONPATH), plus their library functions.
+
+
+def run_script(repo_root, *args: str, timeout: float = 120) -> "subprocess.CompletedProcess[str]":
+    """Run ``python scripts/...`` from the repo root with a clean PYTHONPATH."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["MPLBACKEND"] = "Agg"
+    return subprocess.run([sys.executable, *args], cwd=repo_root, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_simulate_script_prints_the_table_and_writes_csv_and_png(repo_root, tmp_path) -> None:
+    import csv
+
+    csv_path, png_path = tmp_path / "run.csv", tmp_path / "run.png"
+    proc = run_script(
+        repo_root, "scripts/simulate.py", "--scenario", "global", "--policy", "merchant_package", "--seed", "0",
+        "--set", "budget.total=3", "--csv", str(csv_path), "--plot", str(png_path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for label in ("2023Q1", "2023Q4", "2025Q4"):
+        assert label in out
+    for header in ("GMV sea", "rate us", "run rate", "waiver", "warehouse", "budget left", "buyers", "sellers", "creators", "share uk"):
+        assert header in out, header
+    assert "budget $3B" in out, "--set budget.total=3 must reach the scenario"
+    with csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and rows[0]["quarter"] == "2023Q1" and rows[-1]["quarter"] == "2025Q4"
+    assert sum(float(r["spend"]) for r in rows) == pytest.approx(3.0, rel=1e-6)
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.csv", "run.png"], "no temp files left behind"
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--scenario", "atlantis"], "unknown scenario 'atlantis'"),
+        (["--policy", "yolo"], "unknown policy 'yolo'"),
+    ],
+)
+def test_simulate_script_bad_input_exits_2_with_one_line(repo_root, args, expected: str) -> None:
+    proc = run_script(repo_root, "scripts/simulate.py", *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--set", "budget.totl=3"], "unknown key 'budget.totl'"),
+        (["--set", "budget.total"], "key=value"),
+        (["--set", "budget.total=-1"], "budget.total"),
+        (["--seed", "-1"], "--seed"),
+        (["--csv", "/nonexistent-dir/x.csv"], "does not exist"),
+    ],
+)
+def test_simulate_main_bad_input_is_one_line_and_status_2(args, expected: str, capsys) -> None:
+    from scripts.simulate import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0]
+
+
+def test_simulate_rows_agree_with_the_env() -> None:
+    from agents.simulate import format_table, quarter_label, simulate
+
+    rows = simulate("global", "uniform", seed=3)
+    env = SocialCommerceEnv("global")
+    env.reset(seed=3)
+    from agents.policies import make_policy
+
+    policy = make_policy("uniform", env.scenario)
+    obs = env.reset(seed=3)[0]
+    assert len(rows) == env.scenario.horizon
+    for k, row in enumerate(rows):
+        obs, reward, _, _, info = env.step(policy.predict(obs)[0])
+        assert row["quarter"] == quarter_label(k, 1)
+        assert row["gmv"] == reward
+        assert row["budget_left"] == info["budget_remaining"]
+        assert row["spend"] == pytest.approx(sum(row[f"spend.{lever}"] for lever in envs.LEVERS[:-1]))
+        assert row["run_rate"] == pytest.approx(sum(row[f"run_rate.{r}"] for r in env.scenario.region_names))
+        assert row["buyers"] == pytest.approx(sum(info["buyers"].values()))
+    table = format_table(rows, target_run_rate=20.0)
+    assert table.count("2025Q4") == 3 and "target $20B" in table
+
+
+def test_quarter_labels_roll_over_years() -> None:
+    from agents.simulate import quarter_label
+
+    assert [quarter_label(k, 3) for k in range(4)] == ["2023Q3", "2023Q4", "2024Q1", "2024Q2"]
+    assert quarter_label(0, 1, start_year=2030) == "2030Q1"
+
+
+def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path) -> None:
+    from agents.simulate import _atomic_write
+
+    target = tmp_path / "out.csv"
+    target.write_text("old")
+
+    def half_write(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        _atomic_write(target, half_write)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_benchmark_script_writes_the_json_keys(repo_root, tmp_path) -> None:
+    import json
+
+    out = tmp_path / "bench.json"
+    proc = run_script(repo_root, "scripts/benchmark.py", "--seconds", "0.05", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    for key in ("single_env_steps_per_s", "vector_env_steps_per_s", "sync_vector_env_steps_per_s", "vector_speedup"):
+        assert isinstance(data[key], float) and data[key] > 0, key
+    assert data["vector_num_envs"] == 1024 and data["sync_num_envs"] == 64
+    assert data["vector_speedup"] == pytest.approx(data["vector_env_steps_per_s"] / data["sync_vector_env_steps_per_s"])
+    for label in ("SocialCommerceEnv (raw, no wrappers)", "SocialCommerceVectorEnv x 1024", "SyncVectorEnv x 64", "us per step", "MB"):
+        assert label in proc.stdout
+
+
+def test_state_memory_is_the_sum_of_state_arrays() -> None:
+    from envs.benchmark import state_nbytes
+
+    vec = SocialCommerceVectorEnv(num_envs=8, scenario="global")
+    vec.reset(seed=0)
+    s = vec.state
+    expected = sum(a.nbytes for a in vars(s).values() if isinstance(a, np.ndarray))
+    assert state_nbytes(s) == expected > 0
