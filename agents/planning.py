@@ -1,0 +1,432 @@
+"""Planners: the best constant plan and the clairvoyant per-episode oracle, by CMA-ES.
+
+Both planners search lever intensities in [0, 1] with CMA-ES (the ``cma`` package, the box
+[0, 1] by cma's bound transformation applied to whole populations (:func:`to_unit`), a fixed
+seed so a plan is reproducible) and score every candidate by rolling it out
+through the one batched model, :func:`envs.market.rollout`: a whole population, for every
+episode at once, is one call.
+
+* :func:`best_static` is the best **constant** allocation ``(n_regions, 7)``, the same every
+  quarter, maximising the mean cumulative GMV ($B) over training seeds. It is what a
+  marketing-mix budget optimiser (Robyn, Meridian) hands a strategist: one allocation for the
+  whole plan. The playbooks are scored too and the search starts from the best of them, so
+  ``best_static`` is never below a playbook on its training seeds.
+* :func:`oracle` is, for each evaluation episode, an **open-loop plan** ``(T, n_regions, 7)``
+  optimised on that episode's own random numbers (the start state drawn from the episode's
+  seeded generator holds every future shock and suspension draw, see :mod:`envs.market`). It
+  sees the future, so no policy can beat it on average: a clairvoyant upper bound.
+
+Oracle search, per episode, all episodes' CMA instances advanced in lockstep:
+
+1. *knots*: each lever-region intensity is a piecewise-linear schedule through ``knots`` values
+   spread evenly over the horizon (``knots * R * 7`` numbers: 84 for ``global`` with 4 knots),
+   started from the warm start (``best_static``) at every knot;
+2. *refinement*: the full per-quarter plan (``T * R * 7`` numbers), started from the best plan
+   of step 1, with a smaller step size and a diagonal covariance (sep-CMA: the full 252 x 252
+   covariance costs more per generation than the rollouts).
+
+The best plan ever scored is kept, and the warm start is scored first, so the oracle is never
+below the warm start on its own episode. Episodes whose futures are identical (a deterministic
+scenario, or equal draws) are solved once.
+
+Every candidate is scored exactly as it will be played: intensities pass through the
+float32 action encoding of the env (:func:`quantise`), so a plan's GMV here is the GMV the
+evaluation measures. In a ``hard`` budget scenario the env's projection makes any plan
+feasible and the oracle, like every policy, never exceeds the budget. In ``soft`` mode
+nothing is projected: the planners then search under the hard projection and return the
+intensities actually applied (:func:`feasible_plan`), which respect the limit in both modes.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import cma
+import numpy as np
+from gymnasium.utils import seeding
+
+from envs import market
+from envs.scenario import Scenario
+
+#: Training seeds of ``best_static`` start here; evaluation seeds must stay below it.
+TRAIN_SEED_BASE = 1_000_000_000
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def training_seeds(n: int, base: int = TRAIN_SEED_BASE) -> list[int]:
+    """``n`` seeds for fitting ``best_static``, disjoint from evaluation seeds ``< base``."""
+    return [base + i for i in range(n)]
+
+
+def start_states(params: market.Params, seeds: Sequence[int]) -> market.State:
+    """Start states of the episodes ``seeds``, drawn exactly as the envs draw them."""
+    return market.init_state(params, [seeding.np_random(int(s))[0] for s in seeds])
+
+
+def planning_params(scenario: Scenario) -> market.Params:
+    """Model parameters for planning: the scenario's, always with the hard-budget projection."""
+    params = scenario.to_params()
+    return params if params.hard_budget else replace(params, hard_budget=True)
+
+
+def quantise(intensity: np.ndarray) -> np.ndarray:
+    """Intensities as the env will apply them: through the float32 action in [-1, 1].
+
+    Idempotent, so a quantised plan played through ``intensity_to_action`` gives back itself.
+    """
+    u = np.clip(np.asarray(intensity, dtype=np.float64), 0.0, 1.0)
+    action = (2.0 * u - 1.0).astype(np.float32)
+    return (action.astype(np.float64) + 1.0) * 0.5
+
+
+def unique_futures(params: market.Params, state: market.State) -> tuple[np.ndarray, np.ndarray]:
+    """Group episodes with identical futures.
+
+    The model uses the pre-drawn numbers only through ``demand_sigma * shock_z`` and
+    ``suspend_u < hazard``; episodes equal in both face the same future. Returns the index of
+    one representative per group and, for every episode, its group.
+    """
+    shocks = params.demand_sigma * state.shock_z
+    starts = state.suspend_u < params.suspension_hazard
+    keys = [shocks[i].tobytes() + starts[i].tobytes() for i in range(state.n)]
+    first: dict[bytes, int] = {}
+    group = np.empty(state.n, dtype=np.int64)
+    reps: list[int] = []
+    for i, key in enumerate(keys):
+        if key not in first:
+            first[key] = len(reps)
+            reps.append(i)
+        group[i] = first[key]
+    return np.array(reps, dtype=np.int64), group
+
+
+def cumulative_gmv(params: market.Params, state: market.State, plans: np.ndarray) -> np.ndarray:
+    """Cumulative GMV ($B) of each market's plan; ``plans`` (n, T, R, L) or (n, R, L)."""
+    return market.rollout(params, state, plans)["gmv"].sum(axis=1)
+
+
+def feasible_plan(params: market.Params, state: market.State, plans: np.ndarray) -> np.ndarray:
+    """The intensities actually applied when ``plans`` are played under the hard projection."""
+    return market.rollout(params, state, plans)["intensity"]
+
+
+#: Width of the quadratic zones of the box transform, as cma's ``BoundTransform`` uses.
+_EDGE = 0.05
+
+
+def to_unit(genotype: np.ndarray) -> np.ndarray:
+    """Map CMA-ES's unbounded search space onto the box [0, 1], elementwise and vectorised.
+
+    The transformation of cma's ``BoundTransform`` (the package's default for ``bounds``),
+    written for a whole population at once: periodic mirroring into ``[-a, 1 + a]``, identity
+    inside ``[a, 1 - a]`` and quadratic near each bound, so an optimum on a bound is a smooth
+    optimum of the search space. (cma's own handler repairs one candidate at a time in Python,
+    which costs more than the model's rollouts when hundreds of searches run in lockstep.)
+    """
+    a = _EDGE
+    lo, hi = -a, 1.0 + a
+    x = lo + np.mod(np.asarray(genotype, dtype=np.float64) - lo, 2.0 * (hi - lo))
+    x = np.where(x > hi, 2.0 * hi - x, x)
+    y = np.where(x < a, (x - lo) ** 2 / (4.0 * a), x)
+    return np.where(x > 1.0 - a, 1.0 - (x - hi) ** 2 / (4.0 * a), y)
+
+
+def from_unit(intensity: np.ndarray) -> np.ndarray:
+    """A genotype that :func:`to_unit` maps to ``intensity`` (in [0, 1])."""
+    a = _EDGE
+    y = np.clip(np.asarray(intensity, dtype=np.float64), 0.0, 1.0)
+    x = np.where(y < a, -a + np.sqrt(4.0 * a * y), y)
+    return np.where(y > 1.0 - a, 1.0 + a - np.sqrt(4.0 * a * (1.0 - y)), x)
+
+
+def _cma(x0: np.ndarray, sigma0: float, seed: int, popsize: int | None, diagonal: bool = False) -> cma.CMAEvolutionStrategy:
+    opts = {
+        "seed": int(seed),
+        "verbose": -9,
+        "verb_log": 0,
+        "verb_disp": 0,
+        "tolfun": 0.0,  # the iteration budget, not cma's defaults, ends the search (reproducible)
+        "tolfunhist": 0.0,
+        "tolx": 0.0,
+        "tolflatfitness": 10**9,
+        "tolstagnation": 10**9,
+    }
+    if popsize:
+        opts["popsize"] = int(popsize)
+    if diagonal:
+        opts["CMA_diagonal"] = True
+    return cma.CMAEvolutionStrategy(from_unit(x0), sigma0, opts)
+
+
+def _lockstep(
+    x0: np.ndarray,
+    score: Callable[[np.ndarray], np.ndarray],
+    *,
+    iterations: int,
+    sigma0: float,
+    seed: int,
+    popsize: int | None,
+    diagonal: bool = False,
+    best_x: np.ndarray | None = None,
+    best_f: np.ndarray | None = None,
+    history: list | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Advance one CMA-ES per row of ``x0`` (m, d) in [0, 1] in lockstep, maximising ``score``.
+
+    ``score`` maps candidates (m, p, d) in [0, 1] to values (m, p): all m*p candidates in one
+    batch. Returns the best candidate ever scored per row and its value (seeded with
+    ``best_x``, ``best_f`` when given, else with ``x0`` scored). Instance i uses seed
+    ``seed + i``; a fixed iteration budget (no early stop) keeps runs reproducible.
+    """
+    m, d = x0.shape
+    if best_x is None:
+        best_x, best_f = x0.copy(), score(x0[:, None, :])[:, 0]
+    best_x, best_f = best_x.copy(), best_f.copy()
+    if iterations <= 0:
+        return best_x, best_f
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cma's notes on its internal state, not user errors
+        strategies = [_cma(x0[i], sigma0, seed + i, popsize, diagonal) for i in range(m)]
+        for _ in range(iterations):
+            genotypes = np.stack([np.asarray(es.ask()) for es in strategies])  # (m, p, d)
+            candidates = to_unit(genotypes)
+            values = score(candidates)
+            for i, es in enumerate(strategies):
+                es.tell(list(genotypes[i]), list(-values[i]))
+            top = values.argmax(axis=1)
+            top_values = values[np.arange(m), top]
+            better = top_values > best_f
+            best_x[better] = candidates[better, top[better]]
+            best_f[better] = top_values[better]
+            if history is not None:
+                history.append(float(best_f.mean()))
+    return best_x, best_f
+
+
+# --------------------------------------------------------------------------- best static
+
+
+@dataclass
+class StaticPlan:
+    """The best constant allocation found and how it was found."""
+
+    intensity: np.ndarray
+    """(n_regions, 7) lever intensities in [0, 1] (already quantised to the env's encoding)."""
+    gmv_mean: float
+    """mean cumulative GMV ($B) over the training seeds."""
+    seeds: list[int]
+    start: str
+    """the playbook the search started from."""
+    iterations: int
+    evaluations: int
+    seconds: float
+    history: list[float] = field(default_factory=list)
+    """best mean cumulative GMV after each CMA generation."""
+
+
+def best_static(
+    scenario: Scenario,
+    seeds: Sequence[int] | None = None,
+    *,
+    iterations: int = 120,
+    popsize: int | None = None,
+    sigma0: float = 0.25,
+    cma_seed: int = 1,
+    n_seeds: int = 64,
+) -> StaticPlan:
+    """The constant allocation with the highest mean cumulative GMV over training ``seeds``.
+
+    :param scenario: a validated scenario.
+    :param seeds: training seeds (default :func:`training_seeds` of ``n_seeds``); keep them
+        disjoint from the evaluation seeds. Seeds with identical futures count once each but
+        are simulated once.
+    :param iterations: CMA-ES generations.
+    :param popsize: CMA-ES population (default cma's ``4 + 3 ln(d)``, 13 for 21 numbers).
+    :param sigma0: initial step size in intensity units.
+    :param cma_seed: CMA-ES seed: same inputs, same plan.
+    """
+    from agents.policies import PLAYBOOKS, playbook_intensity  # policies exposes the planners
+
+    t0 = time.perf_counter()
+    seeds = list(training_seeds(n_seeds) if seeds is None else seeds)
+    if not seeds:
+        raise ValueError("best_static needs at least one training seed")
+    params = planning_params(scenario)
+    states = start_states(params, seeds)
+    reps, group = unique_futures(params, states)
+    weights = np.bincount(group, minlength=len(reps)) / len(seeds)
+    base = states.take(reps)
+    R, L = params.n_regions, market.N_LEVERS
+    counter = {"evaluations": 0}
+
+    def score(candidates: np.ndarray) -> np.ndarray:
+        # candidates (1, p, R*L) -> mean GMV over the training futures, (1, p)
+        cand = quantise(candidates.reshape(-1, R, L))
+        p = cand.shape[0]
+        plans = np.tile(cand, (len(reps), 1, 1))  # market-major, matching State.repeat
+        gmv = cumulative_gmv(params, base.repeat(p), plans).reshape(len(reps), p)
+        counter["evaluations"] += p
+        return (weights[:, None] * gmv).sum(axis=0)[None]
+
+    names = list(PLAYBOOKS)
+    books = np.stack([playbook_intensity(name, scenario).ravel() for name in names])
+    book_values = score(books[None])[0]
+    start = int(book_values.argmax())
+    history: list[float] = []
+    best_x, best_f = _lockstep(
+        books[start][None], score, iterations=iterations, sigma0=sigma0, seed=cma_seed, popsize=popsize,
+        best_x=books[start][None], best_f=book_values[start : start + 1], history=history,
+    )
+    return StaticPlan(
+        intensity=quantise(best_x[0].reshape(R, L)),
+        gmv_mean=float(best_f[0]),
+        seeds=seeds,
+        start=names[start],
+        iterations=iterations,
+        evaluations=counter["evaluations"],
+        seconds=time.perf_counter() - t0,
+        history=history,
+    )
+
+
+# --------------------------------------------------------------------------- oracle
+
+
+@dataclass
+class OraclePlans:
+    """Per-episode open-loop plans and what they reach."""
+
+    plans: np.ndarray
+    """(n_episodes, T, n_regions, 7) intensities per quarter, quantised to the env's encoding."""
+    gmv: np.ndarray
+    """(n_episodes,) cumulative GMV ($B) of each plan on its own episode."""
+    warm_gmv: np.ndarray
+    """(n_episodes,) cumulative GMV of the warm start on the same episode."""
+    knot_gmv: np.ndarray
+    """(n_episodes,) after the knot stage (before the per-quarter refinement)."""
+    seeds: list[int]
+    unique_episodes: int
+    seconds: float
+    history: list[float] = field(default_factory=list)
+    """mean best cumulative GMV after each generation (knot stage, then refinement)."""
+
+
+def knot_basis(horizon: int, knots: int) -> np.ndarray:
+    """(T, K) weights of piecewise-linear interpolation through K evenly spread knots."""
+    knots = max(1, min(int(knots), horizon))
+    if knots == 1:
+        return np.ones((horizon, 1))
+    where = np.linspace(0.0, knots - 1.0, horizon)
+    basis = np.zeros((horizon, knots))
+    low = np.minimum(np.floor(where).astype(int), knots - 2)
+    frac = where - low
+    basis[np.arange(horizon), low] = 1.0 - frac
+    basis[np.arange(horizon), low + 1] = frac
+    return basis
+
+
+def oracle(
+    scenario: Scenario,
+    episode_seeds: Sequence[int],
+    warm_start: np.ndarray,
+    *,
+    knots: int = 4,
+    knot_iterations: int = 100,
+    refine_iterations: int = 60,
+    popsize: int | None = None,
+    sigma0: float = 0.15,
+    refine_sigma0: float = 0.05,
+    cma_seed: int = 2,
+) -> OraclePlans:
+    """Clairvoyant open-loop plans, one per episode, optimised on the episode's own future.
+
+    :param scenario: a validated scenario.
+    :param episode_seeds: the evaluation seeds; episode i starts from ``init_state`` with the
+        generator ``gymnasium.utils.seeding.np_random(episode_seeds[i])``, as the envs do.
+    :param warm_start: intensities ``(R, 7)`` (e.g. ``best_static``), ``(n, R, 7)`` or
+        ``(n, T, R, 7)``; always scored, so each plan is at least as good on its episode.
+    :param knots: knots per lever-region schedule in the first stage (0 skips the stage).
+    :param knot_iterations: CMA-ES generations of the knot stage.
+    :param refine_iterations: generations of the per-quarter refinement (sep-CMA).
+    :param popsize: CMA-ES population per episode (default cma's ``4 + 3 ln(d)``).
+    :param cma_seed: seed of episode group i's CMA-ES is ``cma_seed + i`` (reproducible).
+    """
+    t0 = time.perf_counter()
+    seeds = [int(s) for s in episode_seeds]
+    params = planning_params(scenario)
+    T, R, L = params.horizon, params.n_regions, market.N_LEVERS
+    states = start_states(params, seeds)
+    n = states.n
+    warm = np.asarray(warm_start, dtype=np.float64)
+    if warm.shape == (R, L):
+        warm = np.broadcast_to(warm, (n, T, R, L))
+    elif warm.shape == (n, R, L):
+        warm = np.broadcast_to(warm[:, None], (n, T, R, L))
+    elif warm.shape != (n, T, R, L):
+        raise ValueError(f"warm_start has shape {warm.shape}; expected ({R}, {L}), ({n}, {R}, {L}) or ({n}, {T}, {R}, {L})")
+    warm = quantise(warm)
+
+    reps, group = unique_futures(params, states)
+    # Episodes sharing a future may have different warm starts: then solve them apart.
+    if warm.ndim == 4 and len(reps) < n and not all(np.array_equal(warm[i], warm[reps[group[i]]]) for i in range(n)):
+        reps, group = np.arange(n), np.arange(n)
+    m = len(reps)
+    base = states.take(reps)
+    warm_m = warm[reps]
+
+    def scorer(to_plans: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        def score(candidates: np.ndarray) -> np.ndarray:
+            k, p, _ = candidates.shape
+            plans = quantise(to_plans(candidates.reshape(k * p, -1)))
+            return cumulative_gmv(params, base.repeat(p), plans).reshape(k, p)
+
+        return score
+
+    history: list[float] = []
+    full = lambda x: x.reshape(-1, T, R, L)  # noqa: E731
+    warm_flat = warm_m.reshape(m, -1)
+    warm_f = scorer(full)(warm_flat[:, None, :])[:, 0]
+    best_flat, best_f = warm_flat.copy(), warm_f.copy()
+
+    if knots and knot_iterations > 0:
+        basis = knot_basis(T, knots)
+        K = basis.shape[1]
+        to_plans = lambda x: np.einsum("tk,nkrl->ntrl", basis, x.reshape(-1, K, R, L))  # noqa: E731
+        # knot values = the warm start's mean over the quarters each knot covers
+        x0 = np.einsum("kt,ntrl->nkrl", basis.T / basis.sum(axis=0)[:, None], warm_m).reshape(m, -1)
+        kx, kf = _lockstep(
+            x0, scorer(to_plans), iterations=knot_iterations, sigma0=sigma0, seed=cma_seed,
+            popsize=popsize, history=history,
+        )
+        better = kf > best_f
+        best_flat[better] = to_plans(kx[better]).reshape(better.sum(), -1)
+        best_f[better] = kf[better]
+    knot_f = best_f.copy()
+
+    if refine_iterations > 0:
+        best_flat, best_f = _lockstep(
+            best_flat, scorer(full), iterations=refine_iterations, sigma0=refine_sigma0,
+            seed=cma_seed + 7919, popsize=popsize, diagonal=True, best_x=best_flat, best_f=best_f,
+            history=history,
+        )
+
+    plans = quantise(full(best_flat))
+    if not scenario.to_params().hard_budget:
+        # soft mode: play the intensities the projection applied, so the limit holds unprojected
+        plans = quantise(feasible_plan(params, base, plans))
+        best_f = cumulative_gmv(scenario.to_params(), base, plans)
+    return OraclePlans(
+        plans=plans[group],
+        gmv=best_f[group],
+        warm_gmv=warm_f[group],
+        knot_gmv=knot_f[group],
+        seeds=seeds,
+        unique_episodes=m,
+        seconds=time.perf_counter() - t0,
+        history=history,
+    )
