@@ -114,7 +114,7 @@ class Params:
 
     def __post_init__(self) -> None:
         r, a = self.region, self.attr
-        sel0 = _selection(r["sellers"], r)
+        sel0 = _selection(r["sellers"], r, a["selection_slope"])
         speed0 = np.minimum(1.0, r["capacity_headroom"])
         live0 = r["livestream_affinity"] * r["creators"] / (r["creators"] + r["creators_half"])
         attr0 = a["w_selection"] * sel0 + a["w_speed"] * speed0 + a["w_live"] * live0
@@ -142,9 +142,15 @@ class Params:
         return self.season[(self.start_quarter + t) % 4]
 
 
-def _selection(sellers: np.ndarray, r: dict) -> np.ndarray:
-    """Selection index in [0, 1]: ``ln(1 + S/S_half) / ln(1 + S_pot/S_half)``."""
-    return np.log1p(sellers / r["sellers_half"]) / np.log1p(r["sellers_potential"] / r["sellers_half"])
+def _selection(sellers: np.ndarray, r: dict, slope: float) -> np.ndarray:
+    """Selection index in [0, 1]: ``Hill(S/S_half; 1, n) / Hill(S_pot/S_half; 1, n)``.
+
+    With slope ``n > 1`` the curve is S-shaped: below about ``S_half`` sellers a marketplace
+    offers too little choice to pull buyers (critical mass), above it the pull saturates.
+    """
+    x = (sellers / r["sellers_half"]) ** slope
+    x_pot = (r["sellers_potential"] / r["sellers_half"]) ** slope
+    return x / (1.0 + x) * (1.0 + x_pot) / x_pot
 
 
 @dataclass
@@ -154,7 +160,8 @@ class State:
     users U (M), buyers by cohort (M; Gen Z and older), Gen Z habit stock in [0, 1],
     sellers S (k), creators C (k), capacity K (M orders/quarter), livestream affinity L,
     seller trust T, ad stock A ($B), last quarter's served orders O (M) and third-party GMV
-    G ($B), quarters of suspension left X; per market: quarter index t, budget remaining and
+    G ($B), quarters of suspension left X, the selection index of S and last quarter's
+    shopping-start share (kept so they are computed once a quarter); per market: quarter index t, budget remaining and
     spent so far ($B); and the episode's pre-drawn random numbers (``shock_z``, ``suspend_u``,
     shape ``(n, horizon, R)``).
     """
@@ -173,6 +180,8 @@ class State:
     gmv_3p: np.ndarray
     gmv_region: np.ndarray
     suspended: np.ndarray
+    selection: np.ndarray
+    share: np.ndarray
     t: np.ndarray
     budget_remaining: np.ndarray
     spent: np.ndarray
@@ -207,11 +216,13 @@ class State:
 def draw_exogenous(params: Params, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One episode's random numbers from one generator: demand shocks and suspension draws.
 
-    Always the same count and order of draws (``2 * horizon * R``), whatever the scenario's
-    noise level, so that a seed means the same future in stochastic and deterministic variants.
+    Always the same count and order of draws (``3 * horizon * R`` uniforms in one call),
+    whatever the scenario's noise level, so that a seed means the same future in stochastic and
+    deterministic variants. Standard normals come from the Box-Muller transform.
     """
-    shape = (params.horizon, params.n_regions)
-    return rng.standard_normal(shape), rng.random(shape)
+    u = rng.random((3, params.horizon, params.n_regions))
+    z = np.sqrt(-2.0 * np.log1p(-u[0])) * np.cos(2.0 * np.pi * u[1])
+    return z, u[2]
 
 
 def init_state(params: Params, rngs: list[np.random.Generator]) -> State:
@@ -243,6 +254,8 @@ def init_state(params: Params, rngs: list[np.random.Generator]) -> State:
         gmv_3p=orders0 * r["aov"] / 1000.0,
         gmv_region=orders0 * r["aov"] / 1000.0,
         suspended=np.zeros((n, R)),
+        selection=full(_selection(r["sellers"], r, params.attr["selection_slope"])),
+        share=full(r["shopping_share"]),
         t=np.zeros(n, dtype=np.int64),
         budget_remaining=np.full(n, params.budget_total),
         spent=np.zeros(n),
@@ -346,7 +359,7 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     live_share = 1.0 - dark
 
     # 1. attractiveness
-    sel = _selection(s.sellers, r)
+    sel = s.selection
     ship = hill(u_ship * r["subsidy_max"] / r["shipping_cost"], a["shipping_ec"])
     speed = np.minimum(1.0, s.capacity / np.maximum(s.orders * season, 1e-9))
     live = s.livestream * s.creators / (s.creators + r["creators_half"])
@@ -463,6 +476,8 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
         gmv_3p=gmv_3p,
         gmv_region=gmv_region,
         suspended=suspended,
+        selection=_selection(sellers, r, a["selection_slope"]),
+        share=share,
         t=s.t + 1,
         budget_remaining=remaining,
         spent=spent,
@@ -484,59 +499,41 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     return new, out
 
 
-def shopping_share(params: Params, state: State) -> np.ndarray:
-    """Shopping-start share ``(n, R)`` implied by the state with all levers at zero."""
-    r, a, d = params.region, params.attr, params.derived
-    season = params.season_at(state.t)[:, None]
-    attr = (
-        a["w_selection"] * _selection(state.sellers, r)
-        + a["w_speed"] * np.minimum(1.0, state.capacity / np.maximum(state.orders * season, 1e-9))
-        + a["w_live"] * state.livestream * state.creators / (state.creators + r["creators_half"])
-    )
-    return 1.0 / (1.0 + np.exp(-(d["share_logit0"] + params.buyers["share_sensitivity"] * (attr - d["attr0"]))))
-
-
 def observe(params: Params, state: State) -> np.ndarray:
     """Observation ``(n, obs_dim)`` float32, every entry roughly in [0, 1].
 
     Per region (region-major), in :data:`REGION_FEATURES` order: buyers / users, selection
     index, ``C/(C + C_half)``, users / users_max, capacity cover ``K/(O*season)`` / 2 (clipped to
-    1), livestream affinity / L_max, trust, ad reach, shopping-start share (zero levers),
+    1), livestream affinity / L_max, trust, ad reach, last quarter's shopping-start share,
     Gen Z habit, suspension quarters left / duration, region run rate / target. Then
     :data:`GLOBAL_FEATURES`: quarters left / horizon, budget left / total, this quarter's cap /
     per-quarter cap, next quarter's season - 1, spent / total (can exceed 1 in soft mode, clipped
     at 2).
     """
-    r, a = params.region, params.attr
+    r, a, n, R = params.region, params.attr, state.n, params.n_regions
     season = params.season_at(state.t)[:, None]
-    per_region = np.stack(
-        [
-            state.buyers / state.users,
-            _selection(state.sellers, r),
-            state.creators / (state.creators + r["creators_half"]),
-            state.users / r["users_max"],
-            np.minimum(1.0, state.capacity / np.maximum(state.orders * season, 1e-9) / 2.0),
-            state.livestream / np.maximum(r["livestream_max"], 1e-9),
-            state.trust,
-            hill(state.adstock / np.maximum(r["pool_max"], 1e-12), a["hill_ec"]),
-            shopping_share(params, state),
-            state.habit,
-            state.suspended / params.suspension_quarters,
-            np.minimum(4.0 * state.gmv_region / params.season_at(state.t - 1)[:, None] / params.target_run_rate, 2.0),
-        ],
-        axis=-1,
-    ).reshape(state.n, -1)
-    glob = np.stack(
-        [
-            1.0 - state.t / params.horizon,
-            state.budget_remaining / params.budget_total,
-            quarter_cap(params, state) / params.budget_per_quarter,
-            params.season_at(state.t) - 1.0,
-            np.minimum(state.spent / params.budget_total, 2.0),
-        ],
-        axis=-1,
-    )
-    return np.concatenate([per_region, glob], axis=1).astype(np.float32)
+    obs = np.empty((n, R * len(REGION_FEATURES) + len(GLOBAL_FEATURES)), dtype=np.float32)
+    reg = obs[:, : R * len(REGION_FEATURES)].reshape(n, R, len(REGION_FEATURES))
+    reg[..., 0] = state.buyers_genz + state.buyers_older
+    reg[..., 0] /= state.users
+    reg[..., 1] = state.selection
+    reg[..., 2] = state.creators / (state.creators + r["creators_half"])
+    reg[..., 3] = state.users / r["users_max"]
+    reg[..., 4] = np.minimum(1.0, 0.5 * state.capacity / np.maximum(state.orders * season, 1e-9))
+    reg[..., 5] = state.livestream / np.maximum(r["livestream_max"], 1e-9)
+    reg[..., 6] = state.trust
+    reg[..., 7] = hill(state.adstock / np.maximum(r["pool_max"], 1e-12), a["hill_ec"])
+    reg[..., 8] = state.share
+    reg[..., 9] = state.habit
+    reg[..., 10] = state.suspended / params.suspension_quarters
+    reg[..., 11] = np.minimum(4.0 / params.target_run_rate * state.gmv_region / params.season_at(state.t - 1)[:, None], 2.0)
+    g = obs[:, R * len(REGION_FEATURES):]
+    g[:, 0] = 1.0 - state.t / params.horizon
+    g[:, 1] = state.budget_remaining / params.budget_total
+    g[:, 2] = quarter_cap(params, state) / params.budget_per_quarter
+    g[:, 3] = params.season_at(state.t) - 1.0
+    g[:, 4] = np.minimum(state.spent / params.budget_total, 2.0)
+    return obs
 
 
 def action_to_intensity(action: np.ndarray, n_regions: int) -> np.ndarray:

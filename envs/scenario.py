@@ -52,6 +52,7 @@ class Noise(_Strict):
 
 class Attractiveness(_Strict):
     w_selection: float = Field(ge=0, le=5)
+    selection_slope: float = Field(ge=0.5, le=4, description="Hill slope of selection in sellers (>1: critical mass)")
     w_shipping: float = Field(ge=0, le=5)
     w_speed: float = Field(ge=0, le=5)
     w_live: float = Field(ge=0, le=5)
@@ -295,13 +296,28 @@ def apply_overrides(doc: dict, overrides: Mapping[str, Any] | None, where: str =
     return doc
 
 
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (sub)model that ``loc`` points into (dict keys like region names skipped)."""
+    for part in loc:
+        if isinstance(part, str) and part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+            args = getattr(annotation, "__args__", ())
+            candidates = [annotation, *args]
+            sub = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+            if sub is None:
+                return []
+            model = sub
+    return list(model.model_fields)
+
+
 def format_validation_error(exc: ValidationError, source: str, doc: Mapping | None = None) -> str:
     """One line naming the first failing field, its value and what is allowed."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{loc}' (not a parameter of this section)"
+        allowed = _allowed_keys(Scenario, err["loc"][:-1])
+        return f"{source}: unknown key '{loc}'; allowed here: {', '.join(allowed)}"
     if err["type"] == "missing":
         return f"{source}: missing required key '{loc}'"
     value = err.get("input")

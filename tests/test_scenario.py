@@ -213,11 +213,6 @@ def test_unknown_key_in_file_names_the_key(tmp_path: Path) -> None:
     assert "unknown key 'foo'" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="envs/scenario.py format_validation_error: an unknown key in a file does not list the "
-    "allowed keys (overrides do); reported to the lead. Remove this mark once fixed.",
-)
 def test_unknown_key_in_file_lists_the_allowed_keys(tmp_path: Path) -> None:
     message = scenario_error(str(write_yaml(tmp_path, "extends: global\nbudget:\n  totl: 3.0\n")))
     for allowed in ("mode", "per_quarter", "total"):
