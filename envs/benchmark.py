@@ -27,6 +27,7 @@ import numpy as np
 import gymnasium as gym
 
 from envs.market import State
+from envs.scenario import Scenario, load_scenario
 from envs.social_commerce import SocialCommerceEnv
 from envs.vector import SocialCommerceVectorEnv
 
@@ -66,7 +67,7 @@ class Measurement:
         return 1e6 * self.seconds / self.calls
 
 
-def time_loop(step: Callable[[int], Any], seconds: float, warmup: int = 5) -> tuple[int, float]:
+def time_loop(step: Callable[[int], Any], seconds: float, warmup: int = 2) -> tuple[int, float]:
     """Call ``step(i)`` for about ``seconds`` of wall-clock time; return (calls, elapsed seconds)."""
     for i in range(warmup):
         step(i)
@@ -88,7 +89,7 @@ def _actions(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return rng.uniform(-1.0, 1.0, size=(N_ACTION_BATCHES, *shape)).astype(np.float32)
 
 
-def measure_single(scenario: str = "global", seconds: float = 2.0) -> Measurement:
+def measure_single(scenario: "str | Scenario" = "global", seconds: float = 2.0) -> Measurement:
     """Raw :class:`SocialCommerceEnv` (no wrappers), resetting when an episode ends."""
     env = SocialCommerceEnv(scenario)
     env.reset(seed=0)
@@ -103,7 +104,7 @@ def measure_single(scenario: str = "global", seconds: float = 2.0) -> Measuremen
     return Measurement("single", "SocialCommerceEnv (raw, no wrappers)", 1, calls, elapsed)
 
 
-def measure_vector(num_envs: int, scenario: str = "global", seconds: float = 2.0) -> Measurement:
+def measure_vector(num_envs: int, scenario: "str | Scenario" = "global", seconds: float = 2.0) -> Measurement:
     """Native :class:`SocialCommerceVectorEnv` of ``num_envs`` markets (NEXT_STEP autoreset)."""
     env = SocialCommerceVectorEnv(num_envs=num_envs, scenario=scenario)
     env.reset(seed=0)
@@ -112,7 +113,7 @@ def measure_vector(num_envs: int, scenario: str = "global", seconds: float = 2.0
     return Measurement(f"vector_{num_envs}", f"SocialCommerceVectorEnv x {num_envs}", num_envs, calls, elapsed)
 
 
-def measure_sync(num_envs: int = SYNC_SIZE, scenario: str = "global", seconds: float = 2.0) -> Measurement:
+def measure_sync(num_envs: int = SYNC_SIZE, scenario: "str | Scenario" = "global", seconds: float = 2.0) -> Measurement:
     """``gymnasium.vector.SyncVectorEnv`` over ``num_envs`` raw :class:`SocialCommerceEnv`."""
     env = gym.vector.SyncVectorEnv([lambda: SocialCommerceEnv(scenario) for _ in range(num_envs)])
     env.reset(seed=0)
@@ -129,7 +130,7 @@ def state_nbytes(state: State) -> int:
     return sum(getattr(state, f.name).nbytes for f in fields(state))
 
 
-def state_memory_mb(num_envs: int = MEMORY_SIZE, scenario: str = "global") -> float:
+def state_memory_mb(num_envs: int = MEMORY_SIZE, scenario: "str | Scenario" = "global") -> float:
     """Memory of the state of a ``num_envs``-market vector env, in MB (10^6 bytes)."""
     env = SocialCommerceVectorEnv(num_envs=num_envs, scenario=scenario)
     env.reset(seed=0)
@@ -138,7 +139,7 @@ def state_memory_mb(num_envs: int = MEMORY_SIZE, scenario: str = "global") -> fl
 
 def run_benchmark(
     seconds: float = 2.5,
-    scenario: str = "global",
+    scenario: "str | Scenario" = "global",
     vector_sizes: tuple[int, ...] = VECTOR_SIZES,
     sync_size: int = SYNC_SIZE,
     progress: Callable[[str], None] | None = None,
@@ -155,6 +156,7 @@ def run_benchmark(
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
     say = progress or (lambda _msg: None)
+    scenario = load_scenario(scenario)  # once: the 64 sub-envs of the sync baseline share it
     runs: list[Measurement] = []
     say("single env")
     runs.append(measure_single(scenario, seconds))

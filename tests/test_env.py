@@ -475,11 +475,10 @@ def test_simulate_main_bad_input_is_one_line_and_status_2(args, expected: str, c
 def test_simulate_rows_agree_with_the_env() -> None:
     from agents.simulate import format_table, quarter_label, simulate
 
-    rows = simulate("global", "uniform", seed=3)
-    env = SocialCommerceEnv("global")
-    env.reset(seed=3)
     from agents.policies import make_policy
 
+    rows = simulate("global", "uniform", seed=3)
+    env = SocialCommerceEnv("global")
     policy = make_policy("uniform", env.scenario)
     obs = env.reset(seed=3)[0]
     assert len(rows) == env.scenario.horizon
