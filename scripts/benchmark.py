@@ -25,7 +25,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from envs.benchmark import format_table, run_benchmark  # noqa: E402
-from envs.scenario import ScenarioError  # noqa: E402
+from envs.scenario import ScenarioError, load_scenario  # noqa: E402
 
 
 def measure_training(seconds: float) -> dict[str, float]:
@@ -68,8 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not args.seconds > 0:
             raise ValueError(f"--seconds must be > 0, got {args.seconds}")
-        print(f"measuring {args.seconds:g} s each, scenario {args.scenario}, Python {platform.python_version()}", file=sys.stderr)
-        runs, summary = run_benchmark(args.seconds, args.scenario, progress=lambda m: print(f"  {m}...", file=sys.stderr))
+        scenario = load_scenario(args.scenario)  # a bad name fails here, before any output
+        print(f"measuring {args.seconds:g} s each, scenario {scenario.name}, Python {platform.python_version()}", file=sys.stderr)
+        runs, summary = run_benchmark(args.seconds, scenario, progress=lambda m: print(f"  {m}...", file=sys.stderr))
         print(format_table(runs, summary))
 
         # ---- training throughput (PPO): see measure_training ----

@@ -57,8 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenario = load_scenario(args.scenario, parse_sets(args.sets))
         rows = simulate(scenario, args.policy, seed=args.seed)
         print(f"{scenario.name}: {scenario.description}")
-        print(f"policy {args.policy}, seed {args.seed}, budget ${scenario.budget.total:g}B "
-              f"({scenario.budget.mode}, ${scenario.budget.per_quarter:g}B a quarter at most)\n")
+        budget = scenario.budget
+        limits = (f"hard: ${budget.per_quarter:g}B a quarter at most" if budget.mode == "hard"
+                  else "soft: a limit for the agent, not enforced")
+        print(f"policy {args.policy}, seed {args.seed}, budget ${budget.total:g}B ({limits})\n")
         print(format_table(rows, target_run_rate=scenario.target_run_rate))
         if args.csv:
             print(f"\nwrote {write_csv(rows, args.csv)}")

@@ -540,3 +540,14 @@ def test_state_memory_is_the_sum_of_state_arrays() -> None:
     s = vec.state
     expected = sum(a.nbytes for a in vars(s).values() if isinstance(a, np.ndarray))
     assert state_nbytes(s) == expected > 0
+
+
+@pytest.mark.parametrize("args, expected", [(["--scenario", "atlantis"], "unknown scenario"), (["--seconds", "0"], "--seconds")])
+def test_benchmark_main_bad_input_is_one_line_and_status_2(args, expected: str, capsys) -> None:
+    from scripts.benchmark import main
+
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0]
+    assert captured.out == ""
