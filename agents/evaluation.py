@@ -45,6 +45,10 @@ from envs.vector import SocialCommerceVectorEnv
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 12345
+#: Default first evaluation seed: above the seeds training uses for its markets (``seed + i``)
+#: and for its periodic held-out evaluation (``agents.config.EVAL_SEED_BASE + k``, 10 000 000),
+#: and below best_static's training seeds (``agents.planning.TRAIN_SEED_BASE``).
+DEFAULT_SEED = 20_000_000
 REFERENCE_NAMES = ("zero", "uniform", "merchant_package", "livestream_first", "commerce_first", "best_static", "oracle")
 
 
@@ -294,14 +298,22 @@ def describe_policy(ev: Evaluation, name: str, baseline: str = "best_static") ->
             f"It puts more of its budget into `{levers[more]}` ({mix(a, slice(None))[more]:.0%} of spend against "
             f"{mix(b, slice(None))[more]:.0%}) and less into `{levers[less]}` ({mix(a, slice(None))[less]:.0%} against {mix(b, slice(None))[less]:.0%})."
         )
-    early, late = mix(a, slice(0, third)), mix(a, slice(T - third, T))
-    shift = late - early
-    if np.abs(shift).max() > 0.05:
-        up, down = int(shift.argmax()), int(shift.argmin())
-        sentences.append(
-            f"Over time it shifts from `{levers[down]}` ({early[down]:.0%} of early spend, {late[down]:.0%} late) "
-            f"towards `{levers[up]}` ({early[up]:.0%} early, {late[up]:.0%} late)."
-        )
+    # the shift of its mix over time: quarters before vs after half its spend is gone
+    spent = a.cost.mean(0).cumsum()
+    if spent[-1] > 0:
+        half = int(np.searchsorted(spent, 0.5 * spent[-1])) + 1
+        if half < T:
+            early, late = mix(a, slice(0, half)), mix(a, slice(half, T))
+            shift = (late - early)[list(market.SPEND_LEVERS)]
+            if late.sum() > 0 and np.abs(shift).max() > 0.05:
+                up, down = market.SPEND_LEVERS[int(shift.argmax())], market.SPEND_LEVERS[int(shift.argmin())]
+                sentences.append(
+                    f"Over time it shifts from `{levers[down]}` ({early[down]:.0%} of its spend in quarters 1-{half}, "
+                    f"{late[down]:.0%} after) towards `{levers[up]}` ({early[up]:.0%}, then {late[up]:.0%})."
+                )
+        last = int(np.nonzero(a.cost.mean(0) > 1e-3 * spent[-1])[0].max()) + 1
+        if last < T:
+            sentences.append(f"It has spent its budget by quarter {last} of {T}.")
     pl_a, pl_b = a.intensity[..., market.PRIVATE_LABEL].mean(), b.intensity[..., market.PRIVATE_LABEL].mean()
     if abs(pl_a - pl_b) > 0.05:
         sentences.append(f"It pushes the private label at a mean intensity of {pl_a:.2f} against {pl_b:.2f}.")

@@ -330,6 +330,70 @@ def knot_basis(horizon: int, knots: int) -> np.ndarray:
     return basis
 
 
+def _search(
+    params: market.Params,
+    base: market.State,
+    warm: np.ndarray,
+    *,
+    seed: int,
+    knots: int,
+    knot_iterations: int,
+    refine_iterations: int,
+    popsize: int | None,
+    sigma0: float,
+    refine_sigma0: float,
+) -> dict:
+    """The oracle's search for the episodes ``base`` (m markets) from plans ``warm`` (m, T, R, L).
+
+    Row i's CMA-ES instances use seeds ``seed + i`` (knot stage) and ``seed + 7919 + i``
+    (refinement), so a row's result does not depend on which other rows share its batch.
+    """
+    T, R, L = params.horizon, params.n_regions, market.N_LEVERS
+    m = base.n
+
+    def scorer(to_plans: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        def score(candidates: np.ndarray) -> np.ndarray:
+            k, p, _ = candidates.shape
+            plans = quantise(to_plans(candidates.reshape(k * p, -1)))
+            return cumulative_gmv(params, base.repeat(p), plans).reshape(k, p)
+
+        return score
+
+    history: list[float] = []
+    full = lambda x: x.reshape(-1, T, R, L)  # noqa: E731
+    warm_flat = warm.reshape(m, -1)
+    warm_f = scorer(full)(warm_flat[:, None, :])[:, 0]
+    best_flat, best_f = warm_flat.copy(), warm_f.copy()
+
+    if knots and knot_iterations > 0:
+        basis = knot_basis(T, knots)
+        K = basis.shape[1]
+        to_plans = lambda x: np.einsum("tk,nkrl->ntrl", basis, x.reshape(-1, K, R, L))  # noqa: E731
+        # knot values = the warm start's mean over the quarters each knot covers
+        x0 = np.einsum("kt,ntrl->nkrl", basis.T / basis.sum(axis=0)[:, None], warm).reshape(m, -1)
+        kx, kf = _lockstep(
+            x0, scorer(to_plans), iterations=knot_iterations, sigma0=sigma0, seed=seed,
+            popsize=popsize, history=history,
+        )
+        better = kf > best_f
+        best_flat[better] = to_plans(kx[better]).reshape(int(better.sum()), -1)
+        best_f[better] = kf[better]
+    knot_f = best_f.copy()
+
+    if refine_iterations > 0:
+        best_flat, best_f = _lockstep(
+            best_flat, scorer(full), iterations=refine_iterations, sigma0=refine_sigma0,
+            seed=seed + 7919, popsize=popsize, diagonal=True, best_x=best_flat, best_f=best_f,
+            history=history,
+        )
+    return {"plans": full(best_flat), "gmv": best_f, "warm_gmv": warm_f, "knot_gmv": knot_f, "history": history}
+
+
+def _search_chunk(args: tuple) -> dict:
+    params, base, warm, kwargs = args
+    return _search(params, base, warm, **kwargs)
+
+
 def oracle(
     scenario: Scenario,
     episode_seeds: Sequence[int],
@@ -342,6 +406,7 @@ def oracle(
     sigma0: float = 0.15,
     refine_sigma0: float = 0.05,
     cma_seed: int = 2,
+    workers: int = 1,
 ) -> OraclePlans:
     """Clairvoyant open-loop plans, one per episode, optimised on the episode's own future.
 
@@ -354,7 +419,8 @@ def oracle(
     :param knot_iterations: CMA-ES generations of the knot stage.
     :param refine_iterations: generations of the per-quarter refinement (sep-CMA).
     :param popsize: CMA-ES population per episode (default cma's ``4 + 3 ln(d)``).
-    :param cma_seed: seed of episode group i's CMA-ES is ``cma_seed + i`` (reproducible).
+    :param cma_seed: the CMA-ES seeds of distinct future i are ``cma_seed + i`` (reproducible).
+    :param workers: processes to share the episodes between (the result does not depend on it).
     """
     t0 = time.perf_counter()
     seeds = [int(s) for s in episode_seeds]
@@ -373,49 +439,34 @@ def oracle(
 
     reps, group = unique_futures(params, states)
     # Episodes sharing a future may have different warm starts: then solve them apart.
-    if warm.ndim == 4 and len(reps) < n and not all(np.array_equal(warm[i], warm[reps[group[i]]]) for i in range(n)):
+    if len(reps) < n and not all(np.array_equal(warm[i], warm[reps[group[i]]]) for i in range(n)):
         reps, group = np.arange(n), np.arange(n)
     m = len(reps)
     base = states.take(reps)
-    warm_m = warm[reps]
+    warm_m = np.ascontiguousarray(warm[reps])
+    search = dict(
+        knots=knots, knot_iterations=knot_iterations, refine_iterations=refine_iterations,
+        popsize=popsize, sigma0=sigma0, refine_sigma0=refine_sigma0,
+    )
+    workers = max(1, min(int(workers), m))
+    if workers == 1:
+        found = _search(params, base, warm_m, seed=cma_seed, **search)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    def scorer(to_plans: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-        def score(candidates: np.ndarray) -> np.ndarray:
-            k, p, _ = candidates.shape
-            plans = quantise(to_plans(candidates.reshape(k * p, -1)))
-            return cumulative_gmv(params, base.repeat(p), plans).reshape(k, p)
+        bounds = np.linspace(0, m, workers + 1).astype(int)
+        chunks = [
+            (params, base.take(np.arange(a, b)), warm_m[a:b], dict(search, seed=cma_seed + int(a)))
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_search_chunk, chunks))
+        sizes = np.diff(bounds)
+        found = {key: np.concatenate([part[key] for part in parts]) for key in ("plans", "gmv", "warm_gmv", "knot_gmv")}
+        found["history"] = list(np.average([part["history"] for part in parts], axis=0, weights=sizes)) if parts[0]["history"] else []
 
-        return score
-
-    history: list[float] = []
-    full = lambda x: x.reshape(-1, T, R, L)  # noqa: E731
-    warm_flat = warm_m.reshape(m, -1)
-    warm_f = scorer(full)(warm_flat[:, None, :])[:, 0]
-    best_flat, best_f = warm_flat.copy(), warm_f.copy()
-
-    if knots and knot_iterations > 0:
-        basis = knot_basis(T, knots)
-        K = basis.shape[1]
-        to_plans = lambda x: np.einsum("tk,nkrl->ntrl", basis, x.reshape(-1, K, R, L))  # noqa: E731
-        # knot values = the warm start's mean over the quarters each knot covers
-        x0 = np.einsum("kt,ntrl->nkrl", basis.T / basis.sum(axis=0)[:, None], warm_m).reshape(m, -1)
-        kx, kf = _lockstep(
-            x0, scorer(to_plans), iterations=knot_iterations, sigma0=sigma0, seed=cma_seed,
-            popsize=popsize, history=history,
-        )
-        better = kf > best_f
-        best_flat[better] = to_plans(kx[better]).reshape(better.sum(), -1)
-        best_f[better] = kf[better]
-    knot_f = best_f.copy()
-
-    if refine_iterations > 0:
-        best_flat, best_f = _lockstep(
-            best_flat, scorer(full), iterations=refine_iterations, sigma0=refine_sigma0,
-            seed=cma_seed + 7919, popsize=popsize, diagonal=True, best_x=best_flat, best_f=best_f,
-            history=history,
-        )
-
-    plans = quantise(full(best_flat))
+    plans, best_f = quantise(found["plans"]), found["gmv"]
     if not scenario.to_params().hard_budget:
         # soft mode: play the intensities the projection applied, so the limit holds unprojected
         plans = quantise(feasible_plan(params, base, plans))
@@ -423,10 +474,10 @@ def oracle(
     return OraclePlans(
         plans=plans[group],
         gmv=best_f[group],
-        warm_gmv=warm_f[group],
-        knot_gmv=knot_f[group],
+        warm_gmv=found["warm_gmv"][group],
+        knot_gmv=found["knot_gmv"][group],
         seeds=seeds,
         unique_episodes=m,
         seconds=time.perf_counter() - t0,
-        history=history,
+        history=[float(h) for h in found["history"]],
     )

@@ -106,3 +106,82 @@ def playbook_intensity(name: str, scenario: "Scenario | str") -> np.ndarray:
 def make_policy(name: str, scenario: "Scenario | str") -> Policy:
     """A reference policy by name (see the module docstring)."""
     return ConstantPolicy(playbook_intensity(name, scenario), name=name)
+
+
+# --------------------------------------------------------------------------- planners (issue 4)
+# best_static and the oracle are computed by agents.planning (CMA-ES on the batched model);
+# these entry points wrap their results in the policy face. Imported lazily: planning imports
+# this module for the playbooks.
+
+
+class OpenLoopPlanPolicy(Policy):
+    """Per-episode open-loop plans played by quarter (the clairvoyant oracle's face).
+
+    ``plans``: intensities ``(n_episodes, T, n_regions, 7)`` in [0, 1]. ``predict(obs)`` takes
+    the observations of all episodes at once, row i being episode i (the order the plans were
+    made in, i.e. the evaluation seeds' order), and plays each row's plan at the current quarter.
+
+    The quarter is read from the observation's ``time_left`` feature
+    (``quarter = round((1 - time_left) * T)``) rather than from an internal counter: ``predict``
+    is then a pure function of its input, so an extra call (or a reset the policy was not told
+    about) cannot put it out of step with the env. Past the horizon the last quarter is repeated.
+    """
+
+    def __init__(self, plans: np.ndarray, n_regions: int, name: str = "oracle"):
+        plans = np.asarray(plans, dtype=np.float64)
+        if plans.ndim != 4 or plans.shape[2:] != (n_regions, market.N_LEVERS):
+            raise ValueError(f"plans must have shape (n_episodes, T, {n_regions}, {market.N_LEVERS}), got {plans.shape}")
+        if np.any(plans < 0) or np.any(plans > 1) or not np.all(np.isfinite(plans)):
+            raise ValueError("plan intensities must lie in [0, 1]")
+        self.plans = plans
+        self.name = name
+        self.horizon = plans.shape[1]
+        self._time_left = n_regions * len(market.REGION_FEATURES) + market.GLOBAL_FEATURES.index("time_left")
+        self._actions = np.stack([market.intensity_to_action(plans[:, t]) for t in range(self.horizon)], axis=1)
+
+    def quarter(self, obs: np.ndarray) -> np.ndarray:
+        """Quarter index (0-based) of each observation row."""
+        t = np.rint((1.0 - obs[:, self._time_left].astype(np.float64)) * self.horizon).astype(np.int64)
+        return np.clip(t, 0, self.horizon - 1)
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        obs = np.asarray(obs)
+        single = obs.ndim == 1
+        batch = obs[None] if single else obs
+        if batch.shape[0] != self.plans.shape[0]:
+            raise ValueError(f"{self.name} holds plans for {self.plans.shape[0]} episodes, got {batch.shape[0]} observations")
+        actions = self._actions[np.arange(batch.shape[0]), self.quarter(batch)]
+        return (actions[0] if single else actions), None
+
+
+def best_static_policy(scenario: "Scenario | str", seeds=None, **search) -> ConstantPolicy:
+    """``best_static``: the best constant allocation by CMA-ES (:func:`agents.planning.best_static`).
+
+    :param seeds: training seeds, disjoint from evaluation seeds (default: 64 seeds from
+        :data:`agents.planning.TRAIN_SEED_BASE`).
+    :param search: passed on (``iterations``, ``popsize``, ``sigma0``, ``cma_seed``, ``n_seeds``).
+        The search result is kept as ``policy.plan``.
+    """
+    from agents.planning import best_static
+
+    if isinstance(scenario, str):
+        scenario = load_scenario(scenario)
+    plan = best_static(scenario, seeds, **search)
+    policy = ConstantPolicy(plan.intensity, name="best_static")
+    policy.plan = plan
+    return policy
+
+
+def oracle_policy(scenario: "Scenario | str", episode_seeds, warm_start: np.ndarray, **search) -> OpenLoopPlanPolicy:
+    """``oracle``: per-episode clairvoyant plans (:func:`agents.planning.oracle`) for the
+    episodes ``episode_seeds``, warm-started from ``warm_start`` (e.g. best_static's
+    intensities). Play it on exactly those episodes, in that order. The search result is kept
+    as ``policy.result``."""
+    from agents.planning import oracle
+
+    if isinstance(scenario, str):
+        scenario = load_scenario(scenario)
+    result = oracle(scenario, episode_seeds, warm_start, **search)
+    policy = OpenLoopPlanPolicy(result.plans, len(scenario.regions), name="oracle")
+    policy.result = result
+    return policy

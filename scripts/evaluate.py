@@ -1,0 +1,219 @@
+#!/usr/bin/env python
+"""Evaluate a trained run beside the playbooks, the best static plan and the oracle.
+
+    python scripts/evaluate.py runs/global__ppo__0__20240101-120000        # -> RUN_DIR/eval/
+    python scripts/evaluate.py RUN_DIR --episodes 20 --seed 5 --out /tmp/eval
+    python scripts/evaluate.py RUN_DIR --set deterministic=true --out RUN_DIR/eval_det
+    python scripts/evaluate.py --scenario global --episodes 100             # -> eval/global/
+    python scripts/evaluate.py --scenario us --policies uniform best_static oracle
+
+Every policy plays the same episodes (seeds ``SEED .. SEED + N - 1``: common random numbers).
+The learned policy appears under its algorithm's name (``ppo``, ``ppo_lagrangian``), with the
+run's frozen observation normalisation. ``best_static`` is fitted by CMA-ES on training seeds
+disjoint from the evaluation seeds; ``oracle`` is planned per evaluation episode on its own
+future (warm-started from ``best_static``). Writes ``eval.json``, ``trajectories.json``,
+``report.md`` and PNG plots into ``--out`` atomically.
+
+Bad input (a folder that is not a run, a model whose spaces do not fit its scenario, an unknown
+policy or scenario, a bad ``--set``) prints one line ``error: ...`` and exits 2, writing nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices; the planner's processes share 2 cores
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agents.evaluation import DEFAULT_SEED, evaluate, write_report  # noqa: E402
+from agents.planning import TRAIN_SEED_BASE, training_seeds  # noqa: E402
+from agents.policies import PLAYBOOKS, best_static_policy, make_policy, oracle_policy  # noqa: E402
+from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_value  # noqa: E402
+
+PLANNERS = ("best_static", "oracle")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["deterministic=true"]`` -> ``{"deterministic": True}`` (scenario overrides)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value (a dotted scenario path, e.g. deterministic=true), got '{pair}'")
+        overrides[key.strip()] = parse_set_value(value)
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(description="Evaluate a learned policy against playbooks, best_static and a clairvoyant oracle.")
+    parser.add_argument("run_dir", nargs="?", type=Path, help="run folder written by scripts/train.py (omit with --scenario)")
+    parser.add_argument("--scenario", help=f"evaluate the reference policies alone on a scenario ({', '.join(builtin_scenarios())} or a YAML path)")
+    parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes (default 100)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"first episode's seed (default {DEFAULT_SEED}, a range training never uses)")
+    parser.add_argument("--policies", nargs="+", metavar="NAME", help="policies to evaluate (default: all); names may also be comma-separated")
+    parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval, or eval/<scenario> with --scenario)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="scenario override by dotted path, repeatable (e.g. deterministic=true)")
+    search = parser.add_argument_group("planner budgets (CMA-ES generations)")
+    search.add_argument("--static-iterations", type=int, default=120, help="best_static generations (default 120)")
+    search.add_argument("--static-seeds", type=int, default=64, help="training seeds for best_static (default 64)")
+    search.add_argument("--oracle-knot-iterations", type=int, default=100, help="oracle knot-stage generations (default 100)")
+    search.add_argument("--oracle-refine-iterations", type=int, default=100, help="oracle per-quarter refinement generations (default 100)")
+    search.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes for the oracle (default: 2 or the cores)")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.run_dir is None and args.scenario is None:
+        raise ValueError("give a run folder (RUN_DIR) or --scenario NAME")
+    if args.run_dir is not None and args.scenario is not None:
+        raise ValueError("give either a run folder or --scenario, not both (a run brings its own scenario; use --set to vary it)")
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be at least 1, got {args.episodes}")
+    if args.seed < 0 or args.seed + args.episodes > TRAIN_SEED_BASE:
+        raise ValueError(f"--seed must be in [0, {TRAIN_SEED_BASE - args.episodes}] (best_static trains on seeds from {TRAIN_SEED_BASE})")
+    for name, value in [("--static-iterations", args.static_iterations), ("--oracle-knot-iterations", args.oracle_knot_iterations),
+                        ("--oracle-refine-iterations", args.oracle_refine_iterations)]:
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    if args.static_seeds < 1 or args.workers < 1:
+        raise ValueError("--static-seeds and --workers must be at least 1")
+
+
+def _selected(args: argparse.Namespace, learned: str | None) -> list[str]:
+    allowed = ([learned] if learned else []) + list(PLAYBOOKS) + list(PLANNERS)
+    if not args.policies:
+        return allowed
+    names = [n.strip() for item in args.policies for n in item.split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ValueError(f"unknown policies {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    return [n for n in allowed if n in names]  # canonical order, no duplicates
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _check(args)
+        overrides = parse_sets(args.sets)
+        learned = None
+        if args.run_dir is not None:
+            from agents.ppo import set_torch_threads
+            from agents.runs import RunError, load_run
+
+            try:
+                run = load_run(args.run_dir)
+            except RunError as exc:
+                raise ValueError(str(exc)) from None
+            set_torch_threads()
+            scenario = load_scenario(run.scenario, overrides) if overrides else run.scenario
+            learned = run.algo
+            _check_spaces(run, scenario)
+            out = args.out or args.run_dir / "eval"
+        else:
+            scenario = load_scenario(args.scenario, overrides)
+            out = args.out or Path("eval") / scenario.name
+        names = _selected(args, learned)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} exists and is not a folder")
+
+        seeds = list(range(args.seed, args.seed + args.episodes))
+        policies: dict[str, Any] = {}
+        timings: dict[str, float] = {}
+        if learned in names:
+            policies[learned] = run.policy()
+        for name in PLAYBOOKS:
+            if name in names:
+                policies[name] = make_policy(name, scenario)
+        extra: dict[str, Any] = {}
+        static = None
+        if "best_static" in names or "oracle" in names:
+            t0 = time.perf_counter()
+            static = best_static_policy(scenario, training_seeds(args.static_seeds), iterations=args.static_iterations)
+            timings["best_static"] = time.perf_counter() - t0
+            plan = static.plan
+            extra["best_static"] = {
+                "intensity": {r: dict(zip(_levers(), row)) for r, row in zip(scenario.regions, plan.intensity.tolist())},
+                "train_seeds": len(plan.seeds), "train_gmv_mean": plan.gmv_mean, "started_from": plan.start,
+                "iterations": plan.iterations, "evaluations": plan.evaluations,
+            }
+            if "best_static" in names:
+                policies["best_static"] = static
+        if "oracle" in names:
+            t0 = time.perf_counter()
+            oracle = oracle_policy(
+                scenario, seeds, static.intensity, knot_iterations=args.oracle_knot_iterations,
+                refine_iterations=args.oracle_refine_iterations, workers=args.workers,
+            )
+            timings["oracle"] = time.perf_counter() - t0
+            res = oracle.result
+            extra["oracle"] = {
+                "planned_gmv_mean": float(res.gmv.mean()), "warm_start_gmv_mean": float(res.warm_gmv.mean()),
+                "knot_stage_gmv_mean": float(res.knot_gmv.mean()), "distinct_futures": res.unique_episodes,
+                "knot_iterations": args.oracle_knot_iterations, "refine_iterations": args.oracle_refine_iterations,
+                "gain_last_10_generations": (res.history[-1] - res.history[-11]) if len(res.history) > 10 else None,
+            }
+            policies["oracle"] = oracle
+        t0 = time.perf_counter()
+        ev = evaluate(policies, scenario, seed=args.seed, episodes=args.episodes, learned=learned if learned in policies else None)
+        timings["rollouts"] = time.perf_counter() - t0
+        notes = []
+        if not scenario.to_params().hard_budget:
+            notes.append("Soft budget: reference playbooks and best_static are not scaled to the limit; the oracle plays the intensities the hard projection would apply.")
+        if args.run_dir is not None:
+            notes.append(f"Learned policy from run `{args.run_dir}` ({learned}), deterministic actions, frozen observation normalisation.")
+        doc = write_report(ev, out, extra=extra, notes=notes)
+    except (ScenarioError, ValueError, OSError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+    _print_table(doc)
+    print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    print(f"wrote {out}/ (eval.json, trajectories.json, report.md, run_rate.png, lever_mix.png, cost.png)")
+    return 0
+
+
+def _levers() -> tuple[str, ...]:
+    from envs.market import LEVERS
+
+    return LEVERS
+
+
+def _check_spaces(run, scenario) -> None:
+    """The model's observation and action shapes must be the scenario's."""
+    from envs.batch import MarketBatch
+
+    batch = MarketBatch(scenario)
+    for what, have, want in [
+        ("observation", run.model.observation_space.shape, batch.single_observation_space.shape),
+        ("action", run.model.action_space.shape, batch.single_action_space.shape),
+    ]:
+        if tuple(have) != tuple(want):
+            raise ValueError(f"run {run.run_dir}: the model's {what} space has shape {tuple(have)} but scenario '{scenario.name}' needs {tuple(want)}")
+
+
+def _print_table(doc: dict) -> None:
+    print(f"{doc['scenario']}: {doc['episodes']} episodes from seed {doc['seed']}")
+    print(f"{'policy':<18}{'GMV $B':>9}  {'95% CI':<17}{'/oracle':>8}{'run rate':>10}{'target':>8}{'cost':>7}{'viol.':>7}")
+    for name, f in doc["policies"].items():
+        ratio = "n/a" if f["ratio_to_oracle"] is None else f"{f['ratio_to_oracle']:.3f}"
+        ci = f"{f['gmv_ci95'][0]:.2f}-{f['gmv_ci95'][1]:.2f}"
+        print(f"{name:<18}{f['gmv_mean']:>9.2f}  {ci:<17}{ratio:>8}{f['run_rate_final_mean']:>10.2f}"
+              f"{f['target_reached_rate']:>8.0%}{f['cost_mean']:>7.2f}{f['violation_rate']:>7.0%}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
