@@ -91,7 +91,7 @@ def unique_futures(params: market.Params, state: market.State) -> tuple[np.ndarr
     ``suspend_u < hazard``; episodes equal in both face the same future. Returns the index of
     one representative per group and, for every episode, its group.
     """
-    shocks = params.demand_sigma * state.shock_z
+    shocks = params.demand_sigma * state.shock_z + 0.0  # + 0.0: no -0.0, whose bytes differ
     starts = state.suspend_u < params.suspension_hazard
     keys = [shocks[i].tobytes() + starts[i].tobytes() for i in range(state.n)]
     first: dict[bytes, int] = {}
@@ -145,8 +145,12 @@ def from_unit(intensity: np.ndarray) -> np.ndarray:
 
 
 def _cma(x0: np.ndarray, sigma0: float, seed: int, popsize: int | None, diagonal: bool = False) -> cma.CMAEvolutionStrategy:
+    rng = np.random.default_rng(int(seed))
     opts = {
         "seed": int(seed),
+        # each instance draws from its own generator (cma's default is numpy's global one, shared
+        # by all instances), so an episode's search does not depend on the others in its batch
+        "randn": lambda *shape: rng.standard_normal(shape),
         "verbose": -9,
         "verb_log": 0,
         "verb_disp": 0,
@@ -376,8 +380,9 @@ def _search(
             popsize=popsize, history=history,
         )
         better = kf > best_f
-        best_flat[better] = to_plans(kx[better]).reshape(int(better.sum()), -1)
-        best_f[better] = kf[better]
+        if better.any():
+            best_flat[better] = to_plans(kx[better]).reshape(int(better.sum()), -1)
+            best_f[better] = kf[better]
     knot_f = best_f.copy()
 
     if refine_iterations > 0:

@@ -40,6 +40,10 @@ from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse
 PLANNERS = ("best_static", "oracle")
 
 
+class UsageError(ValueError):
+    """Bad command-line input; reported as one line, exit 2."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
         print(f"error: {message}", file=sys.stderr)
@@ -52,7 +56,7 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value (a dotted scenario path, e.g. deterministic=true), got '{pair}'")
+            raise UsageError(f"--set expects key=value (a dotted scenario path, e.g. deterministic=true), got '{pair}'")
         overrides[key.strip()] = parse_set_value(value)
     return overrides
 
@@ -78,19 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace) -> None:
     if args.run_dir is None and args.scenario is None:
-        raise ValueError("give a run folder (RUN_DIR) or --scenario NAME")
+        raise UsageError("give a run folder (RUN_DIR) or --scenario NAME")
     if args.run_dir is not None and args.scenario is not None:
-        raise ValueError("give either a run folder or --scenario, not both (a run brings its own scenario; use --set to vary it)")
+        raise UsageError("give either a run folder or --scenario, not both (a run brings its own scenario; use --set to vary it)")
     if args.episodes < 1:
-        raise ValueError(f"--episodes must be at least 1, got {args.episodes}")
+        raise UsageError(f"--episodes must be at least 1, got {args.episodes}")
     if args.seed < 0 or args.seed + args.episodes > TRAIN_SEED_BASE:
-        raise ValueError(f"--seed must be in [0, {TRAIN_SEED_BASE - args.episodes}] (best_static trains on seeds from {TRAIN_SEED_BASE})")
+        raise UsageError(f"--seed must be in [0, {TRAIN_SEED_BASE - args.episodes}] (best_static trains on seeds from {TRAIN_SEED_BASE})")
     for name, value in [("--static-iterations", args.static_iterations), ("--oracle-knot-iterations", args.oracle_knot_iterations),
                         ("--oracle-refine-iterations", args.oracle_refine_iterations)]:
         if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+            raise UsageError(f"{name} must be >= 0, got {value}")
     if args.static_seeds < 1 or args.workers < 1:
-        raise ValueError("--static-seeds and --workers must be at least 1")
+        raise UsageError("--static-seeds and --workers must be at least 1")
 
 
 def _selected(args: argparse.Namespace, learned: str | None) -> list[str]:
@@ -100,7 +104,7 @@ def _selected(args: argparse.Namespace, learned: str | None) -> list[str]:
     names = [n.strip() for item in args.policies for n in item.split(",") if n.strip()]
     unknown = [n for n in names if n not in allowed]
     if unknown:
-        raise ValueError(f"unknown policies {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+        raise UsageError(f"unknown policies {', '.join(unknown)}; allowed: {', '.join(allowed)}")
     return [n for n in allowed if n in names]  # canonical order, no duplicates
 
 
@@ -117,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 run = load_run(args.run_dir)
             except RunError as exc:
-                raise ValueError(str(exc)) from None
+                raise UsageError(str(exc)) from None
+            except Exception as exc:  # a corrupt model or statistics file is bad input too
+                raise UsageError(f"{args.run_dir}: cannot load the run's model ({type(exc).__name__}: {exc})") from None
             set_torch_threads()
             scenario = load_scenario(run.scenario, overrides) if overrides else run.scenario
             learned = run.algo
@@ -128,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = args.out or Path("eval") / scenario.name
         names = _selected(args, learned)
         if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} exists and is not a folder")
+            raise UsageError(f"--out {out} exists and is not a folder")
 
         seeds = list(range(args.seed, args.seed + args.episodes))
         policies: dict[str, Any] = {}
@@ -176,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.run_dir is not None:
             notes.append(f"Learned policy from run `{args.run_dir}` ({learned}), deterministic actions, frozen observation normalisation.")
         doc = write_report(ev, out, extra=extra, notes=notes)
-    except (ScenarioError, ValueError, OSError) as exc:
+    except (ScenarioError, UsageError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
@@ -202,7 +208,7 @@ def _check_spaces(run, scenario) -> None:
         ("action", run.model.action_space.shape, batch.single_action_space.shape),
     ]:
         if tuple(have) != tuple(want):
-            raise ValueError(f"run {run.run_dir}: the model's {what} space has shape {tuple(have)} but scenario '{scenario.name}' needs {tuple(want)}")
+            raise UsageError(f"run {run.run_dir}: the model's {what} space has shape {tuple(have)} but scenario '{scenario.name}' needs {tuple(want)}")
 
 
 def _print_table(doc: dict) -> None:
