@@ -263,6 +263,24 @@ def test_vector_env_next_step_autoreset_continues_like_unseeded_single_reset() -
     assert terminated.all()
 
 
+def test_native_vector_env_equals_gymnasium_sync_vectorization() -> None:
+    """Gymnasium's own SyncVectorEnv (seeds s+i, NEXT_STEP autoreset) and ours play identically."""
+    n, seed = 3, 8
+    native = make_native_vec(n, scenario="global")
+    sync = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="sync", scenario="global")
+    horizon = native.unwrapped.scenario.horizon
+    actions = random_actions(4, horizon + 3, native.action_space.shape, scale=1.2)
+    np.testing.assert_array_equal(native.reset(seed=seed)[0], sync.reset(seed=seed)[0])
+    for a in actions:  # crosses the autoreset step
+        o1, r1, t1, tr1, _ = native.step(a)
+        o2, r2, t2, tr2, _ = sync.step(a)
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(r1, r2)
+        np.testing.assert_array_equal(t1, t2)
+        np.testing.assert_array_equal(tr1, tr2)
+    sync.close()
+
+
 def test_vector_env_info_arrays_have_leading_num_envs() -> None:
     n = 5
     vec = SocialCommerceVectorEnv(num_envs=n, scenario="global")
