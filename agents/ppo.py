@@ -216,7 +216,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     run_dir = Path(run_dir)
     set_torch_threads()
     algorithm = get_algorithm(config.algo)
-    scenario = scenario_of(config)
+    scenario = runs.run_scenario(run_dir, config)
 
     if resume:
         checkpoint = runs.latest_checkpoint(run_dir)

@@ -3,6 +3,8 @@
 A run folder (default ``runs/<scenario>__<algo>__<seed>__<timestamp>/``) holds::
 
     config.yaml         the fully resolved training config (agents.config.TrainConfig)
+    scenario.yaml       the scenario exactly as trained on (overrides applied): a snapshot, so
+                        later edits of configs/scenarios/ do not change what the run means
     versions.json       Python and package versions, git commit
     tb/                 TensorBoard events (one continuous curve across resumes)
     checkpoints/        model_<steps>.zip + vecnormalize_<steps>.pkl, and latest.json
@@ -45,6 +47,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = PROJECT_ROOT / "runs"
 
 CONFIG_FILE = "config.yaml"
+SCENARIO_FILE = "scenario.yaml"
 VERSIONS_FILE = "versions.json"
 SUMMARY_FILE = "summary.json"
 MODEL_FILE = "model.zip"
@@ -115,7 +118,10 @@ def check_new_run_dir(run_dir: str | Path) -> Path:
 
 
 def create_run_dir(run_dir: str | Path, config: TrainConfig) -> Path:
-    """Create the folder and write ``config.yaml`` and ``versions.json``."""
+    """Create the folder and write ``config.yaml``, ``scenario.yaml`` and ``versions.json``."""
+    from envs.scenario import load_scenario
+
+    scenario = load_scenario(config.scenario, config.overrides)
     run_dir = check_new_run_dir(run_dir)
     try:
         run_dir.mkdir(parents=True)
@@ -125,6 +131,7 @@ def create_run_dir(run_dir: str | Path, config: TrainConfig) -> Path:
         raise RunError(f"cannot create run folder {run_dir}: {exc.strerror}") from None
     (run_dir / CHECKPOINT_DIR).mkdir()
     atomic_write_text(run_dir / CONFIG_FILE, config.to_yaml())
+    atomic_write_text(run_dir / SCENARIO_FILE, yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
     atomic_write_json(run_dir / VERSIONS_FILE, versions())
     return run_dir
 
@@ -183,6 +190,19 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
         return config_from_dict(doc, source=str(path))
     except ConfigError as exc:
         raise RunError(str(exc)) from None
+
+
+def run_scenario(run_dir: str | Path, config: TrainConfig):
+    """The scenario a run trained on: its ``scenario.yaml`` snapshot, else the config's scenario."""
+    from envs.scenario import ScenarioError, load_scenario
+
+    snapshot = Path(run_dir) / SCENARIO_FILE
+    try:
+        if snapshot.is_file():
+            return load_scenario(snapshot)
+        return load_scenario(config.scenario, config.overrides)
+    except ScenarioError as exc:
+        raise RunError(f"run {run_dir}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -268,7 +288,8 @@ class LoadedRun:
 
     :ivar run_dir: the folder.
     :ivar config: its resolved :class:`~agents.config.TrainConfig`.
-    :ivar scenario: the scenario it trained on (overrides applied).
+    :ivar scenario: the scenario it trained on (overrides applied; from the run's
+        ``scenario.yaml`` snapshot).
     :ivar model: the SB3 model (``model.zip``, or the latest checkpoint if asked).
     :ivar vecnormalize: the ``VecNormalize`` statistics, ``training=False`` and
         ``norm_reward=False`` (frozen; raw rewards).
@@ -302,7 +323,7 @@ def load_run(run_dir: str | Path, checkpoint: bool = False) -> LoadedRun:
     """
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from agents.ppo import make_vec_env, scenario_of
+    from agents.ppo import make_vec_env
 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
@@ -316,7 +337,7 @@ def load_run(run_dir: str | Path, checkpoint: bool = False) -> LoadedRun:
         for path in (model_path, vec_path):
             if not path.is_file():
                 raise RunError(f"run {run_dir} is not finished: {path.name} is missing (load_run(..., checkpoint=True) for the latest checkpoint)")
-    scenario = scenario_of(config)
+    scenario = run_scenario(run_dir, config)
     venv = make_vec_env(config, num_envs=1, scenario=scenario)
     try:
         vecnormalize = VecNormalize.load(str(vec_path), venv)

@@ -65,7 +65,7 @@ def smoke_run(tmp_path_factory) -> Path:
 
 
 def test_run_folder_has_every_file(smoke_run: Path):
-    for name in ["config.yaml", "versions.json", "model.zip", "vecnormalize.pkl", "summary.json"]:
+    for name in ["config.yaml", "scenario.yaml", "versions.json", "model.zip", "vecnormalize.pkl", "summary.json"]:
         assert (smoke_run / name).is_file(), name
     ckpts = smoke_run / "checkpoints"
     assert list(ckpts.glob("model_*.zip")) and list(ckpts.glob("vecnormalize_*.pkl"))
