@@ -16,14 +16,19 @@ episode at once, is one call.
   seeded generator holds every future shock and suspension draw, see :mod:`envs.market`). It
   sees the future, so no policy can beat it on average: a clairvoyant upper bound.
 
-Oracle search, per episode, all episodes' CMA instances advanced in lockstep:
+Oracle search:
 
-1. *knots*: each lever-region intensity is a piecewise-linear schedule through ``knots`` values
-   spread evenly over the horizon (``knots * R * 7`` numbers: 84 for ``global`` with 4 knots),
-   started from the warm start (``best_static``) at every knot;
-2. *refinement*: the full per-quarter plan (``T * R * 7`` numbers), started from the best plan
-   of step 1, with a smaller step size and a diagonal covariance (sep-CMA: the full 252 x 252
-   covariance costs more per generation than the rollouts).
+1. *common schedule* (:func:`best_schedule`): one CMA-ES finds the best open-loop per-quarter
+   plan on average over training seeds, first on a few knots per lever-region schedule
+   (piecewise linear over the quarters: 84 numbers for ``global`` with 4 knots), then on every
+   quarter (252 numbers). It captures what timing is worth for every episode alike; it starts
+   from ``best_static``.
+2. *per episode*, all episodes' CMA instances advanced in lockstep, their candidates rolled out
+   in one batch: the full per-quarter plan, started from the better (on that episode) of
+   ``best_static`` and the common schedule, with a small step size and a diagonal covariance
+   (sep-CMA: a full 252 x 252 covariance per episode costs more than the rollouts). This is the
+   clairvoyant part: reacting in advance to the episode's own shocks and suspensions. An
+   optional per-episode knot stage can run first.
 
 The best plan ever scored is kept, and the warm start is scored first, so the oracle is never
 below the warm start on its own episode. Episodes whose futures are identical (a deterministic
@@ -215,6 +220,25 @@ def _lockstep(
 # --------------------------------------------------------------------------- best static
 
 
+def _average_scorer(params: market.Params, seeds: Sequence[int], to_plans: Callable[[np.ndarray], np.ndarray], counter: dict):
+    """``score(candidates (1, p, d)) -> (1, p)``: each candidate's mean cumulative GMV over the
+    futures of ``seeds`` (identical futures simulated once, weighted by their count)."""
+    states = start_states(params, seeds)
+    reps, group = unique_futures(params, states)
+    weights = np.bincount(group, minlength=len(reps)) / len(seeds)
+    base = states.take(reps)
+
+    def score(candidates: np.ndarray) -> np.ndarray:
+        cand = quantise(to_plans(candidates.reshape(candidates.shape[1], -1)))
+        p = cand.shape[0]
+        plans = np.tile(cand, (len(reps),) + (1,) * (cand.ndim - 1))  # market-major, as State.repeat
+        gmv = cumulative_gmv(params, base.repeat(p), plans).reshape(len(reps), p)
+        counter["evaluations"] = counter.get("evaluations", 0) + p
+        return (weights[:, None] * gmv).sum(axis=0)[None]
+
+    return score
+
+
 @dataclass
 class StaticPlan:
     """The best constant allocation found and how it was found."""
@@ -261,21 +285,9 @@ def best_static(
     if not seeds:
         raise ValueError("best_static needs at least one training seed")
     params = planning_params(scenario)
-    states = start_states(params, seeds)
-    reps, group = unique_futures(params, states)
-    weights = np.bincount(group, minlength=len(reps)) / len(seeds)
-    base = states.take(reps)
     R, L = params.n_regions, market.N_LEVERS
-    counter = {"evaluations": 0}
-
-    def score(candidates: np.ndarray) -> np.ndarray:
-        # candidates (1, p, R*L) -> mean GMV over the training futures, (1, p)
-        cand = quantise(candidates.reshape(-1, R, L))
-        p = cand.shape[0]
-        plans = np.tile(cand, (len(reps), 1, 1))  # market-major, matching State.repeat
-        gmv = cumulative_gmv(params, base.repeat(p), plans).reshape(len(reps), p)
-        counter["evaluations"] += p
-        return (weights[:, None] * gmv).sum(axis=0)[None]
+    counter: dict = {}
+    score = _average_scorer(params, seeds, lambda x: x.reshape(-1, R, L), counter)
 
     names = list(PLAYBOOKS)
     books = np.stack([playbook_intensity(name, scenario).ravel() for name in names])
@@ -298,26 +310,7 @@ def best_static(
     )
 
 
-# --------------------------------------------------------------------------- oracle
-
-
-@dataclass
-class OraclePlans:
-    """Per-episode open-loop plans and what they reach."""
-
-    plans: np.ndarray
-    """(n_episodes, T, n_regions, 7) intensities per quarter, quantised to the env's encoding."""
-    gmv: np.ndarray
-    """(n_episodes,) cumulative GMV ($B) of each plan on its own episode."""
-    warm_gmv: np.ndarray
-    """(n_episodes,) cumulative GMV of the warm start on the same episode."""
-    knot_gmv: np.ndarray
-    """(n_episodes,) after the knot stage (before the per-quarter refinement)."""
-    seeds: list[int]
-    unique_episodes: int
-    seconds: float
-    history: list[float] = field(default_factory=list)
-    """mean best cumulative GMV after each generation (knot stage, then refinement)."""
+# --------------------------------------------------------------------------- best schedule
 
 
 def knot_basis(horizon: int, knots: int) -> np.ndarray:
@@ -334,10 +327,108 @@ def knot_basis(horizon: int, knots: int) -> np.ndarray:
     return basis
 
 
+def _knot_maps(T: int, R: int, knots: int) -> tuple[Callable, Callable]:
+    """(knot values -> plans, plans -> knot values) for ``knots`` knots."""
+    basis = knot_basis(T, knots)
+    K, L = basis.shape[1], market.N_LEVERS
+    average = basis.T / basis.sum(axis=0)[:, None]  # each knot: mean of the quarters it covers
+    to_plans = lambda x: np.einsum("tk,nkrl->ntrl", basis, x.reshape(-1, K, R, L))  # noqa: E731
+    to_knots = lambda plans: np.einsum("kt,ntrl->nkrl", average, plans.reshape(-1, T, R, L)).reshape(plans.shape[0], -1)  # noqa: E731
+    return to_plans, to_knots
+
+
+@dataclass
+class SchedulePlan:
+    """The best open-loop schedule on average over training seeds (not clairvoyant)."""
+
+    plan: np.ndarray
+    """(T, n_regions, 7) intensities per quarter, quantised."""
+    gmv_mean: float
+    warm_gmv_mean: float
+    seeds: list[int]
+    evaluations: int
+    seconds: float
+    history: list[float] = field(default_factory=list)
+
+
+def best_schedule(
+    scenario: Scenario,
+    seeds: Sequence[int],
+    warm_start: np.ndarray,
+    *,
+    knots: int = 4,
+    knot_iterations: int = 150,
+    refine_iterations: int = 200,
+    popsize: int | None = 24,
+    sigma0: float = 0.08,
+    refine_sigma0: float = 0.03,
+    cma_seed: int = 3,
+) -> SchedulePlan:
+    """The per-quarter plan ``(T, R, 7)`` with the highest mean cumulative GMV over ``seeds``.
+
+    One CMA-ES (full covariance): first on ``knots`` knots per lever-region schedule, then on
+    every quarter. Started from, and never below, ``warm_start`` (``(R, 7)`` or ``(T, R, 7)``).
+    Timing is what it adds to ``best_static``; it is the common start of the oracle's
+    per-episode searches, most of whose gain it already holds.
+    """
+    t0 = time.perf_counter()
+    params = planning_params(scenario)
+    T, R, L = params.horizon, params.n_regions, market.N_LEVERS
+    warm = quantise(np.broadcast_to(np.asarray(warm_start, dtype=np.float64), (T, R, L)))
+    counter: dict = {}
+    full = lambda x: x.reshape(-1, T, R, L)  # noqa: E731
+    score_full = _average_scorer(params, list(seeds), full, counter)
+    warm_flat = warm.reshape(1, -1)
+    best_x, best_f = warm_flat, score_full(warm_flat[None])[0]
+    warm_f = float(best_f[0])
+    history: list[float] = []
+    if knots and knot_iterations > 0:
+        to_plans, to_knots = _knot_maps(T, R, knots)
+        kx, kf = _lockstep(
+            to_knots(warm[None]), _average_scorer(params, list(seeds), to_plans, counter),
+            iterations=knot_iterations, sigma0=sigma0, seed=cma_seed, popsize=popsize, history=history,
+        )
+        if kf[0] > best_f[0]:
+            best_x, best_f = to_plans(kx).reshape(1, -1), kf
+    if refine_iterations > 0:
+        best_x, best_f = _lockstep(
+            best_x, score_full, iterations=refine_iterations, sigma0=refine_sigma0, seed=cma_seed + 1,
+            popsize=popsize, best_x=best_x, best_f=best_f, history=history,
+        )
+    return SchedulePlan(
+        plan=quantise(full(best_x)[0]), gmv_mean=float(best_f[0]), warm_gmv_mean=warm_f, seeds=list(seeds),
+        evaluations=counter.get("evaluations", 0), seconds=time.perf_counter() - t0, history=history,
+    )
+
+
+# --------------------------------------------------------------------------- oracle
+
+
+@dataclass
+class OraclePlans:
+    """Per-episode open-loop plans and what they reach."""
+
+    plans: np.ndarray
+    """(n_episodes, T, n_regions, 7) intensities per quarter, quantised to the env's encoding."""
+    gmv: np.ndarray
+    """(n_episodes,) cumulative GMV ($B) of each plan on its own episode."""
+    warm_gmv: np.ndarray
+    """(n_episodes,) cumulative GMV of the warm start on the same episode."""
+    start_gmv: np.ndarray
+    """(n_episodes,) of the better of the warm start and the common schedule (the search's start)."""
+    schedule: SchedulePlan | None
+    """the common best schedule, if computed"""
+    seeds: list[int]
+    unique_episodes: int
+    seconds: float
+    history: list[float] = field(default_factory=list)
+    """mean best cumulative GMV over the episodes after each per-episode generation."""
+
+
 def _search(
     params: market.Params,
     base: market.State,
-    warm: np.ndarray,
+    starts: list[np.ndarray],
     *,
     seed: int,
     knots: int,
@@ -347,7 +438,8 @@ def _search(
     sigma0: float,
     refine_sigma0: float,
 ) -> dict:
-    """The oracle's search for the episodes ``base`` (m markets) from plans ``warm`` (m, T, R, L).
+    """The oracle's search for the episodes ``base`` (m markets) from candidate plans ``starts``
+    (each (m, T, R, L)): the best candidate of each episode is where its search starts.
 
     Row i's CMA-ES instances use seeds ``seed + i`` (knot stage) and ``seed + 7919 + i``
     (refinement), so a row's result does not depend on which other rows share its batch.
@@ -365,25 +457,23 @@ def _search(
 
     history: list[float] = []
     full = lambda x: x.reshape(-1, T, R, L)  # noqa: E731
-    warm_flat = warm.reshape(m, -1)
-    warm_f = scorer(full)(warm_flat[:, None, :])[:, 0]
-    best_flat, best_f = warm_flat.copy(), warm_f.copy()
+    flats = [start.reshape(m, -1) for start in starts]
+    values = np.stack([scorer(full)(flat[:, None, :])[:, 0] for flat in flats])  # (n_starts, m)
+    choice = values.argmax(axis=0)
+    best_flat = np.stack([flats[c][i] for i, c in enumerate(choice)])
+    best_f = values[choice, np.arange(m)]
+    start_f = best_f.copy()
 
     if knots and knot_iterations > 0:
-        basis = knot_basis(T, knots)
-        K = basis.shape[1]
-        to_plans = lambda x: np.einsum("tk,nkrl->ntrl", basis, x.reshape(-1, K, R, L))  # noqa: E731
-        # knot values = the warm start's mean over the quarters each knot covers
-        x0 = np.einsum("kt,ntrl->nkrl", basis.T / basis.sum(axis=0)[:, None], warm).reshape(m, -1)
+        to_plans, to_knots = _knot_maps(T, R, knots)
         kx, kf = _lockstep(
-            x0, scorer(to_plans), iterations=knot_iterations, sigma0=sigma0, seed=seed,
+            to_knots(best_flat), scorer(to_plans), iterations=knot_iterations, sigma0=sigma0, seed=seed,
             popsize=popsize, history=history,
         )
         better = kf > best_f
         if better.any():
             best_flat[better] = to_plans(kx[better]).reshape(int(better.sum()), -1)
             best_f[better] = kf[better]
-    knot_f = best_f.copy()
 
     if refine_iterations > 0:
         best_flat, best_f = _lockstep(
@@ -391,12 +481,12 @@ def _search(
             seed=seed + 7919, popsize=popsize, diagonal=True, best_x=best_flat, best_f=best_f,
             history=history,
         )
-    return {"plans": full(best_flat), "gmv": best_f, "warm_gmv": warm_f, "knot_gmv": knot_f, "history": history}
+    return {"plans": full(best_flat), "gmv": best_f, "warm_gmv": values[0], "start_gmv": start_f, "history": history}
 
 
 def _search_chunk(args: tuple) -> dict:
-    params, base, warm, kwargs = args
-    return _search(params, base, warm, **kwargs)
+    params, base, starts, kwargs = args
+    return _search(params, base, starts, **kwargs)
 
 
 def oracle(
@@ -404,12 +494,14 @@ def oracle(
     episode_seeds: Sequence[int],
     warm_start: np.ndarray,
     *,
+    schedule_seeds: Sequence[int] | None = None,
+    schedule_iterations: tuple[int, int] = (150, 200),
     knots: int = 4,
-    knot_iterations: int = 100,
-    refine_iterations: int = 60,
+    knot_iterations: int = 0,
+    refine_iterations: int = 150,
     popsize: int | None = None,
-    sigma0: float = 0.15,
-    refine_sigma0: float = 0.05,
+    sigma0: float = 0.08,
+    refine_sigma0: float = 0.03,
     cma_seed: int = 2,
     workers: int = 1,
 ) -> OraclePlans:
@@ -418,12 +510,16 @@ def oracle(
     :param scenario: a validated scenario.
     :param episode_seeds: the evaluation seeds; episode i starts from ``init_state`` with the
         generator ``gymnasium.utils.seeding.np_random(episode_seeds[i])``, as the envs do.
-    :param warm_start: intensities ``(R, 7)`` (e.g. ``best_static``), ``(n, R, 7)`` or
-        ``(n, T, R, 7)``; always scored, so each plan is at least as good on its episode.
-    :param knots: knots per lever-region schedule in the first stage (0 skips the stage).
-    :param knot_iterations: CMA-ES generations of the knot stage.
-    :param refine_iterations: generations of the per-quarter refinement (sep-CMA).
-    :param popsize: CMA-ES population per episode (default cma's ``4 + 3 ln(d)``).
+    :param warm_start: intensities ``(R, 7)`` (e.g. ``best_static``), ``(T, R, 7)``, or one plan
+        per episode ``(n, T, R, 7)``; always scored, so each plan is at least as good on its
+        episode.
+    :param schedule_seeds: training seeds for the common schedule (default 16 from
+        :func:`training_seeds`, disjoint from evaluation seeds); ``[]`` skips that stage.
+    :param schedule_iterations: (knot, per-quarter) generations of :func:`best_schedule`.
+    :param knots: knots per lever-region schedule of the optional per-episode knot stage.
+    :param knot_iterations: its generations (default 0: the common schedule does that part).
+    :param refine_iterations: generations of the per-episode per-quarter search (sep-CMA).
+    :param popsize: per-episode CMA-ES population (default cma's ``4 + 3 ln(d)``).
     :param cma_seed: the CMA-ES seeds of distinct future i are ``cma_seed + i`` (reproducible).
     :param workers: processes to share the episodes between (the result does not depend on it).
     """
@@ -434,13 +530,17 @@ def oracle(
     states = start_states(params, seeds)
     n = states.n
     warm = np.asarray(warm_start, dtype=np.float64)
-    if warm.shape == (R, L):
-        warm = np.broadcast_to(warm, (n, T, R, L))
-    elif warm.shape == (n, R, L):
-        warm = np.broadcast_to(warm[:, None], (n, T, R, L))
-    elif warm.shape != (n, T, R, L):
-        raise ValueError(f"warm_start has shape {warm.shape}; expected ({R}, {L}), ({n}, {R}, {L}) or ({n}, {T}, {R}, {L})")
-    warm = quantise(warm)
+    common = warm.shape in ((R, L), (T, R, L))
+    if not common and warm.shape != (n, T, R, L):
+        raise ValueError(f"warm_start has shape {warm.shape}; expected ({R}, {L}), ({T}, {R}, {L}) or ({n}, {T}, {R}, {L})")
+    warm = quantise(np.broadcast_to(warm, (n, T, R, L)) if common else warm)
+
+    schedule = None
+    if common and sum(schedule_iterations) > 0 and (schedule_seeds is None or len(schedule_seeds)):
+        schedule = best_schedule(
+            scenario, training_seeds(16) if schedule_seeds is None else schedule_seeds, warm[0],
+            knot_iterations=schedule_iterations[0], refine_iterations=schedule_iterations[1], cma_seed=cma_seed + 1,
+        )
 
     reps, group = unique_futures(params, states)
     # Episodes sharing a future may have different warm starts: then solve them apart.
@@ -448,28 +548,29 @@ def oracle(
         reps, group = np.arange(n), np.arange(n)
     m = len(reps)
     base = states.take(reps)
-    warm_m = np.ascontiguousarray(warm[reps])
+    starts = [np.ascontiguousarray(warm[reps])]
+    if schedule is not None:
+        starts.append(np.broadcast_to(schedule.plan, (m, T, R, L)).copy())
     search = dict(
         knots=knots, knot_iterations=knot_iterations, refine_iterations=refine_iterations,
         popsize=popsize, sigma0=sigma0, refine_sigma0=refine_sigma0,
     )
     workers = max(1, min(int(workers), m))
     if workers == 1:
-        found = _search(params, base, warm_m, seed=cma_seed, **search)
+        found = _search(params, base, starts, seed=cma_seed, **search)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         bounds = np.linspace(0, m, workers + 1).astype(int)
         chunks = [
-            (params, base.take(np.arange(a, b)), warm_m[a:b], dict(search, seed=cma_seed + int(a)))
+            (params, base.take(np.arange(a, b)), [s[a:b] for s in starts], dict(search, seed=cma_seed + int(a)))
             for a, b in zip(bounds[:-1], bounds[1:])
         ]
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             parts = list(pool.map(_search_chunk, chunks))
-        sizes = np.diff(bounds)
-        found = {key: np.concatenate([part[key] for part in parts]) for key in ("plans", "gmv", "warm_gmv", "knot_gmv")}
-        found["history"] = list(np.average([part["history"] for part in parts], axis=0, weights=sizes)) if parts[0]["history"] else []
+        found = {key: np.concatenate([part[key] for part in parts]) for key in ("plans", "gmv", "warm_gmv", "start_gmv")}
+        found["history"] = list(np.average([part["history"] for part in parts], axis=0, weights=np.diff(bounds))) if parts[0]["history"] else []
 
     plans, best_f = quantise(found["plans"]), found["gmv"]
     if not scenario.to_params().hard_budget:
@@ -480,7 +581,8 @@ def oracle(
         plans=plans[group],
         gmv=best_f[group],
         warm_gmv=found["warm_gmv"][group],
-        knot_gmv=found["knot_gmv"][group],
+        start_gmv=found["start_gmv"][group],
+        schedule=schedule,
         seeds=seeds,
         unique_episodes=m,
         seconds=time.perf_counter() - t0,

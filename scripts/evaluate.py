@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     search = parser.add_argument_group("planner budgets (CMA-ES generations)")
     search.add_argument("--static-iterations", type=int, default=120, help="best_static generations (default 120)")
     search.add_argument("--static-seeds", type=int, default=64, help="training seeds for best_static (default 64)")
-    search.add_argument("--oracle-knot-iterations", type=int, default=100, help="oracle knot-stage generations (default 100)")
-    search.add_argument("--oracle-refine-iterations", type=int, default=100, help="oracle per-quarter refinement generations (default 100)")
+    search.add_argument("--schedule-iterations", type=int, nargs=2, default=[150, 200], metavar=("KNOTS", "QUARTERS"),
+                        help="oracle's common schedule: knot-stage and per-quarter generations (default 150 200)")
+    search.add_argument("--oracle-iterations", type=int, default=150, help="oracle's per-episode generations (default 150)")
     search.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes for the oracle (default: 2 or the cores)")
     return parser
 
@@ -89,8 +90,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--episodes must be at least 1, got {args.episodes}")
     if args.seed < 0 or args.seed + args.episodes > TRAIN_SEED_BASE:
         raise UsageError(f"--seed must be in [0, {TRAIN_SEED_BASE - args.episodes}] (best_static trains on seeds from {TRAIN_SEED_BASE})")
-    for name, value in [("--static-iterations", args.static_iterations), ("--oracle-knot-iterations", args.oracle_knot_iterations),
-                        ("--oracle-refine-iterations", args.oracle_refine_iterations)]:
+    for name, value in [("--static-iterations", args.static_iterations), ("--schedule-iterations", min(args.schedule_iterations)),
+                        ("--oracle-iterations", args.oracle_iterations)]:
         if value < 0:
             raise UsageError(f"{name} must be >= 0, got {value}")
     if args.static_seeds < 1 or args.workers < 1:
@@ -161,15 +162,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "oracle" in names:
             t0 = time.perf_counter()
             oracle = oracle_policy(
-                scenario, seeds, static.intensity, knot_iterations=args.oracle_knot_iterations,
-                refine_iterations=args.oracle_refine_iterations, workers=args.workers,
+                scenario, seeds, static.intensity, schedule_iterations=tuple(args.schedule_iterations),
+                refine_iterations=args.oracle_iterations, workers=args.workers,
             )
             timings["oracle"] = time.perf_counter() - t0
             res = oracle.result
             extra["oracle"] = {
-                "planned_gmv_mean": float(res.gmv.mean()), "warm_start_gmv_mean": float(res.warm_gmv.mean()),
-                "knot_stage_gmv_mean": float(res.knot_gmv.mean()), "distinct_futures": res.unique_episodes,
-                "knot_iterations": args.oracle_knot_iterations, "refine_iterations": args.oracle_refine_iterations,
+                "planned_gmv_mean": float(res.gmv.mean()),
+                "best_static_gmv_mean": float(res.warm_gmv.mean()),
+                "search_start_gmv_mean": float(res.start_gmv.mean()),
+                "distinct_futures": res.unique_episodes,
+                "schedule_iterations": list(args.schedule_iterations),
+                "schedule_train_gmv_mean": res.schedule.gmv_mean if res.schedule else None,
+                "per_episode_iterations": args.oracle_iterations,
                 "gain_last_10_generations": (res.history[-1] - res.history[-11]) if len(res.history) > 10 else None,
             }
             policies["oracle"] = oracle
