@@ -184,8 +184,9 @@ class CheckpointCallback(BaseCallback):
     def _on_step(self) -> bool:
         return True
 
-    def _on_rollout_end(self) -> None:
-        # at a rollout boundary the model and statistics are consistent with num_timesteps
+    def _on_rollout_start(self) -> None:
+        # here the previous rollout has been trained on: the weights, the statistics and
+        # num_timesteps agree, so a resume loses nothing
         if self.num_timesteps >= self._next:
             self._next = (self.num_timesteps // self.checkpoint_freq + 1) * self.checkpoint_freq
             self.save()
