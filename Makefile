@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(PY) scripts/simulate.py --scenario global --policy merchant_package --seed 0
+	$(PY) scripts/train.py --config configs/train/ppo.yaml
+	@echo "Watch training in TensorBoard: make tensorboard, then open http://127.0.0.1:6006"
+
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1 --port 6006
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -9,7 +9,7 @@ from gymnasium.envs.registration import register, registry
 from envs.market import LEVERS
 from envs.scenario import Scenario, ScenarioError, builtin_scenarios, load_scenario
 from envs.social_commerce import SocialCommerceEnv
-from envs.vector import SB3VecEnv, SocialCommerceVectorEnv
+from envs.vector import SocialCommerceVectorEnv
 
 ENV_ID = "flywheel/SocialCommerce-v0"
 
@@ -19,6 +19,17 @@ if ENV_ID not in registry:
         entry_point="envs.social_commerce:SocialCommerceEnv",
         vector_entry_point="envs.vector:SocialCommerceVectorEnv",
     )
+
+
+
+def __getattr__(name: str):
+    # The SB3 adapter imports stable-baselines3 (and torch): load it only when asked for.
+    if name == "SB3VecEnv":
+        from envs.sb3 import SB3VecEnv
+
+        return SB3VecEnv
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")
+
 
 __all__ = [
     "ENV_ID",

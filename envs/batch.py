@@ -51,7 +51,7 @@ class MarketBatch:
         s, p = self.state, self.params
         zeros = np.zeros(self.num_envs)
         return self._info(
-            gmv=zeros, run_rate=4.0 * s.gmv_region.sum(1) / p.season[p.start_quarter], gmv_region=s.gmv_region,
+            gmv=zeros, run_rate=4.0 * s.gmv_region.sum(1) / p.season_at(s.t - 1), gmv_region=s.gmv_region,
             cost=zeros, cost_lever=np.zeros((self.num_envs, p.n_regions, market.N_LEVERS)),
             cost_limit=market.quarter_cap(p, s), revenue=zeros, share=s.share,
             clipped=np.zeros(self.num_envs, dtype=np.int64),

@@ -237,8 +237,11 @@ def init_state(params: Params, rngs: list[np.random.Generator]) -> State:
         return np.broadcast_to(np.asarray(v, dtype=np.float64), (n, R)).copy()
 
     buyers = full(r["buyers"])
+    # The start state describes the quarter before the first step (its orders and GMV carry
+    # that quarter's season), so run rates and cover ratios are consistent from step 0.
+    season_prev = params.season[(params.start_quarter - 1) % 4]
     season0 = params.season[params.start_quarter]
-    orders0 = buyers * r["orders_per_buyer"]
+    orders0 = buyers * r["orders_per_buyer"] * season_prev
     return State(
         users=full(r["users"]),
         buyers_genz=buyers * r["genz_buyer_share"],
@@ -246,7 +249,7 @@ def init_state(params: Params, rngs: list[np.random.Generator]) -> State:
         habit=np.zeros((n, R)),
         sellers=full(r["sellers"]),
         creators=full(r["creators"]),
-        capacity=orders0 * season0 * r["capacity_headroom"],
+        capacity=orders0 / season_prev * season0 * r["capacity_headroom"],
         livestream=full(r["livestream_affinity"]),
         trust=np.ones((n, R)),
         adstock=np.zeros((n, R)),
@@ -310,7 +313,8 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     Returns the new state (the input is not modified) and the quarter's outputs, all arrays
     with a leading ``n``: ``gmv`` ($B), ``gmv_region`` (n, R), ``run_rate`` ($B a year,
     de-seasonalised), ``cost`` ($B), ``cost_lever`` (n, R, L), ``cost_limit`` (the quarter's cap
-    before spending), ``revenue`` ($B), ``intensity`` (after any projection), ``share`` (n, R).
+    before spending), ``revenue`` ($B), ``intensity`` (after any projection), ``share`` (n, R),
+    ``attractiveness``, ``new_buyers`` (M) and ``new_sellers`` (k) (gross acquisitions, (n, R)).
 
     One quarter, in order (the numbered steps of DESIGN.md):
 
@@ -328,8 +332,8 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     5. orders ``B*f0*(base + attr)*season*shock``, served ``min(O, K) + spill*max(O - K, 0)``.
     6. GMV: third party ``served*AOV*(1 - rho)``, private label ``served*AOV*rho*appeal``;
        revenue: commission charged, shop ads, private-label margin.
-    7. sellers: joins pulled by grants and buyer penetration (elasticity ``buyer_elasticity``,
-       net of commission), churn raised by low trust and by suspension.
+    7. sellers: joins pulled by grants and by buyer penetration relative to a reference
+       (``(B/U / pen_ref) ** buyer_elasticity``: the buyer pull on sellers), net of commission, churn raised by low trust and by suspension.
     8. creators: joins pulled by the creator pool, scaled by livestream affinity; churn.
     9. livestream affinity moves toward ``L_max`` with creator activity.
     10. trust recovers toward 1 and falls with the private-label push.
@@ -416,14 +420,14 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     )
 
     # 7. sellers
-    pen0 = d["buyers0"] / d["users0"]
-    buyer_pull = ((buyers_genz + buyers_older) / s.users / pen0) ** sp["buyer_elasticity"]
+    buyer_pull = ((buyers_genz + buyers_older) / s.users / sp["reference_penetration"]) ** sp["buyer_elasticity"]
     take = r["commission"] * (1.0 - u_waive)
     join = (sp["join_rate"] * buyer_pull + sp["grant_rate"] * hill(u_grant, a["hill_ec"])) * np.maximum(
         0.0, 1.0 - sp["commission_drag"] * take
     )
     seller_churn = sp["churn"] * (1.0 + sp["trust_churn"] * (1.0 - s.trust)) + sp["suspended_churn"] * dark
-    sellers = s.sellers * (1.0 - np.minimum(seller_churn, 1.0)) + join * (r["sellers_potential"] - s.sellers) * live_share
+    new_sellers = join * (r["sellers_potential"] - s.sellers) * live_share
+    sellers = s.sellers * (1.0 - np.minimum(seller_churn, 1.0)) + new_sellers
     sellers = np.clip(sellers, 1e-6, r["sellers_potential"])
 
     # 8. creators
@@ -456,8 +460,6 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     suspended = np.where(s.suspended > 0, s.suspended - 1.0, np.where(starts, p.suspension_quarters, 0.0))
 
     total_cost = cost.sum(axis=(1, 2))
-    if params.hard_budget:
-        total_cost = np.minimum(total_cost, cap)  # guard against rounding above the cap
     spent = s.spent + total_cost
     remaining = np.maximum(params.budget_total - spent, 0.0)
 
@@ -495,6 +497,8 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
         "intensity": u,
         "share": share,
         "attractiveness": attr,
+        "new_buyers": new_genz + new_older,
+        "new_sellers": new_sellers,
     }
     return new, out
 

@@ -37,7 +37,7 @@ class ScenarioError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Budget(_Strict):
@@ -81,6 +81,7 @@ class Sellers(_Strict):
     join_rate: float = Field(ge=0, le=1, description="organic seller join rate per quarter")
     grant_rate: float = Field(ge=0, le=1, description="extra join rate at full grant pool")
     buyer_elasticity: float = Field(ge=0, le=3, description="elasticity of joins to buyer penetration")
+    reference_penetration: float = Field(gt=0, le=1, description="buyer penetration at which the pull is 1")
     commission_drag: float = Field(ge=0, le=50, description="join reduction per unit commission")
     churn: float = Field(ge=0, le=1)
     trust_churn: float = Field(ge=0, le=10, description="extra churn multiplier at zero trust")
@@ -267,7 +268,10 @@ def _load_document(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     parent = data.pop("extends", None)
     only = data.pop("only_regions", None)
     if parent is not None:
-        base = _load_document(_resolve_path(parent), seen + (path,))
+        parent_path = _resolve_path(parent)
+        if not parent_path.is_absolute() and not parent_path.exists():
+            parent_path = path.parent / parent_path  # relative to the extending file
+        base = _load_document(parent_path, seen + (path,))
         data = deep_merge(base, data)
     if only is not None:
         regions = data.get("regions", {})
@@ -290,7 +294,10 @@ def apply_overrides(doc: dict, overrides: Mapping[str, Any] | None, where: str =
                 prefix = ".".join(keys[:i]) or "top level"
                 raise ScenarioError(f"{where}: unknown key '{dotted}' ('{key}' is not in {prefix}; allowed: {', '.join(map(str, have))})")
             if i == len(keys) - 1:
-                node[key] = value
+                if isinstance(value, Mapping) and isinstance(node[key], dict):
+                    node[key] = deep_merge(node[key], value)
+                else:
+                    node[key] = value
             else:
                 node = node[key]
     return doc
@@ -322,8 +329,41 @@ def format_validation_error(exc: ValidationError, source: str, doc: Mapping | No
         return f"{source}: missing required key '{loc}'"
     value = err.get("input")
     shown = "" if isinstance(value, (dict, list)) else f" = {value!r}"
+    allowed = _allowed_range(Scenario, err["loc"])
+    allowed = f" (allowed: {allowed})" if allowed else ""
     extra = f" (and {len(exc.errors()) - 1} more errors)" if len(exc.errors()) > 1 else ""
-    return f"{source}: {loc}{shown}: {msg}{extra}"
+    return f"{source}: {loc}{shown}: {msg}{allowed}{extra}"
+
+
+def _allowed_range(model: type[BaseModel], loc: tuple) -> str:
+    """The bounds of the field at ``loc``, e.g. ``0 < x <= 1000``, or '' when unknown."""
+    info = None
+    for part in loc:
+        if not (isinstance(part, str) and part in model.model_fields):
+            continue
+        info = model.model_fields[part]
+        annotation = info.annotation
+        sub = next(
+            (c for c in (annotation, *getattr(annotation, "__args__", ())) if isinstance(c, type) and issubclass(c, BaseModel)),
+            None,
+        )
+        if sub is not None:
+            model = sub
+    if info is None:
+        return ""
+    low = high = ""
+    for m in info.metadata:
+        if getattr(m, "gt", None) is not None:
+            low = f"{m.gt} < "
+        if getattr(m, "ge", None) is not None:
+            low = f"{m.ge} <= "
+        if getattr(m, "lt", None) is not None:
+            high = f" < {m.lt}"
+        if getattr(m, "le", None) is not None:
+            high = f" <= {m.le}"
+    if low or high:
+        return f"{low}x{high}, a finite number"
+    return ""
 
 
 def load_scenario(
@@ -353,6 +393,22 @@ def load_scenario(
 def parse_set_value(text: str) -> Any:
     """Parse the value of a ``--set key=value`` as YAML (numbers, booleans, lists, strings)."""
     try:
-        return yaml.safe_load(text)
+        return float(text) if text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity") and _is_float(text) and not _is_int(text) else yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False

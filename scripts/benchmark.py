@@ -1,4 +1,4 @@
-"""Benchmark the environment (and, later, training): print a table, optionally write JSON.
+"""Benchmark the environment and PPO training throughput: print a table, optionally write JSON.
 
 Example::
 
@@ -8,7 +8,7 @@ Example::
 JSON keys: ``single_env_steps_per_s``, ``vector_env_steps_per_s`` (native vector env at 1024),
 ``sync_vector_env_steps_per_s`` (gymnasium ``SyncVectorEnv`` at 64), ``vector_speedup`` (per
 env-step), plus the extras of :func:`envs.benchmark.run_benchmark`, and the training keys of
-:func:`measure_training` once it is filled in.
+:func:`measure_training`.
 """
 
 from __future__ import annotations
@@ -28,15 +28,20 @@ from envs.benchmark import format_table, run_benchmark  # noqa: E402
 from envs.scenario import ScenarioError, load_scenario  # noqa: E402
 
 
-def measure_training(seconds: float) -> dict[str, float]:
-    """Training throughput: the hook for PPO (not measured yet).
+def measure_training(timesteps: int) -> dict[str, float]:
+    """PPO training throughput (frames/s, learning included) with the default training config.
 
-    To be filled by the PPO work: call ``agents.ppo.measure_fps`` and return the keys
-    ``ppo_fps_vector`` (PPO on the native vector env through ``envs.SB3VecEnv``),
-    ``ppo_fps_dummy`` (PPO on SB3's ``DummyVecEnv``) and ``ppo_speedup`` (their ratio).
-    They are printed after the environment table and merged into the JSON.
+    The same PPO (hyperparameters, ``VecMonitor``, ``VecNormalize``) on the native batched env
+    (``envs.SB3VecEnv``) and on SB3's ``DummyVecEnv`` of single envs, one after the other:
+    keys ``ppo_fps_vector``, ``ppo_fps_dummy`` and ``ppo_speedup``. ``timesteps=0`` skips it.
     """
-    return {}
+    if timesteps <= 0:
+        return {}
+    from agents.ppo import measure_fps
+
+    vector = measure_fps(True, timesteps=timesteps)
+    dummy = measure_fps(False, timesteps=timesteps)
+    return {"ppo_fps_vector": vector, "ppo_fps_dummy": dummy, "ppo_speedup": vector / dummy}
 
 
 def write_json(data: dict, path: Path) -> None:
@@ -60,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=2.5, help="wall-clock seconds per measurement (default 2.5)")
     parser.add_argument("--scenario", default="global", help="scenario to step (default global)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--ppo-timesteps", type=int, default=16_384,
+        help="env steps of PPO training per throughput measurement (default 16384; 0 skips it)",
+    )
     return parser
 
 
@@ -68,15 +77,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not args.seconds > 0:
             raise ValueError(f"--seconds must be > 0, got {args.seconds}")
+        if args.ppo_timesteps < 0:
+            raise ValueError(f"--ppo-timesteps must be >= 0, got {args.ppo_timesteps}")
         scenario = load_scenario(args.scenario)  # a bad name fails here, before any output
         print(f"measuring {args.seconds:g} s each, scenario {scenario.name}, Python {platform.python_version()}", file=sys.stderr)
         runs, summary = run_benchmark(args.seconds, scenario, progress=lambda m: print(f"  {m}...", file=sys.stderr))
         print(format_table(runs, summary))
 
         # ---- training throughput (PPO): see measure_training ----
-        training = measure_training(args.seconds)
-        for key, value in training.items():
-            print(f"{key}: {value:,.1f}")
+        if args.ppo_timesteps:
+            print(f"  PPO training, {args.ppo_timesteps} env steps each on the vector and DummyVecEnv...", file=sys.stderr)
+        training = measure_training(args.ppo_timesteps)
+        if training:
+            print(
+                f"\nPPO training: native vector env {training['ppo_fps_vector']:,.0f} frames/s, "
+                f"DummyVecEnv {training['ppo_fps_dummy']:,.0f} frames/s, speedup {training['ppo_speedup']:.2f}x"
+            )
         summary.update(training)
 
         if args.json:

@@ -544,13 +544,15 @@ def test_benchmark_script_writes_the_json_keys(repo_root, tmp_path) -> None:
     import json
 
     out = tmp_path / "bench.json"
-    proc = run_script(repo_root, "scripts/benchmark.py", "--seconds", "0.05", "--json", str(out))
+    proc = run_script(repo_root, "scripts/benchmark.py", "--seconds", "0.05", "--ppo-timesteps", "256", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
-    for key in ("single_env_steps_per_s", "vector_env_steps_per_s", "sync_vector_env_steps_per_s", "vector_speedup"):
+    for key in ("single_env_steps_per_s", "vector_env_steps_per_s", "sync_vector_env_steps_per_s", "vector_speedup",
+                "ppo_fps_vector", "ppo_fps_dummy", "ppo_speedup"):
         assert isinstance(data[key], float) and data[key] > 0, key
     assert data["vector_num_envs"] == 1024 and data["sync_num_envs"] == 64
     assert data["vector_speedup"] == pytest.approx(data["vector_env_steps_per_s"] / data["sync_vector_env_steps_per_s"])
+    assert data["ppo_speedup"] == pytest.approx(data["ppo_fps_vector"] / data["ppo_fps_dummy"])
     for label in ("SocialCommerceEnv (raw, no wrappers)", "SocialCommerceVectorEnv x 1024", "SyncVectorEnv x 64", "us per step", "MB"):
         assert label in proc.stdout
 
