@@ -409,9 +409,10 @@ def plot_lever_mix(ev: Evaluation, name: str, path: Path) -> None:
         ax.set_xlabel("quarter")
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].set_ylabel("spend, $B a quarter (mean)")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(f"Lever mix of {name} by quarter and region")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "distinct_futures": res.unique_episodes,
                 "schedule_iterations": list(args.schedule_iterations),
                 "schedule_train_gmv_mean": res.schedule.gmv_mean if res.schedule else None,
-                "per_episode_iterations": args.oracle_iterations,
+                "per_episode_iterations": res.per_episode_iterations,
                 "gain_last_10_generations": (res.history[-1] - res.history[-11]) if len(res.history) > 10 else None,
             }
             policies["oracle"] = oracle
