@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""The budget frontier: GMV that best_static and the oracle (and, with --train, PPO) reach per budget.
+
+    python scripts/frontier.py --scenario global --budgets 1 2 4 8 --out runs/frontier
+    python scripts/frontier.py --scenario global --budgets 2 4 --out /tmp/fr            # ~1 min
+    python scripts/frontier.py --scenario us --per-quarter 0.5 --train --timesteps 60000 --out /tmp/fr_us
+
+Budgets are total $B over the horizon (default 1 2 4 8); the per-quarter cap scales with the
+total at the scenario's ratio (``global``: 0.2 of the total) unless ``--per-quarter`` fixes it.
+Every budget is played in hard mode on the same evaluation episodes; each budget's planning
+(and each PPO run) is one task for ``--workers`` processes. The oracle's GMV never falls as the
+budget grows (see :mod:`agents.frontier`). Writes ``frontier.csv``, ``frontier.json`` and
+``frontier.png`` into ``--out``. Planner effort: ``--episodes``, ``--static-iterations``,
+``--refine-iterations``, ``--schedule-iterations``. Bad input prints one line ``error: ...`` and
+exits 2, writing nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices; the workers share 2 cores
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, check_budgets  # noqa: E402
+from envs.scenario import ScenarioError, load_scenario, parse_set_value  # noqa: E402
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    effort = Effort()
+    parser = _Parser(description="GMV against total incentive budget for best_static, oracle and (--train) PPO.")
+    parser.add_argument("--scenario", default="global", help="built-in scenario name or YAML path (default global)")
+    parser.add_argument("--budgets", type=float, nargs="+", default=list(DEFAULT_BUDGETS), metavar="B", help="total budgets in $B (default 1 2 4 8)")
+    parser.add_argument("--per-quarter", type=float, help="fixed per-quarter cap in $B (default: scaled with the total)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="scenario override, repeatable (e.g. deterministic=true)")
+    parser.add_argument("--out", default="runs/frontier", help="output folder (default runs/frontier)")
+    parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    parser.add_argument("--episodes", type=int, default=effort.episodes, help=f"evaluation episodes (default {effort.episodes})")
+    parser.add_argument("--static-iterations", type=int, default=effort.static_iterations, help="best_static CMA-ES generations")
+    parser.add_argument("--schedule-iterations", type=int, nargs=2, default=list(effort.schedule_iterations), metavar=("KNOT", "FULL"),
+                        help="oracle common-schedule generations (knots, per quarter)")
+    parser.add_argument("--refine-iterations", type=int, default=effort.refine_iterations, help="oracle per-episode generations")
+    parser.add_argument("--train", action="store_true", help="also train a hard-budget PPO per budget")
+    parser.add_argument("--timesteps", type=int, default=50_000, help="PPO env steps per budget with --train (default 50000)")
+    parser.add_argument("--seed", type=int, default=0, help="PPO seed with --train")
+    args = parser.parse_args(argv)
+
+    try:
+        budgets = check_budgets(args.budgets)
+        for name, value, low in [("--workers", args.workers, 1), ("--episodes", args.episodes, 1), ("--static-iterations", args.static_iterations, 0),
+                                 ("--refine-iterations", args.refine_iterations, 0), ("--timesteps", args.timesteps, 1), ("--seed", args.seed, 0)]:
+            if value < low:
+                raise FrontierError(f"{name} must be at least {low}; got {value}")
+        if min(args.schedule_iterations) < 0:
+            raise FrontierError("--schedule-iterations must be non-negative")
+        if args.per_quarter is not None and not args.per_quarter > 0:
+            raise FrontierError(f"--per-quarter must be a positive number of $B; got {args.per_quarter:g}")
+        overrides = {}
+        for pair in args.set:
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise FrontierError(f"--set expects key=value (a dotted scenario path), got '{pair}'")
+            overrides[key.strip()] = parse_set_value(value)
+        base = load_scenario(args.scenario, overrides)
+        from agents.frontier import budget_overrides
+
+        for b in budgets:  # every budget must be a valid scenario (e.g. within the schema's ranges)
+            load_scenario(args.scenario, {**overrides, **budget_overrides(base, b, args.per_quarter)})
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise FrontierError(f"--out {out} exists and is not a folder")
+    except (FrontierError, ScenarioError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from agents.frontier import compute_frontier, write_frontier
+
+    effort = Effort(episodes=args.episodes, static_iterations=args.static_iterations, static_seeds=effort.static_seeds,
+                    schedule_seeds=effort.schedule_seeds, schedule_iterations=tuple(args.schedule_iterations),
+                    refine_iterations=args.refine_iterations)
+    result = compute_frontier(args.scenario, budgets, per_quarter=args.per_quarter, overrides=overrides, effort=effort,
+                              workers=args.workers, train=args.train, timesteps=args.timesteps, seed=args.seed,
+                              runs_dir=out / "runs", log=lambda m: print(m, flush=True))
+    paths = write_frontier(result, out)
+    methods = result["methods"]
+    print("budget $B | " + " | ".join(f"{m} GMV $B (+/$B)" for m in methods))
+    for row in result["rows"]:
+        cells = []
+        for m in methods:
+            marginal = row[f"{m}_marginal_gmv_per_b"]
+            cells.append(f"{row[f'{m}_gmv']:.2f}" + (f" (+{marginal:.2f})" if marginal is not None else ""))
+        print(f"{row['budget_total']:g} | " + " | ".join(cells))
+    print(f"wrote {paths['csv']}, {paths['json']}, {paths['png']} in {result['wall_seconds']:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
