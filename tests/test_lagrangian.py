@@ -1,0 +1,181 @@
+"""Cost-constrained PPO: the multiplier updates, the cost penalty, soft vs hard budgets, a tiny run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401  (registers the env)
+from agents.config import ConfigError, load_config
+from agents.lagrangian import (
+    ALGORITHM,
+    CONSTRAINT_TAGS,
+    GradientLagrangian,
+    LagrangianParams,
+    PIDLagrangian,
+    make_multiplier,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ROOT / "scripts" / "train.py"
+CONFIG = ROOT / "configs" / "train" / "ppo_lagrangian.yaml"
+TINY = ["--set", "n_envs=16", "--set", "ppo.n_steps=16", "--set", "ppo.batch_size=64", "--set", "ppo.n_epochs=2",
+        "--set", "checkpoint_freq=512", "--set", "eval_freq=100000", "--set", "eval_episodes=4"]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+MULTIPLIERS = {
+    "pid": lambda: PIDLagrangian(4.0, kp=1.0, ki=0.1, kd=0.5, lambda_init=1.0, lambda_max=5.0),
+    "gradient": lambda: GradientLagrangian(4.0, lr=0.5, lambda_init=1.0, lambda_max=5.0),
+}
+
+
+@pytest.mark.parametrize("kind", list(MULTIPLIERS))
+def test_multiplier_rises_over_the_limit_falls_under_it_never_below_zero_and_capped(kind: str):
+    lag = MULTIPLIERS[kind]()
+    over = [lag.update(6.0) for _ in range(10)]  # 50% over the limit
+    assert over[-1] > 1.0 and all(b >= a - 1e-12 for a, b in zip(over, over[1:])), over
+    capped = [lag.update(40.0) for _ in range(200)]
+    assert max(capped) <= 5.0 + 1e-12 and capped[-1] == pytest.approx(5.0)
+    under = [lag.update(1.0) for _ in range(300)]  # far under
+    assert under[-1] < capped[-1] and min(under) >= 0.0
+    assert under[-1] == pytest.approx(0.0, abs=1e-9)
+    assert all(b <= a + 1e-12 for a, b in zip(under[5:], under[6:]))  # falls (after the EMA settles)
+
+
+def test_pid_state_round_trips():
+    a = MULTIPLIERS["pid"]()
+    for cost in (5.0, 6.0, 3.0, 4.5):
+        a.update(cost)
+    b = MULTIPLIERS["pid"]()
+    b.load_state_dict(a.state_dict())
+    assert [a.update(c) for c in (7.0, 2.0)] == [b.update(c) for c in (7.0, 2.0)]
+
+
+def test_params_and_factory():
+    assert isinstance(make_multiplier(LagrangianParams(), 4.0), PIDLagrangian)
+    assert isinstance(make_multiplier(LagrangianParams(update="gradient"), 4.0), GradientLagrangian)
+    with pytest.raises(ValueError):
+        LagrangianParams(lambda_init=10, lambda_max=1)
+    with pytest.raises(ValueError):
+        PIDLagrangian(0.0)
+
+
+def test_penalty_wrapper_subtracts_lambda_times_cost_and_sums_episode_cost():
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from agents.lagrangian import CostPenaltyWrapper
+    from envs.sb3 import SB3VecEnv
+
+    venv = SB3VecEnv(3, "global", {"budget.mode": "soft"})
+    wrapped = CostPenaltyWrapper(VecMonitor(venv), multiplier=2.5)
+    raw = VecMonitor(SB3VecEnv(3, "global", {"budget.mode": "soft"}))
+    wrapped.seed(7), raw.seed(7)
+    wrapped.reset(), raw.reset()
+    total = np.zeros(3)
+    action = np.full((3, venv.action_space.shape[0]), 0.2, np.float32)
+    for _ in range(venv.params.horizon):
+        wrapped.step_async(action), raw.step_async(action)
+        _, r_pen, done, infos = wrapped.step_wait()
+        _, r_raw, _, _ = raw.step_wait()
+        cost = np.array([i["cost"] for i in infos])
+        total += cost
+        np.testing.assert_allclose(r_pen, r_raw - 2.5 * cost, rtol=1e-5, atol=1e-5)
+    assert done.all()
+    np.testing.assert_allclose(wrapped.pop_finished(), total)
+    assert wrapped.pop_finished() == []
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_soft_mode_never_projects_hard_mode_keeps_the_cap_and_cost_is_the_sum_of_levers(mode: str):
+    env = gym.make("flywheel/SocialCommerce-v0", scenario="global", overrides={"budget.mode": mode})
+    env.reset(seed=3)
+    over = False
+    for _ in range(env.unwrapped.params.horizon if hasattr(env.unwrapped, "params") else 12):
+        _, _, terminated, _, info = env.step(np.ones(env.action_space.shape, np.float32))
+        assert info["cost"] == pytest.approx(sum(info["cost_by_lever"].values()), rel=1e-9, abs=1e-12)
+        if mode == "hard":
+            assert info["cost"] <= info["cost_limit"] * (1 + 1e-9)
+        over |= info["cost"] > info["cost_limit"] * (1 + 1e-9)
+        if terminated:
+            break
+    if mode == "soft":
+        assert over, "full intensity should exceed the quarter's cap in soft mode (nothing projected)"
+        assert info["cost_total"] > env.unwrapped.scenario.budget.total and info["cost_limit_exceeded"]
+    else:
+        assert info["cost_total"] <= env.unwrapped.scenario.budget.total * (1 + 1e-9)
+
+
+def test_tiny_constrained_run_logs_constraint_tags_and_saves_the_multiplier(tmp_path: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(TRAIN), "--config", str(CONFIG), "--timesteps", "2048", "--seed", "1",
+                           "--run-dir", str(run), *TINY], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tags: set[str] = set()
+    lam: list[float] = []
+    for path in run.rglob("events.out.tfevents*"):
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+        if "constraint/lambda" in acc.Tags()["scalars"]:
+            lam += [e.value for e in acc.Scalars("constraint/lambda")]
+    assert set(CONSTRAINT_TAGS) <= tags, sorted(tags)
+    assert lam and min(lam) >= 0.0
+    assert (run / "lagrangian.json").is_file()
+    from agents.runs import load_run
+
+    loaded = load_run(run)
+    assert loaded.model.lagrangian["updates"] >= 1  # the multiplier is saved inside the model (checkpoints too)
+    assert loaded.algo == "ppo_lagrangian"
+
+
+def test_hard_mode_is_refused_with_one_line():
+    cfg = load_config(CONFIG, ["overrides.budget.mode=hard"])
+    with pytest.raises(ConfigError, match="needs a soft budget"):
+        ALGORITHM.check_config(cfg)
+    with pytest.raises(ValueError):
+        load_config(CONFIG, ["algo_params.update=newton"])
+
+
+BAD = {
+    "unknown algorithm": (["--set", "algo=trpo"], "allowed: ppo, ppo_lagrangian"),
+    "zero budget": (["--set", "overrides.budget.total=0"], "budget.total"),
+    "negative budget": (["--set", "overrides.budget.total=-2"], "budget.total"),
+    "negative cost limit": (["--set", "algo_params.cost_limit=-1"], "cost_limit"),
+    "unknown algo_params key": (["--set", "algo_params.kq=1"], "kq"),
+}
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path: Path):
+    procs = {
+        case: subprocess.Popen([sys.executable, str(TRAIN), "--config", str(CONFIG), *argv, "--run-dir", str(tmp_path / case.replace(" ", "_"))],
+                               cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for case, (argv, _) in BAD.items()
+    }
+    for case, proc in procs.items():
+        _, err = proc.communicate(timeout=60)
+        lines = err.strip().splitlines()
+        assert proc.returncode == 2, (case, err[-500:])
+        assert len(lines) == 1 and lines[0].startswith("error: ") and BAD[case][1] in lines[0], (case, err)
+        assert not (tmp_path / case.replace(" ", "_")).exists()
+
+
+@pytest.mark.xfail(strict=True, reason="needs the lead's hook: agents/config.validate_config calling ALGORITHM.check_config(cfg)")
+def test_hard_mode_config_is_refused_before_training(tmp_path: Path):
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(TRAIN), "--config", str(CONFIG), "--set", "overrides.budget.mode=hard", "--timesteps", "512", "--run-dir", str(run), *TINY],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "needs a soft budget" in proc.stderr and not run.exists()
