@@ -62,7 +62,8 @@ class Effort:
     :ivar static_seeds: training seeds ``best_static`` averages over.
     :ivar schedule_seeds: training seeds of the oracle's common-schedule stage.
     :ivar schedule_iterations: (knot, per-quarter) generations of that stage.
-    :ivar refine_iterations: per-episode generations of the oracle.
+    :ivar refine_iterations: per-episode generations of the oracle (per-quarter stage).
+    :ivar scale_iterations: per-episode generations of the oracle's region-quarter scale stage.
     """
 
     episodes: int = 8
@@ -71,6 +72,7 @@ class Effort:
     schedule_seeds: int = 8
     schedule_iterations: tuple[int, int] = (40, 40)
     refine_iterations: int = 40
+    scale_iterations: int = 20
 
 
 def check_budgets(budgets: Sequence[float]) -> list[float]:
@@ -111,7 +113,8 @@ def _plan_budget(args: tuple) -> dict:
     orc = planning.oracle(
         scenario, episode_seeds(effort.episodes), static.intensity,
         schedule_seeds=planning.training_seeds(effort.schedule_seeds), schedule_iterations=tuple(effort.schedule_iterations),
-        refine_iterations=effort.refine_iterations,
+        refine_iterations=effort.refine_iterations, scale_iterations=effort.scale_iterations,
+        search_episodes=effort.episodes,  # exactly the generations asked for, however few the futures
     )
     return {"static": static.intensity, "oracle_plans": orc.plans, "seconds": time.perf_counter() - t0}
 

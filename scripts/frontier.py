@@ -11,7 +11,7 @@ Every budget is played in hard mode on the same evaluation episodes; each budget
 (and each PPO run) is one task for ``--workers`` processes. The oracle's GMV never falls as the
 budget grows (see :mod:`agents.frontier`). Writes ``frontier.csv``, ``frontier.json`` and
 ``frontier.png`` into ``--out``. Planner effort: ``--episodes``, ``--static-iterations``,
-``--refine-iterations``, ``--schedule-iterations``. Bad input prints one line ``error: ...`` and
+``--refine-iterations``, ``--scale-iterations``, ``--schedule-iterations``. Bad input prints one line ``error: ...`` and
 exits 2, writing nothing.
 """
 
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule-iterations", type=int, nargs=2, default=list(effort.schedule_iterations), metavar=("KNOT", "FULL"),
                         help="oracle common-schedule generations (knots, per quarter)")
     parser.add_argument("--refine-iterations", type=int, default=effort.refine_iterations, help="oracle per-episode generations")
+    parser.add_argument("--scale-iterations", type=int, default=effort.scale_iterations, help="oracle per-episode region-quarter scale generations")
     parser.add_argument("--train", action="store_true", help="also train a hard-budget PPO per budget")
     parser.add_argument("--timesteps", type=int, default=50_000, help="PPO env steps per budget with --train (default 50000)")
     parser.add_argument("--seed", type=int, default=0, help="PPO seed with --train")
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         budgets = check_budgets(args.budgets)
         for name, value, low in [("--workers", args.workers, 1), ("--episodes", args.episodes, 1), ("--static-iterations", args.static_iterations, 0),
-                                 ("--refine-iterations", args.refine_iterations, 0), ("--timesteps", args.timesteps, 1), ("--seed", args.seed, 0)]:
+                                 ("--refine-iterations", args.refine_iterations, 0), ("--scale-iterations", args.scale_iterations, 0), ("--timesteps", args.timesteps, 1), ("--seed", args.seed, 0)]:
             if value < low:
                 raise FrontierError(f"{name} must be at least {low}; got {value}")
         if min(args.schedule_iterations) < 0:
@@ -76,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         from agents.frontier import budget_overrides
 
         for b in budgets:  # every budget must be a valid scenario (e.g. within the schema's ranges)
-            load_scenario(args.scenario, {**overrides, **budget_overrides(base, b, args.per_quarter)})
+            try:
+                load_scenario(args.scenario, {**overrides, **budget_overrides(base, b, args.per_quarter)})
+            except ScenarioError as exc:
+                raise FrontierError(f"--budgets {b:g}: {exc}") from None
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise FrontierError(f"--out {out} exists and is not a folder")
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     effort = Effort(episodes=args.episodes, static_iterations=args.static_iterations, static_seeds=effort.static_seeds,
                     schedule_seeds=effort.schedule_seeds, schedule_iterations=tuple(args.schedule_iterations),
-                    refine_iterations=args.refine_iterations)
+                    refine_iterations=args.refine_iterations, scale_iterations=args.scale_iterations)
     result = compute_frontier(args.scenario, budgets, per_quarter=args.per_quarter, overrides=overrides, effort=effort,
                               workers=args.workers, train=args.train, timesteps=args.timesteps, seed=args.seed,
                               runs_dir=out / "runs", log=lambda m: print(m, flush=True))

@@ -1,0 +1,90 @@
+"""The budget frontier: outputs, a monotone oracle, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.frontier import Effort, FrontierError, budget_overrides, check_budgets, compute_frontier
+from envs.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+FRONTIER = ROOT / "scripts" / "frontier.py"
+TINY = ["--episodes", "2", "--static-iterations", "3", "--schedule-iterations", "2", "2", "--refine-iterations", "3", "--scale-iterations", "2"]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_script_writes_csv_json_png_and_the_oracle_does_not_fall(tmp_path: Path):
+    out = tmp_path / "fr"
+    proc = subprocess.run([sys.executable, str(FRONTIER), "--scenario", "global", "--budgets", "2", "4", "--out", str(out), *TINY],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("frontier.csv", "frontier.json", "frontier.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0
+    rows = list(csv.DictReader((out / "frontier.csv").open()))
+    assert [float(r["budget_total"]) for r in rows] == [2.0, 4.0]
+    result = json.loads((out / "frontier.json").read_text())
+    oracle = [r["oracle_gmv"] for r in result["rows"]]
+    assert oracle[1] >= oracle[0]
+    assert result["rows"][1]["oracle_marginal_gmv_per_b"] == pytest.approx((oracle[1] - oracle[0]) / 2.0)
+    assert result["rows"][0]["budget_per_quarter"] == pytest.approx(0.4)  # global: per-quarter = 0.2 x total
+    for row in result["rows"]:
+        assert row["oracle_cost"] <= row["budget_total"] * (1 + 1e-9)
+
+
+def test_oracle_is_monotone_even_when_the_larger_search_is_weak():
+    # a larger budget searched with no effort at all still replays the smaller budget's plan
+    effort = Effort(episodes=2, static_iterations=2, static_seeds=4, schedule_seeds=2, schedule_iterations=(0, 0), refine_iterations=2, scale_iterations=2)
+    result = compute_frontier("global", [1.0, 1.5, 6.0], effort=effort, workers=1)
+    gmv = [r["oracle_gmv"] for r in result["rows"]]
+    assert all(b >= a for a, b in zip(gmv, gmv[1:])), gmv
+    assert all(r["oracle_gmv"] >= r["oracle_gmv_own_search"] - 1e-12 for r in result["rows"])
+
+
+def test_budget_overrides_scale_the_quarter_cap():
+    base = load_scenario("global")
+    o = budget_overrides(base, 8.0)
+    assert o["budget.total"] == 8.0 and o["budget.per_quarter"] == pytest.approx(8.0 * base.budget.per_quarter / base.budget.total)
+    assert budget_overrides(base, 8.0, per_quarter=0.5)["budget.per_quarter"] == 0.5
+    assert check_budgets([4, 1, 2]) == [1.0, 2.0, 4.0]
+    for bad in ([], [0.0], [-1.0, 2.0], [2.0, 2.0], [float("nan")]):
+        with pytest.raises(FrontierError):
+            check_budgets(bad)
+
+
+BAD = {
+    "zero budget": (["--budgets", "0", "2"], "positive"),
+    "negative budget": (["--budgets", "-1"], "positive"),
+    "repeated budget": (["--budgets", "2", "2"], "distinct"),
+    "not a number": (["--budgets", "two"], "invalid float"),
+    "unknown scenario": (["--scenario", "mars"], "unknown scenario 'mars'"),
+    "budget over the schema": (["--budgets", "5000"], "--budgets 5000: "),
+    "bad per-quarter": (["--per-quarter", "0"], "--per-quarter"),
+    "no workers": (["--workers", "0"], "--workers"),
+}
+
+
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path: Path):
+    procs = {
+        case: subprocess.Popen([sys.executable, str(FRONTIER), *argv, "--out", str(tmp_path / case.replace(" ", "_"))],
+                               cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for case, (argv, _) in BAD.items()
+    }
+    for case, proc in procs.items():
+        _, err = proc.communicate(timeout=60)
+        lines = err.strip().splitlines()
+        assert proc.returncode == 2, (case, err[-500:])
+        assert len(lines) == 1 and lines[0].startswith("error: ") and BAD[case][1] in lines[0], (case, err)
+        assert not (tmp_path / case.replace(" ", "_")).exists()
