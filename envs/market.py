@@ -23,6 +23,11 @@ Departures from the reference form in ``DESIGN.md`` (each for a reason):
 * The commission waiver enters attractiveness through a concave curve
   ``fee(u) = u (1 + ec) / (u + ec)`` (``fee(0) = 0``, ``fee(1) = 1``) instead of linearly, so that
   every spend lever has diminishing returns (stylised fact 5).
+* Subsidies are complements of selection: the shipping and commission terms of attractiveness
+  are multiplied by the selection index. Free shipping converts demand only where there are
+  sellers to buy from, so a platform below critical mass must build supply before subsidising
+  demand ("subsidise early to reach critical mass"; a source of timing value, fact 12).
+* Selection is S-shaped in sellers (critical mass) instead of logarithmic; see ``_selection``.
 * Suspension (Indonesia, October 2023) shuts a share ``suspension_share`` of a region's demand
   (Indonesia was about half of TikTok Shop's SEA GMV), not always the whole region.
 * Orders per buyer use a per-region base rate ``f0`` derived so that the start state reproduces
@@ -221,17 +226,23 @@ def draw_exogenous(params: Params, rng: np.random.Generator) -> tuple[np.ndarray
     deterministic variants. Standard normals come from the Box-Muller transform.
     """
     u = rng.random((3, params.horizon, params.n_regions))
-    z = np.sqrt(-2.0 * np.log1p(-u[0])) * np.cos(2.0 * np.pi * u[1])
-    return z, u[2]
+    return _box_muller(u[0], u[1]), u[2]
+
+
+def _box_muller(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
+    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
 
 
 def init_state(params: Params, rngs: list[np.random.Generator]) -> State:
     """Start state of ``len(rngs)`` markets (the calibrated 2023Q1 start), one generator each."""
     n, R = len(rngs), params.n_regions
     r = params.region
-    draws = [draw_exogenous(params, g) for g in rngs]
-    shock_z = np.stack([d[0] for d in draws]) if n else np.zeros((0, params.horizon, R))
-    suspend_u = np.stack([d[1] for d in draws]) if n else np.zeros((0, params.horizon, R))
+    # The draws of draw_exogenous, written in place (one generator call per market).
+    u = np.empty((n, 3, params.horizon, R))
+    for i, g in enumerate(rngs):
+        g.random(out=u[i])
+    shock_z = _box_muller(u[:, 0], u[:, 1])
+    suspend_u = u[:, 2].copy()
 
     def full(v: np.ndarray) -> np.ndarray:
         return np.broadcast_to(np.asarray(v, dtype=np.float64), (n, R)).copy()
@@ -318,8 +329,8 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
 
     One quarter, in order (the numbered steps of DESIGN.md):
 
-    1. attractiveness ``attr = w_sel*sel + w_ship*ship + w_speed*speed + w_live*live
-       + w_fee*fee(u_waiver) - w_pl*rho*(1 - appeal_pl)`` with ``sel`` the selection index,
+    1. attractiveness ``attr = w_sel*sel + sel*(w_ship*ship + w_fee*fee(u_waiver))
+       + w_speed*speed + w_live*live - w_pl*rho*(1 - appeal_pl)`` with ``sel`` the selection index,
        ``ship = Hill(subsidy/ship_cost; ec_ship)``, ``speed = min(1, K/(O*season))``,
        ``live = L*C/(C + C_half)``.
     2. ad stock ``A = ads + theta*A`` (Robyn's geometric adstock), reach ``Hill(A/pool_max; ec)``.
@@ -348,6 +359,8 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     s = state
     n = s.n
     t = np.minimum(s.t, params.horizon - 1)
+    t0 = int(t[0])
+    same_t = bool((t == t0).all())  # markets of one batch share the quarter: slice, don't gather
     season = params.season_at(s.t)[:, None]
 
     cap = quarter_cap(params, s)
@@ -370,10 +383,9 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     fee = fee_effect(u_waive, a["fee_ec"])
     attr = (
         a["w_selection"] * sel
-        + a["w_shipping"] * ship
+        + sel * (a["w_shipping"] * ship + a["w_fee"] * fee)
         + a["w_speed"] * speed
         + a["w_live"] * live
-        + a["w_fee"] * fee
         - a["w_private_label"] * rho * (1.0 - appeal)
     )
     attr = np.maximum(attr, 0.0)
@@ -404,7 +416,8 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     habit = s.habit + b["habit_rate"] * (np.minimum(attr, 1.0) - s.habit)
 
     # 5. orders and capacity
-    shock = np.exp(p.demand_sigma * s.shock_z[np.arange(n), t] - 0.5 * p.demand_sigma**2)
+    z = s.shock_z[:, t0] if same_t else s.shock_z[np.arange(n), t]
+    shock = np.exp(p.demand_sigma * z - 0.5 * p.demand_sigma**2)
     demand = (buyers_genz + buyers_older) * d["order_rate"] * (b["base_orders"] + attr) * season * shock * live_share
     served = np.minimum(demand, s.capacity) + b["spill"] * np.maximum(demand - s.capacity, 0.0)
 
@@ -456,7 +469,8 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     users = np.minimum(users, r["users_max"])
 
     # 13. suspensions for the next quarter
-    starts = (s.suspended <= 0) & (s.suspend_u[np.arange(n), t] < p.suspension_hazard)
+    draw = s.suspend_u[:, t0] if same_t else s.suspend_u[np.arange(n), t]
+    starts = (s.suspended <= 0) & (draw < p.suspension_hazard)
     suspended = np.where(s.suspended > 0, s.suspended - 1.0, np.where(starts, p.suspension_quarters, 0.0))
 
     total_cost = cost.sum(axis=(1, 2))
