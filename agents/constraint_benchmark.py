@@ -147,7 +147,7 @@ def markdown_table(summary: dict[str, dict], episodes: int) -> str:
             f"| {labels.get(name, name)} | {row['budget_mode']}, limit {row['cost_limit']:g} | {g['mean']:.2f} ± {g['std']:.2f} "
             f"| {c['mean']:.2f} ± {c['std']:.2f} | {r['mean']:.3f} ± {r['std']:.3f} | {v['mean']:.2f} ± {v['std']:.2f} | {ratio} |"
         )
-    seeds = next(iter(summary.values()))["seeds"] if summary else []
+    seeds = sorted({s for row in summary.values() for s in row["seeds"]})
     lines.append("")
     lines.append(f"Mean ± standard deviation over training seeds {seeds}; each seed's figure is the mean over {episodes} held-out "
                  f"evaluation episodes (deterministic policy).")
@@ -171,8 +171,10 @@ def run_benchmark(
     chosen = [v for v in VARIANTS if v.name in variants]
     per_seed: dict[str, list[dict]] = {v.name: [] for v in chosen}
     t0 = time.monotonic()
-    for variant in chosen:
-        for seed in seeds:
+    result: dict = {}
+    # seed-major order: after each seed the table holds every variant (written as it grows)
+    for seed in seeds:
+        for variant in chosen:
             run_dir = out / "runs" / f"{variant.name}__{seed}"
             start = time.monotonic()
             train_one(variant, seed, run_dir, timesteps)
@@ -180,16 +182,17 @@ def run_benchmark(
             per_seed[variant.name].append(row)
             log(f"{variant.name} seed {seed}: GMV {row['gmv_mean']:.2f}$B, cost {row['cost_mean']:.2f}$B "
                 f"(limit {row['cost_limit']:g}), violations {row['violation_rate']:.2f} [{time.monotonic() - start:.0f}s]")
-    summary = aggregate(per_seed)
-    result = {
-        "episodes": episodes,
-        "seeds": list(seeds),
-        "timesteps": timesteps,
-        "wall_seconds": round(time.monotonic() - t0, 1),
-        "variants": summary,
-        "per_seed": per_seed,
-        "targets": targets(summary),
-    }
-    atomic_write_json(out / "constraint_benchmark.json", result)
-    atomic_write_text(out / "constraint_benchmark.md", markdown_table(summary, episodes))
+            summary = aggregate({name: rows for name, rows in per_seed.items() if rows})
+            result = {
+                "episodes": episodes,
+                "seeds": list(seeds),
+                "complete": all(len(rows) == len(seeds) for rows in per_seed.values()),
+                "timesteps": timesteps,
+                "wall_seconds": round(time.monotonic() - t0, 1),
+                "variants": summary,
+                "per_seed": per_seed,
+                "targets": targets(summary),
+            }
+            atomic_write_json(out / "constraint_benchmark.json", result)
+            atomic_write_text(out / "constraint_benchmark.md", markdown_table(summary, episodes))
     return result
