@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--static-seeds", type=int, default=64, help="training seeds for best_static (default 64)")
     search.add_argument("--schedule-iterations", type=int, nargs=2, default=[150, 200], metavar=("KNOTS", "QUARTERS"),
                         help="oracle's common schedule: knot-stage and per-quarter generations (default 150 200)")
-    search.add_argument("--oracle-iterations", type=int, default=150, help="oracle's per-episode generations (default 150)")
+    search.add_argument("--oracle-scale-iterations", type=int, default=60, help="oracle's per-episode region-quarter scale generations (default 60)")
+    search.add_argument("--oracle-iterations", type=int, default=150, help="oracle's per-episode per-quarter generations (default 150; up to 10x with few distinct futures)")
     search.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes for the oracle (default: 2 or the cores)")
     return parser
 
@@ -91,7 +92,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.seed < 0 or args.seed + args.episodes > TRAIN_SEED_BASE:
         raise UsageError(f"--seed must be in [0, {TRAIN_SEED_BASE - args.episodes}] (best_static trains on seeds from {TRAIN_SEED_BASE})")
     for name, value in [("--static-iterations", args.static_iterations), ("--schedule-iterations", min(args.schedule_iterations)),
-                        ("--oracle-iterations", args.oracle_iterations)]:
+                        ("--oracle-iterations", args.oracle_iterations), ("--oracle-scale-iterations", args.oracle_scale_iterations)]:
         if value < 0:
             raise UsageError(f"{name} must be >= 0, got {value}")
     if args.static_seeds < 1 or args.workers < 1:
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             t0 = time.perf_counter()
             oracle = oracle_policy(
                 scenario, seeds, static.intensity, schedule_iterations=tuple(args.schedule_iterations),
-                refine_iterations=args.oracle_iterations, workers=args.workers,
+                scale_iterations=args.oracle_scale_iterations, refine_iterations=args.oracle_iterations, workers=args.workers,
             )
             timings["oracle"] = time.perf_counter() - t0
             res = oracle.result
@@ -174,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "distinct_futures": res.unique_episodes,
                 "schedule_iterations": list(args.schedule_iterations),
                 "schedule_train_gmv_mean": res.schedule.gmv_mean if res.schedule else None,
+                "per_episode_scale_iterations": args.oracle_scale_iterations,
                 "per_episode_iterations": res.per_episode_iterations,
                 "gain_last_10_generations": (res.history[-1] - res.history[-11]) if len(res.history) > 10 else None,
             }

@@ -25,7 +25,7 @@ from envs import market
 from envs.scenario import load_scenario
 
 TINY_STATIC = dict(iterations=6, n_seeds=4)
-TINY_ORACLE = dict(schedule_seeds=training_seeds(2), schedule_iterations=(3, 3), refine_iterations=4)
+TINY_ORACLE = dict(schedule_seeds=training_seeds(2), schedule_iterations=(3, 3), scale_iterations=3, refine_iterations=4, search_episodes=1)
 KEYS = ["gmv_mean", "gmv_ci95", "run_rate_final_mean", "target_reached_rate", "cost_mean", "violation_rate", "ratio_to_oracle"]
 
 
@@ -81,7 +81,7 @@ def test_oracle_plans_score_exactly_what_the_env_plays(stochastic):
 
 def test_oracle_result_does_not_depend_on_workers(stochastic):
     warm = make_policy("uniform", stochastic).intensity
-    tiny = dict(schedule_seeds=[], knot_iterations=2, refine_iterations=2)
+    tiny = dict(schedule_seeds=[], scale_iterations=2, knot_iterations=2, refine_iterations=2, search_episodes=1)
     one = oracle(stochastic, [1, 2, 3], warm, workers=1, **tiny)
     two = oracle(stochastic, [1, 2, 3], warm, workers=2, **tiny)
     np.testing.assert_array_equal(one.plans, two.plans)
@@ -104,7 +104,7 @@ def test_best_static_is_reproducible_and_never_below_its_playbook_start(stochast
 
 def test_soft_mode_oracle_respects_the_limit():
     soft = load_scenario("global", {"budget.mode": "soft"})
-    result = oracle(soft, [5, 6], np.ones((len(soft.regions), market.N_LEVERS)), schedule_seeds=[], refine_iterations=2)
+    result = oracle(soft, [5, 6], np.ones((len(soft.regions), market.N_LEVERS)), schedule_seeds=[], scale_iterations=2, refine_iterations=2)
     ev = evaluate({"oracle": OpenLoopPlanPolicy(result.plans, len(soft.regions))}, soft, seed=5, episodes=2)
     assert np.all(ev.trajectories["oracle"].cost.sum(1) <= soft.budget.total * (1 + 1e-6))
 
@@ -177,7 +177,7 @@ def test_eval_json_schema_and_byte_identical_reruns(tmp_path, stochastic):
 
 # --------------------------------------------------------------------------- the CLI
 
-TINY_CLI = ["--static-iterations", "3", "--static-seeds", "2", "--schedule-iterations", "2", "2", "--oracle-iterations", "2"]
+TINY_CLI = ["--static-iterations", "3", "--static-seeds", "2", "--schedule-iterations", "2", "2", "--oracle-scale-iterations", "2", "--oracle-iterations", "1"]
 
 
 def _evaluate(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
