@@ -25,7 +25,8 @@ Multiplier updates (``algo_params.update``), both on the *relative* violation
   Reinforcement Learning by PID Lagrangian Methods", as OmniSafe's ``CPPOPID``
   (``omnisafe/common/pid_lagrange.py``): ``lambda = clip(kp * EMA(delta) + I + kd * D, 0,
   lambda_max)`` with the integral ``I = max(0, I + ki * delta)`` and ``D`` the rise of the EMA of
-  the cost over the last ``d_delay`` updates (only rises count). The proportional and derivative
+  the cost over the last ``d_delay`` updates (only rises count); the integral is also kept
+  below ``lambda_max`` (anti-windup: after a long overspend the multiplier can fall at once). The proportional and derivative
   terms damp the oscillation a pure integral (gradient) update shows.
 * ``gradient`` (:class:`GradientLagrangian`): plain projected gradient ascent on the dual,
   ``lambda = clip(lambda + lr * delta, 0, lambda_max)``.
@@ -127,7 +128,8 @@ class PIDLagrangian:
     def update(self, episode_cost: float) -> float:
         """One update from the mean episode cost ($B) of the latest rollout; returns lambda."""
         delta = (float(episode_cost) - self.cost_limit) / self.cost_limit
-        self.integral = max(0.0, self.integral + self.ki * delta)
+        # anti-windup: the integral alone never needs to exceed the cap (OmniSafe bounds it below only)
+        self.integral = min(max(0.0, self.integral + self.ki * delta), self.lambda_max)
         a_p, a_d = self.delta_p_ema_alpha, self.delta_d_ema_alpha
         self.delta_p = a_p * self.delta_p + (1.0 - a_p) * delta
         self.cost_d = a_d * self.cost_d + (1.0 - a_d) * float(episode_cost)
