@@ -551,9 +551,10 @@ def oracle(
     :param popsize: per-episode CMA-ES population (default cma's ``4 + 3 ln(d)``).
     :param cma_seed: the CMA-ES seeds of distinct future i are ``cma_seed + i`` (reproducible).
     :param workers: processes to share the episodes between (the result does not depend on it).
-    :param search_episodes: the per-episode budget is ``refine_iterations`` generations for this
-        many distinct futures; fewer futures (a deterministic scenario has one) get more
-        generations each, up to 10 times, so that they come closer to the optimum at no more cost.
+    :param search_episodes: ``refine_iterations`` is the per-episode budget for this many
+        distinct futures; ``m`` fewer futures get ``sqrt(search_episodes / m)`` times as many
+        generations each (at most 10: a deterministic scenario has one future), so that they
+        come closer to the optimum at less total cost.
     """
     t0 = time.perf_counter()
     seeds = [int(s) for s in episode_seeds]
@@ -583,7 +584,7 @@ def oracle(
     starts = [np.ascontiguousarray(warm[reps])]
     if schedule is not None:
         starts.append(np.broadcast_to(schedule.plan, (m, T, R, L)).copy())
-    per_episode = int(refine_iterations) * int(np.clip(int(search_episodes) // m, 1, 10))
+    per_episode = int(refine_iterations) * int(np.clip(np.sqrt(search_episodes / m), 1, 10))
     search = dict(
         scale_iterations=scale_iterations, knots=knots, knot_iterations=knot_iterations, refine_iterations=per_episode,
         popsize=popsize, sigma0=sigma0, refine_sigma0=refine_sigma0,
