@@ -49,7 +49,6 @@ BOOTSTRAP_SEED = 12345
 #: and for its periodic held-out evaluation (``agents.config.EVAL_SEED_BASE + k``, 10 000 000),
 #: and below best_static's training seeds (``agents.planning.TRAIN_SEED_BASE``).
 DEFAULT_SEED = 20_000_000
-REFERENCE_NAMES = ("zero", "uniform", "merchant_package", "livestream_first", "commerce_first", "best_static", "oracle")
 
 
 # --------------------------------------------------------------------------- rollouts

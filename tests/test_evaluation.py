@@ -24,7 +24,6 @@ from agents.policies import OpenLoopPlanPolicy, best_static_policy, make_policy,
 from envs import market
 from envs.scenario import load_scenario
 
-TINY_STATIC = dict(iterations=6, n_seeds=4)
 TINY_ORACLE = dict(schedule_seeds=training_seeds(2), schedule_iterations=(3, 3), scale_iterations=3, refine_iterations=4, search_episodes=1)
 KEYS = ["gmv_mean", "gmv_ci95", "run_rate_final_mean", "target_reached_rate", "cost_mean", "violation_rate", "ratio_to_oracle"]
 
