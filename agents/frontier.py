@@ -297,7 +297,7 @@ def plot_frontier(result: dict, path: Path) -> None:
         m = rows[k][f"{annotated}_marginal_gmv_per_b"]
         x = 0.5 * (budgets[k] + budgets[k - 1])
         y = 0.5 * (rows[k][f"{annotated}_gmv"] + rows[k - 1][f"{annotated}_gmv"])
-        ax.annotate(f"+{m:.1f} GMV\nper $B", (x, y), textcoords="offset points", xytext=(0, 10), ha="center", fontsize=8)
+        ax.annotate(f"+{m:.1f} $B GMV\nper extra $B", (x, y), textcoords="offset points", xytext=(0, 10), ha="center", fontsize=8)
     ax.set_xlabel("total incentive budget over the horizon ($B)")
     ax.set_ylabel("cumulative GMV ($B, mean over episodes)")
     ax.set_title(f"Budget frontier, scenario '{result['scenario']}' (hard budget, {result['episodes']} episodes)")

@@ -307,6 +307,21 @@ def intensity_at_limit(scenario: Scenario, cost_limit: float, seeds: tuple[int, 
     return low
 
 
+def scaled_to_limit(scenario: Scenario) -> Scenario:
+    """The scenario in which a reference policy plays "scaled to the limit" in soft mode.
+
+    A reference policy (playbook, ``best_static``, ``oracle``) knows nothing of a soft limit;
+    for a fair comparison with a cost-constrained agent its spend levers are scaled each
+    quarter by ``k = min(1, cap / cost)``: exactly the hard-budget projection. So the fair
+    scenario is the same one with ``budget.mode: hard`` (unchanged if it already is); costs
+    and GMV are then reported as usual. Evaluation hook: roll the reference policies out on
+    ``scaled_to_limit(run.scenario)`` and the learned policy on ``run.scenario``.
+    """
+    if scenario.budget.mode == "hard":
+        return scenario
+    return scenario.model_copy(update={"budget": scenario.budget.model_copy(update={"mode": "hard"})})
+
+
 # --------------------------------------------------------------------------- the algorithm
 
 

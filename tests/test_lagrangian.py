@@ -173,3 +173,17 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path):
         assert proc.returncode == 2, (case, err[-500:])
         assert len(lines) == 1 and lines[0].startswith("error: ") and BAD[case][1] in lines[0], (case, err)
         assert not (tmp_path / case.replace(" ", "_")).exists()
+
+
+def test_reference_policies_scaled_to_the_limit_respect_it_in_soft_mode():
+    from agents.lagrangian import scaled_to_limit
+    from agents.policies import make_policy
+    from agents.ppo import rollout_policy
+    from envs.scenario import load_scenario
+
+    soft = load_scenario("global", {"budget.mode": "soft"})
+    fair = scaled_to_limit(soft)
+    assert fair.budget.mode == "hard" and fair.budget.total == soft.budget.total and soft.budget.mode == "soft"
+    raw = rollout_policy(make_policy("uniform", soft), soft, [5, 6])
+    scaled = rollout_policy(make_policy("uniform", soft), fair, [5, 6])
+    assert (raw["cost"] > soft.budget.total).all() and (scaled["cost"] <= soft.budget.total * (1 + 1e-9)).all()
