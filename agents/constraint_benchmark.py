@@ -73,11 +73,16 @@ def train_one(variant: Variant, seed: int, run_dir: Path, timesteps: int | None 
     if run_dir.exists():  # an interrupted run: continue it from its checkpoint
         if runs.latest_checkpoint(run_dir) is None:
             raise RuntimeError(f"{run_dir} exists but is neither finished nor resumable; remove it")
-        train(runs.read_run_config(run_dir), run_dir, resume=True, progress="none")
+        _finished(train(runs.read_run_config(run_dir), run_dir, resume=True, progress="none"))
         return run_dir
     runs.create_run_dir(run_dir, config)
-    train(config, run_dir, progress="none")
+    _finished(train(config, run_dir, progress="none"))
     return run_dir
+
+
+def _finished(result) -> None:
+    if result.interrupted:  # Ctrl-C / SIGTERM: a checkpoint was saved, rerun to continue
+        raise KeyboardInterrupt(f"stopped at step {result.timesteps}; rerun the same command to continue")
 
 
 def evaluate_run(run_dir: Path, episodes: int) -> dict[str, float]:

@@ -47,8 +47,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from agents.constraint_benchmark import run_benchmark
 
-    result = run_benchmark(Path(args.out), variants=args.variants, seeds=args.seeds, timesteps=args.timesteps,
-                           episodes=args.episodes, log=lambda m: print(m, flush=True))
+    try:
+        result = run_benchmark(Path(args.out), variants=args.variants, seeds=args.seeds, timesteps=args.timesteps,
+                               episodes=args.episodes, log=lambda m: print(m, flush=True))
+    except KeyboardInterrupt as exc:
+        print(f"interrupted: {exc}", flush=True)
+        return 130
     print((Path(args.out) / "constraint_benchmark.md").read_text(), end="")
     print("targets: " + ", ".join(f"{k} {v}" for k, v in result["targets"].items()), flush=True)
     return 0
