@@ -344,11 +344,17 @@ def describe_policy(ev: Evaluation, name: str, baseline: str = "best_static") ->
             if np.isfinite(normal) and normal > 0:
                 reactions.append((regions[r], during / normal, int(on.sum())))
         if reactions:
-            parts = [f"{reg} to {ratio:.0%} of its usual spend ({k} suspended region-quarters)" for reg, ratio, k in reactions]
-            verb = "cuts" if np.mean([x[1] for x in reactions]) < 0.95 else "keeps"
+            parts = [f"{reg} {ratio:.0%} ({k} suspended region-quarters)" for reg, ratio, k in reactions]
+            lowest = min(x[1] for x in reactions)
+            if lowest < 0.5:
+                verdict = "it largely stops spending where a shop is shut"
+            elif lowest < 0.9:
+                verdict = "it partly pulls back where a shop is shut"
+            else:
+                verdict = "it hardly reacts to suspensions"
             sentences.append(
-                f"When a shop is suspended it {verb} spending there: " + "; ".join(parts)
-                + f" (a constant plan such as `{baseline}` cannot react)."
+                "Its spend in a suspended region, against the same region and quarters unsuspended: "
+                + "; ".join(parts) + f": {verdict} (a constant plan such as `{baseline}` cannot react)."
             )
     else:
         sentences.append("No region was suspended in these episodes, so reactions to suspensions are not tested here.")
