@@ -352,7 +352,8 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
         (used from the next quarter: a one-quarter lag).
     12. users grow logistically toward ``U_max``, faster with creator content.
     13. shocks: suspensions start from this quarter's draws and are visible before the next
-        decision; the demand shock of step 5 is log-normal with mean 1.
+        decision; the demand shock of step 5 is log-normal with mean 1. While a share of a
+        region is suspended, the incentives paid into that share have no effect.
     """
     p, r, a, b, sp, cr, pf = params, params.region, params.attr, params.buyers, params.sellers, params.creators, params.platform
     d = params.derived
@@ -365,15 +366,16 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
 
     cap = quarter_cap(params, s)
     u, cost = project_budget(params, s, intensity)
-    u_waive, u_ship, u_grant = u[..., WAIVER], u[..., SHIPPING], u[..., GRANTS]
-    u_wh, u_cre, u_ads, u_pl = u[..., WAREHOUSING], u[..., CREATORS], u[..., ADS], u[..., PRIVATE_LABEL]
+    # Suspension: the share of demand that is dark this quarter. Incentives paid into the dark
+    # share buy nothing (the shop is closed there), but they are still paid for.
+    dark = np.where(s.suspended > 0, p.suspension_share, 0.0)
+    live_share = 1.0 - dark
+    u_eff = u * live_share[..., None]
+    u_waive, u_ship, u_grant = u_eff[..., WAIVER], u_eff[..., SHIPPING], u_eff[..., GRANTS]
+    u_wh, u_cre, u_ads, u_pl = u_eff[..., WAREHOUSING], u_eff[..., CREATORS], u_eff[..., ADS], u_eff[..., PRIVATE_LABEL]
     pool = r["pool_max"]
     rho = u_pl * r["private_label_max"]
     appeal = r["private_label_appeal"]
-
-    # Suspension: the share of demand that is dark this quarter.
-    dark = np.where(s.suspended > 0, p.suspension_share, 0.0)
-    live_share = 1.0 - dark
 
     # 1. attractiveness
     sel = s.selection

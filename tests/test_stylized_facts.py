@@ -209,7 +209,13 @@ def test_fact10_target_reachable_but_not_by_zero_or_uniform():
 
 # 11 ----------------------------------------------------------------------------------------
 def test_fact11_reacting_to_suspensions_pays():
-    """Stochastic default: moving spend away from a suspended region beats keeping it there."""
+    """Stochastic default: moving spend away from a suspended region beats keeping it there.
+
+    The reactive playbook cuts a suspended region's spend by the suspended share of its demand
+    (all of it for a US ban, half of SEA when Indonesia is dark); under the hard budget the
+    money saved is spent elsewhere or later. Threshold: the paired mean gain over 400 episodes
+    is positive at 95% confidence.
+    """
     sc = load_scenario("global")
     params = sc.to_params()
     n = 400
@@ -220,27 +226,32 @@ def test_fact11_reacting_to_suspensions_pays():
     for _ in range(params.horizon):
         suspended = s_react.suspended > 0
         hit |= suspended.any(axis=1)
-        reactive = np.where(suspended[..., None], 0.0, plan)
+        reactive = plan * np.where(suspended, 1.0 - params.suspension_share, 1.0)[..., None]
         s_fixed, out_fixed = market.step(params, s_fixed, plan)
         s_react, out_react = market.step(params, s_react, reactive)
         gmv_fixed += out_fixed["gmv"]
         gmv_react += out_react["gmv"]
     diff = gmv_react - gmv_fixed
     assert hit.mean() > 0.2, "suspensions should hit a good share of episodes"
-    assert np.all(diff[~hit] == 0), "without a suspension both policies are the same"
+    assert np.allclose(diff[~hit], 0, atol=1e-9), "without a suspension both policies are the same"
     lower = diff.mean() - 1.96 * diff.std(ddof=1) / np.sqrt(n)
     assert lower > 0, f"reacting gains {diff.mean():.3f} $B on average (95% lower bound {lower:.3f})"
 
 
 # 12 ----------------------------------------------------------------------------------------
 def test_fact12_timing_pays():
-    """Deterministic default: the best per-quarter plan beats the best constant plan by >= 5%."""
-    sc, params, s0 = setup()
-    T, R = params.horizon, params.n_regions
-    total = lambda res: res["gmv"].sum(axis=1)
-    static, static_gmv = _cma_best(params, s0, R * 7, lambda xs: xs.reshape(len(xs), R, 7), total, np.full(R * 7, 0.3), iters=150)
-    x0 = np.tile(static, T)
-    timed, timed_gmv = _cma_best(
-        params, s0, T * R * 7, lambda xs: xs.reshape(len(xs), T, R, 7), total, x0, iters=300, sigma=0.15, popsize=24
-    )
-    assert timed_gmv >= 1.05 * static_gmv, f"per-quarter {timed_gmv:.2f} vs constant {static_gmv:.2f} $B"
+    """Deterministic default: the best quarter-by-quarter plan beats the best constant plan by >= 5%.
+
+    Both found by the project's planners (CMA-ES): ``best_static`` and the ``oracle``, which on
+    a deterministic scenario is the best open-loop per-quarter plan.
+    """
+    from agents.planning import best_static, oracle
+
+    sc = load_scenario("global", {"deterministic": True})
+    static = best_static(sc, seeds=[0], iterations=150)
+    timed = oracle(sc, [0], static.intensity, schedule_seeds=[0])
+    plans = np.stack([np.broadcast_to(static.intensity, timed.plans.shape[1:]), timed.plans[0]])
+    params = sc.to_params()
+    s0 = market.init_state(params, [np.random.default_rng(0)])
+    gmv = market.rollout(params, s0.repeat(2), plans)["gmv"].sum(axis=1)
+    assert gmv[1] >= 1.05 * gmv[0], f"per-quarter {gmv[1]:.2f} vs constant {gmv[0]:.2f} $B ({gmv[1] / gmv[0] - 1:+.1%})"
