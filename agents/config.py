@@ -234,7 +234,8 @@ def _validate(doc: Mapping, source: str) -> TrainConfig:
 
 
 def validate_config(cfg: TrainConfig, source: str = "config") -> TrainConfig:
-    """Check what the schema alone cannot: the scenario (and its overrides) and ``algo_params``."""
+    """Check what the schema alone cannot: the scenario (and its overrides), ``algo_params`` and the
+    algorithm's own ``check_config(cfg)`` if it has one (``ppo_lagrangian``: the budget must be soft)."""
     try:
         load_scenario(cfg.scenario, cfg.overrides)
     except ScenarioError as exc:
@@ -249,6 +250,12 @@ def validate_config(cfg: TrainConfig, source: str = "config") -> TrainConfig:
             params_model.model_validate(cfg.algo_params)
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, f"{source}: algo_params")) from None
+    check = getattr(algorithm, "check_config", None)  # what the algorithm needs of the whole config
+    if check:
+        try:
+            check(cfg)
+        except ValueError as exc:  # ConfigError is a ValueError
+            raise ConfigError(f"{source}: {exc}") from None
     return cfg
 
 

@@ -145,9 +145,14 @@ def test_tiny_constrained_run_logs_constraint_tags_and_saves_the_multiplier(tmp_
 
 
 def test_hard_mode_is_refused_with_one_line():
-    cfg = load_config(CONFIG, ["overrides.budget.mode=hard"])
+    cfg = load_config(CONFIG)
+    ALGORITHM.check_config(cfg)  # soft: fine
+    hard = cfg.model_copy(update={"overrides": {**cfg.overrides, "budget.mode": "hard"}})
     with pytest.raises(ConfigError, match="needs a soft budget"):
-        ALGORITHM.check_config(cfg)
+        ALGORITHM.check_config(hard)
+    # validate_config runs the algorithm's check: the config is refused as it is loaded
+    with pytest.raises(ConfigError, match=r"^--set: algo 'ppo_lagrangian' needs a soft budget"):
+        load_config(CONFIG, ["overrides.budget.mode=hard"])
     with pytest.raises(ValueError):
         load_config(CONFIG, ["algo_params.update=newton"])
 
@@ -173,6 +178,16 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path):
         assert proc.returncode == 2, (case, err[-500:])
         assert len(lines) == 1 and lines[0].startswith("error: ") and BAD[case][1] in lines[0], (case, err)
         assert not (tmp_path / case.replace(" ", "_")).exists()
+
+
+def test_hard_mode_on_the_command_line_is_one_line_exit_2_and_creates_no_run_folder(tmp_path: Path):
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(TRAIN), "--config", str(CONFIG), "--set", "overrides.budget.mode=hard",
+                           "--run-dir", str(run)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-1000:]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "needs a soft budget" in lines[0], proc.stderr
+    assert not run.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_reference_policies_scaled_to_the_limit_respect_it_in_soft_mode():
