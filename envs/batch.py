@@ -67,8 +67,8 @@ class MarketBatch:
             raise ValueError(f"action has shape {a.shape}; expected {want} (regions x levers, region-major)")
         if not np.all(np.isfinite(a)):
             raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
-        outside = (a < -1.0) | (a > 1.0)
-        return np.clip(a, -1.0, 1.0), outside.sum(axis=1)
+        clipped = np.clip(a, -1.0, 1.0)
+        return clipped, np.count_nonzero(clipped != a, axis=1)
 
     def step(self, action: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         if self.state is None:

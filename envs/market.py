@@ -54,6 +54,7 @@ N_LEVERS = len(LEVERS)
 WAIVER, SHIPPING, GRANTS, WAREHOUSING, CREATORS, ADS, PRIVATE_LABEL = range(N_LEVERS)
 POOL_LEVERS = (GRANTS, WAREHOUSING, CREATORS, ADS)
 SPEND_LEVERS = (WAIVER, SHIPPING, GRANTS, WAREHOUSING, CREATORS, ADS)
+assert SPEND_LEVERS == tuple(range(ADS + 1)) and POOL_LEVERS == tuple(range(GRANTS, ADS + 1))  # sliced below
 
 REGION_FEATURES: tuple[str, ...] = (
     "buyer_penetration",
@@ -289,9 +290,9 @@ def lever_costs(params: Params, state: State, intensity: np.ndarray) -> np.ndarr
     r = params.region
     season = params.season_at(state.t)[:, None]
     cost = np.empty_like(intensity)
-    cost[..., WAIVER] = intensity[..., WAIVER] * r["commission"] * state.gmv_3p * season
-    cost[..., SHIPPING] = intensity[..., SHIPPING] * r["subsidy_max"] * state.orders * season / 1000.0
-    cost[..., POOL_LEVERS] = intensity[..., POOL_LEVERS] * r["pool_max"][:, None]
+    cost[..., WAIVER] = intensity[..., WAIVER] * (r["commission"] * state.gmv_3p * season)
+    cost[..., SHIPPING] = intensity[..., SHIPPING] * (r["subsidy_max"] / 1000.0 * state.orders * season)
+    np.multiply(intensity[..., GRANTS : ADS + 1], r["pool_max"][:, None], out=cost[..., GRANTS : ADS + 1])
     cost[..., PRIVATE_LABEL] = 0.0
     return cost
 
@@ -312,10 +313,14 @@ def project_budget(params: Params, state: State, intensity: np.ndarray) -> tuple
         return intensity, cost
     total = cost.sum(axis=(1, 2))
     cap = quarter_cap(params, state)
-    k = np.where(total > cap, cap / np.maximum(total, 1e-300), 1.0)
-    factor = np.ones((intensity.shape[0], 1, N_LEVERS))
-    factor[:, 0, list(SPEND_LEVERS)] = np.minimum(k, 1.0)[:, None]
-    return intensity * factor, cost * factor
+    over = total > cap
+    if not over.any():
+        return intensity, cost
+    k = np.where(over, cap / np.maximum(total, 1e-300), 1.0)[:, None, None]
+    scaled = intensity.copy()
+    scaled[..., WAIVER : ADS + 1] *= k  # the spend levers; private label costs nothing
+    cost *= k
+    return scaled, cost
 
 
 def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, dict]:
