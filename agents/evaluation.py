@@ -15,6 +15,8 @@ cost cap, revenue, spend by region and lever, suspensions; per policy (:func:`su
 ``target_reached_rate``   share of episodes ending at or above ``target_run_rate``
 ``cost_mean``             incentive spend over the horizon, $B
 ``violation_rate``        share of episodes spending more than ``budget.total`` (soft mode)
+``budget_mode``           the budget mode the policy was played in (``hard`` for the reference
+                          policies of a soft scenario: see below)
 ``revenue_mean``          commission, shop ads and private-label margin over the horizon, $B
 ``ratio_to_oracle``       ``gmv_mean / gmv_mean`` of the oracle (``null`` without an oracle)
 ========================  ====================================================================
@@ -23,6 +25,13 @@ cost cap, revenue, spend by region and lever, suspensions; per policy (:func:`su
 means per policy, for plots), ``report.md`` and three PNG plots, into a temporary folder first
 and then renames it into place, so a report is never half-written. Same seed, same policies:
 the same ``eval.json``, byte for byte.
+
+Soft budget mode (issue 5): a reference policy (playbook, ``best_static``, ``oracle``) knows
+nothing of a limit it is not forced to respect, so for a fair comparison it is computed and
+played on :func:`reference_scenario` (``agents.lagrangian.scaled_to_limit``: the same scenario
+with the hard projection, each quarter's spend scaled down to the limit), while a learned
+policy plays the soft scenario itself: ``evaluate(..., scenarios={name: reference_scenario(s)})``.
+Cost and violations are measured against the one ``budget.total`` for every policy.
 """
 
 from __future__ import annotations
@@ -74,6 +83,16 @@ class Trajectories:
     """(n, T, R) region suspended during the quarter (known before the decision)"""
     clipped: np.ndarray
     """(n,) actions outside [-1, 1] clipped by the env over the episode"""
+
+
+def reference_scenario(scenario: Scenario) -> Scenario:
+    """The scenario reference policies are computed and played on: ``scenario`` itself in hard
+    budget mode; in soft mode ``agents.lagrangian.scaled_to_limit(scenario)`` (hard projection)."""
+    if scenario.budget.mode == "hard":
+        return scenario
+    from agents.lagrangian import scaled_to_limit
+
+    return scaled_to_limit(scenario)
 
 
 def episode_seeds(seed: int, episodes: int) -> list[int]:
@@ -171,6 +190,8 @@ class Evaluation:
     """name -> :class:`Trajectories`"""
     learned: str | None = None
     """name of the learned policy, if any"""
+    scenarios: dict | None = None
+    """name -> the scenario the policy was played on, where it is not :attr:`scenario`"""
 
 
 def evaluate(
@@ -180,16 +201,30 @@ def evaluate(
     episodes: int = 100,
     oracle_name: str = "oracle",
     learned: str | None = None,
+    scenarios: Mapping[str, Scenario] | None = None,
 ) -> Evaluation:
     """Roll out every policy on the episodes ``seed .. seed + episodes - 1`` and measure them.
 
     :param policies: name -> object with ``predict(obs) -> (actions, state)``.
     :param oracle_name: the policy the ratios refer to; without it ``ratio_to_oracle`` is None.
+    :param scenarios: name -> the scenario to play that policy on instead of ``scenario`` (in
+        soft mode, :func:`reference_scenario` for the reference policies). It must differ from
+        ``scenario`` in nothing the figures depend on (same regions, horizon, ``budget.total``):
+        every policy is measured against ``scenario``'s limit and target.
     """
     params = scenario.to_params()
     seeds = episode_seeds(seed, episodes)
-    trajectories = {name: rollout_policy(policy, scenario, seeds) for name, policy in policies.items()}
+    played = {name: scenario for name in policies}
+    for name, other in (scenarios or {}).items():
+        if name not in policies:
+            raise ValueError(f"scenarios names '{name}', which is not among the policies ({', '.join(policies)})")
+        if other.budget.total != scenario.budget.total or other.horizon != scenario.horizon or list(other.regions) != list(scenario.regions):
+            raise ValueError(f"the scenario of '{name}' differs from the evaluation's in budget.total, horizon or regions")
+        played[name] = other
+    trajectories = {name: rollout_policy(policy, played[name], seeds) for name, policy in policies.items()}
     metrics = {name: summarise(traj, params) for name, traj in trajectories.items()}
+    for name, figures in metrics.items():
+        figures["budget_mode"] = played[name].budget.mode
     oracle_gmv = metrics[oracle_name]["gmv_mean"] if oracle_name in metrics else None
     for name, figures in metrics.items():
         if oracle_gmv is None or oracle_gmv <= 0:
@@ -198,7 +233,8 @@ def evaluate(
             figures["ratio_to_oracle"] = figures["gmv_mean"] / oracle_gmv
             per_episode = trajectories[name].gmv.sum(1) / trajectories[oracle_name].gmv.sum(1)
             figures["ratio_to_oracle_ci95"] = list(bootstrap_ci(per_episode))
-    return Evaluation(scenario, int(seed), seeds, metrics, trajectories, learned)
+    moved = {name: sc for name, sc in played.items() if sc is not scenario}
+    return Evaluation(scenario, int(seed), seeds, metrics, trajectories, learned, moved or None)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -484,6 +520,16 @@ def report_markdown(ev: Evaluation, doc: dict, mix_policy: str | None, notes: Se
         lines += [f"## What `{ev.learned}` does differently", "", describe_policy(ev, ev.learned, "best_static"), ""]
     elif "oracle" in ev.trajectories and "best_static" in ev.trajectories:
         lines += ["## What the oracle does differently", "", describe_policy(ev, "oracle", "best_static"), ""]
+    scaled = [name for name, sc in (ev.scenarios or {}).items() if sc.budget.mode == "hard" and doc["budget"]["mode"] == "soft"]
+    if scaled:
+        notes = [
+            "Soft budget: the reference policies (" + ", ".join(f"`{n}`" for n in scaled) + ") are computed and played with "
+            "the hard projection (`agents.lagrangian.scaled_to_limit`: each quarter's spend scaled down to the limit) so the "
+            "comparison is fair" + (f", while the learned policy `{ev.learned}` plays the soft scenario unprojected"
+                                     if ev.learned and ev.learned not in scaled else "")
+            + f"; cost and violations (episode cost above ${p.budget_total:g}B) are measured the same way for every policy.",
+            *notes,
+        ]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)

@@ -11,7 +11,10 @@ Every policy plays the same episodes (seeds ``SEED .. SEED + N - 1``: common ran
 The learned policy appears under its algorithm's name (``ppo``, ``ppo_lagrangian``), with the
 run's frozen observation normalisation. ``best_static`` is fitted by CMA-ES on training seeds
 disjoint from the evaluation seeds; ``oracle`` is planned per evaluation episode on its own
-future (warm-started from ``best_static``). Writes ``eval.json``, ``trajectories.json``,
+future (warm-started from ``best_static``). In a soft-budget scenario the reference policies
+(playbooks, ``best_static``, ``oracle``) are computed and played on the same scenario with the
+hard projection (``agents.lagrangian.scaled_to_limit``: spend scaled to the limit), the learned
+policy on the soft scenario itself; cost and violation rate are reported for all. Writes ``eval.json``, ``trajectories.json``,
 ``report.md`` and PNG plots into ``--out`` atomically.
 
 Bad input (a folder that is not a run, a model whose spaces do not fit its scenario, an unknown
@@ -32,7 +35,7 @@ from typing import Any, Sequence  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.evaluation import DEFAULT_SEED, evaluate, write_report  # noqa: E402
+from agents.evaluation import DEFAULT_SEED, evaluate, reference_scenario, write_report  # noqa: E402
 from agents.planning import TRAIN_SEED_BASE, training_seeds  # noqa: E402
 from agents.policies import PLAYBOOKS, best_static_policy, make_policy, oracle_policy  # noqa: E402
 from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_value  # noqa: E402
@@ -139,22 +142,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"--out {out} exists and is not a folder")
 
         seeds = list(range(args.seed, args.seed + args.episodes))
+        reference = reference_scenario(scenario)  # soft mode: the hard projection (scaled to the limit)
         policies: dict[str, Any] = {}
         timings: dict[str, float] = {}
         if learned in names:
             policies[learned] = run.policy()
         for name in PLAYBOOKS:
             if name in names:
-                policies[name] = make_policy(name, scenario)
+                policies[name] = make_policy(name, reference)
         extra: dict[str, Any] = {}
         static = None
         if "best_static" in names or "oracle" in names:
             t0 = time.perf_counter()
-            static = best_static_policy(scenario, training_seeds(args.static_seeds), iterations=args.static_iterations)
+            static = best_static_policy(reference, training_seeds(args.static_seeds), iterations=args.static_iterations)
             timings["best_static"] = time.perf_counter() - t0
             plan = static.plan
             extra["best_static"] = {
-                "intensity": {r: dict(zip(_levers(), row)) for r, row in zip(scenario.regions, plan.intensity.tolist())},
+                "intensity": {r: dict(zip(_levers(), row)) for r, row in zip(reference.regions, plan.intensity.tolist())},
                 "train_seeds": len(plan.seeds), "train_gmv_mean": plan.gmv_mean, "started_from": plan.start,
                 "iterations": plan.iterations, "evaluations": plan.evaluations,
             }
@@ -163,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "oracle" in names:
             t0 = time.perf_counter()
             oracle = oracle_policy(
-                scenario, seeds, static.intensity, schedule_iterations=tuple(args.schedule_iterations),
+                reference, seeds, static.intensity, schedule_iterations=tuple(args.schedule_iterations),
                 scale_iterations=args.oracle_scale_iterations, refine_iterations=args.oracle_iterations, workers=args.workers,
             )
             timings["oracle"] = time.perf_counter() - t0
@@ -181,11 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             policies["oracle"] = oracle
         t0 = time.perf_counter()
-        ev = evaluate(policies, scenario, seed=args.seed, episodes=args.episodes, learned=learned if learned in policies else None)
+        played = {name: reference for name in policies if name != learned}
+        ev = evaluate(policies, scenario, seed=args.seed, episodes=args.episodes, learned=learned if learned in policies else None,
+                      scenarios=played)
         timings["rollouts"] = time.perf_counter() - t0
-        notes = []
-        if not scenario.to_params().hard_budget:
-            notes.append("Soft budget: reference playbooks and best_static are not scaled to the limit; the oracle plays the intensities the hard projection would apply.")
+        notes = []  # soft mode: report.md says how the reference policies were played (agents.evaluation)
         if args.run_dir is not None:
             notes.append(f"Learned policy from run `{args.run_dir}` ({learned}), deterministic actions, frozen observation normalisation.")
         doc = write_report(ev, out, extra=extra, notes=notes)

@@ -108,6 +108,38 @@ def test_soft_mode_oracle_respects_the_limit():
     assert np.all(ev.trajectories["oracle"].cost.sum(1) <= soft.budget.total * (1 + 1e-6))
 
 
+def test_soft_mode_overspending_policy_violates_and_scaled_reference_does_not():
+    """In soft mode nothing is projected: a full-intensity plan on the soft scenario overspends in
+    every episode; the same plan on the reference scenario (scaled to the limit) never does."""
+    from agents.evaluation import reference_scenario
+    from agents.policies import ConstantPolicy
+
+    soft = load_scenario("global", {"budget.mode": "soft"})
+    fair = reference_scenario(soft)
+    assert fair.budget.mode == "hard" and reference_scenario(fair) is fair
+    full = np.ones((len(soft.regions), market.N_LEVERS))
+    ev = evaluate({"full": ConstantPolicy(full), "full_scaled": ConstantPolicy(full), "uniform": make_policy("uniform", fair)},
+                  soft, seed=5, episodes=2, scenarios={"full_scaled": fair, "uniform": fair})
+    m = ev.metrics
+    assert m["full"]["violation_rate"] == 1.0 and m["full"]["cost_mean"] > soft.budget.total and m["full"]["budget_mode"] == "soft"
+    for name in ("full_scaled", "uniform"):
+        assert m[name]["violation_rate"] == 0.0 and m[name]["budget_mode"] == "hard", name
+        assert m[name]["cost_mean"] <= soft.budget.total + 1e-9, name
+
+
+def test_cli_soft_mode_reference_policies_are_scaled_to_the_limit(repo_root, tmp_path):
+    out = tmp_path / "eval"
+    proc = _evaluate(repo_root, "--scenario", "global", "--set", "budget.mode=soft", "--episodes", "2", "--out", str(out), *TINY_CLI)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((out / "eval.json").read_text())
+    assert doc["budget"]["mode"] == "soft"
+    assert {"zero", "uniform", "merchant_package", "livestream_first", "commerce_first", "best_static", "oracle"} == doc["policies"].keys()
+    for name, f in doc["policies"].items():
+        assert f["violation_rate"] == 0.0 and f["cost_mean"] <= doc["budget"]["total"] + 1e-9, (name, f)
+        assert f["budget_mode"] == "hard", name
+    assert "scaled_to_limit" in (out / "report.md").read_text()
+
+
 def test_box_transform_maps_onto_unit_interval():
     y = np.linspace(0.0, 1.0, 101)
     np.testing.assert_allclose(to_unit(from_unit(y)), y, atol=1e-12)
