@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test tensorboard benchmark simulate clean
+.PHONY: setup train test tensorboard benchmark simulate evaluate frontier constraint-benchmark clean
 
 setup: $(STAMP)
 
@@ -32,7 +32,18 @@ simulate: $(STAMP)
 	$(PY) scripts/simulate.py --scenario global --policy merchant_package --seed 0
 
 benchmark: $(STAMP)
-	$(PY) scripts/benchmark.py
+	mkdir -p runs && $(PY) scripts/benchmark.py --json runs/benchmark.json
+
+# Evaluate the newest run against the playbooks, best_static and the oracle (100 episodes).
+evaluate: $(STAMP)
+	$(PY) scripts/evaluate.py $$(ls -td runs/*__*__*__*/ | head -1) --episodes 100
+
+frontier: $(STAMP)
+	$(PY) scripts/frontier.py --scenario global --budgets 1 2 4 8 --out runs/frontier
+
+# Hard-budget PPO, unconstrained soft-mode PPO and PPO-Lagrangian, 3 seeds each (~35 min).
+constraint-benchmark: $(STAMP)
+	nice -n 5 $(PY) scripts/constraint_benchmark.py --out runs/constraint_benchmark
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from envs.scenario import ScenarioError, format_validation_error, load_scenario, parse_set_value
+from envs.scenario import ScenarioError, format_validation_error, load_scenario, parse_set_value, read_yaml_mapping
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
 DEFAULT_CONFIG = CONFIG_DIR / "ppo.yaml"
@@ -162,25 +162,7 @@ def get_algorithm(name: str):
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config path is a directory, not a YAML file: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a training config must be a mapping of keys to values")
-    return data
+    return read_yaml_mapping(path, what="config", error=ConfigError, empty_ok=True)
 
 
 def parse_sets(sets: Iterable[str]) -> dict[str, Any]:

@@ -213,21 +213,31 @@ _REGION_NON_ARRAY = {"suspension_hazard", "suspension_quarters", "suspension_sha
 # --------------------------------------------------------------------------- loading
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml_mapping(path: Path, what: str = "scenario", error: type[ValueError] = ScenarioError, empty_ok: bool = False) -> dict:
+    """Read a YAML file that must hold a mapping; every problem is one-line ``error``.
+
+    :param what: the kind of file, for messages (``scenario``, ``config``).
+    :param empty_ok: an empty file reads as ``{}`` instead of an error.
+    """
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ScenarioError(f"scenario file not found: {path}") from None
+        raise error(f"{what} file not found: {path}") from None
+    except IsADirectoryError:
+        raise error(f"{what} path is a directory, not a YAML file: {path}") from None
     except OSError as exc:
-        raise ScenarioError(f"cannot read scenario file {path}: {exc.strerror}") from None
+        raise error(f"cannot read {what} file {path}: {exc.strerror}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ScenarioError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise error(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None and empty_ok:
+        data = {}
     if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: a scenario file must be a mapping of keys to values")
+        article = "a training config" if what == "config" else f"a {what} file"
+        raise error(f"{path}: {article} must be a mapping of keys to values")
     return data
 
 
@@ -264,7 +274,7 @@ def _load_document(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in seen:
         raise ScenarioError(f"{path}: 'extends' forms a cycle")
-    data = _read_yaml(path)
+    data = read_yaml_mapping(path)
     parent = data.pop("extends", None)
     only = data.pop("only_regions", None)
     if parent is not None:

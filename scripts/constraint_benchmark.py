@@ -20,17 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agents.cli import OneLineParser  # noqa: E402
 from agents.constraint_benchmark import VARIANT_NAMES  # noqa: E402
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(description="Train and evaluate hard-budget PPO, soft-budget PPO and cost-constrained PPO.")
+    parser = OneLineParser(description="Train and evaluate hard-budget PPO, soft-budget PPO and cost-constrained PPO.")
     parser.add_argument("--out", default="runs/constraint_benchmark", help="output folder (runs, table, JSON)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     parser.add_argument("--timesteps", type=int, help="env steps per run (default: each config's total_timesteps)")

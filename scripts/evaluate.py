@@ -35,6 +35,7 @@ from typing import Any, Sequence  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agents.cli import OneLineParser  # noqa: E402
 from agents.evaluation import DEFAULT_SEED, evaluate, reference_scenario, write_report  # noqa: E402
 from agents.planning import TRAIN_SEED_BASE, training_seeds  # noqa: E402
 from agents.policies import PLAYBOOKS, best_static_policy, make_policy, oracle_policy  # noqa: E402
@@ -45,12 +46,6 @@ PLANNERS = ("best_static", "oracle")
 
 class UsageError(ValueError):
     """Bad command-line input; reported as one line, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
@@ -65,7 +60,7 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(description="Evaluate a learned policy against playbooks, best_static and a clairvoyant oracle.")
+    parser = OneLineParser(description="Evaluate a learned policy against playbooks, best_static and a clairvoyant oracle.")
     parser.add_argument("run_dir", nargs="?", type=Path, help="run folder written by scripts/train.py (omit with --scenario)")
     parser.add_argument("--scenario", help=f"evaluate the reference policies alone on a scenario ({', '.join(builtin_scenarios())} or a YAML path)")
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes (default 100)")

@@ -27,19 +27,14 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agents.cli import OneLineParser  # noqa: E402
 from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, check_budgets  # noqa: E402
 from envs.scenario import ScenarioError, load_scenario, parse_set_value  # noqa: E402
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv: list[str] | None = None) -> int:
     effort = Effort()
-    parser = _Parser(description="GMV against total incentive budget for best_static, oracle and (--train) PPO.")
+    parser = OneLineParser(description="GMV against total incentive budget for best_static, oracle and (--train) PPO.")
     parser.add_argument("--scenario", default="global", help="built-in scenario name or YAML path (default global)")
     parser.add_argument("--budgets", type=float, nargs="+", default=list(DEFAULT_BUDGETS), metavar="B", help="total budgets in $B (default 1 2 4 8)")
     parser.add_argument("--per-quarter", type=float, help="fixed per-quarter cap in $B (default: scaled with the total)")

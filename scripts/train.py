@@ -19,18 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agents.cli import OneLineParser  # noqa: E402
 from agents.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
 from agents.runs import RunError, check_new_run_dir, create_run_dir, default_run_dir, open_for_resume  # noqa: E402
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(description="Train a PPO agent on a Flywheel scenario (see configs/train/).")
+    parser = OneLineParser(description="Train a PPO agent on a Flywheel scenario (see configs/train/).")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="training config YAML (default: configs/train/ppo.yaml)")
     parser.add_argument("--timesteps", type=int, help="total env steps (overrides total_timesteps)")
     parser.add_argument("--seed", type=int, help="seed (overrides seed)")
