@@ -41,9 +41,9 @@ evaluate: $(STAMP)
 frontier: $(STAMP)
 	$(PY) scripts/frontier.py --scenario global --budgets 1 2 4 8 --out runs/frontier
 
-# Hard-budget PPO, unconstrained soft-mode PPO and PPO-Lagrangian, 3 seeds each (~35 min).
+# Hard-budget PPO, unconstrained soft-mode PPO and PPO-Lagrangian, 3 seeds x 300k steps each (~20 min).
 constraint-benchmark: $(STAMP)
-	nice -n 5 $(PY) scripts/constraint_benchmark.py --out runs/constraint_benchmark
+	nice -n 5 $(PY) scripts/constraint_benchmark.py --timesteps 300000 --out runs/constraint_benchmark
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
