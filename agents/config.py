@@ -38,7 +38,7 @@ from typing import Any, Iterable, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from envs.scenario import ScenarioError, format_validation_error, load_scenario, parse_set_value, read_yaml_mapping
+from envs.scenario import ScenarioError, format_validation_error, load_scenario, parse_set_pairs, read_yaml_mapping
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
 DEFAULT_CONFIG = CONFIG_DIR / "ppo.yaml"
@@ -167,13 +167,7 @@ def _read_yaml(path: Path) -> dict:
 
 def parse_sets(sets: Iterable[str]) -> dict[str, Any]:
     """``["a.b=1", ...]`` -> ``{"a.b": 1}`` (values parsed as YAML)."""
-    out: dict[str, Any] = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set '{item}': expected key=value, e.g. --set ppo.learning_rate=1e-4")
-        out[key.strip()] = parse_set_value(value)
-    return out
+    return parse_set_pairs(sets, example="ppo.learning_rate=1e-4", error=ConfigError)
 
 
 def _set_dotted(doc: dict, dotted: str, value: Any, source: str) -> None:

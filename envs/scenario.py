@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 import numpy as np
 import yaml
@@ -398,6 +398,21 @@ def load_scenario(
         return Scenario.model_validate(doc)
     except ValidationError as exc:
         raise ScenarioError(format_validation_error(exc, source, doc)) from None
+
+
+def parse_set_pairs(pairs: "Iterable[str]", example: str = "budget.total=6", error: type[ValueError] = ScenarioError) -> dict[str, Any]:
+    """``["budget.total=6", "deterministic=true"]`` -> ``{"budget.total": 6.0, "deterministic": True}``.
+
+    The values of repeated ``--set key=value`` options, parsed with :func:`parse_set_value`;
+    an item without ``=`` raises ``error`` with one line naming it.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise error(f"--set expects key=value (a dotted path, e.g. --set {example}), got '{pair}'")
+        out[key.strip()] = parse_set_value(value)
+    return out
 
 
 def parse_set_value(text: str) -> Any:

@@ -26,8 +26,10 @@ class SocialCommerceEnv(gym.Env):
     in a scenario file under ``configs/scenarios/`` with its source.
 
     The default scenario ``global`` starts in 2023Q1 with Southeast Asia (``sea``), the US
-    (``us``) and the UK (``uk``), about $4.1B of annualised GMV, and $4B of budget over 12
-    quarters ($0.8B a quarter at most). The strategic goal is a $20B annual run rate.
+    (``us``) and the UK (``uk``), $3.8B of annualised GMV (the starting table of
+    ``CALIBRATION.md``: buyers x orders x AOV; that file quotes ~$4.7B for the same table), and
+    $4B of budget over 12 quarters ($0.8B a quarter at most). The strategic goal is a $20B
+    annual run rate.
 
     ## Action Space
 

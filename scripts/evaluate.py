@@ -39,24 +39,13 @@ from agents.cli import OneLineParser  # noqa: E402
 from agents.evaluation import DEFAULT_SEED, evaluate, reference_scenario, write_report  # noqa: E402
 from agents.planning import TRAIN_SEED_BASE, training_seeds  # noqa: E402
 from agents.policies import PLAYBOOKS, best_static_policy, make_policy, oracle_policy  # noqa: E402
-from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_value  # noqa: E402
+from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_pairs  # noqa: E402
 
 PLANNERS = ("best_static", "oracle")
 
 
 class UsageError(ValueError):
     """Bad command-line input; reported as one line, exit 2."""
-
-
-def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["deterministic=true"]`` -> ``{"deterministic": True}`` (scenario overrides)."""
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set expects key=value (a dotted scenario path, e.g. deterministic=true), got '{pair}'")
-        overrides[key.strip()] = parse_set_value(value)
-    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _check(args)
-        overrides = parse_sets(args.sets)
+        overrides = parse_set_pairs(args.sets, example="deterministic=true", error=UsageError)
         learned = None
         if args.run_dir is not None:
             from agents.ppo import set_torch_threads

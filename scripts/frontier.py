@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.cli import OneLineParser  # noqa: E402
 from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, check_budgets  # noqa: E402
-from envs.scenario import ScenarioError, load_scenario, parse_set_value  # noqa: E402
+from envs.scenario import ScenarioError, load_scenario, parse_set_pairs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,12 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             raise FrontierError("--schedule-iterations must be non-negative")
         if args.per_quarter is not None and not args.per_quarter > 0:
             raise FrontierError(f"--per-quarter must be a positive number of $B; got {args.per_quarter:g}")
-        overrides = {}
-        for pair in args.set:
-            key, sep, value = pair.partition("=")
-            if not sep or not key.strip():
-                raise FrontierError(f"--set expects key=value (a dotted scenario path), got '{pair}'")
-            overrides[key.strip()] = parse_set_value(value)
+        overrides = parse_set_pairs(args.set, example="deterministic=true", error=FrontierError)
         base = load_scenario(args.scenario, overrides)
         from agents.frontier import budget_overrides
 

@@ -15,24 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.policies import PLAYBOOKS  # noqa: E402
 from agents.simulate import format_table, simulate, write_csv, write_plot  # noqa: E402
-from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_value  # noqa: E402
-
-
-def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["budget.total=6", "deterministic=true"]`` -> ``{"budget.total": 6, "deterministic": True}``."""
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value (a dotted scenario path, e.g. budget.total=6), got '{pair}'")
-        overrides[key.strip()] = parse_set_value(value)
-    return overrides
+from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_pairs  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"unknown policy '{args.policy}'; allowed: {', '.join(PLAYBOOKS)}")
         if args.seed < 0:
             raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
-        scenario = load_scenario(args.scenario, parse_sets(args.sets))
+        scenario = load_scenario(args.scenario, parse_set_pairs(args.sets, example="budget.total=6", error=ValueError))
         rows = simulate(scenario, args.policy, seed=args.seed)
         print(f"{scenario.name}: {scenario.description}")
         budget = scenario.budget
