@@ -69,7 +69,7 @@ class SocialCommerceEnv(gym.Env):
     | 5 | livestream affinity / its ceiling | [0, 1] |
     | 6 | seller trust | [0, 1] |
     | 7 | ad reach of the ad stock | [0, 1] |
-    | 8 | shopping-start share (levers at zero) | [0, 1] |
+    | 8 | last quarter's shopping-start share (the start value at reset) | [0, 1] |
     | 9 | Gen Z habit stock | [0, 1] |
     | 10 | suspension quarters left / suspension length (visible before the decision) | [0, 1] |
     | 11 | region's annualised run rate / $20B target | [0, 2] |
