@@ -446,6 +446,7 @@ def plot_lever_mix(ev: Evaluation, name: str, path: Path) -> None:
             twin = ax.twinx()
             twin.plot(quarters, pl, "k:", label="private_label intensity")
             twin.set_ylim(0, 1)
+            twin.set_ylabel("private_label intensity (dotted)", fontsize=8)
         ax.set_title(p.region_names[r])
         ax.set_xlabel("quarter")
         ax.grid(alpha=0.3, axis="y")
