@@ -29,7 +29,13 @@ Departures from the reference form in ``DESIGN.md`` (each for a reason):
   demand ("subsidise early to reach critical mass"; a source of timing value, fact 12).
 * Selection is S-shaped in sellers (critical mass) instead of logarithmic; see ``_selection``.
 * Suspension (Indonesia, October 2023) shuts a share ``suspension_share`` of a region's demand
-  (Indonesia was about half of TikTok Shop's SEA GMV), not always the whole region.
+  (Indonesia was about half of TikTok Shop's SEA GMV), not always the whole region; incentives
+  paid into the dark share buy nothing (stylised fact 11: reacting pays).
+* The buyer pull on seller joins is ``(B/U / pen_ref) ** buyer_elasticity``, with the elasticity
+  set so that in SEA the seller pull on buyers is ~3.5 times the buyer pull on sellers (Chu and
+  Manchanda 2016; stylised fact 6).
+* The observation carries last quarter's realised shopping-start share (computed in the step)
+  rather than a share recomputed at zero levers.
 * Orders per buyer use a per-region base rate ``f0`` derived so that the start state reproduces
   the calibrated orders per buyer per quarter (``CALIBRATION.md``):
   ``f0 = orders_per_buyer / (base_orders + attr0)``.
