@@ -70,7 +70,7 @@ _OVER = 1e-9
 class LagrangianParams(BaseModel):
     """``algo_params`` of ``ppo_lagrangian`` (every key optional)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     update: Literal["pid", "gradient"] = Field(default="pid", description="multiplier update rule")
     cost_limit: float | None = Field(default=None, gt=0, le=1000, description="episode cost limit in $B (default: the scenario's budget.total)")

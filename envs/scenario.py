@@ -416,24 +416,18 @@ def parse_set_pairs(pairs: "Iterable[str]", example: str = "budget.total=6", err
 
 
 def parse_set_value(text: str) -> Any:
-    """Parse the value of a ``--set key=value`` as YAML (numbers, booleans, lists, strings)."""
+    """Parse the value of a ``--set key=value`` as YAML (numbers, booleans, lists, strings).
+
+    YAML 1.1 reads exponent notation without a dot (``1e-3``) as a string; such strings that
+    are numbers become floats.
+    """
     try:
-        return float(text) if text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity") and _is_float(text) and not _is_int(text) else yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-        return True
-    except ValueError:
-        return False
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
