@@ -49,3 +49,30 @@ def assert_infos_equal(a: dict[str, Any], b: dict[str, Any], index: int | None =
     for key in fa:
         vb = fb[key] if index is None else fb[key][index]
         np.testing.assert_array_equal(fa[key], vb, err_msg=key)
+
+
+def script_env() -> dict[str, str]:
+    """The environment for running a script in a subprocess, with the repo root importable."""
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def assert_bad_inputs_exit_2(command: list[str], cases: dict[str, tuple[list[str], str]], out_flag: str, tmp_path: Path) -> None:
+    """Run ``command + argv + [out_flag, folder]`` for every bad-input case at once; each must
+    exit 2 with one ``error:`` line containing the expected text and write no output folder."""
+    import subprocess
+
+    procs = {
+        case: subprocess.Popen([*command, *argv, out_flag, str(tmp_path / case.replace(" ", "_"))],
+                               cwd=REPO_ROOT, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for case, (argv, _) in cases.items()
+    }
+    for case, proc in procs.items():
+        _, err = proc.communicate(timeout=60)
+        lines = err.strip().splitlines()
+        assert proc.returncode == 2, (case, err[-500:])
+        assert len(lines) == 1 and lines[0].startswith("error: ") and cases[case][1] in lines[0], (case, err)
+        assert not (tmp_path / case.replace(" ", "_")).exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,22 +13,17 @@ import pytest
 
 from agents.frontier import Effort, FrontierError, budget_overrides, check_budgets, compute_frontier
 from envs.scenario import load_scenario
+from tests.conftest import assert_bad_inputs_exit_2, script_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FRONTIER = ROOT / "scripts" / "frontier.py"
 TINY = ["--episodes", "2", "--static-iterations", "3", "--schedule-iterations", "2", "2", "--refine-iterations", "3", "--scale-iterations", "2"]
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def test_script_writes_csv_json_png_and_the_oracle_does_not_fall(tmp_path: Path):
     out = tmp_path / "fr"
     proc = subprocess.run([sys.executable, str(FRONTIER), "--scenario", "global", "--budgets", "2", "4", "--out", str(out), *TINY],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("frontier.csv", "frontier.json", "frontier.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
@@ -77,14 +71,4 @@ BAD = {
 
 
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path: Path):
-    procs = {
-        case: subprocess.Popen([sys.executable, str(FRONTIER), *argv, "--out", str(tmp_path / case.replace(" ", "_"))],
-                               cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for case, (argv, _) in BAD.items()
-    }
-    for case, proc in procs.items():
-        _, err = proc.communicate(timeout=60)
-        lines = err.strip().splitlines()
-        assert proc.returncode == 2, (case, err[-500:])
-        assert len(lines) == 1 and lines[0].startswith("error: ") and BAD[case][1] in lines[0], (case, err)
-        assert not (tmp_path / case.replace(" ", "_")).exists()
+    assert_bad_inputs_exit_2([sys.executable, str(FRONTIER)], BAD, "--out", tmp_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,18 +20,13 @@ from agents.lagrangian import (
     PIDLagrangian,
     make_multiplier,
 )
+from tests.conftest import assert_bad_inputs_exit_2, script_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "scripts" / "train.py"
 CONFIG = ROOT / "configs" / "train" / "ppo_lagrangian.yaml"
 TINY = ["--set", "n_envs=16", "--set", "ppo.n_steps=16", "--set", "ppo.batch_size=64", "--set", "ppo.n_epochs=2",
         "--set", "checkpoint_freq=512", "--set", "eval_freq=100000", "--set", "eval_episodes=4"]
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 MULTIPLIERS = {
@@ -124,7 +118,7 @@ def test_tiny_constrained_run_logs_constraint_tags_and_saves_the_multiplier(tmp_
 
     run = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(TRAIN), "--config", str(CONFIG), "--timesteps", "1024", "--seed", "1",
-                           "--run-dir", str(run), *TINY], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+                           "--run-dir", str(run), *TINY], cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     tags: set[str] = set()
     lam: list[float] = []
@@ -167,23 +161,13 @@ BAD = {
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path: Path):
-    procs = {
-        case: subprocess.Popen([sys.executable, str(TRAIN), "--config", str(CONFIG), *argv, "--run-dir", str(tmp_path / case.replace(" ", "_"))],
-                               cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for case, (argv, _) in BAD.items()
-    }
-    for case, proc in procs.items():
-        _, err = proc.communicate(timeout=60)
-        lines = err.strip().splitlines()
-        assert proc.returncode == 2, (case, err[-500:])
-        assert len(lines) == 1 and lines[0].startswith("error: ") and BAD[case][1] in lines[0], (case, err)
-        assert not (tmp_path / case.replace(" ", "_")).exists()
+    assert_bad_inputs_exit_2([sys.executable, str(TRAIN), "--config", str(CONFIG)], BAD, "--run-dir", tmp_path)
 
 
 def test_hard_mode_on_the_command_line_is_one_line_exit_2_and_creates_no_run_folder(tmp_path: Path):
     run = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(TRAIN), "--config", str(CONFIG), "--set", "overrides.budget.mode=hard",
-                           "--run-dir", str(run)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+                           "--run-dir", str(run)], cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=60)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr[-1000:]
     assert len(lines) == 1 and lines[0].startswith("error:") and "needs a soft budget" in lines[0], proc.stderr

@@ -7,7 +7,6 @@ TensorBoard server), resume after SIGTERM, reproducibility, and one-line errors 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.conftest import script_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "scripts" / "train.py"
@@ -30,14 +30,8 @@ TINY = [
 SUMMARY_KEYS = ["timesteps", "wall_seconds", "fps", "eval_gmv_mean", "eval_cost_mean", "eval_final_run_rate_mean", "eval_episodes", "eval_playbooks_gmv_mean"]
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def run_train(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TRAIN), *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, str(TRAIN), *args], cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def scalar_events(run_dir: Path) -> dict[str, list]:
@@ -126,7 +120,7 @@ def test_tensorboard_server_lists_tags(smoke_run: Path):
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(smoke_run), "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=script_env(),
     )
     try:
         deadline = time.monotonic() + 90
@@ -159,7 +153,7 @@ def test_same_config_and_seed_give_same_evaluation(tmp_path: Path):
     dirs = [tmp_path / "first", tmp_path / "second"]
     procs = [
         subprocess.Popen([sys.executable, str(TRAIN), "--timesteps", "1024", "--seed", "3", "--run-dir", str(d), *TINY],
-                         cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                         cwd=ROOT, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for d in dirs
     ]
     for proc in procs:
@@ -197,7 +191,7 @@ def test_resume_after_sigterm_continues_to_full_timesteps(tmp_path: Path):
     run_dir = tmp_path / "run"
     total = 8192
     args = ["--timesteps", str(total), "--seed", "2", "--run-dir", str(run_dir), *TINY, "--set", "eval_freq=100000"]
-    proc = subprocess.Popen([sys.executable, str(TRAIN), *args], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(TRAIN), *args], cwd=ROOT, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     latest = run_dir / "checkpoints" / "latest.json"
     deadline = time.monotonic() + 60
     while not latest.exists() and time.monotonic() < deadline and proc.poll() is None:
