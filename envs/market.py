@@ -134,8 +134,6 @@ class Params:
             attr0=attr0,
             order_rate=r["orders_per_buyer"] / (self.buyers["base_orders"] + attr0),
             share_logit0=np.log(r["shopping_share"] / (1.0 - r["shopping_share"])),
-            buyers0=r["buyers"],
-            users0=r["users"],
         )
 
     @property
@@ -214,11 +212,6 @@ class State:
     def take(self, index: np.ndarray) -> "State":
         """A new state holding the markets ``index`` (an int array or boolean mask)."""
         return State(**{f.name: getattr(self, f.name)[index].copy() for f in fields(self)})
-
-    def put(self, index: np.ndarray, other: "State") -> None:
-        """Overwrite the markets ``index`` with ``other`` (in place)."""
-        for f in fields(self):
-            getattr(self, f.name)[index] = getattr(other, f.name)
 
     def repeat(self, k: int) -> "State":
         """Each market repeated ``k`` times (market-major), e.g. to roll out k plans per episode."""
