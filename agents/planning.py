@@ -44,8 +44,8 @@ evaluation measures. In a ``hard`` budget scenario the env's projection makes an
 feasible and the oracle, like every policy, never exceeds the budget. In ``soft`` mode
 nothing is projected: the planners then search under the hard projection, and the oracle
 returns the intensities actually applied (:func:`feasible_plan`), which respect the limit in
-both modes. ``best_static`` stays a constant allocation, which soft mode does not scale (issue 5
-scales the reference policies to the limit).
+both modes. ``best_static`` stays a constant allocation; in soft-mode evaluation it is computed
+and played on the scenario scaled to the limit (``agents.evaluation.reference_scenario``).
 """
 
 from __future__ import annotations
