@@ -39,12 +39,21 @@ Departures from the reference form in ``DESIGN.md`` (each for a reason):
 * Orders per buyer use a per-region base rate ``f0`` derived so that the start state reproduces
   the calibrated orders per buyer per quarter (``CALIBRATION.md``):
   ``f0 = orders_per_buyer / (base_orders + attr0)``.
+
+Implementation. The quarter is written once, as loops over markets and regions compiled by
+numba (:func:`_step_kernel`), so one call advances any number of markets without temporaries:
+a batch of one (the single env) pays a few microseconds, a batch of thousands runs at
+memory speed. The Python functions below (:func:`step`, :func:`observe`, :func:`lever_costs`,
+...) allocate the outputs and call the kernels. Parameters reach the kernels packed in two
+arrays (:attr:`Params.packed`); the state's per-region quantities live in one block
+``(n, len(REGIONAL_FIELDS), R)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
+import numba
 import numpy as np
 
 LEVERS: tuple[str, ...] = (
@@ -60,7 +69,6 @@ N_LEVERS = len(LEVERS)
 WAIVER, SHIPPING, GRANTS, WAREHOUSING, CREATORS, ADS, PRIVATE_LABEL = range(N_LEVERS)
 POOL_LEVERS = (GRANTS, WAREHOUSING, CREATORS, ADS)
 SPEND_LEVERS = (WAIVER, SHIPPING, GRANTS, WAREHOUSING, CREATORS, ADS)
-assert SPEND_LEVERS == tuple(range(ADS + 1)) and POOL_LEVERS == tuple(range(GRANTS, ADS + 1))  # sliced below
 
 REGION_FEATURES: tuple[str, ...] = (
     "buyer_penetration",
@@ -83,16 +91,89 @@ GLOBAL_FEATURES: tuple[str, ...] = (
     "next_season",
     "spent_vs_total",
 )
+N_REGION_FEATURES, N_GLOBAL_FEATURES = len(REGION_FEATURES), len(GLOBAL_FEATURES)
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+"""Compiled, cached on disk, IEEE semantics (x/0 gives inf or nan as in numpy, never raises)."""
 
 
-def hill(x: np.ndarray, ec: float | np.ndarray) -> np.ndarray:
-    """Hill saturation with slope 1: ``x / (x + ec)``."""
+@numba.vectorize(["float64(float64, float64)"], cache=True)
+def hill(x, ec):
+    """Hill saturation with slope 1: ``x / (x + ec)`` (a ufunc; also callable in the kernels)."""
     return x / (x + ec)
 
 
-def fee_effect(u: np.ndarray, ec: float) -> np.ndarray:
-    """Concave effect of the commission waiver share ``u``: 0 at 0, 1 at 1."""
+@numba.vectorize(["float64(float64, float64)"], cache=True)
+def fee_effect(u, ec):
+    """Concave effect of the commission waiver share ``u``: ``u (1 + ec) / (u + ec)``, 0 at 0, 1 at 1."""
     return u * (1.0 + ec) / (u + ec)
+
+
+@numba.vectorize(["float64(float64, float64, float64, float64)"], cache=True)
+def _selection(sellers, sellers_half, norm, slope):
+    """Selection index in [0, 1]: ``Hill(S/S_half; 1, n) / Hill(S_pot/S_half; 1, n)``.
+
+    ``norm = 1 / Hill(S_pot/S_half; 1, n)`` (:func:`selection_norm`). With slope ``n > 1`` the
+    curve is S-shaped: below about ``S_half`` sellers a marketplace offers too little choice to
+    pull buyers (critical mass), above it the pull saturates.
+    """
+    x = (sellers / sellers_half) ** slope
+    return x / (1.0 + x) * norm
+
+
+def selection_norm(region: dict, slope: float) -> np.ndarray:
+    """``(1 + x_pot) / x_pot`` with ``x_pot = (S_pot/S_half)^n``: selection is 1 at the seller ceiling."""
+    x_pot = (region["sellers_potential"] / region["sellers_half"]) ** slope
+    return (1.0 + x_pot) / x_pot
+
+
+def selection_index(sellers: np.ndarray, region: dict, slope: float) -> np.ndarray:
+    """The selection index of ``sellers`` (shape ``(..., R)``) in a scenario's regions."""
+    return _selection(sellers, region["sellers_half"], selection_norm(region, slope), slope)
+
+
+# ----------------------------------------------------------------------------- parameters
+# The kernels read scalar coefficients from one vector and per-region ones from one (K, R)
+# array; the names below fix the layout (and the index constants the kernels use).
+_GLOBAL_PARAMS: tuple[tuple[str, str], ...] = (
+    ("attr", "w_selection"), ("attr", "w_shipping"), ("attr", "w_fee"), ("attr", "w_speed"),
+    ("attr", "w_live"), ("attr", "w_private_label"), ("attr", "shipping_ec"), ("attr", "fee_ec"),
+    ("attr", "hill_ec"), ("attr", "selection_slope"),
+    ("buyers", "bass_p"), ("buyers", "bass_q"), ("buyers", "ad_lift"), ("buyers", "churn"),
+    ("buyers", "loyalty"), ("buyers", "share_sensitivity"), ("buyers", "genz_imitation"),
+    ("buyers", "habit_rate"), ("buyers", "habit_loyalty"), ("buyers", "base_orders"), ("buyers", "spill"),
+    ("sellers", "join_rate"), ("sellers", "grant_rate"), ("sellers", "buyer_elasticity"),
+    ("sellers", "reference_penetration"), ("sellers", "commission_drag"), ("sellers", "churn"),
+    ("sellers", "trust_churn"), ("sellers", "suspended_churn"),
+    ("creators", "join_rate"), ("creators", "pool_rate"), ("creators", "churn"),
+    ("creators", "live_rate"), ("creators", "user_boost"),
+    ("platform", "ad_decay"), ("platform", "trust_recovery"), ("platform", "trust_hit"),
+    ("platform", "capacity_depreciation"), ("platform", "capacity_organic"),
+    ("platform", "capex_per_order"), ("platform", "shop_ads_rate"), ("platform", "private_label_margin"),
+    ("", "demand_sigma"), ("", "budget_per_quarter"), ("", "budget_total"), ("", "hard_budget"),
+    ("", "horizon"), ("", "start_quarter"), ("", "target_run_rate"),
+)
+(
+    W_SEL, W_SHIP, W_FEE, W_SPEED, W_LIVE, W_PL, SHIP_EC, FEE_EC, HILL_EC, SEL_SLOPE,
+    BASS_P, BASS_Q, AD_LIFT, B_CHURN, LOYALTY, SHARE_SENS, GENZ_IMIT, HABIT_RATE, HABIT_LOYALTY, BASE_ORDERS, SPILL,
+    S_JOIN, S_GRANT, S_ELASTICITY, S_REF_PEN, S_DRAG, S_CHURN, S_TRUST_CHURN, S_SUSP_CHURN,
+    C_JOIN, C_POOL, C_CHURN, C_LIVE, C_USER_BOOST,
+    AD_DECAY, TRUST_RECOVERY, TRUST_HIT, CAP_DEP, CAP_ORGANIC, CAPEX, SHOP_ADS, PL_MARGIN,
+    SIGMA, BUDGET_Q, BUDGET_TOTAL, HARD, HORIZON, START_Q, TARGET,
+) = range(len(_GLOBAL_PARAMS))
+
+_REGION_PARAMS: tuple[str, ...] = (
+    "users_max", "user_growth", "genz_share", "sellers_potential", "sellers_half",
+    "creators_potential", "creators_half", "aov", "livestream_max", "commission",
+    "shipping_cost", "subsidy_max", "pool_max", "shopping_share", "private_label_max",
+    "private_label_appeal", "suspension_hazard", "suspension_quarters", "suspension_share",
+    "attr0", "order_rate", "share_logit0", "selection_norm",
+)
+(
+    R_USERS_MAX, R_USER_GROWTH, R_GENZ_SHARE, R_S_POT, R_S_HALF, R_C_POT, R_C_HALF, R_AOV, R_L_MAX,
+    R_COMMISSION, R_SHIP_COST, R_SUBSIDY_MAX, R_POOL, R_SHARE0, R_PL_MAX, R_PL_APPEAL,
+    R_HAZARD, R_SUSP_Q, R_SUSP_SHARE, R_ATTR0, R_ORDER_RATE, R_LOGIT0, R_SEL_NORM,
+) = range(len(_REGION_PARAMS))
 
 
 @dataclass(frozen=True)
@@ -101,7 +182,8 @@ class Params:
 
     ``region`` maps each per-region field of the scenario to an array of shape ``(R,)``;
     ``attr``, ``buyers``, ``sellers``, ``creators`` and ``platform`` map coefficient names to
-    floats. Derived quantities (start attractiveness, order rate) are computed once here.
+    floats. Derived quantities (start attractiveness, order rate, selection norm) and the packed
+    arrays the kernels read (``derived["g"]``, ``derived["rg"]``) are computed once here.
     """
 
     region_names: tuple[str, ...]
@@ -126,15 +208,37 @@ class Params:
 
     def __post_init__(self) -> None:
         r, a = self.region, self.attr
-        sel0 = _selection(r["sellers"], r, a["selection_slope"])
+        norm = selection_norm(r, a["selection_slope"])
+        sel0 = _selection(r["sellers"], r["sellers_half"], norm, a["selection_slope"])
         speed0 = np.minimum(1.0, r["capacity_headroom"])
         live0 = r["livestream_affinity"] * r["creators"] / (r["creators"] + r["creators_half"])
         attr0 = a["w_selection"] * sel0 + a["w_speed"] * speed0 + a["w_live"] * live0
+        self.derived.clear()
         self.derived.update(
             attr0=attr0,
             order_rate=r["orders_per_buyer"] / (self.buyers["base_orders"] + attr0),
             share_logit0=np.log(r["shopping_share"] / (1.0 - r["shopping_share"])),
+            selection_norm=norm,
+            selection0=sel0,
         )
+        groups = {"attr": self.attr, "buyers": self.buyers, "sellers": self.sellers, "creators": self.creators, "platform": self.platform}
+        g = [groups[group][name] if group else getattr(self, name) for group, name in _GLOBAL_PARAMS]
+        per_region = {
+            **r,
+            "suspension_hazard": self.suspension_hazard,
+            "suspension_quarters": self.suspension_quarters,
+            "suspension_share": self.suspension_share,
+            **self.derived,
+        }
+        self.derived["g"] = np.array(g, dtype=np.float64)
+        self.derived["rg"] = np.array([np.broadcast_to(per_region[k], (self.n_regions,)) for k in _REGION_PARAMS], dtype=np.float64)
+        self.derived["season"] = np.asarray(self.season, dtype=np.float64)
+
+    @property
+    def packed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(g, rg, season)``: scalar coefficients, per-region coefficients ``(K, R)``, season (4,)."""
+        d = self.derived
+        return d["g"], d["rg"], d["season"]
 
     @property
     def n_regions(self) -> int:
@@ -146,52 +250,53 @@ class Params:
 
     @property
     def obs_dim(self) -> int:
-        return self.n_regions * len(REGION_FEATURES) + len(GLOBAL_FEATURES)
+        return self.n_regions * N_REGION_FEATURES + N_GLOBAL_FEATURES
 
     def season_at(self, t: np.ndarray) -> np.ndarray:
         return self.season[(self.start_quarter + t) % 4]
 
 
-def _selection(sellers: np.ndarray, r: dict, slope: float) -> np.ndarray:
-    """Selection index in [0, 1]: ``Hill(S/S_half; 1, n) / Hill(S_pot/S_half; 1, n)``.
-
-    With slope ``n > 1`` the curve is S-shaped: below about ``S_half`` sellers a marketplace
-    offers too little choice to pull buyers (critical mass), above it the pull saturates.
-    """
-    x = (sellers / r["sellers_half"]) ** slope
-    x_pot = (r["sellers_potential"] / r["sellers_half"]) ** slope
-    return x / (1.0 + x) * (1.0 + x_pot) / x_pot
+# ----------------------------------------------------------------------------- state
+REGIONAL_FIELDS: tuple[str, ...] = (
+    "users",
+    "buyers_genz",
+    "buyers_older",
+    "habit",
+    "sellers",
+    "creators",
+    "capacity",
+    "livestream",
+    "trust",
+    "adstock",
+    "orders",
+    "gmv_3p",
+    "gmv_region",
+    "suspended",
+    "selection",
+    "share",
+)
+(
+    F_USERS, F_BUYERS_GENZ, F_BUYERS_OLDER, F_HABIT, F_SELLERS, F_CREATORS, F_CAPACITY, F_LIVESTREAM, F_TRUST,
+    F_ADSTOCK, F_ORDERS, F_GMV_3P, F_GMV_REGION, F_SUSPENDED, F_SELECTION, F_SHARE,
+) = range(len(REGIONAL_FIELDS))
 
 
 @dataclass
 class State:
-    """State of ``n`` markets. Per-region arrays have shape ``(n, R)``.
+    """State of ``n`` markets; every array has a leading ``n``.
 
-    users U (M), buyers by cohort (M; Gen Z and older), Gen Z habit stock in [0, 1],
-    sellers S (k), creators C (k), capacity K (M orders/quarter), livestream affinity L,
-    seller trust T, ad stock A ($B), last quarter's served orders O (M) and third-party GMV
-    G ($B), quarters of suspension left X, the selection index of S and last quarter's
-    shopping-start share (kept so they are computed once a quarter); per market: quarter index t, budget remaining and
-    spent so far ($B); and the episode's pre-drawn random numbers (``shock_z``, ``suspend_u``,
-    shape ``(n, horizon, R)``).
+    ``regional`` ``(n, len(REGIONAL_FIELDS), R)`` holds, per region: users U (M), buyers by
+    cohort (M; Gen Z and older), Gen Z habit stock in [0, 1], sellers S (k), creators C (k),
+    capacity K (M orders/quarter), livestream affinity L, seller trust T, ad stock A ($B), last
+    quarter's served orders O (M) and third-party GMV G ($B), last quarter's GMV by region ($B),
+    quarters of suspension left X, the selection index of S and last quarter's shopping-start
+    share (kept so they are computed once a quarter). Each is also an attribute (``state.sellers``,
+    shape ``(n, R)``, a view: assigning to it writes into ``regional``). Per market: quarter
+    index ``t``, budget remaining and spent so far ($B); and the episode's pre-drawn random
+    numbers (``shock_z``, ``suspend_u``, shape ``(n, horizon, R)``).
     """
 
-    users: np.ndarray
-    buyers_genz: np.ndarray
-    buyers_older: np.ndarray
-    habit: np.ndarray
-    sellers: np.ndarray
-    creators: np.ndarray
-    capacity: np.ndarray
-    livestream: np.ndarray
-    trust: np.ndarray
-    adstock: np.ndarray
-    orders: np.ndarray
-    gmv_3p: np.ndarray
-    gmv_region: np.ndarray
-    suspended: np.ndarray
-    selection: np.ndarray
-    share: np.ndarray
+    regional: np.ndarray
     t: np.ndarray
     budget_remaining: np.ndarray
     spent: np.ndarray
@@ -218,15 +323,18 @@ class State:
         return State(**{f.name: np.repeat(getattr(self, f.name), k, axis=0) for f in fields(self)})
 
 
-def draw_exogenous(params: Params, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One episode's random numbers from one generator: demand shocks and suspension draws.
+def _regional_property(k: int, name: str) -> property:
+    def get(self: State) -> np.ndarray:
+        return self.regional[:, k]
 
-    Always the same count and order of draws (``3 * horizon * R`` uniforms in one call),
-    whatever the scenario's noise level, so that a seed means the same future in stochastic and
-    deterministic variants. Standard normals come from the Box-Muller transform.
-    """
-    u = rng.random((3, params.horizon, params.n_regions))
-    return _box_muller(u[0], u[1]), u[2]
+    def set(self: State, value: np.ndarray) -> None:
+        self.regional[:, k] = value
+
+    return property(get, set, doc=f"``{name}`` of every market and region, shape ``(n, R)`` (a view of ``regional``).")
+
+
+for _k, _name in enumerate(REGIONAL_FIELDS):
+    setattr(State, _name, _regional_property(_k, _name))
 
 
 def _box_muller(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
@@ -234,42 +342,45 @@ def _box_muller(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
 
 
 def init_state(params: Params, rngs: list[np.random.Generator]) -> State:
-    """Start state of ``len(rngs)`` markets (the calibrated 2023Q1 start), one generator each."""
+    """Start state of ``len(rngs)`` markets (the calibrated 2023Q1 start), one generator each.
+
+    Each market's generator gives one episode's random numbers in one call, always the same
+    count and order (``3 * horizon * R`` uniforms) whatever the scenario's noise level, so that a
+    seed means the same future in stochastic and deterministic variants: demand shocks (standard
+    normals by the Box-Muller transform of the first two thirds) and suspension draws.
+    """
     n, R = len(rngs), params.n_regions
     r = params.region
-    # The draws of draw_exogenous, written in place (one generator call per market).
     u = np.empty((n, 3, params.horizon, R))
     for i, g in enumerate(rngs):
         g.random(out=u[i])
     shock_z = _box_muller(u[:, 0], u[:, 1])
     suspend_u = u[:, 2].copy()
 
-    def full(v: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(np.asarray(v, dtype=np.float64), (n, R)).copy()
-
-    buyers = full(r["buyers"])
     # The start state describes the quarter before the first step (its orders and GMV carry
     # that quarter's season), so run rates and cover ratios are consistent from step 0.
     season_prev = params.season[(params.start_quarter - 1) % 4]
     season0 = params.season[params.start_quarter]
-    orders0 = buyers * r["orders_per_buyer"] * season_prev
+    orders0 = r["buyers"] * r["orders_per_buyer"] * season_prev
+    start = np.empty((len(REGIONAL_FIELDS), R))
+    start[F_USERS] = r["users"]
+    start[F_BUYERS_GENZ] = r["buyers"] * r["genz_buyer_share"]
+    start[F_BUYERS_OLDER] = r["buyers"] * (1.0 - r["genz_buyer_share"])
+    start[F_HABIT] = 0.0
+    start[F_SELLERS] = r["sellers"]
+    start[F_CREATORS] = r["creators"]
+    start[F_CAPACITY] = orders0 / season_prev * season0 * r["capacity_headroom"]
+    start[F_LIVESTREAM] = r["livestream_affinity"]
+    start[F_TRUST] = 1.0
+    start[F_ADSTOCK] = 0.0
+    start[F_ORDERS] = orders0
+    start[F_GMV_3P] = orders0 * r["aov"] / 1000.0
+    start[F_GMV_REGION] = orders0 * r["aov"] / 1000.0
+    start[F_SUSPENDED] = 0.0
+    start[F_SELECTION] = params.derived["selection0"]
+    start[F_SHARE] = r["shopping_share"]
     return State(
-        users=full(r["users"]),
-        buyers_genz=buyers * r["genz_buyer_share"],
-        buyers_older=buyers * (1.0 - r["genz_buyer_share"]),
-        habit=np.zeros((n, R)),
-        sellers=full(r["sellers"]),
-        creators=full(r["creators"]),
-        capacity=orders0 / season_prev * season0 * r["capacity_headroom"],
-        livestream=full(r["livestream_affinity"]),
-        trust=np.ones((n, R)),
-        adstock=np.zeros((n, R)),
-        orders=orders0,
-        gmv_3p=orders0 * r["aov"] / 1000.0,
-        gmv_region=orders0 * r["aov"] / 1000.0,
-        suspended=np.zeros((n, R)),
-        selection=full(_selection(r["sellers"], r, params.attr["selection_slope"])),
-        share=full(r["shopping_share"]),
+        regional=np.broadcast_to(start, (n, *start.shape)).copy(),
         t=np.zeros(n, dtype=np.int64),
         budget_remaining=np.full(n, params.budget_total),
         spent=np.zeros(n),
@@ -278,6 +389,258 @@ def init_state(params: Params, rngs: list[np.random.Generator]) -> State:
     )
 
 
+
+@_jit
+def _hill_s(x, ec):
+    return x / (x + ec)
+
+
+@_jit
+def _fee_s(u, ec):
+    return u * (1.0 + ec) / (u + ec)
+
+
+@_jit
+def _sel_s(sellers, sellers_half, norm, slope):
+    x = (sellers / sellers_half) ** slope
+    return x / (1.0 + x) * norm
+
+
+# ----------------------------------------------------------------------------- kernels
+@_jit
+def _season(season, g, t):
+    """Season multiplier of quarter index ``t`` (``t = -1`` is the quarter before the start)."""
+    return season[(int(g[START_Q]) + t + 4) % 4]
+
+
+@_jit
+def _cap(g, remaining):
+    """This quarter's spending cap in $B: ``min(per_quarter, budget_remaining)``."""
+    return min(g[BUDGET_Q], remaining)
+
+
+@_jit
+def _lever_costs_one(rg, reg, season, u, cost):
+    """Costs ``(R, L)`` of intensities ``u`` ``(R, L)`` for one market; returns their total."""
+    total = 0.0
+    for j in range(u.shape[0]):
+        cost[j, WAIVER] = u[j, WAIVER] * (rg[R_COMMISSION, j] * reg[F_GMV_3P, j] * season)
+        cost[j, SHIPPING] = u[j, SHIPPING] * (rg[R_SUBSIDY_MAX, j] / 1000.0 * reg[F_ORDERS, j] * season)
+        for lever in range(GRANTS, ADS + 1):
+            cost[j, lever] = u[j, lever] * rg[R_POOL, j]
+        cost[j, PRIVATE_LABEL] = 0.0
+        for lever in range(N_LEVERS):
+            total += cost[j, lever]
+    return total
+
+
+@_jit
+def _lever_costs_kernel(g, rg, season, regional, t, u, cost):
+    for i in range(u.shape[0]):
+        _lever_costs_one(rg, regional[i], _season(season, g, t[i]), u[i], cost[i])
+
+
+@_jit
+def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u_in,
+                 new, new_remaining, new_spent, u_out, cost, gmv, gmv_region, run_rate, total_cost, cap_out, revenue, share_out, attr_out,
+                 new_buyers, new_sellers):
+    n, R = u_in.shape[0], u_in.shape[1]
+    horizon = int(g[HORIZON])
+    sigma = g[SIGMA]
+    for i in range(n):
+        s = regional[i]
+        out = new[i]
+        se = _season(season, g, t[i])
+        tc = min(t[i], horizon - 1)
+        cap = _cap(g, remaining[i])
+        cap_out[i] = cap
+        # costs, known before the quarter, and the exact hard-budget projection
+        for j in range(R):
+            for lever in range(N_LEVERS):
+                u_out[i, j, lever] = u_in[i, j, lever]
+        total = _lever_costs_one(rg, s, se, u_out[i], cost[i])
+        if g[HARD] > 0.0 and total > cap:
+            k = cap / max(total, 1e-300)
+            total = 0.0
+            for j in range(R):
+                for lever in range(WAIVER, ADS + 1):  # the spend levers; private label costs nothing
+                    u_out[i, j, lever] *= k
+                    cost[i, j, lever] *= k
+                    total += cost[i, j, lever]
+        total_cost[i] = total
+        spent_i = spent[i] + total
+
+        gmv_i = 0.0
+        revenue_i = 0.0
+        for j in range(R):
+            # Suspension: the share of demand that is dark this quarter. Incentives paid into
+            # the dark share buy nothing (the shop is closed there), but they are still paid for.
+            dark = rg[R_SUSP_SHARE, j] if s[F_SUSPENDED, j] > 0.0 else 0.0
+            live_share = 1.0 - dark
+            u_waive = u_out[i, j, WAIVER] * live_share
+            u_ship = u_out[i, j, SHIPPING] * live_share
+            u_grant = u_out[i, j, GRANTS] * live_share
+            u_wh = u_out[i, j, WAREHOUSING] * live_share
+            u_cre = u_out[i, j, CREATORS] * live_share
+            u_ads = u_out[i, j, ADS] * live_share
+            u_pl = u_out[i, j, PRIVATE_LABEL] * live_share
+            pool = rg[R_POOL, j]
+            rho = u_pl * rg[R_PL_MAX, j]
+            appeal = rg[R_PL_APPEAL, j]
+            users, bg, bo = s[F_USERS, j], s[F_BUYERS_GENZ, j], s[F_BUYERS_OLDER, j]
+            sellers, creators, capacity = s[F_SELLERS, j], s[F_CREATORS, j], s[F_CAPACITY, j]
+            livestream, trust = s[F_LIVESTREAM, j], s[F_TRUST, j]
+            c_half = rg[R_C_HALF, j]
+
+            # 1. attractiveness
+            sel = s[F_SELECTION, j]
+            ship = _hill_s(u_ship * rg[R_SUBSIDY_MAX, j] / rg[R_SHIP_COST, j], g[SHIP_EC])
+            speed = min(1.0, capacity / max(s[F_ORDERS, j] * se, 1e-9))
+            live = livestream * creators / (creators + c_half)
+            fee = _fee_s(u_waive, g[FEE_EC])
+            attr = (
+                g[W_SEL] * sel
+                + sel * (g[W_SHIP] * ship + g[W_FEE] * fee)
+                + g[W_SPEED] * speed
+                + g[W_LIVE] * live
+                - g[W_PL] * rho * (1.0 - appeal)
+            )
+            attr = max(attr, 0.0)
+
+            # 2. ad stock and reach
+            adstock = u_ads * pool + g[AD_DECAY] * s[F_ADSTOCK, j]
+            reach = _hill_s(adstock / max(pool, 1e-12), g[HILL_EC])
+
+            # 3. shopping-start share
+            share = 1.0 / (1.0 + np.exp(-(rg[R_LOGIT0, j] + g[SHARE_SENS] * (attr - rg[R_ATTR0, j]))))
+
+            # 4. buyers (two cohorts)
+            innovation = g[BASS_P] * (1.0 + g[AD_LIFT] * reach) * (share / rg[R_SHARE0, j])
+            churn_base = g[B_CHURN] * max(0.0, 1.0 - g[LOYALTY] * attr)
+            users_genz = users * rg[R_GENZ_SHARE, j]
+            users_older = users - users_genz
+            penetration = (bg + bo) / users
+            new_genz = (innovation + g[GENZ_IMIT] * g[BASS_Q] * attr * penetration) * max(users_genz - bg, 0.0)
+            new_older = (innovation + g[BASS_Q] * attr * penetration) * max(users_older - bo, 0.0)
+            new_genz *= live_share
+            new_older *= live_share
+            churn_genz = churn_base * (1.0 - g[HABIT_LOYALTY] * s[F_HABIT, j])
+            bg_next = min(bg * (1.0 - churn_genz) + new_genz, users_genz)
+            bo_next = min(bo * (1.0 - churn_base) + new_older, users_older)
+            habit = s[F_HABIT, j] + g[HABIT_RATE] * (min(attr, 1.0) - s[F_HABIT, j])
+
+            # 5. orders and capacity
+            shock = np.exp(sigma * shock_z[i, tc, j] - 0.5 * sigma * sigma)
+            demand = (bg_next + bo_next) * rg[R_ORDER_RATE, j] * (g[BASE_ORDERS] + attr) * se * shock * live_share
+            served = min(demand, capacity) + g[SPILL] * max(demand - capacity, 0.0)
+
+            # 6. GMV and revenue
+            gmv_3p = served * rg[R_AOV, j] * (1.0 - rho) / 1000.0
+            gmv_pl = served * rg[R_AOV, j] * rho * appeal / 1000.0
+            gmv_j = gmv_3p + gmv_pl
+            gmv_i += gmv_j
+            take = rg[R_COMMISSION, j] * (1.0 - u_waive)
+            revenue_i += take * gmv_3p + g[PL_MARGIN] * gmv_pl
+
+            # 7. sellers
+            buyer_pull = ((bg_next + bo_next) / users / g[S_REF_PEN]) ** g[S_ELASTICITY]
+            join = (g[S_JOIN] * buyer_pull + g[S_GRANT] * _hill_s(u_grant, g[HILL_EC])) * max(0.0, 1.0 - g[S_DRAG] * take)
+            seller_churn = g[S_CHURN] * (1.0 + g[S_TRUST_CHURN] * (1.0 - trust)) + g[S_SUSP_CHURN] * dark
+            joined = join * (rg[R_S_POT, j] - sellers) * live_share
+            sellers_next = sellers * (1.0 - min(seller_churn, 1.0)) + joined
+            sellers_next = min(max(sellers_next, 1e-6), rg[R_S_POT, j])
+
+            # 8. creators
+            affinity = livestream / max(rg[R_L_MAX, j], 1e-9)
+            c_join = (g[C_JOIN] + g[C_POOL] * _hill_s(u_cre, g[HILL_EC])) * (0.25 + 0.75 * affinity)
+            creators_next = creators * (1.0 - g[C_CHURN]) + c_join * (rg[R_C_POT, j] - creators)
+            creators_next = min(max(creators_next, 1e-6), rg[R_C_POT, j])
+
+            # 9. livestream affinity
+            activity = creators / (creators + c_half)
+            livestream_next = livestream + g[C_LIVE] * activity * (rg[R_L_MAX, j] - livestream)
+
+            # 10. trust
+            trust_next = min(max(trust + g[TRUST_RECOVERY] * (1.0 - trust) - g[TRUST_HIT] * u_pl, 0.0), 1.0)
+
+            # 11. capacity (capex adds capacity from next quarter)
+            capacity_next = (
+                capacity * (1.0 - g[CAP_DEP]) + g[CAP_ORGANIC] * served + u_wh * pool * 1000.0 / g[CAPEX]
+            )
+
+            # 12. users
+            user_rate = g[C_USER_BOOST] * creators / (creators + c_half)
+            users_next = users + rg[R_USER_GROWTH, j] * (1.0 + user_rate) * users * (1.0 - users / rg[R_USERS_MAX, j])
+            users_next = min(users_next, rg[R_USERS_MAX, j])
+
+            # 13. suspensions for the next quarter
+            if s[F_SUSPENDED, j] > 0.0:
+                suspended = s[F_SUSPENDED, j] - 1.0
+            elif suspend_u[i, tc, j] < rg[R_HAZARD, j]:
+                suspended = rg[R_SUSP_Q, j]
+            else:
+                suspended = 0.0
+
+            out[F_USERS, j] = users_next
+            out[F_BUYERS_GENZ, j] = bg_next
+            out[F_BUYERS_OLDER, j] = bo_next
+            out[F_HABIT, j] = habit
+            out[F_SELLERS, j] = sellers_next
+            out[F_CREATORS, j] = creators_next
+            out[F_CAPACITY, j] = capacity_next
+            out[F_LIVESTREAM, j] = livestream_next
+            out[F_TRUST, j] = trust_next
+            out[F_ADSTOCK, j] = adstock
+            out[F_ORDERS, j] = served
+            out[F_GMV_3P, j] = gmv_3p
+            out[F_GMV_REGION, j] = gmv_j
+            out[F_SUSPENDED, j] = suspended
+            out[F_SELECTION, j] = _sel_s(sellers_next, rg[R_S_HALF, j], rg[R_SEL_NORM, j], g[SEL_SLOPE])
+            out[F_SHARE, j] = share
+            gmv_region[i, j] = gmv_j
+            share_out[i, j] = share
+            attr_out[i, j] = attr
+            new_buyers[i, j] = new_genz + new_older
+            new_sellers[i, j] = joined
+
+        gmv[i] = gmv_i
+        revenue[i] = revenue_i + g[SHOP_ADS] * gmv_i
+        run_rate[i] = 4.0 * gmv_i / se
+        new_spent[i] = spent_i
+        new_remaining[i] = max(g[BUDGET_TOTAL] - spent_i, 0.0)
+
+
+@_jit
+def _observe_kernel(g, rg, season, regional, t, remaining, spent, obs):
+    n, R = regional.shape[0], regional.shape[2]
+    horizon, budget_q, budget_total = g[HORIZON], g[BUDGET_Q], g[BUDGET_TOTAL]
+    for i in range(n):
+        s = regional[i]
+        se = _season(season, g, t[i])
+        se_prev = _season(season, g, t[i] - 1)
+        for j in range(R):
+            f = obs[i, j * N_REGION_FEATURES : (j + 1) * N_REGION_FEATURES]
+            f[0] = (s[F_BUYERS_GENZ, j] + s[F_BUYERS_OLDER, j]) / s[F_USERS, j]
+            f[1] = s[F_SELECTION, j]
+            f[2] = s[F_CREATORS, j] / (s[F_CREATORS, j] + rg[R_C_HALF, j])
+            f[3] = s[F_USERS, j] / rg[R_USERS_MAX, j]
+            f[4] = min(1.0, 0.5 * s[F_CAPACITY, j] / max(s[F_ORDERS, j] * se, 1e-9))
+            f[5] = s[F_LIVESTREAM, j] / max(rg[R_L_MAX, j], 1e-9)
+            f[6] = s[F_TRUST, j]
+            f[7] = _hill_s(s[F_ADSTOCK, j] / max(rg[R_POOL, j], 1e-12), g[HILL_EC])
+            f[8] = s[F_SHARE, j]
+            f[9] = s[F_HABIT, j]
+            f[10] = s[F_SUSPENDED, j] / rg[R_SUSP_Q, j]
+            f[11] = min(4.0 / g[TARGET] * s[F_GMV_REGION, j] / se_prev, 2.0)
+        o = R * N_REGION_FEATURES
+        obs[i, o + 0] = 1.0 - t[i] / horizon
+        obs[i, o + 1] = remaining[i] / budget_total
+        obs[i, o + 2] = _cap(g, remaining[i]) / budget_q
+        obs[i, o + 3] = se - 1.0
+        obs[i, o + 4] = min(spent[i] / budget_total, 2.0)
+
+
+# ----------------------------------------------------------------------------- Python face
 def lever_costs(params: Params, state: State, intensity: np.ndarray) -> np.ndarray:
     """Cost of each lever this quarter in $B, shape ``(n, R, L)``, known before the quarter.
 
@@ -286,40 +649,15 @@ def lever_costs(params: Params, state: State, intensity: np.ndarray) -> np.ndarr
     quarter's orders); pool levers: ``u * pool_max``; ``private_label``: 0 (paid in GMV and trust).
     Linear in the intensities, so a budget can be enforced exactly by scaling.
     """
-    r = params.region
-    season = params.season_at(state.t)[:, None]
-    cost = np.empty_like(intensity)
-    cost[..., WAIVER] = intensity[..., WAIVER] * (r["commission"] * state.gmv_3p * season)
-    cost[..., SHIPPING] = intensity[..., SHIPPING] * (r["subsidy_max"] / 1000.0 * state.orders * season)
-    np.multiply(intensity[..., GRANTS : ADS + 1], r["pool_max"][:, None], out=cost[..., GRANTS : ADS + 1])
-    cost[..., PRIVATE_LABEL] = 0.0
+    u = np.ascontiguousarray(intensity, dtype=np.float64)
+    cost = np.empty_like(u)
+    _lever_costs_kernel(*params.packed, state.regional, state.t, u, cost)
     return cost
 
 
 def quarter_cap(params: Params, state: State) -> np.ndarray:
     """This quarter's spending cap in $B: ``min(per_quarter, budget_remaining)``."""
     return np.minimum(params.budget_per_quarter, state.budget_remaining)
-
-
-def project_budget(params: Params, state: State, intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hard-budget projection: scale all spend levers by ``k = min(1, cap / cost)``.
-
-    Returns the (possibly scaled) intensities and their costs, shape ``(n, R, L)``. In soft
-    mode nothing is scaled. The private-label push costs nothing and is never scaled.
-    """
-    cost = lever_costs(params, state, intensity)
-    if not params.hard_budget:
-        return intensity, cost
-    total = cost.sum(axis=(1, 2))
-    cap = quarter_cap(params, state)
-    over = total > cap
-    if not over.any():
-        return intensity, cost
-    k = np.where(over, cap / np.maximum(total, 1e-300), 1.0)[:, None, None]
-    scaled = intensity.copy()
-    scaled[..., WAIVER : ADS + 1] *= k  # the spend levers; private label costs nothing
-    cost *= k
-    return scaled, cost
 
 
 def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, dict]:
@@ -330,6 +668,11 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     de-seasonalised), ``cost`` ($B), ``cost_lever`` (n, R, L), ``cost_limit`` (the quarter's cap
     before spending), ``revenue`` ($B), ``intensity`` (after any projection), ``share`` (n, R),
     ``attractiveness``, ``new_buyers`` (M) and ``new_sellers`` (k) (gross acquisitions, (n, R)).
+
+    Before the quarter: costs (:func:`lever_costs`) against the cap
+    ``min(per_quarter, budget_remaining)``; in hard budget mode, when they exceed it, every spend
+    lever is scaled by ``k = cap / cost`` so that the cost equals the cap exactly (private label
+    costs nothing and is never scaled). Soft mode scales nothing.
 
     One quarter, in order (the numbered steps of DESIGN.md):
 
@@ -359,167 +702,39 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
         decision; the demand shock of step 5 is log-normal with mean 1. While a share of a
         region is suspended, the incentives paid into that share have no effect.
     """
-    p, r, a, b, sp, cr, pf = params, params.region, params.attr, params.buyers, params.sellers, params.creators, params.platform
-    d = params.derived
+    u = np.ascontiguousarray(intensity, dtype=np.float64)
+    n, R = state.n, params.n_regions
+    if u.shape != (n, R, N_LEVERS):
+        raise ValueError(f"intensity has shape {u.shape}; expected {(n, R, N_LEVERS)}")
     s = state
-    n = s.n
-    t = np.minimum(s.t, params.horizon - 1)
-    t0 = int(t[0])
-    same_t = bool((t == t0).all())  # markets of one batch share the quarter: slice, don't gather
-    season = params.season_at(s.t)[:, None]
-
-    cap = quarter_cap(params, s)
-    u, cost = project_budget(params, s, intensity)
-    # Suspension: the share of demand that is dark this quarter. Incentives paid into the dark
-    # share buy nothing (the shop is closed there), but they are still paid for.
-    dark = np.where(s.suspended > 0, p.suspension_share, 0.0)
-    live_share = 1.0 - dark
-    u_eff = u * live_share[..., None]
-    u_waive, u_ship, u_grant = u_eff[..., WAIVER], u_eff[..., SHIPPING], u_eff[..., GRANTS]
-    u_wh, u_cre, u_ads, u_pl = u_eff[..., WAREHOUSING], u_eff[..., CREATORS], u_eff[..., ADS], u_eff[..., PRIVATE_LABEL]
-    pool = r["pool_max"]
-    rho = u_pl * r["private_label_max"]
-    appeal = r["private_label_appeal"]
-
-    # 1. attractiveness
-    sel = s.selection
-    ship = hill(u_ship * r["subsidy_max"] / r["shipping_cost"], a["shipping_ec"])
-    speed = np.minimum(1.0, s.capacity / np.maximum(s.orders * season, 1e-9))
-    live = s.livestream * s.creators / (s.creators + r["creators_half"])
-    fee = fee_effect(u_waive, a["fee_ec"])
-    attr = (
-        a["w_selection"] * sel
-        + sel * (a["w_shipping"] * ship + a["w_fee"] * fee)
-        + a["w_speed"] * speed
-        + a["w_live"] * live
-        - a["w_private_label"] * rho * (1.0 - appeal)
-    )
-    attr = np.maximum(attr, 0.0)
-
-    # 2. ad stock and reach
-    spend_ads = u_ads * pool
-    adstock = spend_ads + pf["ad_decay"] * s.adstock
-    reach = hill(adstock / np.maximum(pool, 1e-12), a["hill_ec"])
-
-    # 3. shopping-start share
-    share = 1.0 / (1.0 + np.exp(-(d["share_logit0"] + b["share_sensitivity"] * (attr - d["attr0"]))))
-    share_rel = share / r["shopping_share"]
-
-    # 4. buyers (two cohorts)
-    innovation = b["bass_p"] * (1.0 + b["ad_lift"] * reach) * share_rel
-    churn_base = b["churn"] * np.maximum(0.0, 1.0 - b["loyalty"] * attr)
-    users_genz = s.users * r["genz_share"]
-    users_older = s.users - users_genz
-    buyers_total = s.buyers
-    penetration = buyers_total / s.users
-    new_genz = (innovation + b["genz_imitation"] * b["bass_q"] * attr * penetration) * np.maximum(users_genz - s.buyers_genz, 0.0)
-    new_older = (innovation + b["bass_q"] * attr * penetration) * np.maximum(users_older - s.buyers_older, 0.0)
-    new_genz *= live_share
-    new_older *= live_share
-    churn_genz = churn_base * (1.0 - b["habit_loyalty"] * s.habit)
-    buyers_genz = np.minimum(s.buyers_genz * (1.0 - churn_genz) + new_genz, users_genz)
-    buyers_older = np.minimum(s.buyers_older * (1.0 - churn_base) + new_older, users_older)
-    habit = s.habit + b["habit_rate"] * (np.minimum(attr, 1.0) - s.habit)
-
-    # 5. orders and capacity
-    z = s.shock_z[:, t0] if same_t else s.shock_z[np.arange(n), t]
-    shock = np.exp(p.demand_sigma * z - 0.5 * p.demand_sigma**2)
-    demand = (buyers_genz + buyers_older) * d["order_rate"] * (b["base_orders"] + attr) * season * shock * live_share
-    served = np.minimum(demand, s.capacity) + b["spill"] * np.maximum(demand - s.capacity, 0.0)
-
-    # 6. GMV and revenue
-    gmv_3p = served * r["aov"] * (1.0 - rho) / 1000.0
-    gmv_pl = served * r["aov"] * rho * appeal / 1000.0
-    gmv_region = gmv_3p + gmv_pl
-    gmv = gmv_region.sum(axis=1)
-    revenue = (
-        (r["commission"] * (1.0 - u_waive) * gmv_3p).sum(axis=1)
-        + pf["shop_ads_rate"] * gmv
-        + (pf["private_label_margin"] * gmv_pl).sum(axis=1)
-    )
-
-    # 7. sellers
-    buyer_pull = ((buyers_genz + buyers_older) / s.users / sp["reference_penetration"]) ** sp["buyer_elasticity"]
-    take = r["commission"] * (1.0 - u_waive)
-    join = (sp["join_rate"] * buyer_pull + sp["grant_rate"] * hill(u_grant, a["hill_ec"])) * np.maximum(
-        0.0, 1.0 - sp["commission_drag"] * take
-    )
-    seller_churn = sp["churn"] * (1.0 + sp["trust_churn"] * (1.0 - s.trust)) + sp["suspended_churn"] * dark
-    new_sellers = join * (r["sellers_potential"] - s.sellers) * live_share
-    sellers = s.sellers * (1.0 - np.minimum(seller_churn, 1.0)) + new_sellers
-    sellers = np.clip(sellers, 1e-6, r["sellers_potential"])
-
-    # 8. creators
-    affinity = s.livestream / np.maximum(r["livestream_max"], 1e-9)
-    c_join = (cr["join_rate"] + cr["pool_rate"] * hill(u_cre, a["hill_ec"])) * (0.25 + 0.75 * affinity)
-    creators = s.creators * (1.0 - cr["churn"]) + c_join * (r["creators_potential"] - s.creators)
-    creators = np.clip(creators, 1e-6, r["creators_potential"])
-
-    # 9. livestream affinity
-    activity = s.creators / (s.creators + r["creators_half"])
-    livestream = s.livestream + cr["live_rate"] * activity * (r["livestream_max"] - s.livestream)
-
-    # 10. trust
-    trust = np.clip(s.trust + pf["trust_recovery"] * (1.0 - s.trust) - pf["trust_hit"] * u_pl, 0.0, 1.0)
-
-    # 11. capacity (capex adds capacity from next quarter)
-    capacity = (
-        s.capacity * (1.0 - pf["capacity_depreciation"])
-        + pf["capacity_organic"] * served
-        + u_wh * pool * 1000.0 / pf["capex_per_order"]
-    )
-
-    # 12. users
-    user_rate = cr["user_boost"] * s.creators / (s.creators + r["creators_half"])
-    users = s.users + r["user_growth"] * (1.0 + user_rate) * s.users * (1.0 - s.users / r["users_max"])
-    users = np.minimum(users, r["users_max"])
-
-    # 13. suspensions for the next quarter
-    draw = s.suspend_u[:, t0] if same_t else s.suspend_u[np.arange(n), t]
-    starts = (s.suspended <= 0) & (draw < p.suspension_hazard)
-    suspended = np.where(s.suspended > 0, s.suspended - 1.0, np.where(starts, p.suspension_quarters, 0.0))
-
-    total_cost = cost.sum(axis=(1, 2))
-    spent = s.spent + total_cost
-    remaining = np.maximum(params.budget_total - spent, 0.0)
-
     new = State(
-        users=users,
-        buyers_genz=buyers_genz,
-        buyers_older=buyers_older,
-        habit=habit,
-        sellers=sellers,
-        creators=creators,
-        capacity=capacity,
-        livestream=livestream,
-        trust=trust,
-        adstock=adstock,
-        orders=served,
-        gmv_3p=gmv_3p,
-        gmv_region=gmv_region,
-        suspended=suspended,
-        selection=_selection(sellers, r, a["selection_slope"]),
-        share=share,
+        regional=np.empty_like(s.regional),
         t=s.t + 1,
-        budget_remaining=remaining,
-        spent=spent,
+        budget_remaining=np.empty(n),
+        spent=np.empty(n),
         shock_z=s.shock_z,
         suspend_u=s.suspend_u,
     )
     out = {
-        "gmv": gmv,
-        "gmv_region": gmv_region,
-        "run_rate": 4.0 * gmv / season[:, 0],
-        "cost": total_cost,
-        "cost_lever": cost,
-        "cost_limit": cap,
-        "revenue": revenue,
-        "intensity": u,
-        "share": share,
-        "attractiveness": attr,
-        "new_buyers": new_genz + new_older,
-        "new_sellers": new_sellers,
+        "gmv": np.empty(n),
+        "gmv_region": np.empty((n, R)),
+        "run_rate": np.empty(n),
+        "cost": np.empty(n),
+        "cost_lever": np.empty((n, R, N_LEVERS)),
+        "cost_limit": np.empty(n),
+        "revenue": np.empty(n),
+        "intensity": np.empty((n, R, N_LEVERS)),
+        "share": np.empty((n, R)),
+        "attractiveness": np.empty((n, R)),
+        "new_buyers": np.empty((n, R)),
+        "new_sellers": np.empty((n, R)),
     }
+    _step_kernel(
+        *params.packed, s.regional, s.t, s.budget_remaining, s.spent, s.shock_z, s.suspend_u, u,
+        new.regional, new.budget_remaining, new.spent, out["intensity"], out["cost_lever"], out["gmv"],
+        out["gmv_region"], out["run_rate"], out["cost"], out["cost_limit"], out["revenue"], out["share"],
+        out["attractiveness"], out["new_buyers"], out["new_sellers"],
+    )
     return new, out
 
 
@@ -534,29 +749,8 @@ def observe(params: Params, state: State) -> np.ndarray:
     per-quarter cap, next quarter's season - 1, spent / total (can exceed 1 in soft mode, clipped
     at 2).
     """
-    r, a, n, R = params.region, params.attr, state.n, params.n_regions
-    season = params.season_at(state.t)[:, None]
-    obs = np.empty((n, R * len(REGION_FEATURES) + len(GLOBAL_FEATURES)), dtype=np.float32)
-    reg = obs[:, : R * len(REGION_FEATURES)].reshape(n, R, len(REGION_FEATURES))
-    reg[..., 0] = state.buyers_genz + state.buyers_older
-    reg[..., 0] /= state.users
-    reg[..., 1] = state.selection
-    reg[..., 2] = state.creators / (state.creators + r["creators_half"])
-    reg[..., 3] = state.users / r["users_max"]
-    reg[..., 4] = np.minimum(1.0, 0.5 * state.capacity / np.maximum(state.orders * season, 1e-9))
-    reg[..., 5] = state.livestream / np.maximum(r["livestream_max"], 1e-9)
-    reg[..., 6] = state.trust
-    reg[..., 7] = hill(state.adstock / np.maximum(r["pool_max"], 1e-12), a["hill_ec"])
-    reg[..., 8] = state.share
-    reg[..., 9] = state.habit
-    reg[..., 10] = state.suspended / params.suspension_quarters
-    reg[..., 11] = np.minimum(4.0 / params.target_run_rate * state.gmv_region / params.season_at(state.t - 1)[:, None], 2.0)
-    g = obs[:, R * len(REGION_FEATURES):]
-    g[:, 0] = 1.0 - state.t / params.horizon
-    g[:, 1] = state.budget_remaining / params.budget_total
-    g[:, 2] = quarter_cap(params, state) / params.budget_per_quarter
-    g[:, 3] = params.season_at(state.t) - 1.0
-    g[:, 4] = np.minimum(state.spent / params.budget_total, 2.0)
+    obs = np.empty((state.n, params.obs_dim), dtype=np.float32)
+    _observe_kernel(*params.packed, state.regional, state.t, state.budget_remaining, state.spent, obs)
     return obs
 
 

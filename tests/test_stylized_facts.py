@@ -126,7 +126,7 @@ def test_fact06_flywheel_seller_pull_stronger_than_buyer_pull():
 
     more_sellers = s0.copy()
     more_sellers.sellers = s0.sellers * 1.01
-    more_sellers.selection = market._selection(more_sellers.sellers, params.region, params.attr["selection_slope"])
+    more_sellers.selection = market.selection_index(more_sellers.sellers, params.region, params.attr["selection_slope"])
     _, out_s = market.step(params, more_sellers, zero)
 
     more_buyers = s0.copy()
