@@ -1,24 +1,106 @@
-"""The batch of markets behind both Gymnasium faces.
+"""The batch of markets behind every environment face.
 
 :class:`MarketBatch` owns the scenario's :class:`~envs.market.Params`, the batched
 :class:`~envs.market.State` and one random generator per market; it validates actions, calls
 :func:`envs.market.step` and builds observations and ``info``. :class:`~envs.SocialCommerceEnv`
-is a batch of one and :class:`~envs.SocialCommerceVectorEnv` a batch of N, so both run exactly
-the same code.
+is a batch of one, :class:`~envs.SocialCommerceVectorEnv` and :class:`~envs.sb3.SB3VecEnv`
+batches of N, so all run exactly the same code.
+
+``info`` is computed once per step as a table (:class:`InfoTable`: one row per market, one
+column per scalar entry of the contract, filled by one compiled call); each face reads it the way
+it needs: arrays over markets (the vector env) or one dict of Python scalars per market (the
+single env, the SB3 adapter).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
 from envs import market
+from envs.market import compiled
 from envs.scenario import Scenario, load_scenario
 
 OBS_LOW, OBS_HIGH = -1.0, 2.0
+
+
+def info_layout(region_names: tuple[str, ...]) -> list[tuple[str, tuple[str, ...] | None, type]]:
+    """Rows of the info table, in order: ``(key, sub-keys or None, type)``.
+
+    A key with sub-keys (regions or levers) takes one row per sub-key. ``lever_intensity`` (an
+    array per market) is kept beside the table. :func:`_fill_info` writes the rows in this order.
+    """
+    regions = tuple(region_names)
+    return [
+        ("gmv", None, float),
+        ("gmv_run_rate", None, float),
+        ("gmv_by_region", regions, float),
+        ("cost", None, float),
+        ("cost_by_lever", market.LEVERS, float),
+        ("cost_limit", None, float),
+        ("budget_remaining", None, float),
+        ("cost_total", None, float),
+        ("cost_limit_exceeded", None, bool),
+        ("shopping_start_share", regions, float),
+        ("buyers", regions, float),
+        ("sellers", regions, float),
+        ("creators", regions, float),
+        ("suspended", regions, bool),
+        ("revenue", None, float),
+        ("clipped_actions", None, int),
+        ("quarter", None, int),
+    ]
+
+
+@compiled
+def _fill_info(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
+               regional, t, remaining, spent, budget_total, table):
+    """Write the entries of :func:`info_layout` for every market (row) of ``table``."""
+    n, R, L = cost_lever.shape
+    exceeded = budget_total * (1.0 + 1e-9)
+    for i in range(n):
+        row = table[i]
+        k = 0
+        row[k] = gmv[i]
+        row[k + 1] = run_rate[i]
+        k += 2
+        for j in range(R):
+            row[k + j] = gmv_region[i, j]
+        k += R
+        row[k] = cost[i]
+        k += 1
+        for lever in range(L):
+            total = 0.0
+            for j in range(R):
+                total += cost_lever[i, j, lever]
+            row[k + lever] = total
+        k += L
+        row[k] = cost_limit[i]
+        row[k + 1] = remaining[i]
+        row[k + 2] = spent[i]
+        row[k + 3] = 1.0 if spent[i] > exceeded else 0.0
+        k += 4
+        for j in range(R):
+            s = regional[i]
+            row[k + j] = share[i, j]
+            row[k + R + j] = s[market.F_BUYERS_GENZ, j] + s[market.F_BUYERS_OLDER, j]
+            row[k + 2 * R + j] = s[market.F_SELLERS, j]
+            row[k + 3 * R + j] = s[market.F_CREATORS, j]
+            row[k + 4 * R + j] = 1.0 if s[market.F_SUSPENDED, j] > 0.0 else 0.0
+        k += 5 * R
+        row[k] = revenue[i]
+        row[k + 1] = clipped[i]
+        row[k + 2] = t[i]
+
+
+class InfoTable(NamedTuple):
+    """One step's ``info`` for every market: ``table`` ``(n, entries)`` and ``intensity`` ``(n, R, L)``."""
+
+    table: np.ndarray
+    intensity: np.ndarray
 
 
 class MarketBatch:
@@ -34,92 +116,153 @@ class MarketBatch:
         self.single_action_space = spaces.Box(-1.0, 1.0, (p.action_dim,), np.float32)
         self.single_observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (p.obs_dim,), np.float32)
         self.rngs: list[np.random.Generator] | None = None
+        self._sources: market.RandomSources | None = None
         self.state: market.State | None = None
+        self._layout = info_layout(p.region_names)
+        rows, self._groups = 0, []
+        for key, sub, kind in self._layout:
+            self._groups.append((key, sub, rows, kind))
+            rows += 1 if sub is None else len(sub)
+        self._rows = rows
+        self._row = _row_builder(self._groups)
+        self._start: tuple[np.ndarray, np.ndarray] | None = None  # observation and info column at reset
+
+    def __getstate__(self) -> dict:
+        # the C interface of the generators and the generated row builder are rebuilt on load
+        state = self.__dict__.copy()
+        state["_sources"] = state["_row"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._row = _row_builder(self._groups)
+        if self.rngs is not None:
+            self._sources = market.random_sources(self.rngs)
 
     # ------------------------------------------------------------------ reset
     def seed_generators(self, seeds: list[int | None]) -> None:
         """Seed market i's generator with ``seeds[i]`` (gymnasium's ``np_random``)."""
-        self.rngs = [seeding.np_random(s)[0] for s in seeds]
+        self.use_generators([seeding.np_random(s)[0] for s in seeds])
 
-    def reset(self) -> tuple[np.ndarray, dict]:
+    def use_generators(self, rngs: list[np.random.Generator]) -> None:
+        """Draw market i's episodes from ``rngs[i]`` from the next reset on."""
+        if len(rngs) != self.num_envs:
+            raise ValueError(f"got {len(rngs)} generators for {self.num_envs} markets")
+        self.rngs = list(rngs)
+        self._sources = market.random_sources(self.rngs)
+
+    def reset(self) -> tuple[np.ndarray, InfoTable]:
+        """Start a new episode in every market: observation and info table.
+
+        The start state is the calibrated one whatever the seed (only the episode's random
+        numbers differ), so its observation and info are computed once and repeated.
+        """
         if self.rngs is None:
             self.seed_generators([None] * self.num_envs)
-        self.state = market.init_state(self.params, self.rngs)
-        return market.observe(self.params, self.state), self.reset_info()
+        self.state = market.init_state(self.params, self._sources)
+        if self._start is None:
+            self._start = self._start_observation_and_info(self.state.take(np.arange(1)))
+        obs, column = self._start
+        n = self.num_envs
+        info = InfoTable(np.repeat(column, n, axis=0), np.zeros((n, self.params.n_regions, market.N_LEVERS)))
+        return np.repeat(obs, n, axis=0), info
 
-    def reset_info(self) -> dict:
-        s, p = self.state, self.params
-        zeros = np.zeros(self.num_envs)
-        return self._info(
-            gmv=zeros, run_rate=4.0 * s.gmv_region.sum(1) / p.season_at(s.t - 1), gmv_region=s.gmv_region,
-            cost=zeros, cost_lever=np.zeros((self.num_envs, p.n_regions, market.N_LEVERS)),
-            cost_limit=market.quarter_cap(p, s), revenue=zeros, share=s.share,
-            clipped=np.zeros(self.num_envs, dtype=np.int64),
-            intensity=np.zeros((self.num_envs, p.n_regions, market.N_LEVERS)),
+    def _start_observation_and_info(self, start: market.State) -> tuple[np.ndarray, np.ndarray]:
+        """Observation ``(1, obs_dim)`` and info table ``(1, entries)`` of one market's start state:
+        no GMV, cost or revenue yet; last quarter's run rate."""
+        p = self.params
+        zeros = np.zeros(1)
+        lever_zeros = np.zeros((1, p.n_regions, market.N_LEVERS))
+        run_rate = 4.0 * start.gmv_region.sum(1) / p.season_at(start.t - 1)
+        table = self._table(
+            start, zeros, run_rate, start.gmv_region, zeros, lever_zeros, market.quarter_cap(p, start), zeros,
+            start.share, np.zeros(1, dtype=np.int64), lever_zeros,
         )
+        return market.observe(p, start), table.table
 
     # ------------------------------------------------------------------ step
     def check_action(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Validate a ``(num_envs, R*L)`` action; return it clipped and the count clipped per env."""
-        a = np.asarray(action, dtype=np.float64)
+        """Validate a ``(num_envs, R*L)`` action; return the intensities and the count clipped per env."""
+        a = np.asarray(action)
         want = (self.num_envs, self.params.action_dim)
         if a.shape != want:
             raise ValueError(f"action has shape {a.shape}; expected {want} (regions x levers, region-major)")
-        if not np.all(np.isfinite(a)):
+        if a.dtype.kind not in "fiub":
+            raise ValueError(f"action has dtype {a.dtype}; expected numbers in [-1, 1]")
+        intensity, clipped, non_finite = market.clip_actions(a, self.params.n_regions)
+        if non_finite:
             raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
-        clipped = np.clip(a, -1.0, 1.0)
-        return clipped, np.count_nonzero(clipped != a, axis=1)
+        return intensity, clipped
 
-    def step(self, action: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    def step(self, action: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, InfoTable]:
+        """Advance every market one quarter: observation, reward (GMV, $B), terminated, info table."""
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        a, clipped = self.check_action(action)
-        intensity = market.action_to_intensity(a, self.params.n_regions)
+        intensity, clipped = self.check_action(action)
         self.state, out = market.step(self.params, self.state, intensity)
         obs = market.observe(self.params, self.state)
         terminated = self.state.t >= self.params.horizon
-        info = self._info(
-            gmv=out["gmv"], run_rate=out["run_rate"], gmv_region=out["gmv_region"], cost=out["cost"],
-            cost_lever=out["cost_lever"], cost_limit=out["cost_limit"], revenue=out["revenue"],
-            share=out["share"], clipped=clipped, intensity=out["intensity"],
+        info = self._table(
+            self.state, out["gmv"], out["run_rate"], out["gmv_region"], out["cost"], out["cost_lever"], out["cost_limit"],
+            out["revenue"], out["share"], clipped, out["intensity"],
         )
-        return obs, out["gmv"].copy(), terminated, info
+        return obs, out["gmv"], terminated, info
 
-    def _info(self, *, gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped, intensity) -> dict:
-        """The ``info`` dict of DESIGN.md's contract, arrays with a leading ``num_envs``."""
-        s, p = self.state, self.params
-        names = p.region_names
-        by_lever = cost_lever.sum(axis=1)
-        return {
-            "gmv": gmv,
-            "gmv_run_rate": run_rate,
-            "gmv_by_region": {r: gmv_region[:, i] for i, r in enumerate(names)},
-            "cost": cost,
-            "cost_by_lever": {lever: by_lever[:, j] for j, lever in enumerate(market.LEVERS)},
-            "cost_limit": cost_limit,
-            "budget_remaining": s.budget_remaining.copy(),
-            "cost_total": s.spent.copy(),
-            "cost_limit_exceeded": s.spent > p.budget_total * (1 + 1e-9),
-            "shopping_start_share": {r: share[:, i] for i, r in enumerate(names)},
-            "buyers": {r: s.buyers[:, i] for i, r in enumerate(names)},
-            "sellers": {r: s.sellers[:, i].copy() for i, r in enumerate(names)},
-            "creators": {r: s.creators[:, i].copy() for i, r in enumerate(names)},
-            "suspended": {r: s.suspended[:, i] > 0 for i, r in enumerate(names)},
-            "revenue": revenue,
-            "clipped_actions": clipped,
-            "quarter": s.t.copy(),
-            "lever_intensity": intensity,
-        }
+    def _table(self, s, gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped, intensity) -> InfoTable:
+        table = np.empty((s.n, self._rows))
+        _fill_info(
+            gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
+            s.regional, s.t, s.budget_remaining, s.spent, self.params.budget_total, table,
+        )
+        return InfoTable(table, intensity)
+
+    # ------------------------------------------------------------------ info faces
+    def info_dict(self, info: InfoTable) -> dict:
+        """The ``info`` of DESIGN.md's contract with arrays over markets (region/lever keys nest)."""
+        table = info.table
+        out: dict = {}
+        for key, sub, row, kind in self._groups:
+            if sub is None:
+                out[key] = _column(table[:, row], kind)
+            else:
+                out[key] = {name: _column(table[:, row + k], kind) for k, name in enumerate(sub)}
+        out["lever_intensity"] = info.intensity
+        return out
+
+    def info_row(self, info: InfoTable, i: int) -> dict:
+        """Market ``i``'s ``info`` as Python scalars (region/lever keys nest)."""
+        return self._row(info.table[i].tolist(), info.intensity[i].copy())
+
+    def info_rows(self, info: InfoTable) -> list[dict]:
+        """Every market's ``info`` as Python scalars, one dict each."""
+        return [self._row(values, info.intensity[i].copy()) for i, values in enumerate(info.table.tolist())]
 
 
-def info_row(info: dict, i: int) -> dict:
-    """Market ``i``'s entries of a batched ``info`` as Python scalars (nested dicts kept)."""
-    out: dict = {}
-    for key, value in info.items():
-        if isinstance(value, dict):
-            out[key] = {k: v[i].item() for k, v in value.items()}
-        elif isinstance(value, np.ndarray) and value.ndim == 1:
-            out[key] = value[i].item()
+
+def _row_builder(groups: list[tuple[str, tuple[str, ...] | None, int, type]]):
+    """A function ``(values, intensity) -> info dict`` for one market's column of the table.
+
+    Written as one dict display (generated once per layout, like ``collections.namedtuple``
+    does), the fastest way CPython builds the ~45 entries of a single env's ``info``.
+    """
+
+    def scalar(row: int, kind: type) -> str:
+        return f"v[{row}]" if kind is float else f"{kind.__name__}(v[{row}])"
+
+    items = []
+    for key, sub, row, kind in groups:
+        if sub is None:
+            items.append(f"{key!r}: {scalar(row, kind)}")
         else:
-            out[key] = np.asarray(value[i]).copy()
-    return out
+            inner = ", ".join(f"{name!r}: {scalar(row + k, kind)}" for k, name in enumerate(sub))
+            items.append(f"{key!r}: {{{inner}}}")
+    source = "lambda v, intensity: {" + ", ".join(items) + ", 'lever_intensity': intensity}"
+    return eval(source, {"bool": bool, "int": int})  # noqa: S307 - keys are repr()-quoted literals
+
+
+def _column(values: np.ndarray, kind: type) -> np.ndarray:
+    if kind is float:
+        return values
+    if kind is bool:
+        return values > 0.0
+    return values.astype(np.int64)

@@ -51,7 +51,9 @@ arrays (:attr:`Params.packed`); the state's per-region quantities live in one bl
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass, field, fields, replace
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -93,20 +95,38 @@ GLOBAL_FEATURES: tuple[str, ...] = (
 )
 N_REGION_FEATURES, N_GLOBAL_FEATURES = len(REGION_FEATURES), len(GLOBAL_FEATURES)
 
-_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+compiled = numba.njit(cache=True, nogil=True, error_model="numpy")
 """Compiled, cached on disk, IEEE semantics (x/0 gives inf or nan as in numpy, never raises)."""
 
 
-@numba.vectorize(["float64(float64, float64)"], cache=True)
+@compiled
 def hill(x, ec):
-    """Hill saturation with slope 1: ``x / (x + ec)`` (a ufunc; also callable in the kernels)."""
+    """Hill saturation with slope 1: ``x / (x + ec)`` (scalars or arrays)."""
     return x / (x + ec)
 
 
-@numba.vectorize(["float64(float64, float64)"], cache=True)
+@compiled
 def fee_effect(u, ec):
     """Concave effect of the commission waiver share ``u``: ``u (1 + ec) / (u + ec)``, 0 at 0, 1 at 1."""
     return u * (1.0 + ec) / (u + ec)
+
+
+@compiled
+def _power(x, e):
+    """``x ** e`` for scalars ``x >= 0``, faster than libm's pow (the model's costliest calls).
+
+    Small integer exponents are plain products; others ``exp(e * log x)`` (relative error a few
+    1e-15 at the model's magnitudes).
+    """
+    if e == 3.0:
+        return x * x * x
+    if e == 2.0:
+        return x * x
+    if e == 1.0:
+        return x
+    if x > 0.0:
+        return np.exp(e * np.log(x))
+    return x**e
 
 
 @numba.vectorize(["float64(float64, float64, float64, float64)"], cache=True)
@@ -117,7 +137,7 @@ def _selection(sellers, sellers_half, norm, slope):
     curve is S-shaped: below about ``S_half`` sellers a marketplace offers too little choice to
     pull buyers (critical mass), above it the pull saturates.
     """
-    x = (sellers / sellers_half) ** slope
+    x = _power(sellers / sellers_half, slope)
     return x / (1.0 + x) * norm
 
 
@@ -233,6 +253,7 @@ class Params:
         self.derived["g"] = np.array(g, dtype=np.float64)
         self.derived["rg"] = np.array([np.broadcast_to(per_region[k], (self.n_regions,)) for k in _REGION_PARAMS], dtype=np.float64)
         self.derived["season"] = np.asarray(self.season, dtype=np.float64)
+        self.derived["start"] = _start_regional(self)
 
     @property
     def packed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -337,32 +358,17 @@ for _k, _name in enumerate(REGIONAL_FIELDS):
     setattr(State, _name, _regional_property(_k, _name))
 
 
-def _box_muller(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
-    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
+def _start_regional(params: "Params") -> np.ndarray:
+    """The calibrated start (no randomness) of one market's regional state, ``(F, R)``.
 
-
-def init_state(params: Params, rngs: list[np.random.Generator]) -> State:
-    """Start state of ``len(rngs)`` markets (the calibrated 2023Q1 start), one generator each.
-
-    Each market's generator gives one episode's random numbers in one call, always the same
-    count and order (``3 * horizon * R`` uniforms) whatever the scenario's noise level, so that a
-    seed means the same future in stochastic and deterministic variants: demand shocks (standard
-    normals by the Box-Muller transform of the first two thirds) and suspension draws.
+    The start state describes the quarter before the first step (its orders and GMV carry that
+    quarter's season), so run rates and cover ratios are consistent from step 0.
     """
-    n, R = len(rngs), params.n_regions
     r = params.region
-    u = np.empty((n, 3, params.horizon, R))
-    for i, g in enumerate(rngs):
-        g.random(out=u[i])
-    shock_z = _box_muller(u[:, 0], u[:, 1])
-    suspend_u = u[:, 2].copy()
-
-    # The start state describes the quarter before the first step (its orders and GMV carry
-    # that quarter's season), so run rates and cover ratios are consistent from step 0.
     season_prev = params.season[(params.start_quarter - 1) % 4]
     season0 = params.season[params.start_quarter]
     orders0 = r["buyers"] * r["orders_per_buyer"] * season_prev
-    start = np.empty((len(REGIONAL_FIELDS), R))
+    start = np.empty((len(REGIONAL_FIELDS), params.n_regions))
     start[F_USERS] = r["users"]
     start[F_BUYERS_GENZ] = r["buyers"] * r["genz_buyer_share"]
     start[F_BUYERS_OLDER] = r["buyers"] * (1.0 - r["genz_buyer_share"])
@@ -379,47 +385,112 @@ def init_state(params: Params, rngs: list[np.random.Generator]) -> State:
     start[F_SUSPENDED] = 0.0
     start[F_SELECTION] = params.derived["selection0"]
     start[F_SHARE] = r["shopping_share"]
-    return State(
-        regional=np.broadcast_to(start, (n, *start.shape)).copy(),
+    return start
+
+
+class RandomSources(NamedTuple):
+    """The generators of ``n`` markets and, when they allow it, their C interface.
+
+    ``next_double`` and ``states`` are numpy's documented ``BitGenerator.ctypes`` interface (the
+    one numpy's own numba example uses): one C function shared by the generators and each
+    generator's state address, so one compiled call can draw for every market. They are
+    ``None`` when the generators are not all of one bit-generator type.
+    """
+
+    generators: list
+    next_double: Any
+    states: np.ndarray | None
+
+
+def random_sources(rngs: list[np.random.Generator]) -> RandomSources:
+    """Inspect ``rngs`` once (per seeding) for :func:`draw_uniforms`."""
+    interfaces = [g.bit_generator.ctypes for g in rngs]
+    functions = {ctypes.cast(c.next_double, ctypes.c_void_p).value for c in interfaces}
+    if len(functions) != 1:
+        return RandomSources(list(rngs), None, None)
+    states = np.array([c.state_address for c in interfaces], dtype=np.uintp)
+    return RandomSources(list(rngs), interfaces[0].next_double, states)
+
+
+@numba.njit(cache=True)  # holds the GIL: it advances the generators' states
+def _draw_kernel(next_double, states, out):
+    n, k = out.shape
+    for i in range(n):
+        state = states[i]
+        for j in range(k):
+            out[i, j] = next_double(state)
+
+
+def draw_uniforms(params: "Params", rngs: "list[np.random.Generator] | RandomSources") -> np.ndarray:
+    """One episode of random numbers per market, ``(n, 3, horizon, R)`` uniforms in [0, 1).
+
+    Market ``i``'s numbers are exactly ``rngs[i].random((3, horizon, R))``: always the same count
+    and order whatever the scenario's noise level, so that a seed means the same future in
+    stochastic and deterministic variants. With :class:`RandomSources` of one bit-generator
+    type, one compiled call draws them for every market.
+    """
+    sources = rngs if isinstance(rngs, RandomSources) else random_sources(rngs)
+    u = np.empty((len(sources.generators), 3, params.horizon, params.n_regions))
+    if sources.next_double is not None:
+        _draw_kernel(sources.next_double, sources.states, u.reshape(u.shape[0], -1))
+    else:
+        for i, g in enumerate(sources.generators):
+            g.random(out=u[i])
+    return u
+
+
+@compiled
+def _start_kernel(start, u, regional, shock_z, suspend_u):
+    """Fill the start state of every market: the calibrated start and the episode's numbers.
+
+    Demand shocks are standard normals by the Box-Muller transform of the first two thirds of
+    ``u``; suspension draws are its last third.
+    """
+    n, _, horizon, R = u.shape
+    for i in range(n):
+        regional[i] = start
+        for q in range(horizon):
+            for j in range(R):
+                shock_z[i, q, j] = np.sqrt(-2.0 * np.log1p(-u[i, 0, q, j])) * np.cos(2.0 * np.pi * u[i, 1, q, j])
+                suspend_u[i, q, j] = u[i, 2, q, j]
+
+
+def start_state(params: "Params", u: np.ndarray) -> State:
+    """Start state of ``n`` markets from one episode's uniforms each, ``u`` of shape ``(n, 3, horizon, R)``."""
+    n = u.shape[0]
+    shape = (n, params.horizon, params.n_regions)
+    state = State(
+        regional=np.empty((n, len(REGIONAL_FIELDS), params.n_regions)),
         t=np.zeros(n, dtype=np.int64),
         budget_remaining=np.full(n, params.budget_total),
         spent=np.zeros(n),
-        shock_z=shock_z,
-        suspend_u=suspend_u,
+        shock_z=np.empty(shape),
+        suspend_u=np.empty(shape),
     )
+    _start_kernel(params.derived["start"], u, state.regional, state.shock_z, state.suspend_u)
+    return state
 
 
-
-@_jit
-def _hill_s(x, ec):
-    return x / (x + ec)
-
-
-@_jit
-def _fee_s(u, ec):
-    return u * (1.0 + ec) / (u + ec)
-
-
-@_jit
-def _sel_s(sellers, sellers_half, norm, slope):
-    x = (sellers / sellers_half) ** slope
-    return x / (1.0 + x) * norm
+def init_state(params: "Params", rngs: "list[np.random.Generator] | RandomSources") -> State:
+    """Start state of ``len(rngs)`` markets (the calibrated 2023Q1 start), one generator each,
+    with one episode's random numbers from each (:func:`draw_uniforms`)."""
+    return start_state(params, draw_uniforms(params, rngs))
 
 
 # ----------------------------------------------------------------------------- kernels
-@_jit
+@compiled
 def _season(season, g, t):
     """Season multiplier of quarter index ``t`` (``t = -1`` is the quarter before the start)."""
     return season[(int(g[START_Q]) + t + 4) % 4]
 
 
-@_jit
+@compiled
 def _cap(g, remaining):
     """This quarter's spending cap in $B: ``min(per_quarter, budget_remaining)``."""
     return min(g[BUDGET_Q], remaining)
 
 
-@_jit
+@compiled
 def _lever_costs_one(rg, reg, season, u, cost):
     """Costs ``(R, L)`` of intensities ``u`` ``(R, L)`` for one market; returns their total."""
     total = 0.0
@@ -434,17 +505,21 @@ def _lever_costs_one(rg, reg, season, u, cost):
     return total
 
 
-@_jit
+@compiled
 def _lever_costs_kernel(g, rg, season, regional, t, u, cost):
     for i in range(u.shape[0]):
         _lever_costs_one(rg, regional[i], _season(season, g, t[i]), u[i], cost[i])
 
 
-@_jit
-def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u_in,
-                 new, new_remaining, new_spent, u_out, cost, gmv, gmv_region, run_rate, total_cost, cap_out, revenue, share_out, attr_out,
-                 new_buyers, new_sellers):
+@compiled
+def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u_in, new, per_market, per_region, per_lever):
+    """One quarter of every market, written into ``new`` (the regional state) and the stacked
+    outputs ``per_market`` (``_MARKET_OUT`` rows, then budget remaining and spent),
+    ``per_region`` (``_REGION_OUT``) and ``per_lever`` (``_LEVER_OUT``)."""
     n, R = u_in.shape[0], u_in.shape[1]
+    gmv, run_rate, total_cost, cap_out, revenue, new_remaining, new_spent = per_market
+    gmv_region, share_out, attr_out, new_buyers, new_sellers = per_region
+    u_out, cost = per_lever
     horizon = int(g[HORIZON])
     sigma = g[SIGMA]
     for i in range(n):
@@ -494,10 +569,10 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
 
             # 1. attractiveness
             sel = s[F_SELECTION, j]
-            ship = _hill_s(u_ship * rg[R_SUBSIDY_MAX, j] / rg[R_SHIP_COST, j], g[SHIP_EC])
+            ship = hill(u_ship * rg[R_SUBSIDY_MAX, j] / rg[R_SHIP_COST, j], g[SHIP_EC])
             speed = min(1.0, capacity / max(s[F_ORDERS, j] * se, 1e-9))
             live = livestream * creators / (creators + c_half)
-            fee = _fee_s(u_waive, g[FEE_EC])
+            fee = fee_effect(u_waive, g[FEE_EC])
             attr = (
                 g[W_SEL] * sel
                 + sel * (g[W_SHIP] * ship + g[W_FEE] * fee)
@@ -509,7 +584,7 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
 
             # 2. ad stock and reach
             adstock = u_ads * pool + g[AD_DECAY] * s[F_ADSTOCK, j]
-            reach = _hill_s(adstock / max(pool, 1e-12), g[HILL_EC])
+            reach = hill(adstock / max(pool, 1e-12), g[HILL_EC])
 
             # 3. shopping-start share
             share = 1.0 / (1.0 + np.exp(-(rg[R_LOGIT0, j] + g[SHARE_SENS] * (attr - rg[R_ATTR0, j]))))
@@ -543,8 +618,8 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
             revenue_i += take * gmv_3p + g[PL_MARGIN] * gmv_pl
 
             # 7. sellers
-            buyer_pull = ((bg_next + bo_next) / users / g[S_REF_PEN]) ** g[S_ELASTICITY]
-            join = (g[S_JOIN] * buyer_pull + g[S_GRANT] * _hill_s(u_grant, g[HILL_EC])) * max(0.0, 1.0 - g[S_DRAG] * take)
+            buyer_pull = _power((bg_next + bo_next) / users / g[S_REF_PEN], g[S_ELASTICITY])
+            join = (g[S_JOIN] * buyer_pull + g[S_GRANT] * hill(u_grant, g[HILL_EC])) * max(0.0, 1.0 - g[S_DRAG] * take)
             seller_churn = g[S_CHURN] * (1.0 + g[S_TRUST_CHURN] * (1.0 - trust)) + g[S_SUSP_CHURN] * dark
             joined = join * (rg[R_S_POT, j] - sellers) * live_share
             sellers_next = sellers * (1.0 - min(seller_churn, 1.0)) + joined
@@ -552,7 +627,7 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
 
             # 8. creators
             affinity = livestream / max(rg[R_L_MAX, j], 1e-9)
-            c_join = (g[C_JOIN] + g[C_POOL] * _hill_s(u_cre, g[HILL_EC])) * (0.25 + 0.75 * affinity)
+            c_join = (g[C_JOIN] + g[C_POOL] * hill(u_cre, g[HILL_EC])) * (0.25 + 0.75 * affinity)
             creators_next = creators * (1.0 - g[C_CHURN]) + c_join * (rg[R_C_POT, j] - creators)
             creators_next = min(max(creators_next, 1e-6), rg[R_C_POT, j])
 
@@ -595,7 +670,7 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
             out[F_GMV_3P, j] = gmv_3p
             out[F_GMV_REGION, j] = gmv_j
             out[F_SUSPENDED, j] = suspended
-            out[F_SELECTION, j] = _sel_s(sellers_next, rg[R_S_HALF, j], rg[R_SEL_NORM, j], g[SEL_SLOPE])
+            out[F_SELECTION, j] = _selection(sellers_next, rg[R_S_HALF, j], rg[R_SEL_NORM, j], g[SEL_SLOPE])
             out[F_SHARE, j] = share
             gmv_region[i, j] = gmv_j
             share_out[i, j] = share
@@ -610,7 +685,7 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
         new_remaining[i] = max(g[BUDGET_TOTAL] - spent_i, 0.0)
 
 
-@_jit
+@compiled
 def _observe_kernel(g, rg, season, regional, t, remaining, spent, obs):
     n, R = regional.shape[0], regional.shape[2]
     horizon, budget_q, budget_total = g[HORIZON], g[BUDGET_Q], g[BUDGET_TOTAL]
@@ -627,7 +702,7 @@ def _observe_kernel(g, rg, season, regional, t, remaining, spent, obs):
             f[4] = min(1.0, 0.5 * s[F_CAPACITY, j] / max(s[F_ORDERS, j] * se, 1e-9))
             f[5] = s[F_LIVESTREAM, j] / max(rg[R_L_MAX, j], 1e-9)
             f[6] = s[F_TRUST, j]
-            f[7] = _hill_s(s[F_ADSTOCK, j] / max(rg[R_POOL, j], 1e-12), g[HILL_EC])
+            f[7] = hill(s[F_ADSTOCK, j] / max(rg[R_POOL, j], 1e-12), g[HILL_EC])
             f[8] = s[F_SHARE, j]
             f[9] = s[F_HABIT, j]
             f[10] = s[F_SUSPENDED, j] / rg[R_SUSP_Q, j]
@@ -658,6 +733,11 @@ def lever_costs(params: Params, state: State, intensity: np.ndarray) -> np.ndarr
 def quarter_cap(params: Params, state: State) -> np.ndarray:
     """This quarter's spending cap in $B: ``min(per_quarter, budget_remaining)``."""
     return np.minimum(params.budget_per_quarter, state.budget_remaining)
+
+
+_MARKET_OUT = ("gmv", "run_rate", "cost", "cost_limit", "revenue")  # then the new budget_remaining, spent
+_REGION_OUT = ("gmv_region", "share", "attractiveness", "new_buyers", "new_sellers")
+_LEVER_OUT = ("intensity", "cost_lever")
 
 
 def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, dict]:
@@ -707,34 +787,21 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     if u.shape != (n, R, N_LEVERS):
         raise ValueError(f"intensity has shape {u.shape}; expected {(n, R, N_LEVERS)}")
     s = state
+    per_market = np.empty((len(_MARKET_OUT) + 2, n))
+    per_region = np.empty((len(_REGION_OUT), n, R))
+    per_lever = np.empty((len(_LEVER_OUT), n, R, N_LEVERS))
     new = State(
         regional=np.empty_like(s.regional),
         t=s.t + 1,
-        budget_remaining=np.empty(n),
-        spent=np.empty(n),
+        budget_remaining=per_market[5],
+        spent=per_market[6],
         shock_z=s.shock_z,
         suspend_u=s.suspend_u,
     )
-    out = {
-        "gmv": np.empty(n),
-        "gmv_region": np.empty((n, R)),
-        "run_rate": np.empty(n),
-        "cost": np.empty(n),
-        "cost_lever": np.empty((n, R, N_LEVERS)),
-        "cost_limit": np.empty(n),
-        "revenue": np.empty(n),
-        "intensity": np.empty((n, R, N_LEVERS)),
-        "share": np.empty((n, R)),
-        "attractiveness": np.empty((n, R)),
-        "new_buyers": np.empty((n, R)),
-        "new_sellers": np.empty((n, R)),
-    }
-    _step_kernel(
-        *params.packed, s.regional, s.t, s.budget_remaining, s.spent, s.shock_z, s.suspend_u, u,
-        new.regional, new.budget_remaining, new.spent, out["intensity"], out["cost_lever"], out["gmv"],
-        out["gmv_region"], out["run_rate"], out["cost"], out["cost_limit"], out["revenue"], out["share"],
-        out["attractiveness"], out["new_buyers"], out["new_sellers"],
-    )
+    _step_kernel(*params.packed, s.regional, s.t, s.budget_remaining, s.spent, s.shock_z, s.suspend_u, u, new.regional, per_market, per_region, per_lever)
+    out = dict(zip(_MARKET_OUT, per_market[: len(_MARKET_OUT)]))
+    out.update(zip(_REGION_OUT, per_region))
+    out.update(zip(_LEVER_OUT, per_lever))
     return new, out
 
 
@@ -754,9 +821,49 @@ def observe(params: Params, state: State) -> np.ndarray:
     return obs
 
 
+@compiled
+def _actions_kernel(action, intensity, clipped):
+    n, R, L = intensity.shape
+    non_finite = 0
+    for i in range(n):
+        count = 0
+        for j in range(R):
+            for lever in range(L):
+                a = np.float64(action[i, j * L + lever])
+                if not np.isfinite(a):
+                    non_finite += 1
+                    a = 0.0
+                elif a > 1.0:
+                    a = 1.0
+                    count += 1
+                elif a < -1.0:
+                    a = -1.0
+                    count += 1
+                intensity[i, j, lever] = (a + 1.0) * 0.5
+        clipped[i] = count
+    return non_finite
+
+
+def clip_actions(action: np.ndarray, n_regions: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Actions ``(n, R*L)`` region-major to intensities ``(n, R, L)``, ``u = (clip(a, -1, 1) + 1) / 2``.
+
+    Returns the intensities, the count of entries clipped per market (finite values outside
+    [-1, 1]) and the number of NaN or infinite entries (the caller decides what to do with them;
+    they map to 0.5).
+    """
+    a = np.asarray(action)
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        a = a.astype(np.float64)
+    n = a.shape[0]
+    intensity = np.empty((n, n_regions, N_LEVERS))
+    clipped = np.empty(n, dtype=np.int64)
+    non_finite = _actions_kernel(a, intensity, clipped)
+    return intensity, clipped, non_finite
+
+
 def action_to_intensity(action: np.ndarray, n_regions: int) -> np.ndarray:
-    """Map actions in [-1, 1], shape ``(n, R*L)`` region-major, to intensities ``(n, R, L)``."""
-    return ((action.astype(np.float64) + 1.0) * 0.5).reshape(action.shape[0], n_regions, N_LEVERS)
+    """Map actions in [-1, 1], shape ``(n, R*L)`` region-major, to intensities ``(n, R, L)`` (clipped)."""
+    return clip_actions(action, n_regions)[0]
 
 
 def intensity_to_action(intensity: np.ndarray) -> np.ndarray:

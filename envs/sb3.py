@@ -8,7 +8,7 @@ import numpy as np
 import gymnasium as gym
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from envs.batch import MarketBatch, info_row
+from envs.batch import MarketBatch
 from envs.scenario import Scenario
 from envs.vector import _seeds
 
@@ -49,7 +49,7 @@ class SB3VecEnv(VecEnv):
 
     def step_wait(self):
         obs, reward, terminated, info = self._batch.step(self._actions)
-        infos = [info_row(info, i) for i in range(self.num_envs)]
+        infos = self._batch.info_rows(info)
         if terminated.any():
             for i in np.flatnonzero(terminated):
                 infos[i]["terminal_observation"] = obs[i].copy()

@@ -8,7 +8,7 @@ import numpy as np
 import gymnasium as gym
 
 from envs import market
-from envs.batch import MarketBatch, info_row
+from envs.batch import MarketBatch
 from envs.scenario import Scenario
 
 
@@ -161,9 +161,10 @@ class SocialCommerceEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self._batch.rngs = [self.np_random]
+        if self._batch.rngs is None or self._batch.rngs[0] is not self.np_random:
+            self._batch.use_generators([self.np_random])
         obs, info = self._batch.reset()
-        self._last_info = info_row(info, 0)
+        self._last_info = self._batch.info_row(info, 0)
         return obs[0], self._last_info
 
     def step(self, action):
@@ -171,7 +172,7 @@ class SocialCommerceEnv(gym.Env):
         if a.shape != self.action_space.shape:
             raise ValueError(f"action has shape {a.shape}; expected {self.action_space.shape} (regions x levers, region-major)")
         obs, reward, terminated, info = self._batch.step(a[None])
-        self._last_info = info_row(info, 0)
+        self._last_info = self._batch.info_row(info, 0)
         return obs[0], float(reward[0]), bool(terminated[0]), False, self._last_info
 
     @property

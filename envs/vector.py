@@ -13,7 +13,7 @@ import gymnasium as gym
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.batch import MarketBatch, info_row
+from envs.batch import MarketBatch
 from envs.scenario import Scenario
 
 
@@ -57,7 +57,8 @@ class SocialCommerceVectorEnv(VectorEnv):
         if seed is not None or self._batch.rngs is None:
             self._batch.seed_generators(_seeds(seed, self.num_envs))
         self._autoreset = False
-        return self._batch.reset()
+        obs, info = self._batch.reset()
+        return obs, self._batch.info_dict(info)
 
     def step(self, actions):
         n = self.num_envs
@@ -66,7 +67,7 @@ class SocialCommerceVectorEnv(VectorEnv):
             return obs, np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), info
         obs, reward, terminated, info = self._batch.step(actions)
         self._autoreset = bool(terminated.any())
-        return obs, reward, terminated, np.zeros(n, dtype=bool), info
+        return obs, reward, terminated, np.zeros(n, dtype=bool), self._batch.info_dict(info)
 
     @property
     def state(self):
