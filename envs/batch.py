@@ -62,38 +62,36 @@ def _fill_info(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue,
     n, R, L = cost_lever.shape
     exceeded = budget_total * (1.0 + 1e-9)
     for i in range(n):
-        row = table[i]
         k = 0
-        row[k] = gmv[i]
-        row[k + 1] = run_rate[i]
+        table[i, k] = gmv[i]
+        table[i, k + 1] = run_rate[i]
         k += 2
         for j in range(R):
-            row[k + j] = gmv_region[i, j]
+            table[i, k + j] = gmv_region[i, j]
         k += R
-        row[k] = cost[i]
+        table[i, k] = cost[i]
         k += 1
         for lever in range(L):
             total = 0.0
             for j in range(R):
                 total += cost_lever[i, j, lever]
-            row[k + lever] = total
+            table[i, k + lever] = total
         k += L
-        row[k] = cost_limit[i]
-        row[k + 1] = remaining[i]
-        row[k + 2] = spent[i]
-        row[k + 3] = 1.0 if spent[i] > exceeded else 0.0
+        table[i, k] = cost_limit[i]
+        table[i, k + 1] = remaining[i]
+        table[i, k + 2] = spent[i]
+        table[i, k + 3] = 1.0 if spent[i] > exceeded else 0.0
         k += 4
         for j in range(R):
-            s = regional[i]
-            row[k + j] = share[i, j]
-            row[k + R + j] = s[market.F_BUYERS_GENZ, j] + s[market.F_BUYERS_OLDER, j]
-            row[k + 2 * R + j] = s[market.F_SELLERS, j]
-            row[k + 3 * R + j] = s[market.F_CREATORS, j]
-            row[k + 4 * R + j] = 1.0 if s[market.F_SUSPENDED, j] > 0.0 else 0.0
+            table[i, k + j] = share[i, j]
+            table[i, k + R + j] = regional[i, market.F_BUYERS_GENZ, j] + regional[i, market.F_BUYERS_OLDER, j]
+            table[i, k + 2 * R + j] = regional[i, market.F_SELLERS, j]
+            table[i, k + 3 * R + j] = regional[i, market.F_CREATORS, j]
+            table[i, k + 4 * R + j] = 1.0 if regional[i, market.F_SUSPENDED, j] > 0.0 else 0.0
         k += 5 * R
-        row[k] = revenue[i]
-        row[k + 1] = clipped[i]
-        row[k + 2] = t[i]
+        table[i, k] = revenue[i]
+        table[i, k + 1] = clipped[i]
+        table[i, k + 2] = t[i]
 
 
 class InfoTable(NamedTuple):
@@ -126,6 +124,7 @@ class MarketBatch:
         self._rows = rows
         self._row = _row_builder(self._groups)
         self._start: tuple[np.ndarray, np.ndarray] | None = None  # observation and info column at reset
+        _warm_up(self)
 
     def __getstate__(self) -> dict:
         # the C interface of the generators and the generated row builder are rebuilt on load
@@ -237,6 +236,32 @@ class MarketBatch:
         """Every market's ``info`` as Python scalars, one dict each."""
         return [self._row(values, info.intensity[i].copy()) for i, values in enumerate(info.table.tolist())]
 
+
+
+_warmed_up = False
+
+
+def _warm_up(batch: MarketBatch) -> None:
+    """Load (or, on a fresh checkout, compile: ~10 s once) every kernel a step uses, once per process.
+
+    numba compiles on first call; doing it here keeps that cost out of the first ``reset`` and
+    ``step``, and so out of any timing of them.
+    """
+    global _warmed_up
+    if _warmed_up:
+        return
+    p = batch.params
+    state = market.init_state(p, [np.random.default_rng(0)])
+    for dtype in (np.float32, np.float64):
+        intensity, clipped, _ = market.clip_actions(np.zeros((1, p.action_dim), dtype=dtype), p.n_regions)
+    new, out = market.step(p, state, intensity)
+    market.observe(p, new)
+    market.lever_costs(p, new, intensity)
+    batch._table(
+        new, out["gmv"], out["run_rate"], out["gmv_region"], out["cost"], out["cost_lever"], out["cost_limit"],
+        out["revenue"], out["share"], clipped, out["intensity"],
+    )
+    _warmed_up = True
 
 
 def _row_builder(groups: list[tuple[str, tuple[str, ...] | None, int, type]]):

@@ -491,24 +491,24 @@ def _cap(g, remaining):
 
 
 @compiled
-def _lever_costs_one(rg, reg, season, u, cost):
-    """Costs ``(R, L)`` of intensities ``u`` ``(R, L)`` for one market; returns their total."""
+def _lever_costs_one(rg, reg, i, season, u, cost):
+    """Costs of market ``i``'s intensities ``u[i]`` (``(R, L)``), written to ``cost[i]``; returns their total."""
     total = 0.0
-    for j in range(u.shape[0]):
-        cost[j, WAIVER] = u[j, WAIVER] * (rg[R_COMMISSION, j] * reg[F_GMV_3P, j] * season)
-        cost[j, SHIPPING] = u[j, SHIPPING] * (rg[R_SUBSIDY_MAX, j] / 1000.0 * reg[F_ORDERS, j] * season)
+    for j in range(u.shape[1]):
+        cost[i, j, WAIVER] = u[i, j, WAIVER] * (rg[R_COMMISSION, j] * reg[i, F_GMV_3P, j] * season)
+        cost[i, j, SHIPPING] = u[i, j, SHIPPING] * (rg[R_SUBSIDY_MAX, j] / 1000.0 * reg[i, F_ORDERS, j] * season)
         for lever in range(GRANTS, ADS + 1):
-            cost[j, lever] = u[j, lever] * rg[R_POOL, j]
-        cost[j, PRIVATE_LABEL] = 0.0
+            cost[i, j, lever] = u[i, j, lever] * rg[R_POOL, j]
+        cost[i, j, PRIVATE_LABEL] = 0.0
         for lever in range(N_LEVERS):
-            total += cost[j, lever]
+            total += cost[i, j, lever]
     return total
 
 
 @compiled
 def _lever_costs_kernel(g, rg, season, regional, t, u, cost):
     for i in range(u.shape[0]):
-        _lever_costs_one(rg, regional[i], _season(season, g, t[i]), u[i], cost[i])
+        _lever_costs_one(rg, regional, i, _season(season, g, t[i]), u, cost)
 
 
 @compiled
@@ -523,8 +523,6 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
     horizon = int(g[HORIZON])
     sigma = g[SIGMA]
     for i in range(n):
-        s = regional[i]
-        out = new[i]
         se = _season(season, g, t[i])
         tc = min(t[i], horizon - 1)
         cap = _cap(g, remaining[i])
@@ -533,7 +531,7 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
         for j in range(R):
             for lever in range(N_LEVERS):
                 u_out[i, j, lever] = u_in[i, j, lever]
-        total = _lever_costs_one(rg, s, se, u_out[i], cost[i])
+        total = _lever_costs_one(rg, regional, i, se, u_out, cost)
         if g[HARD] > 0.0 and total > cap:
             k = cap / max(total, 1e-300)
             total = 0.0
@@ -550,7 +548,7 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
         for j in range(R):
             # Suspension: the share of demand that is dark this quarter. Incentives paid into
             # the dark share buy nothing (the shop is closed there), but they are still paid for.
-            dark = rg[R_SUSP_SHARE, j] if s[F_SUSPENDED, j] > 0.0 else 0.0
+            dark = rg[R_SUSP_SHARE, j] if regional[i, F_SUSPENDED, j] > 0.0 else 0.0
             live_share = 1.0 - dark
             u_waive = u_out[i, j, WAIVER] * live_share
             u_ship = u_out[i, j, SHIPPING] * live_share
@@ -562,15 +560,15 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
             pool = rg[R_POOL, j]
             rho = u_pl * rg[R_PL_MAX, j]
             appeal = rg[R_PL_APPEAL, j]
-            users, bg, bo = s[F_USERS, j], s[F_BUYERS_GENZ, j], s[F_BUYERS_OLDER, j]
-            sellers, creators, capacity = s[F_SELLERS, j], s[F_CREATORS, j], s[F_CAPACITY, j]
-            livestream, trust = s[F_LIVESTREAM, j], s[F_TRUST, j]
+            users, bg, bo = regional[i, F_USERS, j], regional[i, F_BUYERS_GENZ, j], regional[i, F_BUYERS_OLDER, j]
+            sellers, creators, capacity = regional[i, F_SELLERS, j], regional[i, F_CREATORS, j], regional[i, F_CAPACITY, j]
+            livestream, trust = regional[i, F_LIVESTREAM, j], regional[i, F_TRUST, j]
             c_half = rg[R_C_HALF, j]
 
             # 1. attractiveness
-            sel = s[F_SELECTION, j]
+            sel = regional[i, F_SELECTION, j]
             ship = hill(u_ship * rg[R_SUBSIDY_MAX, j] / rg[R_SHIP_COST, j], g[SHIP_EC])
-            speed = min(1.0, capacity / max(s[F_ORDERS, j] * se, 1e-9))
+            speed = min(1.0, capacity / max(regional[i, F_ORDERS, j] * se, 1e-9))
             live = livestream * creators / (creators + c_half)
             fee = fee_effect(u_waive, g[FEE_EC])
             attr = (
@@ -583,7 +581,7 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
             attr = max(attr, 0.0)
 
             # 2. ad stock and reach
-            adstock = u_ads * pool + g[AD_DECAY] * s[F_ADSTOCK, j]
+            adstock = u_ads * pool + g[AD_DECAY] * regional[i, F_ADSTOCK, j]
             reach = hill(adstock / max(pool, 1e-12), g[HILL_EC])
 
             # 3. shopping-start share
@@ -599,10 +597,10 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
             new_older = (innovation + g[BASS_Q] * attr * penetration) * max(users_older - bo, 0.0)
             new_genz *= live_share
             new_older *= live_share
-            churn_genz = churn_base * (1.0 - g[HABIT_LOYALTY] * s[F_HABIT, j])
+            churn_genz = churn_base * (1.0 - g[HABIT_LOYALTY] * regional[i, F_HABIT, j])
             bg_next = min(bg * (1.0 - churn_genz) + new_genz, users_genz)
             bo_next = min(bo * (1.0 - churn_base) + new_older, users_older)
-            habit = s[F_HABIT, j] + g[HABIT_RATE] * (min(attr, 1.0) - s[F_HABIT, j])
+            habit = regional[i, F_HABIT, j] + g[HABIT_RATE] * (min(attr, 1.0) - regional[i, F_HABIT, j])
 
             # 5. orders and capacity
             shock = np.exp(sigma * shock_z[i, tc, j] - 0.5 * sigma * sigma)
@@ -649,29 +647,29 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
             users_next = min(users_next, rg[R_USERS_MAX, j])
 
             # 13. suspensions for the next quarter
-            if s[F_SUSPENDED, j] > 0.0:
-                suspended = s[F_SUSPENDED, j] - 1.0
+            if regional[i, F_SUSPENDED, j] > 0.0:
+                suspended = regional[i, F_SUSPENDED, j] - 1.0
             elif suspend_u[i, tc, j] < rg[R_HAZARD, j]:
                 suspended = rg[R_SUSP_Q, j]
             else:
                 suspended = 0.0
 
-            out[F_USERS, j] = users_next
-            out[F_BUYERS_GENZ, j] = bg_next
-            out[F_BUYERS_OLDER, j] = bo_next
-            out[F_HABIT, j] = habit
-            out[F_SELLERS, j] = sellers_next
-            out[F_CREATORS, j] = creators_next
-            out[F_CAPACITY, j] = capacity_next
-            out[F_LIVESTREAM, j] = livestream_next
-            out[F_TRUST, j] = trust_next
-            out[F_ADSTOCK, j] = adstock
-            out[F_ORDERS, j] = served
-            out[F_GMV_3P, j] = gmv_3p
-            out[F_GMV_REGION, j] = gmv_j
-            out[F_SUSPENDED, j] = suspended
-            out[F_SELECTION, j] = _selection(sellers_next, rg[R_S_HALF, j], rg[R_SEL_NORM, j], g[SEL_SLOPE])
-            out[F_SHARE, j] = share
+            new[i, F_USERS, j] = users_next
+            new[i, F_BUYERS_GENZ, j] = bg_next
+            new[i, F_BUYERS_OLDER, j] = bo_next
+            new[i, F_HABIT, j] = habit
+            new[i, F_SELLERS, j] = sellers_next
+            new[i, F_CREATORS, j] = creators_next
+            new[i, F_CAPACITY, j] = capacity_next
+            new[i, F_LIVESTREAM, j] = livestream_next
+            new[i, F_TRUST, j] = trust_next
+            new[i, F_ADSTOCK, j] = adstock
+            new[i, F_ORDERS, j] = served
+            new[i, F_GMV_3P, j] = gmv_3p
+            new[i, F_GMV_REGION, j] = gmv_j
+            new[i, F_SUSPENDED, j] = suspended
+            new[i, F_SELECTION, j] = _selection(sellers_next, rg[R_S_HALF, j], rg[R_SEL_NORM, j], g[SEL_SLOPE])
+            new[i, F_SHARE, j] = share
             gmv_region[i, j] = gmv_j
             share_out[i, j] = share
             attr_out[i, j] = attr
@@ -690,23 +688,22 @@ def _observe_kernel(g, rg, season, regional, t, remaining, spent, obs):
     n, R = regional.shape[0], regional.shape[2]
     horizon, budget_q, budget_total = g[HORIZON], g[BUDGET_Q], g[BUDGET_TOTAL]
     for i in range(n):
-        s = regional[i]
         se = _season(season, g, t[i])
         se_prev = _season(season, g, t[i] - 1)
         for j in range(R):
-            f = obs[i, j * N_REGION_FEATURES : (j + 1) * N_REGION_FEATURES]
-            f[0] = (s[F_BUYERS_GENZ, j] + s[F_BUYERS_OLDER, j]) / s[F_USERS, j]
-            f[1] = s[F_SELECTION, j]
-            f[2] = s[F_CREATORS, j] / (s[F_CREATORS, j] + rg[R_C_HALF, j])
-            f[3] = s[F_USERS, j] / rg[R_USERS_MAX, j]
-            f[4] = min(1.0, 0.5 * s[F_CAPACITY, j] / max(s[F_ORDERS, j] * se, 1e-9))
-            f[5] = s[F_LIVESTREAM, j] / max(rg[R_L_MAX, j], 1e-9)
-            f[6] = s[F_TRUST, j]
-            f[7] = hill(s[F_ADSTOCK, j] / max(rg[R_POOL, j], 1e-12), g[HILL_EC])
-            f[8] = s[F_SHARE, j]
-            f[9] = s[F_HABIT, j]
-            f[10] = s[F_SUSPENDED, j] / rg[R_SUSP_Q, j]
-            f[11] = min(4.0 / g[TARGET] * s[F_GMV_REGION, j] / se_prev, 2.0)
+            o = j * N_REGION_FEATURES
+            obs[i, o + 0] = (regional[i, F_BUYERS_GENZ, j] + regional[i, F_BUYERS_OLDER, j]) / regional[i, F_USERS, j]
+            obs[i, o + 1] = regional[i, F_SELECTION, j]
+            obs[i, o + 2] = regional[i, F_CREATORS, j] / (regional[i, F_CREATORS, j] + rg[R_C_HALF, j])
+            obs[i, o + 3] = regional[i, F_USERS, j] / rg[R_USERS_MAX, j]
+            obs[i, o + 4] = min(1.0, 0.5 * regional[i, F_CAPACITY, j] / max(regional[i, F_ORDERS, j] * se, 1e-9))
+            obs[i, o + 5] = regional[i, F_LIVESTREAM, j] / max(rg[R_L_MAX, j], 1e-9)
+            obs[i, o + 6] = regional[i, F_TRUST, j]
+            obs[i, o + 7] = hill(regional[i, F_ADSTOCK, j] / max(rg[R_POOL, j], 1e-12), g[HILL_EC])
+            obs[i, o + 8] = regional[i, F_SHARE, j]
+            obs[i, o + 9] = regional[i, F_HABIT, j]
+            obs[i, o + 10] = regional[i, F_SUSPENDED, j] / rg[R_SUSP_Q, j]
+            obs[i, o + 11] = min(4.0 / g[TARGET] * regional[i, F_GMV_REGION, j] / se_prev, 2.0)
         o = R * N_REGION_FEATURES
         obs[i, o + 0] = 1.0 - t[i] / horizon
         obs[i, o + 1] = remaining[i] / budget_total
