@@ -386,6 +386,19 @@ def test_wrong_shaped_action_raises_value_error() -> None:
             vec.step(np.zeros(shape, np.float32))
 
 
+def test_actions_of_any_numeric_type_are_accepted_and_non_numbers_rejected() -> None:
+    env = SocialCommerceEnv("global")
+    dim = env.action_space.shape[0]
+    rewards = []
+    for action in (np.zeros(dim, np.float32), np.zeros(dim), np.zeros(dim, np.int64), [0] * dim):
+        env.reset(seed=1)
+        rewards.append(env.step(action)[1])
+    assert len(set(rewards)) == 1
+    env.reset(seed=1)
+    with pytest.raises(ValueError, match="expected numbers"):
+        env.step(np.array(["0.5"] * dim))
+
+
 def test_out_of_range_actions_are_clipped_and_counted() -> None:
     env = SocialCommerceEnv("global")
     dim = env.action_space.shape[0]
