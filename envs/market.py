@@ -254,12 +254,12 @@ class Params:
         self.derived["rg"] = np.array([np.broadcast_to(per_region[k], (self.n_regions,)) for k in _REGION_PARAMS], dtype=np.float64)
         self.derived["season"] = np.asarray(self.season, dtype=np.float64)
         self.derived["start"] = _start_regional(self)
+        self.derived["packed"] = (self.derived["g"], self.derived["rg"], self.derived["season"])
 
     @property
     def packed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(g, rg, season)``: scalar coefficients, per-region coefficients ``(K, R)``, season (4,)."""
-        d = self.derived
-        return d["g"], d["rg"], d["season"]
+        return self.derived["packed"]
 
     @property
     def n_regions(self) -> int:
@@ -447,8 +447,11 @@ def _start_kernel(start, u, regional, shock_z, suspend_u):
     ``u``; suspension draws are its last third.
     """
     n, _, horizon, R = u.shape
+    F = start.shape[0]
     for i in range(n):
-        regional[i] = start
+        for f in range(F):
+            for j in range(R):
+                regional[i, f, j] = start[f, j]
         for q in range(horizon):
             for j in range(R):
                 shock_z[i, q, j] = np.sqrt(-2.0 * np.log1p(-u[i, 0, q, j])) * np.cos(2.0 * np.pi * u[i, 1, q, j])
@@ -512,8 +515,8 @@ def _lever_costs_kernel(g, rg, season, regional, t, u, cost):
 
 
 @compiled
-def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u_in, new, per_market, per_region, per_lever):
-    """One quarter of every market, written into ``new`` (the regional state) and the stacked
+def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u_in, new, new_t, per_market, per_region, per_lever):
+    """One quarter of every market, written into ``new`` (the regional state), ``new_t`` and the stacked
     outputs ``per_market`` (``_MARKET_OUT`` rows, then budget remaining and spent),
     ``per_region`` (``_REGION_OUT``) and ``per_lever`` (``_LEVER_OUT``)."""
     n, R = u_in.shape[0], u_in.shape[1]
@@ -681,6 +684,7 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
         run_rate[i] = 4.0 * gmv_i / se
         new_spent[i] = spent_i
         new_remaining[i] = max(g[BUDGET_TOTAL] - spent_i, 0.0)
+        new_t[i] = t[i] + 1
 
 
 @compiled
@@ -734,7 +738,7 @@ def quarter_cap(params: Params, state: State) -> np.ndarray:
 
 _MARKET_OUT = ("gmv", "run_rate", "cost", "cost_limit", "revenue")  # then the new budget_remaining, spent
 _REGION_OUT = ("gmv_region", "share", "attractiveness", "new_buyers", "new_sellers")
-_LEVER_OUT = ("intensity", "cost_lever")
+_LEVER_OUT = ("intensity", "cost_lever")  # unpacked by name in step and _step_kernel
 
 
 def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, dict]:
@@ -789,16 +793,20 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     per_lever = np.empty((len(_LEVER_OUT), n, R, N_LEVERS))
     new = State(
         regional=np.empty_like(s.regional),
-        t=s.t + 1,
-        budget_remaining=per_market[5],
-        spent=per_market[6],
+        t=np.empty_like(s.t),
+        budget_remaining=per_market[-2],
+        spent=per_market[-1],
         shock_z=s.shock_z,
         suspend_u=s.suspend_u,
     )
-    _step_kernel(*params.packed, s.regional, s.t, s.budget_remaining, s.spent, s.shock_z, s.suspend_u, u, new.regional, per_market, per_region, per_lever)
-    out = dict(zip(_MARKET_OUT, per_market[: len(_MARKET_OUT)]))
-    out.update(zip(_REGION_OUT, per_region))
-    out.update(zip(_LEVER_OUT, per_lever))
+    _step_kernel(
+        *params.packed, s.regional, s.t, s.budget_remaining, s.spent, s.shock_z, s.suspend_u, u,
+        new.regional, new.t, per_market, per_region, per_lever,
+    )
+    out = {name: per_market[k] for k, name in enumerate(_MARKET_OUT)}
+    for k, name in enumerate(_REGION_OUT):
+        out[name] = per_region[k]
+    out["intensity"], out["cost_lever"] = per_lever[0], per_lever[1]
     return new, out
 
 
