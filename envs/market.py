@@ -1,8 +1,8 @@
-"""The market model: pure, batched numpy functions over N parallel markets.
+"""The market model: pure, batched functions over N parallel markets.
 
 This module is the only implementation of the dynamics. The single env, the vector env, the
 planners (best static plan, clairvoyant oracle) and the tests all call :func:`step`. It imports
-numpy only and holds no parameters: every number comes from a scenario
+numpy and numba only and holds no parameters: every number comes from a scenario
 (:mod:`envs.scenario`, ``configs/scenarios/*.yaml``) through :class:`Params`.
 
 Shapes: ``n`` markets (environments), ``R`` regions, ``L = 7`` levers. Units: users and
