@@ -55,43 +55,76 @@ def info_layout(region_names: tuple[str, ...]) -> list[tuple[str, tuple[str, ...
     ]
 
 
+@market.per_market_kernel
+def fill_info_market(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
+                     regional, t, remaining, spent, budget_total, table, i):
+    """Write market ``i``'s entries of :func:`info_layout`, in order, into ``table[i]``."""
+    R, L = cost_lever.shape[1], cost_lever.shape[2]
+    exceeded = budget_total * (1.0 + 1e-9)
+    k = 0
+    table[i, k] = gmv[i]
+    table[i, k + 1] = run_rate[i]
+    k += 2
+    for j in range(R):
+        table[i, k + j] = gmv_region[i, j]
+    k += R
+    table[i, k] = cost[i]
+    k += 1
+    for lever in range(L):
+        total = 0.0
+        for j in range(R):
+            total += cost_lever[i, j, lever]
+        table[i, k + lever] = total
+    k += L
+    table[i, k] = cost_limit[i]
+    table[i, k + 1] = remaining[i]
+    table[i, k + 2] = spent[i]
+    table[i, k + 3] = 1.0 if spent[i] > exceeded else 0.0
+    k += 4
+    for j in range(R):
+        table[i, k + j] = share[i, j]
+        table[i, k + R + j] = regional[i, market.F_BUYERS_GENZ, j] + regional[i, market.F_BUYERS_OLDER, j]
+        table[i, k + 2 * R + j] = regional[i, market.F_SELLERS, j]
+        table[i, k + 3 * R + j] = regional[i, market.F_CREATORS, j]
+        table[i, k + 4 * R + j] = 1.0 if regional[i, market.F_SUSPENDED, j] > 0.0 else 0.0
+    k += 5 * R
+    table[i, k] = revenue[i]
+    table[i, k + 1] = clipped[i]
+    table[i, k + 2] = t[i]
+
+
 @compiled
 def _fill_info(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
                regional, t, remaining, spent, budget_total, table):
-    """Write the entries of :func:`info_layout` for every market (row) of ``table``."""
-    n, R, L = cost_lever.shape
-    exceeded = budget_total * (1.0 + 1e-9)
+    for i in range(table.shape[0]):
+        fill_info_market(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
+                         regional, t, remaining, spent, budget_total, table, i)
+
+
+@compiled
+def _env_step_kernel(g, rg, season, action, regional, t, remaining, spent, shock_z, suspend_u, budget_total,
+                     u, clipped, new, new_t, cost, per_market, per_region, obs, table):
+    """One environment step of every market in one pass: clip the actions (returning the count of
+    NaN/inf entries, and doing nothing else, if there are any), step the model, observe, fill
+    the info table. The same per-market functions as :func:`envs.market.step`,
+    :func:`envs.market.observe` and :func:`_fill_info`."""
+    n = action.shape[0]
+    non_finite = 0
     for i in range(n):
-        k = 0
-        table[i, k] = gmv[i]
-        table[i, k + 1] = run_rate[i]
-        k += 2
-        for j in range(R):
-            table[i, k + j] = gmv_region[i, j]
-        k += R
-        table[i, k] = cost[i]
-        k += 1
-        for lever in range(L):
-            total = 0.0
-            for j in range(R):
-                total += cost_lever[i, j, lever]
-            table[i, k + lever] = total
-        k += L
-        table[i, k] = cost_limit[i]
-        table[i, k + 1] = remaining[i]
-        table[i, k + 2] = spent[i]
-        table[i, k + 3] = 1.0 if spent[i] > exceeded else 0.0
-        k += 4
-        for j in range(R):
-            table[i, k + j] = share[i, j]
-            table[i, k + R + j] = regional[i, market.F_BUYERS_GENZ, j] + regional[i, market.F_BUYERS_OLDER, j]
-            table[i, k + 2 * R + j] = regional[i, market.F_SELLERS, j]
-            table[i, k + 3 * R + j] = regional[i, market.F_CREATORS, j]
-            table[i, k + 4 * R + j] = 1.0 if regional[i, market.F_SUSPENDED, j] > 0.0 else 0.0
-        k += 5 * R
-        table[i, k] = revenue[i]
-        table[i, k + 1] = clipped[i]
-        table[i, k + 2] = t[i]
+        non_finite += market.clip_market(action, u, clipped, i)
+    if non_finite > 0:
+        return non_finite
+    new_remaining, new_spent = per_market[market.M_REMAINING], per_market[market.M_SPENT]
+    gmv, run_rate, cost_total = per_market[market.M_GMV], per_market[market.M_RUN_RATE], per_market[market.M_COST]
+    cap, revenue = per_market[market.M_CAP], per_market[market.M_REVENUE]
+    gmv_region, share = per_region[market.P_GMV], per_region[market.P_SHARE]
+    for i in range(n):
+        market.step_market(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u,
+                           new, new_t, u, cost, per_market, per_region, i)
+        market.observe_market(g, rg, season, new, new_t, new_remaining, new_spent, obs, i)
+        fill_info_market(gmv, run_rate, gmv_region, cost_total, cost, cap, revenue, share, clipped,
+                         new, new_t, new_remaining, new_spent, budget_total, table, i)
+    return 0
 
 
 class InfoTable(NamedTuple):
@@ -122,6 +155,7 @@ class MarketBatch:
             self._groups.append((key, sub, rows, kind))
             rows += 1 if sub is None else len(sub)
         self._rows = rows
+        self._action_shape = (self.num_envs, p.action_dim)
         self._row = _row_builder(self._groups)
         self._start: tuple[np.ndarray, np.ndarray] | None = None  # observation and info column at reset
         _warm_up(self)
@@ -180,32 +214,39 @@ class MarketBatch:
         return market.observe(p, start), table.table
 
     # ------------------------------------------------------------------ step
-    def check_action(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Validate a ``(num_envs, R*L)`` action; return the intensities and the count clipped per env."""
+    def check_action(self, action: Any) -> np.ndarray:
+        """``action`` as a float array of shape ``(num_envs, R*L)``, or a one-line ``ValueError``."""
         a = np.asarray(action)
-        want = (self.num_envs, self.params.action_dim)
-        if a.shape != want:
-            raise ValueError(f"action has shape {a.shape}; expected {want} (regions x levers, region-major)")
-        if a.dtype.kind not in "fiub":
-            raise ValueError(f"action has dtype {a.dtype}; expected numbers in [-1, 1]")
-        intensity, clipped, non_finite = market.clip_actions(a, self.params.n_regions)
-        if non_finite:
-            raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
-        return intensity, clipped
+        if a.shape != self._action_shape:
+            raise ValueError(f"action has shape {a.shape}; expected {self._action_shape} (regions x levers, region-major)")
+        if a.dtype != np.float32 and a.dtype != np.float64:
+            if a.dtype.kind not in "fiub":
+                raise ValueError(f"action has dtype {a.dtype}; expected numbers in [-1, 1]")
+            a = a.astype(np.float64)
+        return a
 
     def step(self, action: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, InfoTable]:
-        """Advance every market one quarter: observation, reward (GMV, $B), terminated, info table."""
+        """Advance every market one quarter: observation, reward (GMV, $B), terminated, info table.
+
+        Actions are clipped to [-1, 1] (and counted); NaN or infinite entries raise ``ValueError``
+        and leave the state as it was.
+        """
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        intensity, clipped = self.check_action(action)
-        self.state, out = market.step(self.params, self.state, intensity)
-        obs = market.observe(self.params, self.state)
-        terminated = self.state.t >= self.params.horizon
-        info = self._table(
-            self.state, out["gmv"], out["run_rate"], out["gmv_region"], out["cost"], out["cost_lever"], out["cost_limit"],
-            out["revenue"], out["share"], clipped, out["intensity"],
+        a = self.check_action(action)
+        p, s, n = self.params, self.state, self.num_envs
+        new, u, cost, per_market, per_region = market.allocate_step(p, s)
+        clipped = np.empty(n, dtype=np.int64)
+        obs = np.empty((n, p.obs_dim), dtype=np.float32)
+        table = np.empty((n, self._rows))
+        non_finite = _env_step_kernel(
+            *p.packed, a, s.regional, s.t, s.budget_remaining, s.spent, s.shock_z, s.suspend_u, p.budget_total,
+            u, clipped, new.regional, new.t, cost, per_market, per_region, obs, table,
         )
-        return obs, out["gmv"], terminated, info
+        if non_finite:
+            raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
+        self.state = new
+        return obs, per_market[market.M_GMV], new.t >= p.horizon, InfoTable(table, u)
 
     def _table(self, s, gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped, intensity) -> InfoTable:
         table = np.empty((s.n, self._rows))
@@ -242,7 +283,7 @@ _warmed_up = False
 
 
 def _warm_up(batch: MarketBatch) -> None:
-    """Load (or, on a fresh checkout, compile: ~10 s once) every kernel a step uses, once per process.
+    """Load (or, on a fresh checkout, compile: ~15 s once) the kernels of every face, once per process.
 
     numba compiles on first call; doing it here keeps that cost out of the first ``reset`` and
     ``step``, and so out of any timing of them.
@@ -250,18 +291,14 @@ def _warm_up(batch: MarketBatch) -> None:
     global _warmed_up
     if _warmed_up:
         return
-    p = batch.params
-    state = market.init_state(p, [np.random.default_rng(0)])
-    for dtype in (np.float32, np.float64):
-        intensity, clipped, _ = market.clip_actions(np.zeros((1, p.action_dim), dtype=dtype), p.n_regions)
-    new, out = market.step(p, state, intensity)
-    market.observe(p, new)
-    market.lever_costs(p, new, intensity)
-    batch._table(
-        new, out["gmv"], out["run_rate"], out["gmv_region"], out["cost"], out["cost_lever"], out["cost_limit"],
-        out["revenue"], out["share"], clipped, out["intensity"],
-    )
     _warmed_up = True
+    one = MarketBatch(batch.scenario, num_envs=1)
+    one.seed_generators([0])
+    for dtype in (np.float32, np.float64):
+        one.reset()
+        one.step(np.zeros((1, batch.params.action_dim), dtype=dtype))
+    market.step(one.params, one.state, np.zeros((1, one.params.n_regions, market.N_LEVERS)))
+    market.observe(one.params, one.state)
 
 
 def _row_builder(groups: list[tuple[str, tuple[str, ...] | None, int, type]]):

@@ -97,6 +97,9 @@ N_REGION_FEATURES, N_GLOBAL_FEATURES = len(REGION_FEATURES), len(GLOBAL_FEATURES
 
 compiled = numba.njit(cache=True, nogil=True, error_model="numpy")
 """Compiled, cached on disk, IEEE semantics (x/0 gives inf or nan as in numpy, never raises)."""
+per_market_kernel = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+"""As :data:`compiled`, for the per-market bodies the loop kernels call: inlined into each caller
+(a call passing a dozen arrays per market costs as much as the market's arithmetic)."""
 
 
 @compiled
@@ -493,7 +496,7 @@ def _cap(g, remaining):
     return min(g[BUDGET_Q], remaining)
 
 
-@compiled
+@per_market_kernel
 def _lever_costs_one(rg, reg, i, season, u, cost):
     """Costs of market ``i``'s intensities ``u[i]`` (``(R, L)``), written to ``cost[i]``; returns their total."""
     total = 0.0
@@ -514,206 +517,225 @@ def _lever_costs_kernel(g, rg, season, regional, t, u, cost):
         _lever_costs_one(rg, regional, i, _season(season, g, t[i]), u, cost)
 
 
-@compiled
-def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u_in, new, new_t, per_market, per_region, per_lever):
-    """One quarter of every market, written into ``new`` (the regional state), ``new_t`` and the stacked
-    outputs ``per_market`` (``_MARKET_OUT`` rows, then budget remaining and spent),
-    ``per_region`` (``_REGION_OUT``) and ``per_lever`` (``_LEVER_OUT``)."""
-    n, R = u_in.shape[0], u_in.shape[1]
-    gmv, run_rate, total_cost, cap_out, revenue, new_remaining, new_spent = per_market
-    gmv_region, share_out, attr_out, new_buyers, new_sellers = per_region
-    u_out, cost = per_lever
+M_GMV, M_RUN_RATE, M_COST, M_CAP, M_REVENUE, M_REMAINING, M_SPENT = range(7)  # rows of per_market
+P_GMV, P_SHARE, P_ATTR, P_NEW_BUYERS, P_NEW_SELLERS = range(5)  # rows of per_region
+
+
+@per_market_kernel
+def step_market(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u_in,
+                new, new_t, u, cost, per_market, per_region, i):
+    """Market ``i``'s quarter (the equations of :func:`step`).
+
+    Reads the state arrays and the requested intensities ``u_in`` at row ``i``; writes the new
+    regional state ``new[i]`` and quarter ``new_t[i]``, the applied intensities ``u[i]`` and their
+    costs ``cost[i]``, ``per_market[:, i]`` (rows ``M_*``: GMV, run rate, cost, cap, revenue,
+    budget remaining, spent) and ``per_region[:, i]`` (rows ``P_*``). ``u`` may be ``u_in``.
+    """
+    R = u_in.shape[1]
     horizon = int(g[HORIZON])
     sigma = g[SIGMA]
-    for i in range(n):
-        se = _season(season, g, t[i])
-        tc = min(t[i], horizon - 1)
-        cap = _cap(g, remaining[i])
-        cap_out[i] = cap
-        # costs, known before the quarter, and the exact hard-budget projection
+    se = _season(season, g, t[i])
+    tc = min(t[i], horizon - 1)
+    cap = _cap(g, remaining[i])
+    per_market[M_CAP, i] = cap
+    # costs, known before the quarter, and the exact hard-budget projection
+    for j in range(R):
+        for lever in range(N_LEVERS):
+            u[i, j, lever] = u_in[i, j, lever]
+    total = _lever_costs_one(rg, regional, i, se, u, cost)
+    if g[HARD] > 0.0 and total > cap:
+        k = cap / max(total, 1e-300)
+        total = 0.0
         for j in range(R):
-            for lever in range(N_LEVERS):
-                u_out[i, j, lever] = u_in[i, j, lever]
-        total = _lever_costs_one(rg, regional, i, se, u_out, cost)
-        if g[HARD] > 0.0 and total > cap:
-            k = cap / max(total, 1e-300)
-            total = 0.0
-            for j in range(R):
-                for lever in range(WAIVER, ADS + 1):  # the spend levers; private label costs nothing
-                    u_out[i, j, lever] *= k
-                    cost[i, j, lever] *= k
-                    total += cost[i, j, lever]
-        total_cost[i] = total
-        spent_i = spent[i] + total
+            for lever in range(WAIVER, ADS + 1):  # the spend levers; private label costs nothing
+                u[i, j, lever] *= k
+                cost[i, j, lever] *= k
+                total += cost[i, j, lever]
+    per_market[M_COST, i] = total
+    spent_i = spent[i] + total
 
-        gmv_i = 0.0
-        revenue_i = 0.0
-        for j in range(R):
-            # Suspension: the share of demand that is dark this quarter. Incentives paid into
-            # the dark share buy nothing (the shop is closed there), but they are still paid for.
-            dark = rg[R_SUSP_SHARE, j] if regional[i, F_SUSPENDED, j] > 0.0 else 0.0
-            live_share = 1.0 - dark
-            u_waive = u_out[i, j, WAIVER] * live_share
-            u_ship = u_out[i, j, SHIPPING] * live_share
-            u_grant = u_out[i, j, GRANTS] * live_share
-            u_wh = u_out[i, j, WAREHOUSING] * live_share
-            u_cre = u_out[i, j, CREATORS] * live_share
-            u_ads = u_out[i, j, ADS] * live_share
-            u_pl = u_out[i, j, PRIVATE_LABEL] * live_share
-            pool = rg[R_POOL, j]
-            rho = u_pl * rg[R_PL_MAX, j]
-            appeal = rg[R_PL_APPEAL, j]
-            users, bg, bo = regional[i, F_USERS, j], regional[i, F_BUYERS_GENZ, j], regional[i, F_BUYERS_OLDER, j]
-            sellers, creators, capacity = regional[i, F_SELLERS, j], regional[i, F_CREATORS, j], regional[i, F_CAPACITY, j]
-            livestream, trust = regional[i, F_LIVESTREAM, j], regional[i, F_TRUST, j]
-            c_half = rg[R_C_HALF, j]
+    gmv_i = 0.0
+    revenue_i = 0.0
+    for j in range(R):
+        # Suspension: the share of demand that is dark this quarter. Incentives paid into
+        # the dark share buy nothing (the shop is closed there), but they are still paid for.
+        dark = rg[R_SUSP_SHARE, j] if regional[i, F_SUSPENDED, j] > 0.0 else 0.0
+        live_share = 1.0 - dark
+        u_waive = u[i, j, WAIVER] * live_share
+        u_ship = u[i, j, SHIPPING] * live_share
+        u_grant = u[i, j, GRANTS] * live_share
+        u_wh = u[i, j, WAREHOUSING] * live_share
+        u_cre = u[i, j, CREATORS] * live_share
+        u_ads = u[i, j, ADS] * live_share
+        u_pl = u[i, j, PRIVATE_LABEL] * live_share
+        pool = rg[R_POOL, j]
+        rho = u_pl * rg[R_PL_MAX, j]
+        appeal = rg[R_PL_APPEAL, j]
+        users, bg, bo = regional[i, F_USERS, j], regional[i, F_BUYERS_GENZ, j], regional[i, F_BUYERS_OLDER, j]
+        sellers, creators, capacity = regional[i, F_SELLERS, j], regional[i, F_CREATORS, j], regional[i, F_CAPACITY, j]
+        livestream, trust = regional[i, F_LIVESTREAM, j], regional[i, F_TRUST, j]
+        c_half = rg[R_C_HALF, j]
 
-            # 1. attractiveness
-            sel = regional[i, F_SELECTION, j]
-            ship = hill(u_ship * rg[R_SUBSIDY_MAX, j] / rg[R_SHIP_COST, j], g[SHIP_EC])
-            speed = min(1.0, capacity / max(regional[i, F_ORDERS, j] * se, 1e-9))
-            live = livestream * creators / (creators + c_half)
-            fee = fee_effect(u_waive, g[FEE_EC])
-            attr = (
-                g[W_SEL] * sel
-                + sel * (g[W_SHIP] * ship + g[W_FEE] * fee)
-                + g[W_SPEED] * speed
-                + g[W_LIVE] * live
-                - g[W_PL] * rho * (1.0 - appeal)
-            )
-            attr = max(attr, 0.0)
+        # 1. attractiveness
+        sel = regional[i, F_SELECTION, j]
+        ship = hill(u_ship * rg[R_SUBSIDY_MAX, j] / rg[R_SHIP_COST, j], g[SHIP_EC])
+        speed = min(1.0, capacity / max(regional[i, F_ORDERS, j] * se, 1e-9))
+        live = livestream * creators / (creators + c_half)
+        fee = fee_effect(u_waive, g[FEE_EC])
+        attr = (
+            g[W_SEL] * sel
+            + sel * (g[W_SHIP] * ship + g[W_FEE] * fee)
+            + g[W_SPEED] * speed
+            + g[W_LIVE] * live
+            - g[W_PL] * rho * (1.0 - appeal)
+        )
+        attr = max(attr, 0.0)
 
-            # 2. ad stock and reach
-            adstock = u_ads * pool + g[AD_DECAY] * regional[i, F_ADSTOCK, j]
-            reach = hill(adstock / max(pool, 1e-12), g[HILL_EC])
+        # 2. ad stock and reach
+        adstock = u_ads * pool + g[AD_DECAY] * regional[i, F_ADSTOCK, j]
+        reach = hill(adstock / max(pool, 1e-12), g[HILL_EC])
 
-            # 3. shopping-start share
-            share = 1.0 / (1.0 + np.exp(-(rg[R_LOGIT0, j] + g[SHARE_SENS] * (attr - rg[R_ATTR0, j]))))
+        # 3. shopping-start share
+        share = 1.0 / (1.0 + np.exp(-(rg[R_LOGIT0, j] + g[SHARE_SENS] * (attr - rg[R_ATTR0, j]))))
 
-            # 4. buyers (two cohorts)
-            innovation = g[BASS_P] * (1.0 + g[AD_LIFT] * reach) * (share / rg[R_SHARE0, j])
-            churn_base = g[B_CHURN] * max(0.0, 1.0 - g[LOYALTY] * attr)
-            users_genz = users * rg[R_GENZ_SHARE, j]
-            users_older = users - users_genz
-            penetration = (bg + bo) / users
-            new_genz = (innovation + g[GENZ_IMIT] * g[BASS_Q] * attr * penetration) * max(users_genz - bg, 0.0)
-            new_older = (innovation + g[BASS_Q] * attr * penetration) * max(users_older - bo, 0.0)
-            new_genz *= live_share
-            new_older *= live_share
-            churn_genz = churn_base * (1.0 - g[HABIT_LOYALTY] * regional[i, F_HABIT, j])
-            bg_next = min(bg * (1.0 - churn_genz) + new_genz, users_genz)
-            bo_next = min(bo * (1.0 - churn_base) + new_older, users_older)
-            habit = regional[i, F_HABIT, j] + g[HABIT_RATE] * (min(attr, 1.0) - regional[i, F_HABIT, j])
+        # 4. buyers (two cohorts)
+        innovation = g[BASS_P] * (1.0 + g[AD_LIFT] * reach) * (share / rg[R_SHARE0, j])
+        churn_base = g[B_CHURN] * max(0.0, 1.0 - g[LOYALTY] * attr)
+        users_genz = users * rg[R_GENZ_SHARE, j]
+        users_older = users - users_genz
+        penetration = (bg + bo) / users
+        new_genz = (innovation + g[GENZ_IMIT] * g[BASS_Q] * attr * penetration) * max(users_genz - bg, 0.0)
+        new_older = (innovation + g[BASS_Q] * attr * penetration) * max(users_older - bo, 0.0)
+        new_genz *= live_share
+        new_older *= live_share
+        churn_genz = churn_base * (1.0 - g[HABIT_LOYALTY] * regional[i, F_HABIT, j])
+        bg_next = min(bg * (1.0 - churn_genz) + new_genz, users_genz)
+        bo_next = min(bo * (1.0 - churn_base) + new_older, users_older)
+        habit = regional[i, F_HABIT, j] + g[HABIT_RATE] * (min(attr, 1.0) - regional[i, F_HABIT, j])
 
-            # 5. orders and capacity
-            shock = np.exp(sigma * shock_z[i, tc, j] - 0.5 * sigma * sigma)
-            demand = (bg_next + bo_next) * rg[R_ORDER_RATE, j] * (g[BASE_ORDERS] + attr) * se * shock * live_share
-            served = min(demand, capacity) + g[SPILL] * max(demand - capacity, 0.0)
+        # 5. orders and capacity
+        shock = np.exp(sigma * shock_z[i, tc, j] - 0.5 * sigma * sigma)
+        demand = (bg_next + bo_next) * rg[R_ORDER_RATE, j] * (g[BASE_ORDERS] + attr) * se * shock * live_share
+        served = min(demand, capacity) + g[SPILL] * max(demand - capacity, 0.0)
 
-            # 6. GMV and revenue
-            gmv_3p = served * rg[R_AOV, j] * (1.0 - rho) / 1000.0
-            gmv_pl = served * rg[R_AOV, j] * rho * appeal / 1000.0
-            gmv_j = gmv_3p + gmv_pl
-            gmv_i += gmv_j
-            take = rg[R_COMMISSION, j] * (1.0 - u_waive)
-            revenue_i += take * gmv_3p + g[PL_MARGIN] * gmv_pl
+        # 6. GMV and revenue
+        gmv_3p = served * rg[R_AOV, j] * (1.0 - rho) / 1000.0
+        gmv_pl = served * rg[R_AOV, j] * rho * appeal / 1000.0
+        gmv_j = gmv_3p + gmv_pl
+        gmv_i += gmv_j
+        take = rg[R_COMMISSION, j] * (1.0 - u_waive)
+        revenue_i += take * gmv_3p + g[PL_MARGIN] * gmv_pl
 
-            # 7. sellers
-            buyer_pull = _power((bg_next + bo_next) / users / g[S_REF_PEN], g[S_ELASTICITY])
-            join = (g[S_JOIN] * buyer_pull + g[S_GRANT] * hill(u_grant, g[HILL_EC])) * max(0.0, 1.0 - g[S_DRAG] * take)
-            seller_churn = g[S_CHURN] * (1.0 + g[S_TRUST_CHURN] * (1.0 - trust)) + g[S_SUSP_CHURN] * dark
-            joined = join * (rg[R_S_POT, j] - sellers) * live_share
-            sellers_next = sellers * (1.0 - min(seller_churn, 1.0)) + joined
-            sellers_next = min(max(sellers_next, 1e-6), rg[R_S_POT, j])
+        # 7. sellers
+        buyer_pull = _power((bg_next + bo_next) / users / g[S_REF_PEN], g[S_ELASTICITY])
+        join = (g[S_JOIN] * buyer_pull + g[S_GRANT] * hill(u_grant, g[HILL_EC])) * max(0.0, 1.0 - g[S_DRAG] * take)
+        seller_churn = g[S_CHURN] * (1.0 + g[S_TRUST_CHURN] * (1.0 - trust)) + g[S_SUSP_CHURN] * dark
+        joined = join * (rg[R_S_POT, j] - sellers) * live_share
+        sellers_next = sellers * (1.0 - min(seller_churn, 1.0)) + joined
+        sellers_next = min(max(sellers_next, 1e-6), rg[R_S_POT, j])
 
-            # 8. creators
-            affinity = livestream / max(rg[R_L_MAX, j], 1e-9)
-            c_join = (g[C_JOIN] + g[C_POOL] * hill(u_cre, g[HILL_EC])) * (0.25 + 0.75 * affinity)
-            creators_next = creators * (1.0 - g[C_CHURN]) + c_join * (rg[R_C_POT, j] - creators)
-            creators_next = min(max(creators_next, 1e-6), rg[R_C_POT, j])
+        # 8. creators
+        affinity = livestream / max(rg[R_L_MAX, j], 1e-9)
+        c_join = (g[C_JOIN] + g[C_POOL] * hill(u_cre, g[HILL_EC])) * (0.25 + 0.75 * affinity)
+        creators_next = creators * (1.0 - g[C_CHURN]) + c_join * (rg[R_C_POT, j] - creators)
+        creators_next = min(max(creators_next, 1e-6), rg[R_C_POT, j])
 
-            # 9. livestream affinity
-            activity = creators / (creators + c_half)
-            livestream_next = livestream + g[C_LIVE] * activity * (rg[R_L_MAX, j] - livestream)
+        # 9. livestream affinity
+        activity = creators / (creators + c_half)
+        livestream_next = livestream + g[C_LIVE] * activity * (rg[R_L_MAX, j] - livestream)
 
-            # 10. trust
-            trust_next = min(max(trust + g[TRUST_RECOVERY] * (1.0 - trust) - g[TRUST_HIT] * u_pl, 0.0), 1.0)
+        # 10. trust
+        trust_next = min(max(trust + g[TRUST_RECOVERY] * (1.0 - trust) - g[TRUST_HIT] * u_pl, 0.0), 1.0)
 
-            # 11. capacity (capex adds capacity from next quarter)
-            capacity_next = (
-                capacity * (1.0 - g[CAP_DEP]) + g[CAP_ORGANIC] * served + u_wh * pool * 1000.0 / g[CAPEX]
-            )
+        # 11. capacity (capex adds capacity from next quarter)
+        capacity_next = (
+            capacity * (1.0 - g[CAP_DEP]) + g[CAP_ORGANIC] * served + u_wh * pool * 1000.0 / g[CAPEX]
+        )
 
-            # 12. users
-            user_rate = g[C_USER_BOOST] * creators / (creators + c_half)
-            users_next = users + rg[R_USER_GROWTH, j] * (1.0 + user_rate) * users * (1.0 - users / rg[R_USERS_MAX, j])
-            users_next = min(users_next, rg[R_USERS_MAX, j])
+        # 12. users
+        user_rate = g[C_USER_BOOST] * creators / (creators + c_half)
+        users_next = users + rg[R_USER_GROWTH, j] * (1.0 + user_rate) * users * (1.0 - users / rg[R_USERS_MAX, j])
+        users_next = min(users_next, rg[R_USERS_MAX, j])
 
-            # 13. suspensions for the next quarter
-            if regional[i, F_SUSPENDED, j] > 0.0:
-                suspended = regional[i, F_SUSPENDED, j] - 1.0
-            elif suspend_u[i, tc, j] < rg[R_HAZARD, j]:
-                suspended = rg[R_SUSP_Q, j]
-            else:
-                suspended = 0.0
+        # 13. suspensions for the next quarter
+        if regional[i, F_SUSPENDED, j] > 0.0:
+            suspended = regional[i, F_SUSPENDED, j] - 1.0
+        elif suspend_u[i, tc, j] < rg[R_HAZARD, j]:
+            suspended = rg[R_SUSP_Q, j]
+        else:
+            suspended = 0.0
 
-            new[i, F_USERS, j] = users_next
-            new[i, F_BUYERS_GENZ, j] = bg_next
-            new[i, F_BUYERS_OLDER, j] = bo_next
-            new[i, F_HABIT, j] = habit
-            new[i, F_SELLERS, j] = sellers_next
-            new[i, F_CREATORS, j] = creators_next
-            new[i, F_CAPACITY, j] = capacity_next
-            new[i, F_LIVESTREAM, j] = livestream_next
-            new[i, F_TRUST, j] = trust_next
-            new[i, F_ADSTOCK, j] = adstock
-            new[i, F_ORDERS, j] = served
-            new[i, F_GMV_3P, j] = gmv_3p
-            new[i, F_GMV_REGION, j] = gmv_j
-            new[i, F_SUSPENDED, j] = suspended
-            new[i, F_SELECTION, j] = _selection(sellers_next, rg[R_S_HALF, j], rg[R_SEL_NORM, j], g[SEL_SLOPE])
-            new[i, F_SHARE, j] = share
-            gmv_region[i, j] = gmv_j
-            share_out[i, j] = share
-            attr_out[i, j] = attr
-            new_buyers[i, j] = new_genz + new_older
-            new_sellers[i, j] = joined
+        new[i, F_USERS, j] = users_next
+        new[i, F_BUYERS_GENZ, j] = bg_next
+        new[i, F_BUYERS_OLDER, j] = bo_next
+        new[i, F_HABIT, j] = habit
+        new[i, F_SELLERS, j] = sellers_next
+        new[i, F_CREATORS, j] = creators_next
+        new[i, F_CAPACITY, j] = capacity_next
+        new[i, F_LIVESTREAM, j] = livestream_next
+        new[i, F_TRUST, j] = trust_next
+        new[i, F_ADSTOCK, j] = adstock
+        new[i, F_ORDERS, j] = served
+        new[i, F_GMV_3P, j] = gmv_3p
+        new[i, F_GMV_REGION, j] = gmv_j
+        new[i, F_SUSPENDED, j] = suspended
+        new[i, F_SELECTION, j] = _selection(sellers_next, rg[R_S_HALF, j], rg[R_SEL_NORM, j], g[SEL_SLOPE])
+        new[i, F_SHARE, j] = share
+        per_region[P_GMV, i, j] = gmv_j
+        per_region[P_SHARE, i, j] = share
+        per_region[P_ATTR, i, j] = attr
+        per_region[P_NEW_BUYERS, i, j] = new_genz + new_older
+        per_region[P_NEW_SELLERS, i, j] = joined
 
-        gmv[i] = gmv_i
-        revenue[i] = revenue_i + g[SHOP_ADS] * gmv_i
-        run_rate[i] = 4.0 * gmv_i / se
-        new_spent[i] = spent_i
-        new_remaining[i] = max(g[BUDGET_TOTAL] - spent_i, 0.0)
-        new_t[i] = t[i] + 1
+    per_market[M_GMV, i] = gmv_i
+    per_market[M_REVENUE, i] = revenue_i + g[SHOP_ADS] * gmv_i
+    per_market[M_RUN_RATE, i] = 4.0 * gmv_i / se
+    per_market[M_SPENT, i] = spent_i
+    per_market[M_REMAINING, i] = max(g[BUDGET_TOTAL] - spent_i, 0.0)
+    new_t[i] = t[i] + 1
+
+
+@compiled
+def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u_in,
+                 new, new_t, u, cost, per_market, per_region):
+    for i in range(u_in.shape[0]):
+        step_market(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u_in,
+                    new, new_t, u, cost, per_market, per_region, i)
+
+
+@per_market_kernel
+def observe_market(g, rg, season, regional, t, remaining, spent, obs, i):
+    """Write market ``i``'s observation into ``obs[i]`` (see :func:`observe`)."""
+    R = regional.shape[2]
+    horizon, budget_q, budget_total = g[HORIZON], g[BUDGET_Q], g[BUDGET_TOTAL]
+    se = _season(season, g, t[i])
+    se_prev = _season(season, g, t[i] - 1)
+    for j in range(R):
+        o = j * N_REGION_FEATURES
+        obs[i, o + 0] = (regional[i, F_BUYERS_GENZ, j] + regional[i, F_BUYERS_OLDER, j]) / regional[i, F_USERS, j]
+        obs[i, o + 1] = regional[i, F_SELECTION, j]
+        obs[i, o + 2] = regional[i, F_CREATORS, j] / (regional[i, F_CREATORS, j] + rg[R_C_HALF, j])
+        obs[i, o + 3] = regional[i, F_USERS, j] / rg[R_USERS_MAX, j]
+        obs[i, o + 4] = min(1.0, 0.5 * regional[i, F_CAPACITY, j] / max(regional[i, F_ORDERS, j] * se, 1e-9))
+        obs[i, o + 5] = regional[i, F_LIVESTREAM, j] / max(rg[R_L_MAX, j], 1e-9)
+        obs[i, o + 6] = regional[i, F_TRUST, j]
+        obs[i, o + 7] = hill(regional[i, F_ADSTOCK, j] / max(rg[R_POOL, j], 1e-12), g[HILL_EC])
+        obs[i, o + 8] = regional[i, F_SHARE, j]
+        obs[i, o + 9] = regional[i, F_HABIT, j]
+        obs[i, o + 10] = regional[i, F_SUSPENDED, j] / rg[R_SUSP_Q, j]
+        obs[i, o + 11] = min(4.0 / g[TARGET] * regional[i, F_GMV_REGION, j] / se_prev, 2.0)
+    o = R * N_REGION_FEATURES
+    obs[i, o + 0] = 1.0 - t[i] / horizon
+    obs[i, o + 1] = remaining[i] / budget_total
+    obs[i, o + 2] = _cap(g, remaining[i]) / budget_q
+    obs[i, o + 3] = se - 1.0
+    obs[i, o + 4] = min(spent[i] / budget_total, 2.0)
 
 
 @compiled
 def _observe_kernel(g, rg, season, regional, t, remaining, spent, obs):
-    n, R = regional.shape[0], regional.shape[2]
-    horizon, budget_q, budget_total = g[HORIZON], g[BUDGET_Q], g[BUDGET_TOTAL]
-    for i in range(n):
-        se = _season(season, g, t[i])
-        se_prev = _season(season, g, t[i] - 1)
-        for j in range(R):
-            o = j * N_REGION_FEATURES
-            obs[i, o + 0] = (regional[i, F_BUYERS_GENZ, j] + regional[i, F_BUYERS_OLDER, j]) / regional[i, F_USERS, j]
-            obs[i, o + 1] = regional[i, F_SELECTION, j]
-            obs[i, o + 2] = regional[i, F_CREATORS, j] / (regional[i, F_CREATORS, j] + rg[R_C_HALF, j])
-            obs[i, o + 3] = regional[i, F_USERS, j] / rg[R_USERS_MAX, j]
-            obs[i, o + 4] = min(1.0, 0.5 * regional[i, F_CAPACITY, j] / max(regional[i, F_ORDERS, j] * se, 1e-9))
-            obs[i, o + 5] = regional[i, F_LIVESTREAM, j] / max(rg[R_L_MAX, j], 1e-9)
-            obs[i, o + 6] = regional[i, F_TRUST, j]
-            obs[i, o + 7] = hill(regional[i, F_ADSTOCK, j] / max(rg[R_POOL, j], 1e-12), g[HILL_EC])
-            obs[i, o + 8] = regional[i, F_SHARE, j]
-            obs[i, o + 9] = regional[i, F_HABIT, j]
-            obs[i, o + 10] = regional[i, F_SUSPENDED, j] / rg[R_SUSP_Q, j]
-            obs[i, o + 11] = min(4.0 / g[TARGET] * regional[i, F_GMV_REGION, j] / se_prev, 2.0)
-        o = R * N_REGION_FEATURES
-        obs[i, o + 0] = 1.0 - t[i] / horizon
-        obs[i, o + 1] = remaining[i] / budget_total
-        obs[i, o + 2] = _cap(g, remaining[i]) / budget_q
-        obs[i, o + 3] = se - 1.0
-        obs[i, o + 4] = min(spent[i] / budget_total, 2.0)
+    for i in range(regional.shape[0]):
+        observe_market(g, rg, season, regional, t, remaining, spent, obs, i)
 
 
 # ----------------------------------------------------------------------------- Python face
@@ -736,9 +758,8 @@ def quarter_cap(params: Params, state: State) -> np.ndarray:
     return np.minimum(params.budget_per_quarter, state.budget_remaining)
 
 
-_MARKET_OUT = ("gmv", "run_rate", "cost", "cost_limit", "revenue")  # then the new budget_remaining, spent
-_REGION_OUT = ("gmv_region", "share", "attractiveness", "new_buyers", "new_sellers")
-_LEVER_OUT = ("intensity", "cost_lever")  # unpacked by name in step and _step_kernel
+_MARKET_OUT = ("gmv", "run_rate", "cost", "cost_limit", "revenue")  # rows M_GMV ... M_REVENUE
+_REGION_OUT = ("gmv_region", "share", "attractiveness", "new_buyers", "new_sellers")  # rows P_*
 
 
 def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, dict]:
@@ -787,27 +808,39 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     n, R = state.n, params.n_regions
     if u.shape != (n, R, N_LEVERS):
         raise ValueError(f"intensity has shape {u.shape}; expected {(n, R, N_LEVERS)}")
+    new, applied, cost, per_market, per_region = allocate_step(params, state)
     s = state
-    per_market = np.empty((len(_MARKET_OUT) + 2, n))
-    per_region = np.empty((len(_REGION_OUT), n, R))
-    per_lever = np.empty((len(_LEVER_OUT), n, R, N_LEVERS))
-    new = State(
-        regional=np.empty_like(s.regional),
-        t=np.empty_like(s.t),
-        budget_remaining=per_market[-2],
-        spent=per_market[-1],
-        shock_z=s.shock_z,
-        suspend_u=s.suspend_u,
-    )
     _step_kernel(
         *params.packed, s.regional, s.t, s.budget_remaining, s.spent, s.shock_z, s.suspend_u, u,
-        new.regional, new.t, per_market, per_region, per_lever,
+        new.regional, new.t, applied, cost, per_market, per_region,
     )
+    return new, _outputs(per_market, per_region, applied, cost)
+
+
+def allocate_step(params: Params, state: State) -> tuple[State, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Uninitialised outputs of one step of ``state``: the new state (sharing the episode's
+    random numbers), applied intensities, their costs, ``per_market`` and ``per_region``."""
+    n, R = state.n, params.n_regions
+    per_market = np.empty((7, n))
+    new = State(
+        regional=np.empty_like(state.regional),
+        t=np.empty_like(state.t),
+        budget_remaining=per_market[M_REMAINING],
+        spent=per_market[M_SPENT],
+        shock_z=state.shock_z,
+        suspend_u=state.suspend_u,
+    )
+    lever_shape = (n, R, N_LEVERS)
+    return new, np.empty(lever_shape), np.empty(lever_shape), per_market, np.empty((len(_REGION_OUT), n, R))
+
+
+def _outputs(per_market: np.ndarray, per_region: np.ndarray, applied: np.ndarray, cost: np.ndarray) -> dict:
+    """The output dict of :func:`step` from the kernel's arrays (views, no copies)."""
     out = {name: per_market[k] for k, name in enumerate(_MARKET_OUT)}
     for k, name in enumerate(_REGION_OUT):
         out[name] = per_region[k]
-    out["intensity"], out["cost_lever"] = per_lever[0], per_lever[1]
-    return new, out
+    out["intensity"], out["cost_lever"] = applied, cost
+    return out
 
 
 def observe(params: Params, state: State) -> np.ndarray:
@@ -826,26 +859,35 @@ def observe(params: Params, state: State) -> np.ndarray:
     return obs
 
 
+@per_market_kernel
+def clip_market(action, intensity, clipped, i):
+    """Market ``i``'s actions ``action[i]`` (region-major) clipped to [-1, 1] into ``intensity[i]``
+    as ``(a + 1) / 2``, the count clipped into ``clipped[i]``; returns the count of NaN/inf entries."""
+    R, L = intensity.shape[1], intensity.shape[2]
+    non_finite = 0
+    count = 0
+    for j in range(R):
+        for lever in range(L):
+            a = np.float64(action[i, j * L + lever])
+            if not np.isfinite(a):
+                non_finite += 1
+                a = 0.0
+            elif a > 1.0:
+                a = 1.0
+                count += 1
+            elif a < -1.0:
+                a = -1.0
+                count += 1
+            intensity[i, j, lever] = (a + 1.0) * 0.5
+    clipped[i] = count
+    return non_finite
+
+
 @compiled
 def _actions_kernel(action, intensity, clipped):
-    n, R, L = intensity.shape
     non_finite = 0
-    for i in range(n):
-        count = 0
-        for j in range(R):
-            for lever in range(L):
-                a = np.float64(action[i, j * L + lever])
-                if not np.isfinite(a):
-                    non_finite += 1
-                    a = 0.0
-                elif a > 1.0:
-                    a = 1.0
-                    count += 1
-                elif a < -1.0:
-                    a = -1.0
-                    count += 1
-                intensity[i, j, lever] = (a + 1.0) * 0.5
-        clipped[i] = count
+    for i in range(action.shape[0]):
+        non_finite += clip_market(action, intensity, clipped, i)
     return non_finite
 
 

@@ -106,3 +106,30 @@ def test_shocks_are_box_muller_normals_of_the_draws() -> None:
     z = np.sqrt(-2.0 * np.log1p(-u[:, 0])) * np.cos(2.0 * np.pi * u[:, 1])
     np.testing.assert_allclose(state.shock_z, z, rtol=1e-14, atol=1e-15)
     np.testing.assert_array_equal(state.suspend_u, u[:, 2])
+
+
+def test_env_step_in_one_pass_equals_the_model_functions() -> None:
+    """The faces' fused step (clip, step, observe, info in one compiled pass) is the model's."""
+    from envs import SocialCommerceVectorEnv
+    from tests.conftest import random_actions
+
+    vec = SocialCommerceVectorEnv(num_envs=6, scenario="sea", overrides={"regions.sea.suspension_hazard": 0.5})
+    params = vec.params
+    vec.reset(seed=3)
+    actions = random_actions(4, params.horizon, vec.action_space.shape, scale=1.3)  # some get clipped
+    for a in actions:
+        before = vec.state.copy()
+        obs, reward, terminated, _, info = vec.step(a)
+        state, out = market.step(params, before, market.action_to_intensity(a, params.n_regions))
+        np.testing.assert_array_equal(vec.state.regional, state.regional)
+        np.testing.assert_array_equal(obs, market.observe(params, state))
+        np.testing.assert_array_equal(reward, out["gmv"])
+        np.testing.assert_array_equal(info["lever_intensity"], out["intensity"])
+        np.testing.assert_array_equal(info["cost"], out["cost"])
+        np.testing.assert_array_equal(info["budget_remaining"], state.budget_remaining)
+        np.testing.assert_array_equal(terminated, state.t >= params.horizon)
+        for j, lever in enumerate(market.LEVERS):
+            np.testing.assert_allclose(info["cost_by_lever"][lever], out["cost_lever"][:, :, j].sum(1), rtol=1e-15)
+        for k, region in enumerate(params.region_names):
+            np.testing.assert_array_equal(info["gmv_by_region"][region], out["gmv_region"][:, k])
+            np.testing.assert_array_equal(info["suspended"][region], state.suspended[:, k] > 0)
