@@ -40,13 +40,16 @@ Departures from the reference form in ``DESIGN.md`` (each for a reason):
   the calibrated orders per buyer per quarter (``CALIBRATION.md``):
   ``f0 = orders_per_buyer / (base_orders + attr0)``.
 
-Implementation. The quarter is written once, as loops over markets and regions compiled by
-numba (:func:`_step_kernel`), so one call advances any number of markets without temporaries:
-a batch of one (the single env) pays a few microseconds, a batch of thousands runs at
-memory speed. The Python functions below (:func:`step`, :func:`observe`, :func:`lever_costs`,
-...) allocate the outputs and call the kernels. Parameters reach the kernels packed in two
-arrays (:attr:`Params.packed`); the state's per-region quantities live in one block
-``(n, len(REGIONAL_FIELDS), R)``.
+Implementation. A market's quarter is written once, as scalar code over its regions compiled by
+numba (:func:`step_market`; likewise :func:`observe_market` and :func:`clip_market`), and
+loop kernels run it over every market (:func:`_step_kernel`; the environments' one-pass step in
+:mod:`envs.batch` inlines the same bodies). One call advances any number of markets without
+temporaries: a batch of one (the single env) pays a few microseconds, a batch of a thousand
+about half a microsecond per market. The Python functions below (:func:`step`,
+:func:`observe`, :func:`lever_costs`, ...) allocate the outputs and call the kernels.
+Parameters reach the kernels packed in two arrays (:attr:`Params.packed`); the state's
+per-region quantities live in one block ``(n, len(REGIONAL_FIELDS), R)``. Kernels are compiled
+on first use and cached on disk (``envs/__pycache__``): about 15 s once on a fresh checkout.
 """
 
 from __future__ import annotations
