@@ -2,12 +2,13 @@
 
 :class:`MarketBatch` owns the scenario's :class:`~envs.market.Params`, the batched
 :class:`~envs.market.State` and one random generator per market; it validates actions, calls
-:func:`envs.market.step` and builds observations and ``info``. :class:`~envs.SocialCommerceEnv`
+:func:`envs.market.env_step` (the model's step, observation and info in one compiled pass) and
+gives each face its ``info``. :class:`~envs.SocialCommerceEnv`
 is a batch of one, :class:`~envs.SocialCommerceVectorEnv` and :class:`~envs.sb3.SB3VecEnv`
 batches of N, so all run exactly the same code.
 
 ``info`` is computed once per step as a table (:class:`InfoTable`: one row per market, one
-column per scalar entry of the contract, filled by one compiled call); each face reads it the way
+column per scalar entry of the contract, :func:`envs.market.info_layout`); each face reads it the way
 it needs: arrays over markets (the vector env) or one dict of Python scalars per market (the
 single env, the SB3 adapter).
 """
@@ -21,110 +22,9 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 
 from envs import market
-from envs.market import compiled
 from envs.scenario import Scenario, load_scenario
 
 OBS_LOW, OBS_HIGH = -1.0, 2.0
-
-
-def info_layout(region_names: tuple[str, ...]) -> list[tuple[str, tuple[str, ...] | None, type]]:
-    """Rows of the info table, in order: ``(key, sub-keys or None, type)``.
-
-    A key with sub-keys (regions or levers) takes one row per sub-key. ``lever_intensity`` (an
-    array per market) is kept beside the table. :func:`_fill_info` writes the rows in this order.
-    """
-    regions = tuple(region_names)
-    return [
-        ("gmv", None, float),
-        ("gmv_run_rate", None, float),
-        ("gmv_by_region", regions, float),
-        ("cost", None, float),
-        ("cost_by_lever", market.LEVERS, float),
-        ("cost_limit", None, float),
-        ("budget_remaining", None, float),
-        ("cost_total", None, float),
-        ("cost_limit_exceeded", None, bool),
-        ("shopping_start_share", regions, float),
-        ("buyers", regions, float),
-        ("sellers", regions, float),
-        ("creators", regions, float),
-        ("suspended", regions, bool),
-        ("revenue", None, float),
-        ("clipped_actions", None, int),
-        ("quarter", None, int),
-    ]
-
-
-@market.per_market_kernel
-def fill_info_market(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
-                     regional, t, remaining, spent, budget_total, table, i):
-    """Write market ``i``'s entries of :func:`info_layout`, in order, into ``table[i]``."""
-    R, L = cost_lever.shape[1], cost_lever.shape[2]
-    exceeded = budget_total * (1.0 + 1e-9)
-    k = 0
-    table[i, k] = gmv[i]
-    table[i, k + 1] = run_rate[i]
-    k += 2
-    for j in range(R):
-        table[i, k + j] = gmv_region[i, j]
-    k += R
-    table[i, k] = cost[i]
-    k += 1
-    for lever in range(L):
-        total = 0.0
-        for j in range(R):
-            total += cost_lever[i, j, lever]
-        table[i, k + lever] = total
-    k += L
-    table[i, k] = cost_limit[i]
-    table[i, k + 1] = remaining[i]
-    table[i, k + 2] = spent[i]
-    table[i, k + 3] = 1.0 if spent[i] > exceeded else 0.0
-    k += 4
-    for j in range(R):
-        table[i, k + j] = share[i, j]
-        table[i, k + R + j] = regional[i, market.F_BUYERS_GENZ, j] + regional[i, market.F_BUYERS_OLDER, j]
-        table[i, k + 2 * R + j] = regional[i, market.F_SELLERS, j]
-        table[i, k + 3 * R + j] = regional[i, market.F_CREATORS, j]
-        table[i, k + 4 * R + j] = 1.0 if regional[i, market.F_SUSPENDED, j] > 0.0 else 0.0
-    k += 5 * R
-    table[i, k] = revenue[i]
-    table[i, k + 1] = clipped[i]
-    table[i, k + 2] = t[i]
-
-
-@compiled
-def _fill_info(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
-               regional, t, remaining, spent, budget_total, table):
-    for i in range(table.shape[0]):
-        fill_info_market(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
-                         regional, t, remaining, spent, budget_total, table, i)
-
-
-@compiled
-def _env_step_kernel(g, rg, season, action, regional, t, remaining, spent, shock_z, suspend_u, budget_total,
-                     u, clipped, new, new_t, cost, per_market, per_region, obs, table):
-    """One environment step of every market in one pass: clip the actions (returning the count of
-    NaN/inf entries, and doing nothing else, if there are any), step the model, observe, fill
-    the info table. The same per-market functions as :func:`envs.market.step`,
-    :func:`envs.market.observe` and :func:`_fill_info`."""
-    n = action.shape[0]
-    non_finite = 0
-    for i in range(n):
-        non_finite += market.clip_market(action, u, clipped, i)
-    if non_finite > 0:
-        return non_finite
-    new_remaining, new_spent = per_market[market.M_REMAINING], per_market[market.M_SPENT]
-    gmv, run_rate, cost_total = per_market[market.M_GMV], per_market[market.M_RUN_RATE], per_market[market.M_COST]
-    cap, revenue = per_market[market.M_CAP], per_market[market.M_REVENUE]
-    gmv_region, share = per_region[market.P_GMV], per_region[market.P_SHARE]
-    for i in range(n):
-        market.step_market(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u,
-                           new, new_t, u, cost, per_market, per_region, i)
-        market.observe_market(g, rg, season, new, new_t, new_remaining, new_spent, obs, i)
-        fill_info_market(gmv, run_rate, gmv_region, cost_total, cost, cap, revenue, share, clipped,
-                         new, new_t, new_remaining, new_spent, budget_total, table, i)
-    return 0
 
 
 class InfoTable(NamedTuple):
@@ -146,10 +46,10 @@ class MarketBatch:
         p = self.params
         self.single_action_space = spaces.Box(-1.0, 1.0, (p.action_dim,), np.float32)
         self.single_observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (p.obs_dim,), np.float32)
-        self.rngs: list[np.random.Generator] | None = None
+        self._rngs: list[np.random.Generator] | None = None
         self._sources: market.RandomSources | None = None
         self.state: market.State | None = None
-        self._layout = info_layout(p.region_names)
+        self._layout = market.info_layout(p.region_names)
         rows, self._groups = 0, []
         for key, sub, kind in self._layout:
             self._groups.append((key, sub, rows, kind))
@@ -169,8 +69,8 @@ class MarketBatch:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._row = _row_builder(self._groups)
-        if self.rngs is not None:
-            self._sources = market.random_sources(self.rngs)
+        if self._rngs is not None:
+            self._sources = market.random_sources(self._rngs)
 
     # ------------------------------------------------------------------ reset
     def seed_generators(self, seeds: list[int | None]) -> None:
@@ -181,8 +81,17 @@ class MarketBatch:
         """Draw market i's episodes from ``rngs[i]`` from the next reset on."""
         if len(rngs) != self.num_envs:
             raise ValueError(f"got {len(rngs)} generators for {self.num_envs} markets")
-        self.rngs = list(rngs)
-        self._sources = market.random_sources(self.rngs)
+        self._rngs = list(rngs)
+        self._sources = market.random_sources(self._rngs)
+
+    @property
+    def rngs(self) -> list[np.random.Generator] | None:
+        """Market i's generator (``None`` before the first seeding); assigning calls :meth:`use_generators`."""
+        return self._rngs
+
+    @rngs.setter
+    def rngs(self, rngs: list[np.random.Generator]) -> None:
+        self.use_generators(rngs)
 
     def reset(self) -> tuple[np.ndarray, InfoTable]:
         """Start a new episode in every market: observation and info table.
@@ -207,11 +116,13 @@ class MarketBatch:
         zeros = np.zeros(1)
         lever_zeros = np.zeros((1, p.n_regions, market.N_LEVERS))
         run_rate = 4.0 * start.gmv_region.sum(1) / p.season_at(start.t - 1)
-        table = self._table(
-            start, zeros, run_rate, start.gmv_region, zeros, lever_zeros, market.quarter_cap(p, start), zeros,
-            start.share, np.zeros(1, dtype=np.int64), lever_zeros,
+        table = np.empty((1, self._rows))
+        market.fill_info(
+            zeros, run_rate, start.gmv_region, zeros, lever_zeros, market.quarter_cap(p, start), zeros,
+            start.share, np.zeros(1, dtype=np.int64), start.regional, start.t, start.budget_remaining,
+            start.spent, p.budget_total, table,
         )
-        return market.observe(p, start), table.table
+        return market.observe(p, start), table
 
     # ------------------------------------------------------------------ step
     def check_action(self, action: Any) -> np.ndarray:
@@ -234,27 +145,8 @@ class MarketBatch:
         if self.state is None:
             raise RuntimeError("call reset() before step()")
         a = self.check_action(action)
-        p, s, n = self.params, self.state, self.num_envs
-        new, u, cost, per_market, per_region = market.allocate_step(p, s)
-        clipped = np.empty(n, dtype=np.int64)
-        obs = np.empty((n, p.obs_dim), dtype=np.float32)
-        table = np.empty((n, self._rows))
-        non_finite = _env_step_kernel(
-            *p.packed, a, s.regional, s.t, s.budget_remaining, s.spent, s.shock_z, s.suspend_u, p.budget_total,
-            u, clipped, new.regional, new.t, cost, per_market, per_region, obs, table,
-        )
-        if non_finite:
-            raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
-        self.state = new
-        return obs, per_market[market.M_GMV], new.t >= p.horizon, InfoTable(table, u)
-
-    def _table(self, s, gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped, intensity) -> InfoTable:
-        table = np.empty((s.n, self._rows))
-        _fill_info(
-            gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
-            s.regional, s.t, s.budget_remaining, s.spent, self.params.budget_total, table,
-        )
-        return InfoTable(table, intensity)
+        self.state, obs, reward, table, u = market.env_step(self.params, self.state, a)
+        return obs, reward, self.state.t >= self.params.horizon, InfoTable(table, u)
 
     # ------------------------------------------------------------------ info faces
     def info_dict(self, info: InfoTable) -> dict:

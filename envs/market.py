@@ -1,7 +1,8 @@
 """The market model: pure, batched functions over N parallel markets.
 
-This module is the only implementation of the dynamics. The single env, the vector env, the
-planners (best static plan, clairvoyant oracle) and the tests all call :func:`step`. It imports
+This module is the only implementation of the dynamics. The planners (best static plan,
+clairvoyant oracle) and the tests call :func:`step`; the single env, the vector env and the SB3
+adapter call :func:`env_step`, one compiled pass of the same per-market code. It imports
 numpy and numba only and holds no parameters: every number comes from a scenario
 (:mod:`envs.scenario`, ``configs/scenarios/*.yaml``) through :class:`Params`.
 
@@ -99,7 +100,11 @@ GLOBAL_FEATURES: tuple[str, ...] = (
 N_REGION_FEATURES, N_GLOBAL_FEATURES = len(REGION_FEATURES), len(GLOBAL_FEATURES)
 
 compiled = numba.njit(cache=True, nogil=True, error_model="numpy")
-"""Compiled, cached on disk, IEEE semantics (x/0 gives inf or nan as in numpy, never raises)."""
+"""Compiled, cached on disk, IEEE semantics (x/0 gives inf or nan as in numpy, never raises).
+
+Every kernel that calls the model's compiled functions lives in this module: numba invalidates
+a cached kernel only when its own file changes, so a kernel elsewhere would keep running an
+old copy of the model after an edit here."""
 per_market_kernel = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 """As :data:`compiled`, for the per-market bodies the loop kernels call: inlined into each caller
 (a call passing a dozen arrays per market costs as much as the market's arithmetic)."""
@@ -230,7 +235,7 @@ class Params:
     creators: dict
     platform: dict
     region: dict
-    derived: dict = field(default_factory=dict)
+    derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         r, a = self.region, self.attr
@@ -239,7 +244,7 @@ class Params:
         speed0 = np.minimum(1.0, r["capacity_headroom"])
         live0 = r["livestream_affinity"] * r["creators"] / (r["creators"] + r["creators_half"])
         attr0 = a["w_selection"] * sel0 + a["w_speed"] * speed0 + a["w_live"] * live0
-        self.derived.clear()
+        object.__setattr__(self, "derived", {})  # a fresh dict: dataclasses.replace must not share it
         self.derived.update(
             attr0=attr0,
             order_rate=r["orders_per_buyer"] / (self.buyers["base_orders"] + attr0),
@@ -261,6 +266,7 @@ class Params:
         self.derived["season"] = np.asarray(self.season, dtype=np.float64)
         self.derived["start"] = _start_regional(self)
         self.derived["packed"] = (self.derived["g"], self.derived["rg"], self.derived["season"])
+        self.derived["info_entries"] = sum(1 if sub is None else len(sub) for _, sub, _ in info_layout(self.region_names))
 
     @property
     def packed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -751,6 +757,8 @@ def lever_costs(params: Params, state: State, intensity: np.ndarray) -> np.ndarr
     Linear in the intensities, so a budget can be enforced exactly by scaling.
     """
     u = np.ascontiguousarray(intensity, dtype=np.float64)
+    if u.shape != (state.n, params.n_regions, N_LEVERS):
+        raise ValueError(f"intensity has shape {u.shape}; expected {(state.n, params.n_regions, N_LEVERS)}")
     cost = np.empty_like(u)
     _lever_costs_kernel(*params.packed, state.regional, state.t, u, cost)
     return cost
@@ -902,6 +910,8 @@ def clip_actions(action: np.ndarray, n_regions: int) -> tuple[np.ndarray, np.nda
     they map to 0.5).
     """
     a = np.asarray(action)
+    if a.ndim != 2 or a.shape[1] != n_regions * N_LEVERS:
+        raise ValueError(f"action has shape {a.shape}; expected (n, {n_regions * N_LEVERS}) (regions x levers, region-major)")
     if a.dtype != np.float32 and a.dtype != np.float64:
         a = a.astype(np.float64)
     n = a.shape[0]
@@ -912,8 +922,14 @@ def clip_actions(action: np.ndarray, n_regions: int) -> tuple[np.ndarray, np.nda
 
 
 def action_to_intensity(action: np.ndarray, n_regions: int) -> np.ndarray:
-    """Map actions in [-1, 1], shape ``(n, R*L)`` region-major, to intensities ``(n, R, L)`` (clipped)."""
-    return clip_actions(action, n_regions)[0]
+    """Map actions in [-1, 1], shape ``(n, R*L)`` region-major, to intensities ``(n, R, L)`` (clipped).
+
+    NaN or infinite actions raise ``ValueError``.
+    """
+    intensity, _, non_finite = clip_actions(action, n_regions)
+    if non_finite:
+        raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
+    return intensity
 
 
 def intensity_to_action(intensity: np.ndarray) -> np.ndarray:
@@ -940,3 +956,130 @@ def rollout(params: Params, state: State, plan: np.ndarray) -> dict:
     result = {key: np.stack(v, axis=1) for key, v in outs.items()}
     result["state"] = s
     return result
+
+
+# ----------------------------------------------------------------------------- environment step
+def info_layout(region_names: tuple[str, ...]) -> list[tuple[str, tuple[str, ...] | None, type]]:
+    """Entries of a market's ``info`` (the environment contract of DESIGN.md), in table order:
+    ``(key, sub-keys or None, type)``.
+
+    A key with sub-keys (regions or levers) takes one entry per sub-key. ``lever_intensity`` (an
+    array per market) is kept beside the table. :func:`fill_info_market` writes them in this order.
+    """
+    regions = tuple(region_names)
+    return [
+        ("gmv", None, float),
+        ("gmv_run_rate", None, float),
+        ("gmv_by_region", regions, float),
+        ("cost", None, float),
+        ("cost_by_lever", LEVERS, float),
+        ("cost_limit", None, float),
+        ("budget_remaining", None, float),
+        ("cost_total", None, float),
+        ("cost_limit_exceeded", None, bool),
+        ("shopping_start_share", regions, float),
+        ("buyers", regions, float),
+        ("sellers", regions, float),
+        ("creators", regions, float),
+        ("suspended", regions, bool),
+        ("revenue", None, float),
+        ("clipped_actions", None, int),
+        ("quarter", None, int),
+    ]
+
+
+@per_market_kernel
+def fill_info_market(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
+                     regional, t, remaining, spent, budget_total, table, i):
+    """Write market ``i``'s entries of :func:`info_layout`, in order, into ``table[i]``."""
+    R, L = cost_lever.shape[1], cost_lever.shape[2]
+    exceeded = budget_total * (1.0 + 1e-9)
+    k = 0
+    table[i, k] = gmv[i]
+    table[i, k + 1] = run_rate[i]
+    k += 2
+    for j in range(R):
+        table[i, k + j] = gmv_region[i, j]
+    k += R
+    table[i, k] = cost[i]
+    k += 1
+    for lever in range(L):
+        total = 0.0
+        for j in range(R):
+            total += cost_lever[i, j, lever]
+        table[i, k + lever] = total
+    k += L
+    table[i, k] = cost_limit[i]
+    table[i, k + 1] = remaining[i]
+    table[i, k + 2] = spent[i]
+    table[i, k + 3] = 1.0 if spent[i] > exceeded else 0.0
+    k += 4
+    for j in range(R):
+        table[i, k + j] = share[i, j]
+        table[i, k + R + j] = regional[i, F_BUYERS_GENZ, j] + regional[i, F_BUYERS_OLDER, j]
+        table[i, k + 2 * R + j] = regional[i, F_SELLERS, j]
+        table[i, k + 3 * R + j] = regional[i, F_CREATORS, j]
+        table[i, k + 4 * R + j] = 1.0 if regional[i, F_SUSPENDED, j] > 0.0 else 0.0
+    k += 5 * R
+    table[i, k] = revenue[i]
+    table[i, k + 1] = clipped[i]
+    table[i, k + 2] = t[i]
+
+
+@compiled
+def fill_info(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
+               regional, t, remaining, spent, budget_total, table):
+    for i in range(table.shape[0]):
+        fill_info_market(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
+                         regional, t, remaining, spent, budget_total, table, i)
+
+
+@compiled
+def _env_step_kernel(g, rg, season, action, regional, t, remaining, spent, shock_z, suspend_u, budget_total,
+                     u, clipped, new, new_t, cost, per_market, per_region, obs, table):
+    """One environment step of every market in one pass: clip the actions (returning the count of
+    NaN/inf entries, and doing nothing else, if there are any), step the model, observe, fill
+    the info table: the per-market bodies of :func:`step`, :func:`observe` and :func:`fill_info`."""
+    n = action.shape[0]
+    non_finite = 0
+    for i in range(n):
+        non_finite += clip_market(action, u, clipped, i)
+    if non_finite > 0:
+        return non_finite
+    new_remaining, new_spent = per_market[M_REMAINING], per_market[M_SPENT]
+    gmv, run_rate, cost_total = per_market[M_GMV], per_market[M_RUN_RATE], per_market[M_COST]
+    cap, revenue = per_market[M_CAP], per_market[M_REVENUE]
+    gmv_region, share = per_region[P_GMV], per_region[P_SHARE]
+    for i in range(n):
+        step_market(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u,
+                           new, new_t, u, cost, per_market, per_region, i)
+        observe_market(g, rg, season, new, new_t, new_remaining, new_spent, obs, i)
+        fill_info_market(gmv, run_rate, gmv_region, cost_total, cost, cap, revenue, share, clipped,
+                         new, new_t, new_remaining, new_spent, budget_total, table, i)
+    return 0
+
+
+def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The environments' step of every market, in one compiled pass.
+
+    ``action``: float32 or float64, shape ``(n, R*L)``, region-major, clipped to [-1, 1] (the
+    count clipped per market is in the info table). Returns the new state, the observation
+    ``(n, obs_dim)`` float32, the reward (GMV, $B, ``(n,)``), the info table ``(n, entries)`` in
+    :func:`info_layout` order and the applied intensities ``(n, R, L)``. NaN or infinite
+    actions raise ``ValueError`` and compute nothing.
+    """
+    n = state.n
+    if action.shape != (n, params.action_dim) or action.dtype not in (np.float32, np.float64):
+        raise ValueError(f"action must be float32 or float64 of shape {(n, params.action_dim)}, got {action.dtype} {action.shape}")
+    new, u, cost, per_market, per_region = allocate_step(params, state)
+    clipped = np.empty(n, dtype=np.int64)
+    obs = np.empty((n, params.obs_dim), dtype=np.float32)
+    table = np.empty((n, params.derived["info_entries"]))
+    s = state
+    non_finite = _env_step_kernel(
+        *params.packed, action, s.regional, s.t, s.budget_remaining, s.spent, s.shock_z, s.suspend_u,
+        params.budget_total, u, clipped, new.regional, new.t, cost, per_market, per_region, obs, table,
+    )
+    if non_finite:
+        raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
+    return new, obs, per_market[M_GMV], table, u

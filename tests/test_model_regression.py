@@ -63,6 +63,30 @@ def test_rollout_equals_stepping() -> None:
     np.testing.assert_array_equal(result["state"].regional, state.regional)
 
 
+def test_replacing_a_parameter_leaves_the_original_params_unchanged() -> None:
+    from dataclasses import replace
+
+    soft = load_scenario("global", {"budget.mode": "soft"}).to_params()
+    hard = replace(soft, hard_budget=True, horizon=4)
+    assert soft.packed[0][market.HARD] == 0.0 and soft.packed[0][market.HORIZON] == 12.0
+    assert hard.packed[0][market.HARD] == 1.0 and hard.packed[0][market.HORIZON] == 4.0
+
+
+def test_model_functions_reject_wrong_shapes() -> None:
+    params = load_scenario("global").to_params()
+    state = market.init_state(params, [seeding.np_random(0)[0]])
+    for shape in [(1, 5, market.N_LEVERS), (3, params.n_regions, market.N_LEVERS), (params.n_regions, market.N_LEVERS)]:
+        with pytest.raises(ValueError, match="expected"):
+            market.lever_costs(params, state, np.zeros(shape))
+        with pytest.raises(ValueError, match="expected"):
+            market.step(params, state, np.zeros(shape))
+    for shape in [(1, 14), (21,), (1, 21, 1)]:
+        with pytest.raises(ValueError, match="expected"):
+            market.action_to_intensity(np.zeros(shape), params.n_regions)
+    with pytest.raises(ValueError, match="NaN"):
+        market.action_to_intensity(np.full((1, 21), np.nan), params.n_regions)
+
+
 def test_step_leaves_its_input_state_unchanged() -> None:
     params = load_scenario("global").to_params()
     state = market.init_state(params, [seeding.np_random(0)[0]])
