@@ -175,7 +175,7 @@ _warmed_up = False
 
 
 def _warm_up(batch: MarketBatch) -> None:
-    """Load (or, on a fresh checkout, compile: ~15 s once) the kernels of every face, once per process.
+    """Load (or, on a fresh checkout, compile: ~25 s once) the kernels of every face, once per process.
 
     numba compiles on first call; doing it here keeps that cost out of the first ``reset`` and
     ``step``, and so out of any timing of them.

@@ -50,7 +50,7 @@ about half a microsecond per market. The Python functions below (:func:`step`,
 :func:`observe`, :func:`lever_costs`, ...) allocate the outputs and call the kernels.
 Parameters reach the kernels packed in two arrays (:attr:`Params.packed`); the state's
 per-region quantities live in one block ``(n, len(REGIONAL_FIELDS), R)``. Kernels are compiled
-on first use and cached on disk (``envs/__pycache__``): about 15 s once on a fresh checkout.
+on first use and cached on disk (``envs/__pycache__``): about 25 s once on a fresh checkout.
 """
 
 from __future__ import annotations
