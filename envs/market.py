@@ -1028,7 +1028,8 @@ def fill_info_market(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, re
 
 @compiled
 def fill_info(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
-               regional, t, remaining, spent, budget_total, table):
+              regional, t, remaining, spent, budget_total, table):
+    """Every market's row of the info table (:func:`fill_info_market`)."""
     for i in range(table.shape[0]):
         fill_info_market(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
                          regional, t, remaining, spent, budget_total, table, i)
@@ -1052,7 +1053,7 @@ def _env_step_kernel(g, rg, season, action, regional, t, remaining, spent, shock
     gmv_region, share = per_region[P_GMV], per_region[P_SHARE]
     for i in range(n):
         step_market(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u,
-                           new, new_t, u, cost, per_market, per_region, i)
+                    new, new_t, u, cost, per_market, per_region, i)
         observe_market(g, rg, season, new, new_t, new_remaining, new_spent, obs, i)
         fill_info_market(gmv, run_rate, gmv_region, cost_total, cost, cap, revenue, share, clipped,
                          new, new_t, new_remaining, new_spent, budget_total, table, i)
