@@ -62,7 +62,7 @@ class SocialCommerceEnv(gym.Env):
     | index | feature | range |
     |---|---|---|
     | 0 | buyers / users (penetration) | [0, 1] |
-    | 1 | selection index `ln(1 + S/S_half) / ln(1 + S_pot/S_half)` | [0, 1] |
+    | 1 | selection index `Hill(S/S_half; n) / Hill(S_pot/S_half; n)` (S-shaped in sellers) | [0, 1] |
     | 2 | creator strength `C / (C + C_half)` | [0, 1] |
     | 3 | users / user ceiling | [0, 1] |
     | 4 | capacity cover `K / (orders * season) / 2` | [0, 1] |
