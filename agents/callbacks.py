@@ -20,7 +20,6 @@ import signal
 import sys
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np

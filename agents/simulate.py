@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from agents.policies import PLAYBOOKS, Policy, make_policy
-from envs import LEVERS, SocialCommerceEnv
+from envs import SocialCommerceEnv
 from envs.scenario import Scenario, ScenarioError, load_scenario
 
 START_YEAR = 2023

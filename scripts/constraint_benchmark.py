@@ -14,7 +14,6 @@ Bad input prints one line ``error: ...`` and exits 2.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 

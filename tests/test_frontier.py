@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from agents.frontier import Effort, FrontierError, budget_overrides, check_budgets, compute_frontier
