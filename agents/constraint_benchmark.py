@@ -168,7 +168,7 @@ def run_benchmark(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train and evaluate every (variant, seed); write ``constraint_benchmark.json`` and ``.md``."""
-    from agents.runs import atomic_write_json, atomic_write_text
+    from agents.io import atomic_write_json, atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

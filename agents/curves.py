@@ -43,7 +43,7 @@ def plot_training(run_dir: str | Path, out: str | Path, playbooks: dict[str, flo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from agents.runs import atomic_save
+    from agents.io import atomic_save
 
     scalars = read_scalars(run_dir)
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True)

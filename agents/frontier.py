@@ -305,7 +305,7 @@ def plot_frontier(result: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    from agents.runs import atomic_path
+    from agents.io import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -314,7 +314,7 @@ def plot_frontier(result: dict, path: Path) -> None:
 
 def write_frontier(result: dict, out: Path) -> dict[str, Path]:
     """Write ``frontier.csv``, ``frontier.json`` and ``frontier.png`` into ``out`` (atomically)."""
-    from agents.runs import atomic_write_json, atomic_write_text
+    from agents.io import atomic_write_json, atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -271,7 +271,7 @@ class LagrangianCallback(BaseCallback):
             self.logger.record("constraint/episode_cost", mean_cost)
             self.logger.record("constraint/violation_rate", float(np.mean(np.asarray(costs) > limit * (1 + _OVER))))
             if self.run_dir is not None:
-                from agents.runs import atomic_write_json
+                from agents.io import atomic_write_json
 
                 atomic_write_json(self.run_dir / STATE_FILE, {"timesteps": int(self.num_timesteps), "cost_limit": limit,
                                                               "episode_cost": mean_cost, **self.multiplier.state_dict()})

@@ -25,23 +25,21 @@ Evaluation (issue 4) uses :func:`load_run`::
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import yaml
 
 from agents.config import ConfigError, TrainConfig, config_from_dict, get_algorithm
+from agents.io import atomic_save, atomic_write_json, atomic_write_text
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = PROJECT_ROOT / "runs"
@@ -61,43 +59,6 @@ PACKAGES = ("numpy", "gymnasium", "stable_baselines3", "torch", "tensorboard", "
 
 class RunError(ValueError):
     """A run folder cannot be created, resumed or loaded. The message is one line."""
-
-
-# --------------------------------------------------------------------------- atomic files
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
-
-    The temporary name keeps the suffix (SB3 appends ``.zip`` to names without one).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def atomic_write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def atomic_save(path: str | Path, save: Callable[[str], Any]) -> None:
-    """Call ``save(tmp_path)`` (e.g. ``model.save``) and move the result to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        save(str(tmp))
 
 
 # --------------------------------------------------------------------------- creating

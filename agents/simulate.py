@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from agents.io import atomic_path
 from agents.policies import PLAYBOOKS, Policy, make_policy
 from envs import SocialCommerceEnv
 from envs.scenario import Scenario, ScenarioError, load_scenario
@@ -204,15 +203,8 @@ def _atomic_write(path: "str | Path", write: Callable[[Path], None]) -> Path:
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"directory does not exist: {directory}")
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
