@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from typing import Any, Callable
@@ -203,6 +204,8 @@ class StopOnSignal(BaseCallback):
         self._previous: dict[int, Any] = {}
 
     def install(self) -> "StopOnSignal":
+        if threading.current_thread() is not threading.main_thread():
+            return self  # handlers belong to the main thread (a Ray Tune trial trains in another one)
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self

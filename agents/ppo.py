@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -199,13 +199,18 @@ class TrainResult:
     summary: dict = field(default_factory=dict)
 
 
-def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: str = "auto", stream=None) -> TrainResult:
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: str = "auto", stream=None,
+          on_evaluation: Callable[[int, dict, float], None] | None = None) -> TrainResult:
     """Train ``config`` into ``run_dir`` (created beforehand by :func:`agents.runs.create_run_dir`).
 
     :param resume: continue from the run's latest checkpoint to ``config.total_timesteps``,
         normalisation restored, TensorBoard steps continuing.
     :param progress: ``"bar"`` (SB3's progress bar), ``"lines"`` (plain periodic lines), ``"none"``,
         or ``"auto"`` (a bar when ``stream`` is a terminal, lines otherwise).
+    :param on_evaluation: called after every held-out evaluation (the periodic ones and the final
+        one) with ``(timesteps, figures, train_seconds)``: the figures of :func:`evaluate_model`
+        and the training wall time so far with the evaluation pauses left out (a sweep reports
+        it to Ray Tune; the time-to-quality benchmark reads it).
     :returns: a :class:`TrainResult`; ``interrupted`` if a signal stopped training (a checkpoint
         was saved, resume with ``--resume``).
     """
@@ -236,6 +241,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     cb.write_run_header(model.logger, config.to_yaml())
 
     start = time.monotonic()
+    paused = [0.0]  # seconds spent evaluating in this process (not training)
 
     def elapsed() -> float:
         return wall_before + time.monotonic() - start
@@ -244,7 +250,12 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
         runs.save_checkpoint(run_dir, model, model.get_vec_normalize_env(), elapsed())
 
     def evaluate(m, vecnormalize) -> dict:
-        return evaluate_model(m, vecnormalize, scenario, config.eval_episodes, name=config.algo)
+        t0 = time.monotonic()
+        figures = evaluate_model(m, vecnormalize, scenario, config.eval_episodes, name=config.algo)
+        paused[0] += time.monotonic() - t0
+        if on_evaluation is not None:
+            on_evaluation(int(m.num_timesteps), figures, elapsed() - paused[0])
+        return figures
 
     if progress == "auto":
         progress = "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
