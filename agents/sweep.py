@@ -509,9 +509,9 @@ def connect(address: str | None = None, cpus: int | None = None, log: Callable[[
     env_vars = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "FLYWHEEL_TORCH_THREADS": os.environ.get("FLYWHEEL_TORCH_THREADS", "1"),
                 "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     os.environ.update({"RAY_CHDIR_TO_TRIAL_DIR": "0", "RAY_AIR_NEW_OUTPUT": "0"})
+    if address is not None and address != "auto":
+        _check_reachable(address)
     if not ray.is_initialized():
-        if address is not None and address != "auto":
-            _check_reachable(address)
         kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="warning", configure_logging=True,
                       runtime_env={"env_vars": env_vars})
         try:
@@ -561,6 +561,13 @@ class SweepResult:
     mode: str = "max"
     resumed: bool = False
     paths: dict[str, Path] = field(default_factory=dict)
+    expected: int = 0
+    """trials the sweep asks for (``num_samples`` times the grid)"""
+
+    @property
+    def interrupted(self) -> bool:
+        """Some trials never ran or never ended (Ctrl-C): ``resume=True`` continues them."""
+        return len(self.rows) < self.expected or any(r["status"] == "unfinished" for r in self.rows)
 
     @property
     def best(self) -> dict | None:
@@ -589,6 +596,11 @@ def spec_document(spec: SweepSpec) -> dict:
     return spec.model_dump(mode="json")
 
 
+def _ended(trials, trial) -> int:
+    """Trials that have ended, this one included (its status may not be updated yet)."""
+    return sum(t.status in ("TERMINATED", "ERROR") for t in trials if t is not trial) + 1
+
+
 class _Progress:
     """A Ray Tune callback printing one line per finished trial."""
 
@@ -596,18 +608,13 @@ class _Progress:
         from ray.tune import Callback
 
         class Progress(Callback):
-            def __init__(self):
-                self.done = 0
-
             def on_trial_complete(self, iteration, trials, trial, **info):
-                self.done += 1
                 value = (trial.last_result or {}).get(metric)
                 shown = f"{value:.4g}" if isinstance(value, float) else "n/a"
-                log(f"trial {self.done}/{total} done: {metric} {shown} ({trial_label(trial.config)})")
+                log(f"trial done ({_ended(trials, trial)} of {total}): {metric} {shown} ({trial_label(trial.config)})")
 
             def on_trial_error(self, iteration, trials, trial, **info):
-                self.done += 1
-                log(f"trial {self.done}/{total} FAILED ({trial_label(trial.config)}); see {trial.path}")
+                log(f"trial FAILED ({_ended(trials, trial)} of {total}): {trial_label(trial.config)}; see {trial.path}")
 
         return Progress()
 
@@ -669,7 +676,7 @@ def run_sweep(
     grid = tuner.fit()
     rows = result_rows(grid, spec, sweep_dir)
     wall = time.perf_counter() - t0
-    result = SweepResult(sweep_dir, rows, wall, info, resumed=resume, metric=spec.metric, mode=spec.mode)
+    result = SweepResult(sweep_dir, rows, wall, info, metric=spec.metric, mode=spec.mode, resumed=resume, expected=spec.n_trials)
     result.paths = write_results(result, spec)
     return result
 

@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if result.interrupted:
+        finished = sum(r["status"] == "finished" for r in result.rows)
+        print(f"interrupted: {finished} of {result.expected} trials finished; continue with: python scripts/sweep.py --config {args.config} --resume"
+              + (f" --storage {args.storage}" if args.storage else ""), flush=True)
+        return 130
     best = result.best
     failed = [r for r in result.rows if r["status"] == "error"]
     print(f"done: {len(result.rows)} trials in {result.wall_seconds:.0f}s; results in {result.sweep_dir}", flush=True)

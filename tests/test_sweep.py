@@ -1,0 +1,140 @@
+"""Sweeps on Ray Tune: a tiny sweep on local Ray, resuming an interrupted one, one-line errors.
+
+One local Ray (2 CPUs) serves the whole module; the trials are a few thousand env steps each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import sweep as sweep_script  # noqa: E402  (scripts/sweep.py)
+
+from agents import runs  # noqa: E402
+from agents.sweep import (  # noqa: E402
+    RESULTS_CSV, RESULTS_JSON, SweepError, connect, load_sweep, run_sweep, spec_from_dict, trial_config,
+)
+
+TINY = ROOT / "configs" / "sweeps" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the test run (2 CPUs, no dashboard)."""
+    import ray
+
+    info = connect(None, cpus=2)
+    yield info
+    ray.shutdown()
+
+
+def tiny_doc(**changes) -> dict:
+    doc = yaml.safe_load(TINY.read_text())
+    doc.update(changes)
+    return doc
+
+
+def test_tiny_sweep_writes_a_row_and_a_run_folder_per_trial(ray_local, tmp_path):
+    spec = load_sweep(TINY)
+    result = run_sweep(spec, tmp_path / "tiny")
+    assert not result.interrupted
+    rows = list((tmp_path / "tiny" / RESULTS_CSV).read_text().splitlines())
+    assert len(rows) == 1 + 2  # header + one row per trial
+    doc = json.loads((tmp_path / "tiny" / RESULTS_JSON).read_text())
+    assert sorted(r["seed"] for r in doc["rows"]) == [0, 1]
+    for row in doc["rows"]:
+        assert row["status"] == "finished"
+        run_dir = tmp_path / "tiny" / row["run_dir"]
+        summary = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
+        assert summary["seed"] == row["seed"] and summary["timesteps"] == row["timesteps"] >= 2048
+        assert row["eval/gmv_mean"] == pytest.approx(summary["eval_gmv_mean"])
+        assert row["eval/ratio_to_best_static"] == pytest.approx(row["eval/gmv_mean"] / row["best_static_gmv"])
+        assert runs.read_run_config(run_dir) == trial_config(spec, {"seed": row["seed"]})  # a normal run folder
+    assert doc["best"]["eval/ratio_to_best_static"] == max(r["eval/ratio_to_best_static"] for r in doc["rows"])
+    for name in ("results.png", "report.md", "sweep.yaml"):
+        assert (tmp_path / "tiny" / name).is_file()
+
+
+def test_an_interrupted_sweep_resumes_where_it_stopped(ray_local, tmp_path):
+    spec = spec_from_dict(tiny_doc(max_concurrent=1), source=str(TINY), name="tiny")
+
+    def interrupt_after_first(message: str) -> None:
+        if message.startswith("trial done (1 of"):
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does; Ray Tune saves its state and returns
+
+    first = run_sweep(spec, tmp_path / "tiny", log=interrupt_after_first)
+    assert first.interrupted
+    done = [r for r in first.rows if r["status"] == "finished"]
+    assert len(done) == 1
+    summary = tmp_path / "tiny" / done[0]["run_dir"] / runs.SUMMARY_FILE
+    stamp = summary.stat().st_mtime_ns
+
+    with pytest.raises(SweepError, match="already exists"):
+        run_sweep(spec, tmp_path / "tiny")
+    second = run_sweep(spec, tmp_path / "tiny", resume=True)
+    assert not second.interrupted
+    assert sorted((r["seed"], r["status"]) for r in second.rows) == [(0, "finished"), (1, "finished")]
+    assert summary.stat().st_mtime_ns == stamp  # the finished trial was not trained again
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_sweep(tmp_path: Path, doc: dict) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+BAD_SWEEPS = {
+    "unknown axis": ({"axes": {"ppo.learning_rat": {"grid": [1e-4]}}}, "ppo.learning_rat"),
+    "empty grid": ({"axes": {"ppo.n_epochs": {"grid": []}}}, "axes.ppo.n_epochs.grid"),
+    "unknown metric": ({"metric": "eval/gmv"}, "metric"),
+    "value out of range": ({"axes": {"ppo.n_epochs": {"choice": [5, 0]}}}, "ppo.n_epochs"),
+    "float range on an integer key": ({"axes": {"n_envs": {"uniform": [8, 17]}}}, "n_envs"),
+    "two kinds": ({"axes": {"n_envs": {"grid": [8], "choice": [16]}}}, "exactly one"),
+    "optuna with a grid": ({"search": "optuna"}, "optuna"),
+    "unknown key": ({"num_trials": 3}, "num_trials"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SWEEPS))
+def test_bad_sweep_files_are_one_line_errors(case, tmp_path, capsys):
+    changes, needle = BAD_SWEEPS[case]
+    path = write_sweep(tmp_path, tiny_doc(**changes))
+    code = sweep_script.main(["--config", str(path), "--storage", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_an_unreachable_address_is_a_one_line_error(tmp_path, capsys):
+    port = free_port()  # nothing listens there any more
+    code = sweep_script.main(["--config", str(TINY), "--address", f"127.0.0.1:{port}", "--storage", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: --address 127.0.0.1:") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_budgets_and_variants_become_trial_configs():
+    spec = spec_from_dict(tiny_doc(seeds=None, budgets=[1, 8], variants={"hard": {}, "soft": {"set": {"overrides.budget.mode": "soft"}}}))
+    assert spec.n_trials == 4
+    config = trial_config(spec, {"budget": 8.0, "variant": "soft"})
+    assert config.overrides["budget.total"] == 8.0 and config.overrides["budget.mode"] == "soft"
+    assert config.overrides["budget.per_quarter"] == pytest.approx(8.0 * 0.2)  # global: per-quarter cap 0.2 of the total
+    assert config.total_timesteps == 2048  # the sweep's fixed sets apply to every variant
