@@ -503,9 +503,9 @@ def connect(address: str | None = None, cpus: int | None = None, log: Callable[[
     :param cpus: CPUs of a local Ray (default: the machine's cores).
     :raises SweepError: the address is malformed or nothing answers there.
     """
+    t0 = time.perf_counter()  # Ray's start: its import and ray.init
     import ray
 
-    t0 = time.perf_counter()
     env_vars = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "FLYWHEEL_TORCH_THREADS": os.environ.get("FLYWHEEL_TORCH_THREADS", "1"),
                 "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     os.environ.update({"RAY_CHDIR_TO_TRIAL_DIR": "0", "RAY_AIR_NEW_OUTPUT": "0"})
@@ -588,12 +588,17 @@ def check_sweep_dir(spec: SweepSpec, sweep_dir: Path, resume: bool) -> None:
         return
     if not stored.is_file():
         raise SweepError(f"--resume: {sweep_dir} is not a sweep folder (no {SWEEP_FILE}); start it without --resume")
-    if yaml.safe_load(stored.read_text()) != spec_document(spec):
+    if _comparable(yaml.safe_load(stored.read_text())) != _comparable(spec_document(spec)):
         raise SweepError(f"--resume: the sweep file differs from the one {sweep_dir} was started with ({stored}); restore it or start a new sweep")
 
 
 def spec_document(spec: SweepSpec) -> dict:
     return spec.model_dump(mode="json")
+
+
+def _comparable(doc: Mapping) -> dict:
+    """What must not change when a sweep resumes (how many trials run at once may)."""
+    return {k: v for k, v in dict(doc or {}).items() if k != "max_concurrent"}
 
 
 def _ended(trials, trial) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.cli import OneLineParser  # noqa: E402
-from agents.sweep import SweepError, check_sweep_dir, default_sweep_dir, load_sweep, run_sweep  # noqa: E402
+from agents.sweep import SweepError, check_sweep_dir, copy_spec, default_sweep_dir, load_sweep, run_sweep  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,12 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", help="an existing Ray cluster: 'auto' or HOST:PORT (default: start a local Ray)")
     parser.add_argument("--storage", help="folder the sweep folder goes in (default runs/sweeps); on a multi-node cluster, one every node mounts")
     parser.add_argument("--cpus", type=int, help="CPUs of the local Ray (default: the cores); not with --address")
+    parser.add_argument("--max-concurrent", type=int, metavar="N", help="trials at a time (overrides the sweep file's max_concurrent)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this file in its folder")
     args = parser.parse_args(argv)
     try:
         if args.cpus is not None and (args.cpus < 1 or args.address):
             raise SweepError("--cpus must be at least 1 and is for a local Ray only (not with --address)")
         spec = load_sweep(args.config)
+        if args.max_concurrent is not None:
+            if args.max_concurrent < 1:
+                raise SweepError(f"--max-concurrent must be at least 1; got {args.max_concurrent}")
+            spec = copy_spec(spec, max_concurrent=args.max_concurrent)
         sweep_dir = default_sweep_dir(spec, args.storage)
         check_sweep_dir(spec, sweep_dir, args.resume)
         result = run_sweep(spec, sweep_dir, resume=args.resume, address=args.address, cpus=args.cpus, log=lambda m: print(m, flush=True))
