@@ -20,6 +20,8 @@ A sweep file (``configs/sweeps/*.yaml``) names a base training config and the ax
     max_concurrent: null                   # default: one trial per CPU of the Ray cluster
     search: random                         # or optuna (Ray's OptunaSearch; no grid axes)
     early_stopping: null                   # or {grace_steps: 50000, reduction_factor: 3} (ASHA)
+    max_train_seconds: null                # or stop each trial at its first evaluation past it
+    baseline: {iterations: 40, seeds: 16}  # best_static's search for the ratio metric
 
 Axis kinds: ``grid`` (every value, crossed with the other grids), ``choice`` (one value drawn
 per trial), ``uniform`` / ``loguniform`` (``[low, high]``, floats). Every axis is a key of the
@@ -75,11 +77,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agents import planning, runs
-from agents.config import DEFAULT_CONFIG, ConfigError, TrainConfig, config_from_dict
+from agents.config import DEFAULT_CONFIG, ConfigError, TrainConfig, load_config
 from agents.evaluation import reference_scenario
 from agents.io import atomic_path, atomic_write_json, atomic_write_text
 from agents.policies import ConstantPolicy
-from envs.scenario import Scenario, ScenarioError, load_scenario
+from envs.scenario import Scenario, load_scenario
 
 SWEEPS_DIR = runs.RUNS_DIR / "sweeps"
 SWEEP_FILE = "sweep.yaml"
@@ -186,6 +188,7 @@ class SweepSpec(_Strict):
     max_concurrent: int | None = Field(default=None, ge=1, le=100_000)
     search: Literal["random", "optuna"] = "random"
     early_stopping: EarlyStopping | None = None
+    max_train_seconds: float | None = Field(default=None, gt=0, description="stop a trial at its first evaluation past this training time")
     baseline: Baseline = Field(default_factory=Baseline)
 
     @model_validator(mode="after")
@@ -290,19 +293,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
     return spec_from_dict(doc, source=str(path), name=path.stem)
 
 
-def _base_doc(config_path: str, source: str) -> dict:
+def _config_or_error(config_path: str, sets: Mapping[str, Any], source: str, what: str) -> TrainConfig:
+    """The training config ``config_path`` with dotted ``sets``, or a one-line :class:`SweepError`."""
     try:
-        doc = yaml.safe_load(Path(config_path).read_text())
-    except FileNotFoundError:
-        raise SweepError(f"{source}: config: training config {config_path} does not exist") from None
-    except yaml.YAMLError:
-        raise SweepError(f"{source}: config: {config_path} is not valid YAML") from None
-    return doc or {}
-
-
-def _config_or_error(doc: Mapping, sets: Mapping[str, Any], source: str, what: str) -> TrainConfig:
-    try:
-        return config_from_dict(doc, dict(sets), source="config")
+        return load_config(config_path, dict(sets))
     except ConfigError as exc:
         raise SweepError(f"{source}: {what}: {str(exc).removeprefix('--set: ')}") from None
 
@@ -311,10 +305,9 @@ def check_spec(spec: SweepSpec, source: str = "sweep") -> None:
     """Every axis value, alone, on top of the base (and each variant): a valid training config."""
     setups = {None: (spec.config, {})} if spec.variants is None else {k: (v.config, v.set) for k, v in spec.variants.items()}
     for variant, (config_path, variant_sets) in setups.items():
-        doc = _base_doc(config_path, source)
         where = f"variants.{variant}" if variant is not None else "set"
         base_sets = {**spec.set, **variant_sets}
-        config = _config_or_error(doc, base_sets, source, where)
+        config = _config_or_error(config_path, base_sets, source, where)
         for name, axis in spec.axis_domains().items():
             label = f"axes.{name}" if name in spec.axes else {"seed": "seeds", "scenario": "scenarios"}.get(name, name)
             if name == VARIANT_AXIS:
@@ -323,10 +316,10 @@ def check_spec(spec: SweepSpec, source: str = "sweep") -> None:
                 scenario = load_scenario(config.scenario, config.overrides)
                 for b in axis.grid:
                     sets = {**base_sets, **_prefixed(budget_overrides(scenario, b))}
-                    _config_or_error(doc, sets, source, f"budgets ({b:g})")
+                    _config_or_error(config_path, sets, source, f"budgets ({b:g})")
                 continue
             for value in axis.probes():
-                _config_or_error(doc, {**base_sets, name: value}, source, f"{label} ({value!r})")
+                _config_or_error(config_path, {**base_sets, name: value}, source, f"{label} ({value!r})")
         if spec.early_stopping is not None:
             if spec.early_stopping.grace_steps >= config.total_timesteps:
                 raise SweepError(f"{source}: early_stopping.grace_steps ({spec.early_stopping.grace_steps}) must be below total_timesteps ({config.total_timesteps})")
@@ -361,12 +354,12 @@ def trial_config(spec: SweepSpec, params: Mapping[str, Any]) -> TrainConfig:
     params = dict(params)
     variant = spec.variants[params.pop(VARIANT_AXIS)] if spec.variants is not None else Variant(config=spec.config)
     budget = params.pop(BUDGET_AXIS, None)
-    doc = _base_doc(variant.config or spec.config, spec.name)
+    config_path = variant.config or spec.config
     sets = {**spec.set, **variant.set, **params}
-    config = _config_or_error(doc, sets, spec.name, "trial")
+    config = _config_or_error(config_path, sets, spec.name, "trial")
     if budget is not None:
         scenario = load_scenario(config.scenario, config.overrides)
-        config = _config_or_error(doc, {**sets, **_prefixed(budget_overrides(scenario, budget))}, spec.name, "trial")
+        config = _config_or_error(config_path, {**sets, **_prefixed(budget_overrides(scenario, budget))}, spec.name, "trial")
     return config
 
 
@@ -606,22 +599,20 @@ def _ended(trials, trial) -> int:
     return sum(t.status in ("TERMINATED", "ERROR") for t in trials if t is not trial) + 1
 
 
-class _Progress:
-    """A Ray Tune callback printing one line per finished trial."""
+def _progress_callback(log: Callable[[str], None], total: int, metric: str):
+    """A Ray Tune callback logging one line per ended trial."""
+    from ray.tune import Callback
 
-    def __new__(cls, log: Callable[[str], None], total: int, metric: str):
-        from ray.tune import Callback
+    class Progress(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            value = (trial.last_result or {}).get(metric)
+            shown = f"{value:.4g}" if isinstance(value, float) else "n/a"
+            log(f"trial done ({_ended(trials, trial)} of {total}): {metric} {shown} ({trial_label(trial.config)})")
 
-        class Progress(Callback):
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                value = (trial.last_result or {}).get(metric)
-                shown = f"{value:.4g}" if isinstance(value, float) else "n/a"
-                log(f"trial done ({_ended(trials, trial)} of {total}): {metric} {shown} ({trial_label(trial.config)})")
+        def on_trial_error(self, iteration, trials, trial, **info):
+            log(f"trial FAILED ({_ended(trials, trial)} of {total}): {trial_label(trial.config)}; see {trial.path}")
 
-            def on_trial_error(self, iteration, trials, trial, **info):
-                log(f"trial FAILED ({_ended(trials, trial)} of {total}): {trial_label(trial.config)}; see {trial.path}")
-
-        return Progress()
+    return Progress()
 
 
 def run_sweep(
@@ -653,8 +644,9 @@ def run_sweep(
     trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec, sweep_dir=str(sweep_dir)), {"cpu": 1})
     tune_path = sweep_dir / TUNE_DIR
     run_config = tune.RunConfig(name=TUNE_DIR, storage_path=str(sweep_dir), verbose=0,
-                                callbacks=[_Progress(log, spec.n_trials, spec.metric)],
-                                failure_config=tune.FailureConfig(max_failures=0))
+                                callbacks=[_progress_callback(log, spec.n_trials, spec.metric)],
+                                failure_config=tune.FailureConfig(max_failures=0),
+                                stop={"train_seconds": spec.max_train_seconds} if spec.max_train_seconds else None)
     if resume and tune.Tuner.can_restore(str(tune_path)):
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=True)
         log(f"resuming {sweep_dir}")
@@ -707,7 +699,7 @@ def result_rows(grid, spec: SweepSpec, sweep_dir: Path) -> list[dict]:
         elif m.get("done"):
             status = "finished"
         else:
-            status = "stopped early" if spec.early_stopping is not None else "unfinished"
+            status = "stopped early" if spec.early_stopping is not None or spec.max_train_seconds else "unfinished"
         row = {"trial": m.get("trial_id") or Path(result.path).name, "status": status}
         row.update({name: result.config.get(name) for name in axes})
         for key in ("timesteps", "train_seconds", "wall_seconds", "fps", *METRICS, "best_static_gmv", "eval_cost_mean",

@@ -22,7 +22,7 @@ import sweep as sweep_script  # noqa: E402  (scripts/sweep.py)
 
 from agents import runs  # noqa: E402
 from agents.sweep import (  # noqa: E402
-    RESULTS_CSV, RESULTS_JSON, SweepError, connect, load_sweep, run_sweep, spec_from_dict, trial_config,
+    RESULTS_CSV, RESULTS_JSON, SweepError, connect, run_sweep, spec_from_dict, trial_config,
 )
 
 TINY = ROOT / "configs" / "sweeps" / "tiny.yaml"
@@ -44,47 +44,42 @@ def tiny_doc(**changes) -> dict:
     return doc
 
 
-def test_tiny_sweep_writes_a_row_and_a_run_folder_per_trial(ray_local, tmp_path):
-    spec = load_sweep(TINY)
-    result = run_sweep(spec, tmp_path / "tiny")
-    assert not result.interrupted
-    rows = list((tmp_path / "tiny" / RESULTS_CSV).read_text().splitlines())
-    assert len(rows) == 1 + 2  # header + one row per trial
-    doc = json.loads((tmp_path / "tiny" / RESULTS_JSON).read_text())
-    assert sorted(r["seed"] for r in doc["rows"]) == [0, 1]
-    for row in doc["rows"]:
-        assert row["status"] == "finished"
-        run_dir = tmp_path / "tiny" / row["run_dir"]
-        summary = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
-        assert summary["seed"] == row["seed"] and summary["timesteps"] == row["timesteps"] >= 2048
-        assert row["eval/gmv_mean"] == pytest.approx(summary["eval_gmv_mean"])
-        assert row["eval/ratio_to_best_static"] == pytest.approx(row["eval/gmv_mean"] / row["best_static_gmv"])
-        assert runs.read_run_config(run_dir) == trial_config(spec, {"seed": row["seed"]})  # a normal run folder
-    assert doc["best"]["eval/ratio_to_best_static"] == max(r["eval/ratio_to_best_static"] for r in doc["rows"])
-    for name in ("results.png", "report.md", "sweep.yaml"):
-        assert (tmp_path / "tiny" / name).is_file()
-
-
-def test_an_interrupted_sweep_resumes_where_it_stopped(ray_local, tmp_path):
+def test_a_tiny_sweep_resumes_after_an_interrupt_with_a_row_and_a_run_folder_per_trial(ray_local, tmp_path):
     spec = spec_from_dict(tiny_doc(max_concurrent=1), source=str(TINY), name="tiny")
+    out = tmp_path / "tiny"
 
     def interrupt_after_first(message: str) -> None:
         if message.startswith("trial done (1 of"):
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does; Ray Tune saves its state and returns
 
-    first = run_sweep(spec, tmp_path / "tiny", log=interrupt_after_first)
+    first = run_sweep(spec, out, log=interrupt_after_first)
     assert first.interrupted
     done = [r for r in first.rows if r["status"] == "finished"]
     assert len(done) == 1
-    summary = tmp_path / "tiny" / done[0]["run_dir"] / runs.SUMMARY_FILE
+    summary = out / done[0]["run_dir"] / runs.SUMMARY_FILE
     stamp = summary.stat().st_mtime_ns
 
     with pytest.raises(SweepError, match="already exists"):
-        run_sweep(spec, tmp_path / "tiny")
-    second = run_sweep(spec, tmp_path / "tiny", resume=True)
+        run_sweep(spec, out)
+    second = run_sweep(spec, out, resume=True)
     assert not second.interrupted
-    assert sorted((r["seed"], r["status"]) for r in second.rows) == [(0, "finished"), (1, "finished")]
     assert summary.stat().st_mtime_ns == stamp  # the finished trial was not trained again
+
+    rows = (out / RESULTS_CSV).read_text().splitlines()
+    assert len(rows) == 1 + 2  # header + one row per trial
+    doc = json.loads((out / RESULTS_JSON).read_text())
+    assert sorted(r["seed"] for r in doc["rows"]) == [0, 1]
+    for row in doc["rows"]:
+        assert row["status"] == "finished"
+        run_dir = out / row["run_dir"]
+        run_summary = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
+        assert run_summary["seed"] == row["seed"] and run_summary["timesteps"] == row["timesteps"] >= 2048
+        assert row["eval/gmv_mean"] == pytest.approx(run_summary["eval_gmv_mean"])  # held-out seeds, as train reports
+        assert row["eval/ratio_to_best_static"] == pytest.approx(row["eval/gmv_mean"] / row["best_static_gmv"])
+        assert runs.read_run_config(run_dir) == trial_config(spec, {"seed": row["seed"]})  # a normal run folder
+    assert doc["best"]["eval/ratio_to_best_static"] == max(r["eval/ratio_to_best_static"] for r in doc["rows"])
+    for name in ("results.png", "report.md", "sweep.yaml"):
+        assert (out / name).is_file()
 
 
 def free_port() -> int:
