@@ -66,6 +66,7 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -445,9 +446,7 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
 
         resume = run_dir.exists() and runs.latest_checkpoint(run_dir) is not None
         if not resume:
-            if run_dir.exists():  # created but killed before its first checkpoint: start it again
-                import shutil
-
+            if run_dir.exists():  # this trial's folder, killed before its first checkpoint: start it again
                 shutil.rmtree(run_dir)
             runs.create_run_dir(run_dir, config)
         result = train(config, run_dir, resume=resume, progress="none", on_evaluation=report)
