@@ -508,6 +508,9 @@ def connect(address: str | None = None, cpus: int | None = None, log: Callable[[
                       runtime_env={"env_vars": env_vars})
         try:
             if address is None:
+                # Ray nices its workers by 15 to keep its own processes responsive; here the
+                # workers are the job, and on a shared machine niceness 19 starves them.
+                os.environ.setdefault("RAY_worker_niceness", "0")
                 ray.init(num_cpus=cpus or os.cpu_count() or 1, **kwargs)
             else:
                 ray.init(address=address, **kwargs)
