@@ -198,6 +198,8 @@ def load_document(
             parent_path = resolve_reference(parent, resolved.parent, builtin_dir, what, error)
         except ValueError as exc:
             raise error(f"{path}: extends: {exc}") from None
+        if not parent_path.exists():
+            raise error(f"{path}: extends: {what} file not found: {parent_path}")
         base = load_document(parent_path, builtin_dir=builtin_dir, what=what, error=error, empty_ok=empty_ok,
                              after_merge=after_merge, _seen=(*_seen, resolved))
         doc = deep_merge(base, own)

@@ -120,7 +120,7 @@ class Region(_Strict):
     genz_buyer_share: Float = Field(ge=0, le=1, description="Gen Z share of buyers at start")
     sellers: Float = Field(gt=0, le=100000, description="active sellers, k")
     sellers_potential: Float = Field(gt=0, le=100000, description="seller ceiling, k")
-    sellers_half: Float = Field(gt=0, le=100000, description="selection half-point, k sellers")
+    sellers_half: Float = Field(ge=0.001, le=100000, description="selection half-point, k sellers (at least one seller: below, the Hill index overflows to NaN)")
     creators: Float = Field(gt=0, le=100000, description="selling creators, k")
     creators_potential: Float = Field(gt=0, le=100000, description="creator ceiling, k")
     creators_half: Float = Field(gt=0, le=100000, description="live half-point, k creators")
