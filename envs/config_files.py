@@ -339,8 +339,12 @@ def _allowed_range(info: Any) -> str:
 
 
 def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
-    """One line naming the first failing field of ``model``, its value and what is allowed."""
-    errors = exc.errors()
+    """One line naming the first failing field of ``model``, its value and what is allowed.
+
+    Unknown keys come first and missing keys last: a mistyped key is reported as the typo,
+    not as the key it should have been.
+    """
+    errors = sorted(exc.errors(), key=lambda e: {"extra_forbidden": 0, "missing": 2}.get(e["type"], 1))
     err = errors[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = str(err["msg"]).removeprefix("Value error, ")
