@@ -24,9 +24,6 @@ from gymnasium.utils import seeding
 from envs import market
 from envs.scenario import Scenario, load_scenario
 
-OBS_LOW, OBS_HIGH = -1.0, 2.0
-
-
 class InfoTable(NamedTuple):
     """One step's ``info`` for every market: ``table`` ``(n, entries)`` and ``intensity`` ``(n, R, L)``."""
 
@@ -45,7 +42,7 @@ class MarketBatch:
         self.num_envs = int(num_envs)
         p = self.params
         self.single_action_space = spaces.Box(-1.0, 1.0, (p.action_dim,), np.float32)
-        self.single_observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (p.obs_dim,), np.float32)
+        self.single_observation_space = spaces.Box(market.OBS_LOW, market.OBS_HIGH, (p.obs_dim,), np.float32)
         self._rngs: list[np.random.Generator] | None = None
         self._sources: market.RandomSources | None = None
         self.state: market.State | None = None
@@ -150,7 +147,7 @@ class MarketBatch:
 
     # ------------------------------------------------------------------ info faces
     def info_dict(self, info: InfoTable) -> dict:
-        """The ``info`` of DESIGN.md's contract with arrays over markets (region/lever keys nest)."""
+        """The ``info`` of the environment contract (:data:`envs.market.INFO_TABLE`) with arrays over markets (region/lever keys nest)."""
         table = info.table
         out: dict = {}
         for key, sub, row, kind in self._groups:

@@ -27,7 +27,7 @@ class SocialCommerceEnv(gym.Env):
 
     The default scenario ``global`` starts in 2023Q1 with Southeast Asia (``sea``), the US
     (``us``) and the UK (``uk``), $3.8B of annualised GMV (the starting table of
-    ``CALIBRATION.md``: buyers x orders x AOV; that file quotes ~$4.7B for the same table), and
+    ``docs/calibration.md``: buyers x orders x AOV; that file quotes ~$4.7B for the same table), and
     $4B of budget over 12 quarters ($0.8B a quarter at most). The strategic goal is a $20B
     annual run rate.
 
@@ -72,7 +72,7 @@ class SocialCommerceEnv(gym.Env):
     | 8 | last quarter's shopping-start share (the start value at reset) | [0, 1] |
     | 9 | Gen Z habit stock | [0, 1] |
     | 10 | suspension quarters left / suspension length (visible before the decision) | [0, 1] |
-    | 11 | region's annualised run rate / $20B target | [0, 2] |
+    | 11 | region's annualised run rate / the scenario's target ($20B) | [0, 2] |
 
     then, for the whole platform:
 
@@ -105,15 +105,31 @@ class SocialCommerceEnv(gym.Env):
 
     ## Info
 
-    Every step (and reset) returns: ``gmv`` ($B this quarter), ``gmv_run_rate`` ($B a year,
-    de-seasonalised), ``gmv_by_region`` (region -> $B), ``cost`` ($B spent this quarter after any
-    projection), ``cost_by_lever`` (lever -> $B), ``cost_limit`` (this quarter's cap,
-    ``min(per_quarter, budget_remaining)``), ``budget_remaining`` ($B), ``cost_total`` ($B spent
-    so far), ``cost_limit_exceeded`` (spent > ``budget.total``, soft mode only),
-    ``shopping_start_share`` (region -> share), ``buyers`` (region -> M), ``sellers`` and
-    ``creators`` (region -> k), ``suspended`` (region -> bool), ``revenue`` ($B),
-    ``clipped_actions`` (count), ``quarter`` (quarters played), ``lever_intensity`` (array
-    ``(n_regions, 7)`` of intensities after projection).
+    Every step (and reset) returns these keys (a per-region or per-lever key maps each region or
+    lever name to a value):
+
+    | key | per | type | unit | meaning |
+    |---|---|---|---|---|
+    | `gmv` |  | float | $B | GMV this quarter (third party plus private label) |
+    | `gmv_run_rate` |  | float | $B a year | annualised GMV, de-seasonalised |
+    | `gmv_by_region` | region | float | $B | GMV this quarter |
+    | `cost` |  | float | $B | spent this quarter, after any projection |
+    | `cost_by_lever` | lever | float | $B | spent this quarter, summed over regions |
+    | `cost_limit` |  | float | $B | this quarter's cap, `min(per_quarter, budget_remaining)` before spending |
+    | `budget_remaining` |  | float | $B | budget left after this quarter |
+    | `cost_total` |  | float | $B | spent so far |
+    | `cost_limit_exceeded` |  | bool |  | spent > `budget.total` (soft mode only) |
+    | `shopping_start_share` | region | float | share | share of online shoppers starting here |
+    | `buyers` | region | float | M | active buyers |
+    | `sellers` | region | float | k | active sellers |
+    | `creators` | region | float | k | selling creators |
+    | `suspended` | region | bool |  | region suspended next quarter |
+    | `revenue` |  | float | $B | commission, shop ads and private-label margin this quarter |
+    | `clipped_actions` |  | int | count | action entries outside [-1, 1], clipped |
+    | `quarter` |  | int | quarters | quarters played |
+
+    and ``lever_intensity``, an array ``(n_regions, 7)`` of the intensities after projection.
+    The vector env gives the same keys with arrays over its markets.
 
     ## Arguments
 

@@ -1,4 +1,4 @@
-"""The Gymnasium faces honour the environment contract of DESIGN.md.
+"""The Gymnasium faces honour the environment contract (``docs/model.md``).
 
 Checkers (Gymnasium and stable-baselines3) for every built-in scenario, ``gymnasium.make`` with
 its passive checker, pickling, seeding, agreement of the single env, the native vector env and
@@ -178,7 +178,7 @@ def test_deterministic_scenario_ignores_the_seed() -> None:
 
 
 def test_common_random_numbers_shocks_do_not_depend_on_actions() -> None:
-    """Two policies on one seed face the same suspensions (DESIGN.md: common random numbers)."""
+    """Two policies on one seed face the same suspensions (common random numbers, ``docs/model.md``)."""
     overrides = {f"regions.{r}.suspension_hazard": 0.5 for r in ("sea", "us", "uk")}
     env = SocialCommerceEnv("global", overrides=overrides)
     zero = np.full(env.action_space.shape, -1.0, np.float32)
