@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import gymnasium as gym
+from gymnasium.error import ResetNeeded
 
 from envs import market
 from envs.batch import MarketBatch
@@ -101,7 +103,9 @@ class SocialCommerceEnv(gym.Env):
 
     The episode **terminates** after ``horizon`` quarters (12 by default): the horizon is part
     of the problem and time left is observed, so it is a true terminal state. There is no
-    truncation; running out of budget does not end the episode.
+    truncation; running out of budget does not end the episode. Stepping an ended episode raises
+    ``gymnasium.error.ResetNeeded`` (call ``reset()``); the vector env resets by itself instead
+    (gymnasium's next-step autoreset).
 
     ## Info
 
@@ -140,7 +144,9 @@ class SocialCommerceEnv(gym.Env):
     ```
 
     * ``scenario``: a built-in name (``global``, ``us``, ``uk``, ``sea``, ``booktok``), a path to
-      a YAML file, or an :class:`envs.scenario.Scenario`.
+      a YAML file, or an :class:`envs.scenario.Scenario` (used as it is when there are no
+      overrides: load it once and hand the object to every env; its ``Params`` are then built
+      once, see :func:`envs.batch.resolve`).
     * ``overrides``: ``{"dotted.path": value}`` changes to the scenario, validated like the file
       (``budget.mode``, ``budget.total``, ``deterministic``, ``regions.us.aov``, ...).
 
@@ -149,7 +155,7 @@ class SocialCommerceEnv(gym.Env):
     ``gym.make_vec("flywheel/SocialCommerce-v0", num_envs=N, vectorization_mode="vector_entry_point")``
     gives :class:`envs.SocialCommerceVectorEnv`, which steps N markets as numpy arrays in one call
     of the same model. ``reset(seed=s)`` seeds market i with ``s + i`` and gives exactly the
-    results of N single envs so seeded. :class:`envs.vector.SB3VecEnv` hands it to
+    results of N single envs so seeded. :class:`envs.sb3.SB3VecEnv` hands it to
     stable-baselines3.
 
     ## Version History
@@ -161,7 +167,7 @@ class SocialCommerceEnv(gym.Env):
 
     def __init__(
         self,
-        scenario: "str | Scenario" = "global",
+        scenario: "str | Path | Scenario" = "global",
         overrides: Mapping[str, Any] | None = None,
         render_mode: str | None = None,
     ):
@@ -174,22 +180,27 @@ class SocialCommerceEnv(gym.Env):
         self.action_space = self._batch.single_action_space
         self.observation_space = self._batch.single_observation_space
         self._last_info: dict | None = None
+        self._ended = False
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if self._batch.rngs is None or self._batch.rngs[0] is not self.np_random:
             self._batch.use_generators([self.np_random])
         obs, info = self._batch.reset()
+        self._ended = False
         self._last_info = self._batch.info_row(info, 0)
         return obs[0], self._last_info
 
     def step(self, action):
+        if self._ended:
+            raise ResetNeeded(f"the episode ended after {self.params.horizon} quarters; call reset() before step()")
         a = np.asarray(action)
         if a.shape != self.action_space.shape:
             raise ValueError(f"action has shape {a.shape}; expected {self.action_space.shape} (regions x levers, region-major)")
         obs, reward, terminated, info = self._batch.step(a[None])
+        self._ended = bool(terminated[0])
         self._last_info = self._batch.info_row(info, 0)
-        return obs[0], float(reward[0]), bool(terminated[0]), False, self._last_info
+        return obs[0], float(reward[0]), self._ended, False, self._last_info
 
     @property
     def state(self) -> market.State:
