@@ -49,7 +49,8 @@ temporaries: a batch of one (the single env) pays a few microseconds, a batch of
 about half a microsecond per market. The Python functions below (:func:`step`,
 :func:`observe`, :func:`lever_costs`, ...) allocate the outputs and call the kernels.
 Parameters reach the kernels packed in two arrays (:attr:`Params.packed`); the state's
-per-region quantities live in one block ``(n, len(REGIONAL_FIELDS), R)``.
+per-region quantities live in one block ``(n, len(REGIONAL_FIELDS), R)``. Kernels are compiled
+on first use and cached on disk (``envs/__pycache__``): about 25 s once on a fresh checkout.
 
 Layouts. The levers, the observation features, the info entries, the parameters and the
 regional state are each declared once, as a table at the top of this module (name, unit,
@@ -58,8 +59,7 @@ named tuples made from the tables (``g[BUYERS.churn]``, ``obs[i, o + OBS.trust]`
 compiles as constants; the packed arrays, the spaces and :func:`info_layout` are built from the
 same tables; ``tests/test_layout.py`` checks the rest (the info kernel's running offset, the env
 manual's tables) against them. To add a parameter: a row in its table, a field in the scenario
-schema (:mod:`envs.scenario`, which holds its allowed range) and a value in every scenario file. Kernels are compiled
-on first use and cached on disk (``envs/__pycache__``): about 25 s once on a fresh checkout.
+schema (:mod:`envs.scenario`, which holds its allowed range) and a value in every scenario file.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
-from envs.layout import Feature, InfoEntry, Lever, Param, StateField, indices, names
+from envs.layout import Feature, InfoEntry, Lever, Param, StateField, group_indices, indices, names
 
 # ----------------------------------------------------------------------------- layouts
 # Every layout of the model is declared once here (entry types and what is generated from them:
@@ -219,14 +219,12 @@ GLOBAL_PARAM_TABLE: tuple[Param, ...] = tuple(
     Param(group, name, unit, description) for group, rows in _PARAMS_BY_GROUP.items() for name, unit, description in rows
 )
 """The scalar coefficients, in the order of :attr:`Params.packed`'s vector ``g``."""
-_GROUP_START = {}
-for _k, _p in enumerate(GLOBAL_PARAM_TABLE):
-    _GROUP_START.setdefault(_p.group, _k)
-ATTR, BUYERS, SELLERS, CREATORS, PLATFORM, EPISODE = (
-    indices(label, [p for p in GLOBAL_PARAM_TABLE if p.group == group], _GROUP_START[group])
-    for label, group in (("ATTR", "attr"), ("BUYERS", "buyers"), ("SELLERS", "sellers"),
-                         ("CREATORS", "creators"), ("PLATFORM", "platform"), ("EPISODE", ""))
-)
+ATTR = group_indices("ATTR", GLOBAL_PARAM_TABLE, "attr")
+BUYERS = group_indices("BUYERS", GLOBAL_PARAM_TABLE, "buyers")
+SELLERS = group_indices("SELLERS", GLOBAL_PARAM_TABLE, "sellers")
+CREATORS = group_indices("CREATORS", GLOBAL_PARAM_TABLE, "creators")
+PLATFORM = group_indices("PLATFORM", GLOBAL_PARAM_TABLE, "platform")
+EPISODE = group_indices("EPISODE", GLOBAL_PARAM_TABLE, "")
 
 REGION_PARAM_TABLE: tuple[Param, ...] = (
     Param("region", "users_max", "M", "user ceiling"),
@@ -429,15 +427,13 @@ class Params:
 class State:
     """State of ``n`` markets; every array has a leading ``n``.
 
-    ``regional`` ``(n, len(REGIONAL_FIELDS), R)`` holds, per region: users U (M), buyers by
-    cohort (M; Gen Z and older), Gen Z habit stock in [0, 1], sellers S (k), creators C (k),
-    capacity K (M orders/quarter), livestream affinity L, seller trust T, ad stock A ($B), last
-    quarter's served orders O (M) and third-party GMV G ($B), last quarter's GMV by region ($B),
-    quarters of suspension left X, the selection index of S and last quarter's shopping-start
-    share (kept so they are computed once a quarter). Each is also an attribute (``state.sellers``,
-    shape ``(n, R)``, a view: assigning to it writes into ``regional``). Per market: quarter
-    index ``t``, budget remaining and spent so far ($B); and the episode's pre-drawn random
-    numbers (``shock_z``, ``suspend_u``, shape ``(n, horizon, R)``).
+    ``regional`` ``(n, len(REGIONAL_FIELDS), R)`` holds the per-region quantities of
+    :data:`STATE_TABLE`, in its order (users, buyers by cohort, sellers, creators, capacity, ...;
+    the selection index and the shopping-start share are kept so that they are computed once a
+    quarter). Each is also an attribute (``state.sellers``, shape ``(n, R)``, a view: assigning to
+    it writes into ``regional``). Per market: quarter index ``t``, budget remaining and spent so
+    far ($B); and the episode's pre-drawn random numbers (``shock_z``, ``suspend_u``, shape
+    ``(n, horizon, R)``).
     """
 
     regional: np.ndarray
