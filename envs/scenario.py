@@ -1,7 +1,7 @@
 """Scenarios: typed, validated market parameters loaded from YAML.
 
 A scenario is data. Every number lives in a YAML file under ``configs/scenarios/`` with a
-comment that names its source in ``CALIBRATION.md`` or says it is an assumption; this module
+comment that names its source in ``docs/calibration.md`` (a row id) or says it is an assumption; this module
 only defines the schema (names, types, allowed ranges) and turns a validated scenario into the
 arrays the batched market model (:mod:`envs.market`) consumes.
 
@@ -77,7 +77,7 @@ class Buyers(_Strict):
     genz_imitation: Float = Field(ge=0, le=5, description="Gen Z imitation multiplier")
     habit_rate: Float = Field(ge=0, le=1, description="Gen Z habit stock adjustment per quarter")
     habit_loyalty: Float = Field(ge=0, le=1, description="Gen Z churn reduction at full habit")
-    base_orders: Float = Field(ge=0, le=2, description="orders multiplier intercept (0.6 in DESIGN)")
+    base_orders: Float = Field(ge=0, le=2, description="orders multiplier intercept (0.6 in the reference form, docs/model.md)")
     spill: Float = Field(ge=0, le=1, description="share of orders over capacity still served")
 
 
