@@ -2,7 +2,7 @@
 
 A sweep file (``configs/sweeps/*.yaml``) names a base training config and the axes to vary::
 
-    config: configs/train/ppo.yaml         # base training config (every trial starts from it)
+    config: ppo                            # base training config: a built-in name or a YAML path
     set: {total_timesteps: 200000}         # fixed dotted overrides for every trial
     axes:                                  # dotted config keys, one kind of range each
       ppo.learning_rate: {loguniform: [1.0e-4, 3.0e-3]}
@@ -12,8 +12,9 @@ A sweep file (``configs/sweeps/*.yaml``) names a base training config and the ax
     budgets: [1, 2, 4]                     # total budget in $B (per-quarter cap scaled with it)
     scenarios: [global, us]                # shorthand for axes.scenario: {grid: [...]}
     variants:                              # named (config, set) pairs, one grid axis
-      hard: {config: configs/train/ppo.yaml}
-      soft: {config: configs/train/ppo.yaml, set: {overrides.budget.mode: soft}}
+      hard: {}
+      soft: {set: {overrides.budget.mode: soft}}
+      lagrangian: {config: ppo_lagrangian}
     metric: eval/gmv_mean                  # or eval/ratio_to_best_static
     mode: max
     num_samples: 1                         # repeats of the grid, each drawing the random axes
@@ -250,14 +251,16 @@ def _format_error(exc: ValidationError, source: str) -> str:
 
 
 def _resolve(path: str, base: Path) -> str:
-    """A config path as given (relative to the current folder, else to the project), made absolute."""
+    """A config path made absolute (found relative to the current folder, the project or the
+    sweep file), so that trials on other nodes and folders read the same file; anything else
+    (a built-in name such as ``ppo``) is left for :func:`agents.config.load_config`."""
     p = Path(path)
     if p.is_absolute():
         return str(p)
     for root in (Path.cwd(), runs.PROJECT_ROOT, base):
         if (root / p).is_file():
             return str((root / p).resolve())
-    return str((Path.cwd() / p).resolve())
+    return path
 
 
 def spec_from_dict(doc: Mapping, source: str = "sweep", name: str | None = None) -> SweepSpec:
