@@ -26,6 +26,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import TensorBoardOutputFormat
 
+from agents.rollout import EVAL_TAG_KEYS
 from envs.market import LEVERS
 
 MARKET_TAGS = (
@@ -38,7 +39,7 @@ MARKET_TAGS = (
     "market/sellers_final",
 )
 LEVER_TAGS = tuple(f"levers/{lever}" for lever in LEVERS)
-EVAL_TAGS = ("eval/gmv_mean", "eval/cost_mean", "eval/final_run_rate_mean")
+EVAL_TAGS = tuple(EVAL_TAG_KEYS.values())
 
 
 def tensorboard_writer(logger):
@@ -135,11 +136,19 @@ class MarketLoggerCallback(BaseCallback):
                 self.logger.record(tag, float(value))
 
 
-class EvalCallback(BaseCallback):
+def record_eval(logger, figures: dict) -> None:
+    """Record the held-out evaluation's figures under their TensorBoard tags (``eval/``)."""
+    for name, tag in EVAL_TAG_KEYS.items():
+        logger.record(tag, figures[name])
+
+
+class PeriodicEvalCallback(BaseCallback):
     """Every ``eval_freq`` env steps, evaluate the deterministic policy on held-out seeds.
 
-    :param evaluate: ``evaluate(model, vecnormalize) -> dict`` with ``gmv_mean``, ``cost_mean``
-        and ``final_run_rate_mean`` (see :func:`agents.ppo.evaluate_model`).
+    (Not SB3's ``EvalCallback``: this one is handed the evaluation as a function.)
+
+    :param evaluate: ``evaluate(model, vecnormalize) -> dict`` of :func:`agents.rollout.summarise`
+        figures (see :func:`agents.ppo.evaluate_model`).
     :param eval_freq: env steps between evaluations (summed over parallel envs).
     """
 
@@ -147,7 +156,6 @@ class EvalCallback(BaseCallback):
         super().__init__(verbose)
         self.evaluate = evaluate
         self.eval_freq = int(eval_freq)
-        self.last: dict | None = None
 
     def _on_training_start(self) -> None:
         self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
@@ -159,15 +167,13 @@ class EvalCallback(BaseCallback):
         if self.num_timesteps < self._next:
             return
         self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
-        result = self.evaluate(self.model, self.model.get_vec_normalize_env())
-        self.last = result
-        self.logger.record("eval/gmv_mean", result["gmv_mean"])
-        self.logger.record("eval/cost_mean", result["cost_mean"])
-        self.logger.record("eval/final_run_rate_mean", result["final_run_rate_mean"])
+        record_eval(self.logger, self.evaluate(self.model, self.model.get_vec_normalize_env()))
 
 
-class CheckpointCallback(BaseCallback):
+class PeriodicCheckpointCallback(BaseCallback):
     """Save model and normalisation statistics every ``checkpoint_freq`` env steps (atomically).
+
+    (Not SB3's ``CheckpointCallback``: this one is handed the saving as a function.)
 
     :param save: ``save() -> None``, writes one checkpoint (see :func:`agents.runs.save_checkpoint`).
     """

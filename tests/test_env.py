@@ -538,7 +538,7 @@ def test_quarter_labels_roll_over_years() -> None:
 
 
 def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path) -> None:
-    from agents.simulate import _atomic_write
+    from agents.io import atomic_path
 
     target = tmp_path / "out.csv"
     target.write_text("old")
@@ -548,7 +548,8 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path) -> None:
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _atomic_write(target, half_write)
+        with atomic_path(target) as tmp:
+            half_write(tmp)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 

@@ -245,7 +245,7 @@ def test_fact12_timing_pays():
     Both found by the project's planners (CMA-ES): ``best_static`` and the ``oracle``, which on
     a deterministic scenario is the best open-loop per-quarter plan.
     """
-    from agents.planning import best_static, oracle
+    from agents.planners import best_static, oracle
 
     sc = load_scenario("global", {"deterministic": True})
     static = best_static(sc, seeds=[0], iterations=150)
