@@ -142,7 +142,28 @@ def record_eval(logger, figures: dict) -> None:
         logger.record(tag, figures[name])
 
 
-class PeriodicEvalCallback(BaseCallback):
+class _Periodic(BaseCallback):
+    """A callback whose work falls due each time the env steps (summed over the parallel envs)
+    pass the next multiple of ``freq``, counted from where training (or a resume) starts."""
+
+    def __init__(self, freq: int, verbose: int = 0):
+        super().__init__(verbose)
+        self.freq = int(freq)
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.freq + 1) * self.freq
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _due(self) -> bool:
+        if self.num_timesteps < self._next:
+            return False
+        self._next = (self.num_timesteps // self.freq + 1) * self.freq
+        return True
+
+
+class PeriodicEvalCallback(_Periodic):
     """Every ``eval_freq`` env steps, evaluate the deterministic policy on held-out seeds.
 
     (Not SB3's ``EvalCallback``: this one is handed the evaluation as a function.)
@@ -153,24 +174,15 @@ class PeriodicEvalCallback(BaseCallback):
     """
 
     def __init__(self, evaluate: Callable[..., dict], eval_freq: int, verbose: int = 0):
-        super().__init__(verbose)
+        super().__init__(eval_freq, verbose)
         self.evaluate = evaluate
-        self.eval_freq = int(eval_freq)
-
-    def _on_training_start(self) -> None:
-        self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
-
-    def _on_step(self) -> bool:
-        return True
 
     def _on_rollout_end(self) -> None:
-        if self.num_timesteps < self._next:
-            return
-        self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
-        record_eval(self.logger, self.evaluate(self.model, self.model.get_vec_normalize_env()))
+        if self._due():
+            record_eval(self.logger, self.evaluate(self.model, self.model.get_vec_normalize_env()))
 
 
-class PeriodicCheckpointCallback(BaseCallback):
+class PeriodicCheckpointCallback(_Periodic):
     """Save model and normalisation statistics every ``checkpoint_freq`` env steps (atomically).
 
     (Not SB3's ``CheckpointCallback``: this one is handed the saving as a function.)
@@ -179,21 +191,13 @@ class PeriodicCheckpointCallback(BaseCallback):
     """
 
     def __init__(self, save: Callable[[], Any], checkpoint_freq: int, verbose: int = 0):
-        super().__init__(verbose)
+        super().__init__(checkpoint_freq, verbose)
         self.save = save
-        self.checkpoint_freq = int(checkpoint_freq)
-
-    def _on_training_start(self) -> None:
-        self._next = (self.num_timesteps // self.checkpoint_freq + 1) * self.checkpoint_freq
-
-    def _on_step(self) -> bool:
-        return True
 
     def _on_rollout_start(self) -> None:
         # here the previous rollout has been trained on: the weights, the statistics and
         # num_timesteps agree, so a resume loses nothing
-        if self.num_timesteps >= self._next:
-            self._next = (self.num_timesteps // self.checkpoint_freq + 1) * self.checkpoint_freq
+        if self._due():
             self.save()
 
 

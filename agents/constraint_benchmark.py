@@ -15,7 +15,7 @@ variant              config                                       what it shows
 Per variant: cumulative GMV ($B per episode) and episode cost ($B) against the limit
 (``budget.total``), violation rate (episodes over the limit), and GMV relative to ``ppo_hard``.
 Each training seed's figures are means over the evaluation episodes; the table gives the mean
-and the standard deviation of those over training seeds. Targets (issue 5): ``ppo_lagrangian``
+and the standard deviation of those over training seeds. Targets: ``ppo_lagrangian``
 mean episode cost at most 1.05 x the limit, GMV at least 0.97 x ``ppo_hard``'s;
 ``ppo_soft`` overspends.
 

@@ -143,6 +143,64 @@ def _marginals(budgets: Sequence[float], gmv: Sequence[float]) -> list[float | N
     return [None] + [(gmv[k] - gmv[k - 1]) / (budgets[k] - budgets[k - 1]) for k in range(1, len(budgets))]
 
 
+def _run_tasks(tasks: list[tuple], train_tasks: list[tuple], workers: int) -> tuple[list[dict], list[dict]]:
+    """Each budget's planning (and training) as one task, in ``workers`` processes."""
+    workers = max(1, int(workers))
+    if workers == 1:
+        return [_plan_budget(t) for t in tasks], [_train_budget(t) for t in train_tasks]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        plan_futures = [pool.submit(_plan_budget, t) for t in tasks]
+        train_futures = [pool.submit(_train_budget, t) for t in train_tasks]
+        return [f.result() for f in plan_futures], [f.result() for f in train_futures]
+
+
+def _budget_rows(budgets: Sequence[float], scenarios: Sequence[Scenario], planned: list[dict], trained: list[dict],
+                 seeds: Sequence[int], effort: Effort) -> list[dict]:
+    """One row per budget, in increasing order; the oracle replays the smaller budget's applied
+    plan where it does better (monotone, see the module docstring)."""
+    rows = []
+    previous_applied = None
+    statics: list[np.ndarray] = []
+    for k, (b, sc, found) in enumerate(zip(budgets, scenarios, planned)):
+        params = planning_params(sc)
+        states = start_states(params, seeds)
+        plans = quantise(found["oracle_plans"])
+        gmv = cumulative_gmv(params, states, plans)
+        own_gmv = gmv.copy()
+        if previous_applied is not None:
+            replay = cumulative_gmv(params, states, previous_applied)
+            better = replay > gmv
+            plans = np.where(better[:, None, None, None], previous_applied, plans)
+            gmv = np.maximum(gmv, replay)
+        applied = market.rollout(params, states, plans)
+        previous_applied = applied["intensity"]
+        oracle_cost = applied["cost"].sum(axis=1)
+
+        # best_static: the best of the constant plans found at this and smaller budgets (training seeds)
+        statics.append(found["static"])
+        train_states = start_states(params, training_seeds(effort.static_seeds))
+        scores = [cumulative_gmv(params, train_states, np.broadcast_to(s, (train_states.n,) + s.shape)).mean() for s in statics]
+        static = statics[int(np.argmax(scores))]
+        static_run = market.rollout(params, states, np.broadcast_to(static, (states.n,) + static.shape))
+        row = {
+            "budget_total": b,
+            "budget_per_quarter": sc.budget.per_quarter,
+            "best_static_gmv": float(static_run["gmv"].sum(axis=1).mean()),
+            "best_static_cost": float(static_run["cost"].sum(axis=1).mean()),
+            "oracle_gmv": float(gmv.mean()),
+            "oracle_gmv_own_search": float(own_gmv.mean()),
+            "oracle_cost": float(oracle_cost.mean()),
+            "oracle_replayed_episodes": int(np.sum(gmv > own_gmv)),
+            "plan_seconds": round(found["seconds"], 1),
+        }
+        if trained:
+            row["ppo_gmv"] = float(np.mean(trained[k]["gmv"]))
+            row["ppo_cost"] = float(np.mean(trained[k]["cost"]))
+            row["ppo_run_dir"] = trained[k]["run_dir"]
+        rows.append(row)
+    return rows
+
+
 def compute_frontier(
     scenario: str,
     budgets: Sequence[float] = DEFAULT_BUDGETS,
@@ -181,59 +239,10 @@ def compute_frontier(
     if train:
         runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "frontier"
         train_tasks = [(scenario, o, timesteps, seed, runs_dir / f"budget_{b:g}", effort.episodes) for b, o in zip(budgets, budget_sets)]
-    workers = max(1, int(workers))
-    if workers == 1:
-        planned = [_plan_budget(t) for t in tasks]
-        trained = [_train_budget(t) for t in train_tasks]
-    else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            plan_futures = [pool.submit(_plan_budget, t) for t in tasks]
-            train_futures = [pool.submit(_train_budget, t) for t in train_tasks]
-            planned = [f.result() for f in plan_futures]
-            trained = [f.result() for f in train_futures]
+    planned, trained = _run_tasks(tasks, train_tasks, workers)
     log(f"planned {len(budgets)} budgets in {time.perf_counter() - t0:.0f}s")
 
-    # Monotone oracle: replay the smaller budget's applied plan (see the module docstring).
-    rows = []
-    previous_applied = None
-    statics: list[np.ndarray] = []
-    for k, (b, sc, found) in enumerate(zip(budgets, scenarios, planned)):
-        params = planning_params(sc)
-        states = start_states(params, seeds)
-        plans = quantise(found["oracle_plans"])
-        gmv = cumulative_gmv(params, states, plans)
-        own_gmv = gmv.copy()
-        if previous_applied is not None:
-            replay = cumulative_gmv(params, states, previous_applied)
-            better = replay > gmv
-            plans = np.where(better[:, None, None, None], previous_applied, plans)
-            gmv = np.maximum(gmv, replay)
-        applied = market.rollout(params, states, plans)
-        previous_applied = applied["intensity"]
-        oracle_cost = applied["cost"].sum(axis=1)
-
-        # best_static: the best of the constant plans found at this and smaller budgets (training seeds)
-        statics.append(found["static"])
-        train_states = start_states(params, training_seeds(effort.static_seeds))
-        scores = [cumulative_gmv(params, train_states, np.broadcast_to(s, (train_states.n,) + s.shape)).mean() for s in statics]
-        static = statics[int(np.argmax(scores))]
-        static_run = market.rollout(params, states, np.broadcast_to(static, (states.n,) + static.shape))
-        row = {
-            "budget_total": b,
-            "budget_per_quarter": sc.budget.per_quarter,
-            "best_static_gmv": float(static_run["gmv"].sum(axis=1).mean()),
-            "best_static_cost": float(static_run["cost"].sum(axis=1).mean()),
-            "oracle_gmv": float(gmv.mean()),
-            "oracle_gmv_own_search": float(own_gmv.mean()),
-            "oracle_cost": float(oracle_cost.mean()),
-            "oracle_replayed_episodes": int(np.sum(gmv > own_gmv)),
-            "plan_seconds": round(found["seconds"], 1),
-        }
-        if train:
-            row["ppo_gmv"] = float(np.mean(trained[k]["gmv"]))
-            row["ppo_cost"] = float(np.mean(trained[k]["cost"]))
-            row["ppo_run_dir"] = trained[k]["run_dir"]
-        rows.append(row)
+    rows = _budget_rows(budgets, scenarios, planned, trained, seeds, effort)
 
     methods = ["best_static", "oracle"] + (["ppo"] if train else [])
     for method in methods:
@@ -271,6 +280,19 @@ def frontier_csv(result: dict) -> str:
     for row in result["rows"]:
         writer.writerow({k: ("" if row[k] is None else (round(row[k], 4) if isinstance(row[k], float) else row[k])) for k in fields})
     return buffer.getvalue()
+
+
+def frontier_table(result: dict) -> str:
+    """The terminal table: GMV per budget and method, with the marginal GMV per extra $B."""
+    methods = result["methods"]
+    lines = ["budget $B | " + " | ".join(f"{m} GMV $B (+/$B)" for m in methods)]
+    for row in result["rows"]:
+        cells = []
+        for m in methods:
+            marginal = row[f"{m}_marginal_gmv_per_b"]
+            cells.append(f"{row[f'{m}_gmv']:.2f}" + (f" (+{marginal:.2f})" if marginal is not None else ""))
+        lines.append(f"{row['budget_total']:g} | " + " | ".join(cells))
+    return "\n".join(lines)
 
 
 def write_frontier(result: dict, out: Path) -> dict[str, Path]:

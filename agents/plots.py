@@ -9,16 +9,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from agents.cli import existing_folder
+from agents.evaluation import Evaluation
 from agents.io import atomic_path, atomic_save
 from envs import market
-
-if TYPE_CHECKING:  # annotations only: the report imports this module
-    from agents.evaluation import Evaluation
 
 
 def pyplot():

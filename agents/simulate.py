@@ -8,9 +8,9 @@ The logic behind ``scripts/simulate.py``::
 
 :func:`simulate` steps the single Gymnasium env (:class:`envs.SocialCommerceEnv`) with a
 policy's ``predict`` and returns one flat row per quarter (a dict of scalars, the columns of
-the CSV); :func:`format_table` prints the rows as three aligned tables (growth, spend, market); :func:`write_csv`
-writes them atomically (a temporary file renamed into place, so a failed run never leaves half
-a file); the plot is :func:`agents.plots.plot_simulation`.
+the CSV); :func:`format_table` prints the rows as three aligned tables (growth, spend,
+market); :func:`write_csv` writes them atomically (a temporary file renamed into place, so a
+failed run never leaves half a file); the plot is :func:`agents.plots.plot_simulation`.
 """
 
 from __future__ import annotations

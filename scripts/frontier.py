@@ -27,7 +27,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.cli import OneLineParser  # noqa: E402
-from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, budget_overrides, check_budgets, compute_frontier, write_frontier  # noqa: E402
+from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, budget_overrides, check_budgets, compute_frontier, frontier_table, write_frontier  # noqa: E402
 from envs.scenario import ScenarioError, load_scenario, parse_set_pairs  # noqa: E402
 
 
@@ -82,14 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                               workers=args.workers, train=args.train, timesteps=args.timesteps, seed=args.seed,
                               runs_dir=out / "runs", log=lambda m: print(m, flush=True))
     paths = write_frontier(result, out)
-    methods = result["methods"]
-    print("budget $B | " + " | ".join(f"{m} GMV $B (+/$B)" for m in methods))
-    for row in result["rows"]:
-        cells = []
-        for m in methods:
-            marginal = row[f"{m}_marginal_gmv_per_b"]
-            cells.append(f"{row[f'{m}_gmv']:.2f}" + (f" (+{marginal:.2f})" if marginal is not None else ""))
-        print(f"{row['budget_total']:g} | " + " | ".join(cells))
+    print(frontier_table(result))
     print(f"wrote {paths['csv']}, {paths['json']}, {paths['png']} in {result['wall_seconds']:.0f}s", flush=True)
     return 0
 
