@@ -39,6 +39,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.planners.model import start_states
+from agents.seeds import LIMIT_PROBE_SEEDS
 from envs import market
 from envs.scenario import Scenario
 
@@ -66,7 +67,7 @@ def scaled_to_limit(scenario: Scenario) -> Scenario:
     return scenario.model_copy(update={"budget": scenario.budget.model_copy(update={"mode": "hard"})})
 
 
-def intensity_at_limit(scenario: Scenario, cost_limit: float, seeds: tuple[int, ...] = (1, 2, 3, 4)) -> float:
+def intensity_at_limit(scenario: Scenario, cost_limit: float, seeds: tuple[int, ...] = LIMIT_PROBE_SEEDS) -> float:
     """The uniform lever intensity whose episodes spend ``cost_limit`` ($B) on average (bisection).
 
     Why: a fresh policy's mean action 0 is intensity 0.5 everywhere, about 3.5 times the

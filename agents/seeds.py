@@ -13,6 +13,8 @@ held-out evaluation         training's periodic evaluation,   :data:`EVAL_SEED_B
                                                               by default (``--seed``)
 planners' training seeds    ``best_static``, the oracle's     :data:`TRAIN_SEED_BASE` ``+ i``
                             common schedule
+spend probe                 cost-constrained PPO's start      :data:`LIMIT_PROBE_SEEDS`
+                            (``intensity_at_limit``)
 ==========================  ===============================  ==================================
 
 Episode ``k`` of a list of seeds is the market the vector envs seed with ``seeds[k]``.
@@ -27,8 +29,11 @@ from agents.config import EVAL_SEED_BASE
 DEFAULT_EVAL_SEED = 20_000_000
 #: The planners fit on seeds from here on; evaluation seeds must stay below it.
 TRAIN_SEED_BASE = 1_000_000_000
+#: Episodes on which cost-constrained PPO measures the uniform intensity that spends its limit
+#: (a few training-range markets: it only sets where the policy's mean action starts).
+LIMIT_PROBE_SEEDS = (1, 2, 3, 4)
 
-__all__ = ["DEFAULT_EVAL_SEED", "EVAL_SEED_BASE", "TRAIN_SEED_BASE", "eval_seeds", "training_seeds"]
+__all__ = ["DEFAULT_EVAL_SEED", "EVAL_SEED_BASE", "LIMIT_PROBE_SEEDS", "TRAIN_SEED_BASE", "eval_seeds", "training_seeds"]
 
 
 def eval_seeds(episodes: int, first: int = EVAL_SEED_BASE) -> list[int]:
