@@ -554,6 +554,7 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 
 
+@pytest.mark.slow
 def test_benchmark_script_writes_the_json_keys(repo_root, tmp_path) -> None:
     import json
 

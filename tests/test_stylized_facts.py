@@ -239,6 +239,7 @@ def test_fact11_reacting_to_suspensions_pays():
 
 
 # 12 ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fact12_timing_pays():
     """Deterministic default: the best quarter-by-quarter plan beats the best constant plan by >= 5%.
 
