@@ -25,19 +25,20 @@ not depend on the budget's size:
 * ``gradient`` (:class:`GradientLagrangian`): plain projected gradient ascent on the dual,
   ``lambda = clip(lambda + lr * delta, 0, lambda_max)``.
 
-Their settings, ``lambda_init`` included, come from the config (:class:`LagrangianParams`,
-``algo_params`` of ``ppo_lagrangian``); the rules have no defaults of their own. The SB3 wiring
+Their settings, ``lambda_init`` included, come from the config
+(:class:`agents.config.LagrangianParams`, ``algo_params`` of ``ppo_lagrangian``, valued in
+``configs/train/ppo_lagrangian.yaml``); the rules have no defaults of their own. The SB3 wiring
 (reward penalty, callback, the algorithm) is :mod:`agents.lagrangian`.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agents.config import LagrangianParams
 from agents.planners.model import start_states
 from agents.seeds import LIMIT_PROBE_SEEDS
 from envs import market
@@ -90,36 +91,6 @@ def intensity_at_limit(scenario: Scenario, cost_limit: float, seeds: tuple[int, 
         mid = 0.5 * (low + high)
         low, high = (mid, high) if cost(mid) <= cost_limit else (low, mid)
     return low
-
-
-# --------------------------------------------------------------------------- config
-
-
-class LagrangianParams(BaseModel):
-    """``algo_params`` of ``ppo_lagrangian`` (every key optional)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    update: Literal["pid", "gradient"] = Field(default="pid", description="multiplier update rule")
-    cost_limit: float | None = Field(default=None, gt=0, le=1000, description="episode cost limit in $B (default: the scenario's budget.total)")
-    lambda_init: float = Field(default=2.0, ge=0, description="initial multiplier (GMV-$ per cost-$)")
-    lambda_max: float = Field(default=100.0, gt=0, description="the multiplier is capped here")
-    # PID (on the relative violation (J_c - d) / d)
-    kp: float = Field(default=1.0, ge=0, description="proportional gain")
-    ki: float = Field(default=0.1, ge=0, description="integral gain (per rollout)")
-    kd: float = Field(default=0.5, ge=0, description="derivative gain")
-    d_delay: int = Field(default=5, ge=1, le=1000, description="rollouts over which the derivative looks back")
-    delta_p_ema_alpha: float = Field(default=0.5, ge=0, lt=1, description="EMA weight of the past for the P term (0: no smoothing)")
-    delta_d_ema_alpha: float = Field(default=0.5, ge=0, lt=1, description="EMA weight of the past for the cost in the D term")
-    # gradient
-    lr: float = Field(default=0.5, gt=0, description="gradient-ascent step per rollout (per unit of relative violation)")
-    start_at_limit: bool = Field(default=True, description="start the policy's mean action at the uniform intensity that spends the limit")
-
-    @model_validator(mode="after")
-    def _init_below_cap(self) -> "LagrangianParams":
-        if self.lambda_init > self.lambda_max:
-            raise ValueError(f"lambda_init {self.lambda_init} is above lambda_max {self.lambda_max}")
-        return self
 
 
 # --------------------------------------------------------------------------- multipliers

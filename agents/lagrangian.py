@@ -31,8 +31,8 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from agents.config import ConfigError, TrainConfig
-from agents.constraint import LagrangianParams, Multiplier, intensity_at_limit, make_multiplier, over_limit
+from agents.config import ConfigError, LagrangianParams, TrainConfig
+from agents.constraint import Multiplier, intensity_at_limit, make_multiplier, over_limit
 from agents.io import atomic_write_json
 from agents.ppo import PPOAlgorithm
 from envs.scenario import Scenario, ScenarioError, load_scenario

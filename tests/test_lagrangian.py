@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the env)
-from agents.config import ConfigError, load_config
-from agents.constraint import GradientLagrangian, LagrangianParams, PIDLagrangian, make_multiplier, over_limit
+from agents.config import ConfigError, LagrangianParams, load_config
+from agents.constraint import GradientLagrangian, PIDLagrangian, make_multiplier, over_limit
 from agents.lagrangian import ALGORITHM, CONSTRAINT_TAGS
 from tests.conftest import assert_bad_inputs_exit_2, script_env
 
@@ -23,9 +23,15 @@ TINY = ["--set", "n_envs=16", "--set", "ppo.n_steps=16", "--set", "ppo.batch_siz
         "--set", "checkpoint_freq=512", "--set", "eval_freq=100000", "--set", "eval_episodes=4"]
 
 
+def _params(**settings) -> LagrangianParams:
+    """The shipped ``algo_params`` with some settings changed."""
+    return LagrangianParams.model_validate({**load_config(CONFIG).algo_params, **settings})
+
+
 MULTIPLIERS = {
-    "pid": lambda: make_multiplier(LagrangianParams(update="pid", kp=1.0, ki=0.1, kd=0.5, lambda_init=1.0, lambda_max=5.0), 4.0),
-    "gradient": lambda: make_multiplier(LagrangianParams(update="gradient", lr=0.5, lambda_init=1.0, lambda_max=5.0), 4.0),
+    "pid": lambda: make_multiplier(_params(update="pid", kp=1.0, ki=0.1, kd=0.5, d_delay=5, delta_p_ema_alpha=0.5,
+                                           delta_d_ema_alpha=0.5, lambda_init=1.0, lambda_max=5.0), 4.0),
+    "gradient": lambda: make_multiplier(_params(update="gradient", lr=0.5, lambda_init=1.0, lambda_max=5.0), 4.0),
 }
 
 
@@ -54,8 +60,9 @@ def test_pid_state_round_trips():
 
 
 def test_params_and_factory():
-    pid = make_multiplier(LagrangianParams(lambda_init=3.0), 4.0)
-    gradient = make_multiplier(LagrangianParams(update="gradient", lambda_init=0.5), 4.0)
+    shipped = load_config(CONFIG).algo_params  # the models hold no defaults: the YAML does
+    pid = make_multiplier(LagrangianParams.model_validate({**shipped, "lambda_init": 3.0}), 4.0)
+    gradient = make_multiplier(LagrangianParams.model_validate({**shipped, "update": "gradient", "lambda_init": 0.5}), 4.0)
     assert isinstance(pid, PIDLagrangian) and isinstance(gradient, GradientLagrangian)
     # the multiplier starts where the config says (the rules have no default of their own)
     assert pid.multiplier == 3.0 and pid.integral == 3.0 and gradient.multiplier == 0.5
@@ -63,9 +70,9 @@ def test_params_and_factory():
     with pytest.raises(TypeError):
         PIDLagrangian(4.0)  # every setting comes from LagrangianParams
     with pytest.raises(ValueError):
-        LagrangianParams(lambda_init=10, lambda_max=1)
+        LagrangianParams.model_validate({**shipped, "lambda_init": 10, "lambda_max": 1})
     with pytest.raises(ValueError, match="cost_limit"):
-        make_multiplier(LagrangianParams(), 0.0)
+        make_multiplier(LagrangianParams.model_validate(shipped), 0.0)
 
 
 def test_over_limit_tolerates_float_rounding_only():
@@ -153,7 +160,7 @@ def test_hard_mode_is_refused_with_one_line():
     with pytest.raises(ConfigError, match="needs a soft budget"):
         ALGORITHM.check_config(hard)
     # validate_config runs the algorithm's check: the config is refused as it is loaded
-    with pytest.raises(ConfigError, match=r"^--set: algo 'ppo_lagrangian' needs a soft budget"):
+    with pytest.raises(ConfigError, match=r"ppo_lagrangian.yaml with --set: algo 'ppo_lagrangian' needs a soft budget"):
         load_config(CONFIG, ["overrides.budget.mode=hard"])
     with pytest.raises(ValueError):
         load_config(CONFIG, ["algo_params.update=newton"])
