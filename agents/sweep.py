@@ -78,11 +78,14 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agents import planning, runs
+from agents import lazy, runs
 from agents.config import DEFAULT_CONFIG, ConfigError, TrainConfig, load_config
-from agents.evaluation import reference_scenario
+from agents.constraint import scaled_to_limit
 from agents.io import atomic_path, atomic_write_json, atomic_write_text
+from agents.planners import best_static
 from agents.policies import ConstantPolicy
+from agents.rollout import measure
+from agents.seeds import eval_seeds
 from envs.scenario import Scenario, load_scenario
 
 SWEEPS_DIR = runs.RUNS_DIR / "sweeps"
@@ -392,21 +395,18 @@ def _scenario_key(scenario: Scenario) -> str:
 
 def best_static_gmv(scenario: Scenario, seeds: Sequence[int], baseline: Baseline, cache_dir: Path) -> float:
     """Mean GMV ($B per episode) of ``best_static`` on ``seeds``, its plan searched once per
-    scenario (on training seeds, on the hard-projection scenario in soft mode) and cached."""
-    from agents.ppo import rollout_policy  # the torch seam: agents.ppo imports torch
-
-    reference = reference_scenario(scenario)
+    scenario (on training seeds; in soft mode on the scenario scaled to the limit) and cached."""
+    reference = scaled_to_limit(scenario)
     path = Path(cache_dir) / f"best_static_{_scenario_key(reference)}.json"
     try:
         intensity = np.asarray(json.loads(path.read_text())["intensity"])
     except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        plan = planning.best_static(reference, iterations=baseline.iterations, n_seeds=baseline.seeds)
+        plan = best_static(reference, iterations=baseline.iterations, n_seeds=baseline.seeds)
         intensity = plan.intensity
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, {"scenario": reference.name, "iterations": baseline.iterations, "seeds": baseline.seeds,
                                  "intensity": intensity.tolist(), "train_gmv_mean": plan.gmv_mean})
-    result = rollout_policy(ConstantPolicy(intensity, name="best_static"), reference, list(seeds))
-    return float(np.mean(result["gmv"]))
+    return float(measure(ConstantPolicy(intensity, name="best_static"), reference, list(seeds))["gmv_mean"])
 
 
 # --------------------------------------------------------------------------- one trial (a Ray worker)
@@ -419,8 +419,6 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
     sweep), otherwise a new one is created.
     """
     from ray import tune
-
-    from agents.ppo import eval_seeds, train  # the torch seam
 
     sweep_dir = Path(sweep_dir)
     context = tune.get_context()
@@ -452,7 +450,7 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
             if run_dir.exists():  # this trial's folder, killed before its first checkpoint: start it again
                 shutil.rmtree(run_dir)
             runs.create_run_dir(run_dir, config)
-        result = train(config, run_dir, resume=resume, progress="none", on_evaluation=report)
+        result = lazy.training().train(config, run_dir, resume=resume, progress="none", on_evaluation=report)
         if result.interrupted:
             raise RuntimeError(f"trial {run_dir.name} was stopped by signal {result.signal}; resume the sweep to continue it")
         s = dict(result.summary, train_seconds=final_train_seconds[0])
