@@ -8,7 +8,8 @@
 Budgets are total $B over the horizon (default 1 2 4 8); the per-quarter cap scales with the
 total at the scenario's ratio (``global``: 0.2 of the total) unless ``--per-quarter`` fixes it.
 Every budget is played in hard mode on the same evaluation episodes; each budget's planning
-(and each PPO run) is one task for ``--workers`` processes. The oracle's GMV never falls as the
+is one task for ``--workers`` processes; with ``--train`` the PPO runs (one per budget) are one
+sweep on Ray Tune in ``--out/ppo`` (``--address`` for a cluster; rerun to continue). The oracle's GMV never falls as the
 budget grows (see :mod:`agents.frontier`). Writes ``frontier.csv``, ``frontier.json`` and
 ``frontier.png`` into ``--out``. Planner effort: ``--episodes``, ``--static-iterations``,
 ``--refine-iterations``, ``--scale-iterations``, ``--schedule-iterations``. Bad input prints one line ``error: ...`` and
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.cli import OneLineParser  # noqa: E402
 from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, budget_overrides, check_budgets, compute_frontier, frontier_table, write_frontier  # noqa: E402
+from agents.sweep import SweepError  # noqa: E402
 from envs.scenario import ScenarioError, load_scenario, parse_set_pairs  # noqa: E402
 
 
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", action="store_true", help="also train a hard-budget PPO per budget")
     parser.add_argument("--timesteps", type=int, default=50_000, help="PPO env steps per budget with --train (default 50000)")
     parser.add_argument("--seed", type=int, default=0, help="PPO seed with --train")
+    parser.add_argument("--address", help="with --train: run the PPO sweep on this Ray cluster ('auto' or HOST:PORT; default a local Ray)")
     args = parser.parse_args(argv)
 
     try:
@@ -78,9 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     effort = Effort(episodes=args.episodes, static_iterations=args.static_iterations, static_seeds=effort.static_seeds,
                     schedule_seeds=effort.schedule_seeds, schedule_iterations=tuple(args.schedule_iterations),
                     refine_iterations=args.refine_iterations, scale_iterations=args.scale_iterations)
-    result = compute_frontier(args.scenario, budgets, per_quarter=args.per_quarter, overrides=overrides, effort=effort,
-                              workers=args.workers, train=args.train, timesteps=args.timesteps, seed=args.seed,
-                              runs_dir=out / "runs", log=lambda m: print(m, flush=True))
+    try:
+        result = compute_frontier(args.scenario, budgets, per_quarter=args.per_quarter, overrides=overrides, effort=effort,
+                                  workers=args.workers, train=args.train, timesteps=args.timesteps, seed=args.seed,
+                                  runs_dir=out / "ppo", address=args.address, log=lambda m: print(m, flush=True))
+    except (FrontierError, SweepError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print(f"interrupted: {exc}", flush=True)
+        return 130
     paths = write_frontier(result, out)
     print(frontier_table(result))
     print(f"wrote {paths['csv']}, {paths['json']}, {paths['png']} in {result['wall_seconds']:.0f}s", flush=True)
