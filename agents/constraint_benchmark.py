@@ -65,6 +65,7 @@ def benchmark_spec(variants: Sequence[str] = VARIANT_NAMES, seeds: Sequence[int]
     chosen = [v for v in VARIANTS if v.name in variants]
     doc: dict = {
         "name": "constraint_benchmark",
+        "baseline": None,  # the ratio to best_static is not needed here
         "seeds": [int(s) for s in seeds],
         "variants": {v.name: {"config": str(v.config), "set": parse_sets(v.sets)} for v in chosen},
     }

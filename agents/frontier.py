@@ -126,6 +126,7 @@ def _train_budgets(scenario_name: str, budgets: Sequence[float], budget_sets: Se
     existing sweep folder is resumed), each run evaluated on the frontier's episodes."""
     spec = sweep.spec_from_dict({
         "name": "frontier_ppo",
+        "baseline": None,  # the ratio to best_static is not needed here
         "set": {"scenario": scenario_name, "total_timesteps": int(timesteps), "seed": int(seed), "eval_episodes": min(episodes, 64)},
         "variants": {_variant(b): {"set": {f"overrides.{k}": v for k, v in o.items()}} for b, o in zip(budgets, budget_sets)},
     }, source="frontier --train")

@@ -22,7 +22,7 @@ A sweep file (``configs/sweeps/*.yaml``) names a base training config and the ax
     search: random                         # or optuna (Ray's OptunaSearch; no grid axes)
     early_stopping: null                   # or {grace_steps: 50000, reduction_factor: 3} (ASHA)
     max_train_seconds: null                # or stop each trial at its first evaluation past it
-    baseline: {iterations: 40, seeds: 16}  # best_static's search for the ratio metric
+    baseline: {iterations: 40, seeds: 16}  # best_static's search for the ratio (null: no ratio)
 
 Axis kinds: ``grid`` (every value, crossed with the other grids), ``choice`` (one value drawn
 per trial), ``uniform`` / ``loguniform`` (``[low, high]``, floats). Every axis is a key of the
@@ -194,10 +194,12 @@ class SweepSpec(_Strict):
     search: Literal["random", "optuna"] = "random"
     early_stopping: EarlyStopping | None = None
     max_train_seconds: float | None = Field(default=None, gt=0, description="stop a trial at its first evaluation past this training time")
-    baseline: Baseline = Field(default_factory=Baseline)
+    baseline: Baseline | None = Field(default_factory=Baseline)
 
     @model_validator(mode="after")
     def _axes(self) -> "SweepSpec":
+        if self.baseline is None and self.metric == "eval/ratio_to_best_static":
+            raise ValueError("metric eval/ratio_to_best_static needs a baseline (baseline: null leaves best_static out)")
         for short, key in (("seeds", "seed"), ("scenarios", "scenario")):
             if getattr(self, short) is not None and key in self.axes:
                 raise ValueError(f"'{short}' and axes.{key} name the same axis; keep one")
@@ -426,11 +428,14 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
     run_dir = sweep_dir / TRIALS_DIR / f"{index:04d}__{trial_label(params)}"
     config = trial_config(spec, params)
     scenario = load_scenario(config.scenario, config.overrides)
-    baseline = best_static_gmv(scenario, eval_seeds(config.eval_episodes), spec.baseline, sweep_dir / BASELINES_DIR)
+    baseline = None
+    if spec.baseline is not None:
+        baseline = best_static_gmv(scenario, eval_seeds(config.eval_episodes), spec.baseline, sweep_dir / BASELINES_DIR)
 
     def metrics(timesteps: int, gmv_mean: float, train_seconds: float, **extra) -> dict:
+        ratio = float(gmv_mean / baseline) if baseline else None
         return {"timesteps": int(timesteps), "train_seconds": round(float(train_seconds), 3),
-                "eval/gmv_mean": float(gmv_mean), "eval/ratio_to_best_static": float(gmv_mean / baseline) if baseline > 0 else float("nan"),
+                "eval/gmv_mean": float(gmv_mean), "eval/ratio_to_best_static": ratio,
                 "best_static_gmv": baseline, "run_dir": str(run_dir.relative_to(sweep_dir)), **extra}
 
     summary_path = run_dir / runs.SUMMARY_FILE

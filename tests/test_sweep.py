@@ -21,6 +21,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import sweep as sweep_script  # noqa: E402  (scripts/sweep.py)
 
 from agents import runs  # noqa: E402
+from agents.constraint_benchmark import run_benchmark  # noqa: E402
+from agents.frontier import Effort, compute_frontier, write_frontier  # noqa: E402
 from agents.sweep import (  # noqa: E402
     RESULTS_CSV, RESULTS_JSON, SweepError, connect, run_sweep, spec_from_dict, trial_config,
 )
@@ -44,6 +46,7 @@ def tiny_doc(**changes) -> dict:
     return doc
 
 
+@pytest.mark.slow
 def test_a_tiny_sweep_resumes_after_an_interrupt_with_a_row_and_a_run_folder_per_trial(ray_local, tmp_path):
     spec = spec_from_dict(tiny_doc(max_concurrent=1), source=str(TINY), name="tiny")
     out = tmp_path / "tiny"
@@ -133,3 +136,27 @@ def test_budgets_and_variants_become_trial_configs():
     assert config.overrides["budget.total"] == 8.0 and config.overrides["budget.mode"] == "soft"
     assert config.overrides["budget.per_quarter"] == pytest.approx(8.0 * 0.2)  # global: per-quarter cap 0.2 of the total
     assert config.total_timesteps == 2048  # the sweep's fixed sets apply to every variant
+
+
+@pytest.mark.slow
+def test_the_frontier_trains_its_ppo_runs_through_the_sweep_layer(ray_local, tmp_path):
+    effort = Effort(episodes=2, static_iterations=2, static_seeds=4, schedule_seeds=2, schedule_iterations=(0, 0), refine_iterations=2, scale_iterations=2)
+    result = compute_frontier("global", [2.0, 4.0], effort=effort, workers=1, train=True, timesteps=1536, runs_dir=tmp_path / "ppo")
+    paths = write_frontier(result, tmp_path / "fr")
+    assert all(p.is_file() for p in paths.values())
+    sweep_rows = json.loads((tmp_path / "ppo" / RESULTS_JSON).read_text())["rows"]
+    assert sorted(r["variant"] for r in sweep_rows) == ["budget_2", "budget_4"]
+    for row in result["rows"]:
+        run = runs.read_run_config(Path(row["ppo_run_dir"]))
+        assert run.overrides["budget.total"] == row["budget_total"] and run.overrides["budget.mode"] == "hard"
+        assert row["ppo_cost"] <= row["budget_total"] * (1 + 1e-9)  # hard mode: the env enforces the budget
+
+
+@pytest.mark.slow
+def test_the_constraint_benchmark_trains_through_the_sweep_layer(ray_local, tmp_path):
+    result = run_benchmark(tmp_path / "cb", variants=["ppo_hard", "ppo_soft"], seeds=[0], timesteps=1536, episodes=4, log=lambda m: None)
+    assert set(result["variants"]) == {"ppo_hard", "ppo_soft"}
+    assert (tmp_path / "cb" / "constraint_benchmark.md").is_file()
+    soft = runs.read_run_config(Path(result["per_seed"]["ppo_soft"][0]["run_dir"]))
+    assert soft.overrides["budget.mode"] == "soft" and soft.total_timesteps == 1536
+    assert len(json.loads((tmp_path / "cb" / "sweep" / RESULTS_JSON).read_text())["rows"]) == 2  # one sweep, a row per run
