@@ -759,7 +759,7 @@ def plot_results(rows: Sequence[dict], spec: SweepSpec, path: Path) -> None:
     best = best_row(rows, spec.metric, spec.mode)
     cols = min(3, len(axes_names))
     nrows = math.ceil(len(axes_names) / cols)
-    fig, panels = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    fig, panels = plt.subplots(nrows, cols, figsize=(max(6.0, 4.2 * cols), 3.6 * nrows), squeeze=False)
     for k, name in enumerate(axes_names):
         ax = panels[k // cols][k % cols]
         values = [r.get(name, r["trial"]) for r in scored]
@@ -780,7 +780,7 @@ def plot_results(rows: Sequence[dict], spec: SweepSpec, path: Path) -> None:
         ax.grid(alpha=0.3)
     for k in range(len(axes_names), nrows * cols):
         panels[k // cols][k % cols].axis("off")
-    fig.suptitle(f"sweep '{spec.name}': {len(scored)} trials ({spec.metric}, held-out seeds)")
+    fig.suptitle(f"sweep '{spec.name}': {len(scored)} trials ({spec.metric}, held-out seeds)", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
