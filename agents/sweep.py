@@ -414,6 +414,13 @@ def best_static_gmv(scenario: Scenario, seeds: Sequence[int], baseline: Baseline
 # --------------------------------------------------------------------------- one trial (a Ray worker)
 
 
+def _trial_prefix(trial_id: str) -> str:
+    """``0003`` for Ray's grid and random trials (``<run>_00003``); a searcher's trials (Optuna)
+    have random ids, kept as they are."""
+    index = re.search(r"_(\d+)$", trial_id)
+    return f"{int(index.group(1)):04d}" if index else trial_id
+
+
 def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
     """Ray Tune's trainable: train one trial into its run folder, reporting every evaluation.
 
@@ -424,8 +431,7 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
 
     sweep_dir = Path(sweep_dir)
     context = tune.get_context()
-    index = int(str(context.get_trial_id()).rsplit("_", 1)[-1])
-    run_dir = sweep_dir / TRIALS_DIR / f"{index:04d}__{trial_label(params)}"
+    run_dir = sweep_dir / TRIALS_DIR / f"{_trial_prefix(str(context.get_trial_id()))}__{trial_label(params)}"
     config = trial_config(spec, params)
     scenario = load_scenario(config.scenario, config.overrides)
     baseline = None

@@ -160,3 +160,11 @@ def test_the_constraint_benchmark_trains_through_the_sweep_layer(ray_local, tmp_
     soft = runs.read_run_config(Path(result["per_seed"]["ppo_soft"][0]["run_dir"]))
     assert soft.overrides["budget.mode"] == "soft" and soft.total_timesteps == 1536
     assert len(json.loads((tmp_path / "cb" / "sweep" / RESULTS_JSON).read_text())["rows"]) == 2  # one sweep, a row per run
+
+
+def test_trial_folders_are_named_by_index_or_by_a_searchers_id():
+    from agents.sweep import _trial_prefix, trial_label
+
+    assert _trial_prefix("f63ec_00003") == "0003"  # grid and random trials
+    assert _trial_prefix("3698f253") == "3698f253"  # Optuna's trials have random ids
+    assert trial_label({"ppo.learning_rate": 0.000638, "ppo.policy_kwargs.net_arch": [64, 64]}) == "learning_rate=0.000638__net_arch=64x64"
