@@ -584,6 +584,31 @@ def output_folder(output: Output) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def new_folder(path: str | Path, what: str | None = None) -> Iterator[Path]:
+    """Make a folder in one step: fill the yielded temporary sibling, then it is renamed to ``path``.
+
+    Until the rename nothing exists at ``path``; an error or a signal inside the block removes
+    the temporary folder (this call made it), so a half-made folder never appears. If ``path``
+    exists by the time of the rename, nothing is replaced: :class:`OutputError`.
+    """
+    path = Path(path)
+    what = what or str(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name[:64]}{TEMP_MARK}", dir=parent))
+    try:
+        os.chmod(tmp, folder_mode())
+        yield tmp
+        if os.path.lexists(path):
+            raise OutputError(f"{what} already exists (made by another process meanwhile); nothing was replaced")
+        os.rename(tmp, path)
+        _fsync_path(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def plot_format(path: str | Path) -> str:
     """The matplotlib format for a plot path, from its extension; :class:`OutputError` otherwise."""
     path = Path(path)

@@ -296,3 +296,16 @@ def test_a_folder_that_appears_meanwhile_is_not_replaced(tmp_path) -> None:
             out.mkdir()
             (out / "theirs.txt").write_text("another process")
     assert (out / "theirs.txt").read_text() == "another process" and sorted(p.name for p in tmp_path.iterdir()) == ["eval"]
+
+
+def test_a_new_folder_appears_whole_or_not_at_all(tmp_path) -> None:
+    with pytest.raises(KeyboardInterrupt), io.new_folder(tmp_path / "run") as tmp:
+        (tmp / "config.yaml").write_text("algo: ppo\n")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    with io.new_folder(tmp_path / "run") as tmp:
+        (tmp / "config.yaml").write_text("algo: ppo\n")
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    with pytest.raises(OutputError, match="already exists"), io.new_folder(tmp_path / "run") as tmp:
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
