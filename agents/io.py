@@ -184,6 +184,14 @@ def _temp_name(path: Path) -> str:
     return f".{path.stem[:64]}{TEMP_MARK}{secrets.token_hex(4)}{path.suffix or '.tmp'}"
 
 
+def _no_space_left(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
 def _fsync_path(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -210,7 +218,16 @@ def atomic_path(path: str | Path, create_parents: bool = True) -> Iterator[Path]
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = path.parent / _temp_name(path)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except OSError as exc:
+            if exc.filename in (None, str(tmp_path)):  # name the file the user knows, not the temporary
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            raise
+        except Exception as exc:
+            if _no_space_left(path.parent):  # a library that wraps the OSError (torch's zip writer)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+            raise
         if not tmp_path.exists():  # the writer wrote nothing: an empty file
             tmp_path.touch()
         os.chmod(tmp_path, file_mode())

@@ -95,7 +95,7 @@ def check_model_file(path: Path) -> str | None:
     if bad is not None:
         return f"is damaged ({bad} fails its checksum)"
     if "data" not in names or "policy.pth" not in names:
-        return "is a zip archive but not a saved model (no data / policy.pth)"
+        return "is truncated or damaged (no data / policy.pth in the archive)"
     return None
 
 

@@ -7,8 +7,10 @@ a process ending), each with a timeout, never a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -270,3 +272,308 @@ def test_tensorboard_after_a_resume_is_one_curve(tmp_path) -> None:
     steps = recovery.scalar_steps(tb)["market/gmv_episode"]
     assert steps == list(range(0, 1100, 100))
     assert recovery.has_tag(tb, "config") and recovery.truncate_events(tb, 10_000) == {"dropped": 0, "files": 0}
+
+
+# =========================================================================== the trainer under faults
+#
+# Tiny trainings: 16 markets x 16 quarters = 256 env steps a rollout, a checkpoint every 512,
+# 2048 steps in all. The phases are hit exactly, not by timing: a signal sent from inside the
+# writer's fault hook arrives while that file is being saved (agents.io.fault_hook), one sent
+# from the env builder arrives during setup; the rollout and SIGKILL cases send real signals
+# from outside once a checkpoint file has appeared.
+
+TRAIN_SCRIPT = REPO_ROOT / "scripts" / "train.py"
+TOTAL = 2048
+TINY = [
+    "--timesteps", str(TOTAL), "--seed", "3",
+    "--set", "n_envs=16", "--set", "ppo.n_steps=16", "--set", "ppo.batch_size=64", "--set", "ppo.n_epochs=2",
+    "--set", "checkpoint_freq=512", "--set", "eval_freq=100000", "--set", "eval_episodes=4", "--progress", "none",
+]
+
+
+def _train_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def train_in_process(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``scripts/train.py``'s ``main`` here (its signal handling is the real one)."""
+    try:
+        code = _train_module().main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def train_process(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *argv], cwd=REPO_ROOT, env=script_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def signal_on_write(name: str, sig: int, times: int = 1):
+    """A fault hook that sends ``sig`` to this process ``times`` times while ``name`` is being saved."""
+    fired = []
+
+    def hook(path: Path) -> None:
+        if path.name == name and not fired:
+            fired.append(path)
+            for _ in range(times):
+                send(sig)
+
+    return hook
+
+
+def user_files(tmp_path: Path, run_dir: Path | None = None) -> list[Path]:
+    """Files a user keeps beside and inside a run folder; none may change."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("my notes on these runs\n")
+    made = [notes]
+    if run_dir is not None and run_dir.is_dir():
+        mine = run_dir / "my_analysis.txt"
+        mine.write_text("the user's own file inside the run folder\n")
+        made.append(mine)
+    return made
+
+
+def assert_unchanged(files: dict[Path, bytes]) -> None:
+    for path, data in files.items():
+        assert path.read_bytes() == data, f"{path} changed"
+
+
+def assert_finished_with_one_curve(run_dir: Path, total: int = TOTAL) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert total <= summary["timesteps"] < total + 256
+    steps = recovery.scalar_steps(run_dir / "tb")
+    assert "market/gmv_episode" in steps and "eval/gmv_mean" in steps
+    for tag, seen in steps.items():
+        # one curve: steps only go forward over the event files in order (a resume that replays
+        # steps would go back); train/ values of the last update share the final step
+        assert seen == sorted(seen) and len(set(seen[:-1])) == len(seen) - 1, f"{tag}: steps {seen} go back (two curves)"
+    assert max(steps["market/gmv_episode"]) >= total - 256
+    assert recovery.has_tag(run_dir / "tb", "config")
+
+
+def resume_in_process(run_dir: Path, capsys) -> tuple[int, str, str]:
+    return train_in_process(["--resume", str(run_dir)], capsys)
+
+
+def setup_signal(monkeypatch, sig: int) -> None:
+    """Send ``sig`` while the trainer builds its env (after the run folder exists)."""
+    from agents import ppo
+
+    build = ppo.make_training_env
+
+    def build_then_signal(*args, **kwargs):
+        send(sig)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "make_training_env", build_then_signal)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("phase", ["setup", "checkpoint", "final evaluation"])
+def test_a_signal_in_any_phase_saves_the_state_says_one_line_and_resumes(phase, sig, tmp_path, capsys, monkeypatch) -> None:
+    from agents import io
+
+    run = tmp_path / "run"
+    before = {p: p.read_bytes() for p in user_files(tmp_path)}
+    hook = contextlib.nullcontext()
+    if phase == "setup":
+        setup_signal(monkeypatch, sig)
+    elif phase == "checkpoint":  # two signals mid-save: the save completes, then training stops
+        hook = io.fault_hook(signal_on_write("model_512.zip", sig, times=2))
+    else:  # signals while the final model is saved: it is kept, the final evaluation is cut
+        hook = io.fault_hook(signal_on_write("model.zip", sig))
+    with hook:
+        code, out, err = train_in_process([*TINY, "--run-dir", str(run)], capsys)
+    name = signal.Signals(sig).name
+    assert code == 128 + sig, (out, err)
+    said = [line for line in out.splitlines() if line.startswith(name)]
+    assert len(said) == 1 and f"--resume {run}" in said[0], (out, err)
+    if phase == "checkpoint":  # the second signal's notice, and nothing else
+        assert err.splitlines() == [f"{name} again: already stopping (checkpoint), saving what is done; a third signal exits without waiting"]
+    else:
+        assert err == "", err
+    if phase == "checkpoint":
+        assert json.loads((run / "checkpoints" / "latest.json").read_text())["timesteps"] >= 512
+    if phase == "setup":
+        assert (run / "config.yaml").is_file() and not list((run / "checkpoints").glob("model_*.zip"))
+    if phase == "final evaluation":
+        assert (run / "model.zip").is_file() and not (run / "summary.json").exists()
+    mine = run / "my_analysis.txt"
+    mine.write_text("written by the user between the runs\n")
+    before[mine] = mine.read_bytes()
+
+    monkeypatch.undo()
+    code, out, err = resume_in_process(run, capsys)
+    assert code == 0, (out, err)
+    assert_finished_with_one_curve(run)
+    assert_unchanged(before)
+
+
+@pytest.mark.slow
+def test_signals_from_outside_during_the_rollouts_then_resume(tmp_path, capsys) -> None:
+    total = 4096
+    argv = [*TINY, "--timesteps", str(total)]
+    runs = {sig: tmp_path / f"run_{signal.Signals(sig).name}" for sig in (signal.SIGINT, signal.SIGTERM)}
+    before = {p: p.read_bytes() for p in user_files(tmp_path)}
+    procs = {sig: train_process(*argv, "--run-dir", str(run)) for sig, run in runs.items()}
+    for sig, proc in procs.items():
+        latest = runs[sig] / "checkpoints" / "latest.json"
+        wait_for(lambda: latest.exists() or proc.poll() is not None, what="the first checkpoint")
+        proc.send_signal(sig)
+    for sig, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        name = signal.Signals(sig).name
+        assert proc.returncode == 128 + sig, err[-2000:]
+        said = [line for line in out.splitlines() if line.startswith(name)]
+        assert len(said) == 1 and "--resume" in said[0] and err.strip() == "", (out, err)
+    for run in runs.values():
+        code, out, err = resume_in_process(run, capsys)
+        assert code == 0, (out, err)
+        assert_finished_with_one_curve(run, total)
+    assert_unchanged(before)
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_then_resume(tmp_path, capsys) -> None:
+    early, late = tmp_path / "killed_in_setup", tmp_path / "killed_after_checkpoints"
+    before = {p: p.read_bytes() for p in user_files(tmp_path)}
+    procs = {early: train_process(*TINY, "--run-dir", str(early)), late: train_process(*TINY, "--run-dir", str(late))}
+    # the folder appears whole (config.yaml with it) before torch is even imported
+    wait_for(lambda: (early / "config.yaml").exists() or procs[early].poll() is not None, what="the run folder")
+    procs[early].kill()
+
+    def two_checkpoints() -> bool:
+        doc, _ = recovery.read_latest(late / "checkpoints")
+        return (doc is not None and doc["timesteps"] >= 1024) or procs[late].poll() is not None
+
+    wait_for(two_checkpoints, what="two checkpoints")
+    procs[late].kill()
+    for proc in procs.values():
+        proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+    assert not list((early / "checkpoints").glob("model_*.zip"))
+    said = {}
+    for run in (early, late):
+        code, out, err = resume_in_process(run, capsys)
+        assert code == 0, (out, err)
+        assert_finished_with_one_curve(run)
+        said[run] = out
+    assert "from step 0 " in said[early], said[early]
+    assert int(re.search(r"from step (\d+)", said[late]).group(1)) >= 1024, said[late]
+    assert_unchanged(before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated, zero bytes, bad latest.json", "deleted"])
+def test_a_damaged_checkpoint_falls_back_to_the_newest_that_loads(damage, tmp_path, capsys) -> None:
+    from agents import io
+
+    run = tmp_path / "run"
+    argv = [*TINY, "--set", "checkpoint_freq=256", "--run-dir", str(run)]
+    with io.fault_hook(signal_on_write("model_1024.zip", signal.SIGTERM)):
+        code, out, err = train_in_process(argv, capsys)
+    assert code == 143, (out, err)
+    ckpt = run / "checkpoints"
+    newest = recovery.find_checkpoints(ckpt)
+    assert [c.timesteps for c in newest[:2]] == [1040, 1024]
+    if damage == "deleted":
+        newest[0].model_path.unlink()  # latest.json still names it
+        expect_skipped, expect_from = [], 1024
+    else:
+        data = newest[0].model_path.read_bytes()
+        newest[0].model_path.write_bytes(data[: len(data) // 3])
+        newest[1].model_path.write_bytes(b"")
+        (ckpt / "latest.json").write_text('{"timesteps": 10')
+        expect_skipped, expect_from = [1040, 1024], 768
+    before = {p: p.read_bytes() for p in user_files(tmp_path, run)}
+    code, out, err = resume_in_process(run, capsys)
+    assert code == 0, (out, err)
+    for steps in expect_skipped:
+        assert re.search(rf"skipped checkpoint at step {steps}: model_{steps}.zip is (truncated|empty)", out), out
+    if damage == "deleted":
+        assert "latest.json names model_1040.zip, which is missing" in out, out
+    assert f"from step {expect_from} " in out, out
+    assert_finished_with_one_curve(run)
+    assert_unchanged(before)
+
+
+@pytest.mark.slow
+def test_a_second_trainer_or_resume_is_refused_while_one_runs(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    first = train_process(*TINY, "--run-dir", str(run))
+    try:
+        wait_for(lambda: is_locked(run) or first.poll() is not None, what="the first trainer's lock")
+        assert first.poll() is None, first.communicate()
+        code, out, err = resume_in_process(run, capsys)
+        assert code == 2 and err.count("\n") == 1 and f"in use by a running trainer (PID {first.pid})" in err, err
+        code, out, err = train_in_process([*TINY, "--run-dir", str(run)], capsys)
+        assert code == 2 and "already exists" in err and err.count("\n") == 1, err
+    finally:
+        out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    assert_finished_with_one_curve(run)
+
+
+@contextlib.contextmanager
+def full_disk_at(tmp_path: Path, after_file: str):
+    """Make the disk full once ``after_file`` has been saved: a real tmpfs that fills up when
+    the machine allows mounting one (root), else the writer's ENOSPC fault hook from then on.
+
+    Yields ``(folder, free)``: the folder on the small disk, and ``free()`` to make room again."""
+    from agents import io
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+                                                   capture_output=True).returncode == 0
+    state = ["armed"]
+
+    def hook(path: Path) -> None:
+        if state[0] == "full" and not mounted:
+            io.disk_full(path)
+        if state[0] == "armed" and path.name == "latest.json" and (path.parent / after_file).exists():
+            state[0] = "full"
+            if mounted:
+                with contextlib.suppress(OSError), open(mount / "filler", "wb", buffering=0) as f:
+                    while True:
+                        f.write(b"\0" * 65536)
+
+    def free() -> None:
+        state[0] = "freed"
+        with contextlib.suppress(FileNotFoundError):
+            (mount / "filler").unlink()
+
+    try:
+        with io.fault_hook(hook):
+            yield mount, free
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_previous(tmp_path, capsys) -> None:
+    from agents import io
+
+    with full_disk_at(tmp_path, "model_512.zip") as (disk, free):
+        run = disk / "run"
+        code, out, err = train_in_process([*TINY, "--run-dir", str(run)], capsys)
+        assert code == 1, (out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: cannot write") and "No space left on device" in lines[0], err
+        assert "checkpoint at step 512 is intact" in lines[0] and f"--resume {run}" in lines[0]
+        doc, _ = recovery.read_latest(run / "checkpoints")
+        assert doc["timesteps"] == 512 and recovery.check_model_file(run / "checkpoints" / "model_512.zip") is None
+        assert io.stale_temporaries(run / "checkpoints") == []
+        free()
+        code, out, err = resume_in_process(run, capsys)
+        assert code == 0, (out, err)
+        assert_finished_with_one_curve(run)
