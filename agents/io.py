@@ -436,6 +436,8 @@ def plan_file(
     path = Path(path)
     what = _what(option, path)
     check_name(path, what)
+    if explicit and os.path.lexists(path):
+        check_regular_target(path, what)  # a device, a folder, a link: say that first
     _check_suffix(path, option, suffixes)
     check_folder_writable(path.parent, what, create=create_parents)
     if not os.path.lexists(path):
@@ -443,8 +445,6 @@ def plan_file(
     try:
         check_regular_target(path, what)
     except OutputError:
-        if explicit:
-            raise
         free = next_free(path)
         return Output(free, "file", note=f"{path} exists; writing {free}", option=option, create_parents=create_parents)
     reason = why_not_ours_file(path)
@@ -495,6 +495,13 @@ def plan_folder(
         raise OutputError(f"{what} exists; choose another path, or add --force to replace an earlier output of this tool")
     free = next_free(path)
     return Output(free, "folder", note=f"{path} exists; writing {free}", option=option, create_parents=create_parents)
+
+
+def as_output(target: "Output | str | Path", option: str, suffixes: Sequence[str] | None = None) -> Output:
+    """``target`` if already checked; a path is checked now as a new explicit output file."""
+    if isinstance(target, Output):
+        return target
+    return plan_file(target, option=option, suffixes=suffixes)
 
 
 def check_distinct(outputs: Iterable[Output]) -> None:
@@ -554,9 +561,21 @@ def _remove_listed(folder: Path, listed: Iterable[str]) -> None:
         folder.rmdir()
 
 
+def _write_manifest(folder: Path) -> None:
+    """Record everything in ``folder`` (files with their SHA-256) as this tool's output."""
+    entries = _folder_files(folder)
+    files = {rel: sha256_file(full) for rel, full in entries.items() if not rel.endswith("/") and full.is_file()}
+    dirs = {rel: "" for rel in entries if rel.endswith("/")}
+    atomic_write_json(folder / MANIFEST, _manifest({**dirs, **files}, "folder"))
+
+
 @contextlib.contextmanager
-def output_folder(output: Output) -> Iterator[Path]:
+def output_folder(output: Output, in_place: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``output.path``; on success it becomes the output folder.
+
+    ``in_place``: yield the output folder itself, made now (for outputs that hold long work,
+    such as trained runs, which an interruption must not throw away); it must be new. What
+    is in it at the end is recorded in the manifest; after an error it stays as it is.
 
     Files written into the yielded folder are recorded in the manifest. A replaced earlier
     output (``output.replace``) is moved aside and only the files its manifest lists are
@@ -568,16 +587,24 @@ def output_folder(output: Output) -> Iterator[Path]:
     parent = path.parent if str(path.parent) else Path(".")
     if output.create_parents:
         parent.mkdir(parents=True, exist_ok=True)
+    if in_place:
+        if output.replace:
+            raise OutputError(f"{_what(output.option, path)}: an earlier output cannot be replaced by one written in place; choose a new path")
+        try:
+            os.mkdir(path, folder_mode())
+        except FileExistsError:
+            raise OutputError(f"{_what(output.option, path)} appeared while this command ran; it was left as it is") from None
+        yield path
+        _write_manifest(path)
+        return
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name[:64]}{TEMP_MARK}", dir=parent))
     try:
         yield tmp
-        files = {rel: sha256_file(full) for rel, full in _folder_files(tmp).items() if not rel.endswith("/")}
-        dirs = {rel: "" for rel in _folder_files(tmp) if rel.endswith("/")}
         for root, subdirs, names in os.walk(tmp):
             os.chmod(root, folder_mode())
             for name in names:
                 os.chmod(Path(root) / name, file_mode())
-        atomic_write_json(tmp / MANIFEST, _manifest({**dirs, **files}, "folder"))
+        _write_manifest(tmp)
         if _FAULT is not None:
             _FAULT(path)
         if os.path.lexists(path):

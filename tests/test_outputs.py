@@ -309,3 +309,90 @@ def test_a_new_folder_appears_whole_or_not_at_all(tmp_path) -> None:
     with pytest.raises(OutputError, match="already exists"), io.new_folder(tmp_path / "run") as tmp:
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def run_all(commands: dict[str, list[str]], cwd: Path) -> dict[str, subprocess.CompletedProcess]:
+    """Run every command at once (each a Python script of the repo); wait for all."""
+    import sys
+
+    from conftest import REPO_ROOT, script_env
+
+    procs = {name: subprocess.Popen([sys.executable, str(REPO_ROOT / argv[0]), *argv[1:]], cwd=cwd, env=script_env(),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, argv in commands.items()}
+    done = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return done
+
+
+@pytest.mark.slow
+def test_commands_refuse_outputs_that_would_destroy_something(tmp_path) -> None:
+    run = tmp_path / "run"
+    make_run_folder(run)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's notes")
+    (tmp_path / "stdout.csv").symlink_to("/dev/stdout")
+    (tmp_path / "table.csv").write_text("the user's table")
+    (tmp_path / "a_file").write_text("not a folder")
+    before = snapshot(tmp_path)
+    null_before = os.stat("/dev/null")
+    cases = {
+        "csv to a device": (["scripts/simulate.py", "--csv", "/dev/null"], "/dev/null is a device"),
+        "csv to a link to stdout": (["scripts/simulate.py", "--csv", "stdout.csv"], "is a symbolic link (to /dev/stdout)"),
+        "csv over a user's file": (["scripts/simulate.py", "--csv", "table.csv", "--force"], "not written by this tool"),
+        "plot of an unknown format": (["scripts/simulate.py", "--plot", "plot.jpg"], "'.jpg' is not supported"),
+        "csv and plot the same file": (["scripts/simulate.py", "--csv", "x.csv", "--plot", "x.csv"], "not supported"),
+        "plot into a missing folder": (["scripts/simulate.py", "--plot", "nowhere/plot.png"], "does not exist"),
+        "benchmark json over a folder": (["scripts/benchmark.py", "--json", "mine"], "mine is a folder"),
+        "benchmark seconds inf": (["scripts/benchmark.py", "--seconds", "inf"], "--seconds must be in (0, 600]"),
+        "eval into the run": (["scripts/evaluate.py", "--scenario", "global", "--out", "run"], "--out run exists"),
+        "eval forced into the run": (["scripts/evaluate.py", "--scenario", "global", "--out", "run", "--force"], "training run folder"),
+        "eval forced into a user's folder": (["scripts/evaluate.py", "--scenario", "global", "--out", "mine", "--force"], "not written by this tool"),
+        "eval forced into all runs": (["scripts/evaluate.py", "--scenario", "global", "--out", ".", "--force"], "exists"),
+        "eval no policy": (["scripts/evaluate.py", "--scenario", "global", "--policies", ","], "--policies names no policy"),
+        "eval too many episodes": (["scripts/evaluate.py", "--scenario", "global", "--episodes", "200000000"], "--episodes must be in"),
+        "frontier into a user's folder": (["scripts/frontier.py", "--out", "mine"], "--out mine exists"),
+        "frontier soft budget": (["scripts/frontier.py", "--set", "budget.mode=soft", "--out", "new"], "hard mode"),
+        "constraint benchmark into a file": (["scripts/constraint_benchmark.py", "--out", "a_file"], "not a folder"),
+        "constraint benchmark into a user's folder": (["scripts/constraint_benchmark.py", "--out", "mine"], "notes.txt"),
+        "train into the run": (["scripts/train.py", "--run-dir", "run"], "already exists"),
+        "train into a 300-character name": (["scripts/train.py", "--run-dir", "r" * 300], "at most 255"),
+    }
+    results = run_all({name: argv for name, (argv, _) in cases.items()}, tmp_path)
+    for name, (argv, expected) in cases.items():
+        proc = results[name]
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (name, proc.stderr[-1500:])
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (name, proc.stderr)
+    assert snapshot(tmp_path) == before, "a refused command changed a file"
+    assert os.stat("/dev/null").st_rdev == null_before.st_rdev
+
+
+@pytest.mark.slow
+def test_simulate_writes_the_format_its_extension_names_and_force_replaces_only_its_own(tmp_path) -> None:
+    first = run_all({"pdf": ["scripts/simulate.py", "--plot", "run_rate.pdf", "--csv", "rows.csv"]}, tmp_path)["pdf"]
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "run_rate.pdf").read_bytes()[:5] == b"%PDF-"
+    again = run_all({"again": ["scripts/simulate.py", "--csv", "rows.csv"],
+                     "forced": ["scripts/simulate.py", "--csv", "rows.csv", "--force", "--seed", "3"]}, tmp_path)
+    assert again["again"].returncode == 2 and "--force" in again["again"].stderr
+    assert again["forced"].returncode == 0, again["forced"].stderr
+    assert stat.S_IMODE((tmp_path / "rows.csv").stat().st_mode) == 0o666 & ~io.current_umask()
+
+
+def test_a_constraint_benchmark_run_trained_otherwise_is_not_reused(tmp_path) -> None:
+    from agents import constraint_benchmark as cb
+    from agents import runs
+
+    variant = cb.VARIANTS[0]
+    run_dir = tmp_path / "runs" / f"{variant.name}__0"
+    runs.create_run_dir(run_dir, cb.variant_config(variant, 0, 256)).release()
+    before = snapshot(tmp_path)
+    with pytest.raises(cb.BenchmarkError, match="total_timesteps=256, not 512"):
+        cb.train_one(variant, 0, run_dir, 512)
+    assert snapshot(tmp_path) == before
