@@ -9,9 +9,11 @@ A command installs one :class:`GracefulShutdown` for its whole life and marks it
 * in :meth:`~GracefulShutdown.critical` phases (writing a checkpoint) signals wait: the save
   completes, then the enclosing phase reacts as above.
 
-Whatever the phase, a second signal says in one line that the save is under way and waits for
-it; a third raises :class:`Interrupted` with ``forced=True`` at once (the atomic writes of
-:mod:`agents.io` still leave every file whole: the old version or the new one).
+In a cooperative or critical phase a second signal says in one line that the save is under way
+and waits for it; a third raises :class:`Interrupted` with ``forced=True`` at once (the atomic
+writes of :mod:`agents.io` still leave every file whole: the old version or the new one). In a
+default phase every signal raises (a first exception that Python swallowed, as it does inside
+``os.fork()``'s hooks, cannot leave the command running).
 """
 
 from __future__ import annotations
@@ -143,9 +145,11 @@ class GracefulShutdown:
         name = signal.Signals(signum).name
         if self.count >= 3:
             raise Interrupted(self.signum, self.phase, forced=True)
+        if self.mode == DEFAULT:
+            # nothing to wait for here; a repeated signal raises again, in case the first
+            # exception was swallowed (Python ignores exceptions raised in some hooks)
+            raise Interrupted(self.signum, self.signal_phase or self.phase)
         if self.count == 2:
             self._say(f"{name} again: already stopping ({self.phase}), saving what is done; a third signal exits without waiting")
             return
-        if self.mode == DEFAULT:
-            raise Interrupted(signum, self.phase)
         # cooperative or critical: the work stops at its next safe point

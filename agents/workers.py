@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from typing import Iterator
 
@@ -46,6 +47,7 @@ def init_worker(parent_pid: int) -> None:
     """Pool initializer: die with the parent, leave SIGINT to it, default SIGTERM."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked child inherits the parent's handler
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # and the mask it was started under
     _set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before the request took effect
         os._exit(1)
@@ -79,13 +81,38 @@ def worker_pool(workers: int, start_method: str = "fork") -> Iterator[ProcessPoo
         fresh interpreter; tasks that import torch).
     """
     context = multiprocessing.get_context(start_method)
-    pool = ProcessPoolExecutor(int(workers), mp_context=context, initializer=init_worker, initargs=(os.getpid(),))
+    pool = None
     try:
+        # Start the workers with SIGINT/SIGTERM held back: a handler that raises while os.fork()
+        # runs its at-fork hooks would be swallowed ("Exception ignored"), and the stop lost.
+        # A signal that came meanwhile is delivered when the mask is restored, below.
+        held = _hold_signals()
+        try:
+            pool = ProcessPoolExecutor(int(workers), mp_context=context, initializer=init_worker, initargs=(os.getpid(),))
+            if start_method == "fork":
+                pool.submit(int)  # forks every worker now (spawned ones start one by one, without at-fork hooks)
+        finally:
+            _release_signals(held)
         yield pool
     except BaseException:
-        terminate_pool(pool)
+        if pool is not None:
+            terminate_pool(pool)
         raise
     pool.shutdown(wait=True)
+
+
+SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _hold_signals():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+
+
+def _release_signals(previous) -> None:
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def live_children() -> list[int]:
