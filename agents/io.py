@@ -221,7 +221,7 @@ def atomic_path(path: str | Path, create_parents: bool = True) -> Iterator[Path]
         try:
             yield tmp_path
         except OSError as exc:
-            if exc.filename in (None, str(tmp_path)):  # name the file the user knows, not the temporary
+            if exc.errno is not None and exc.filename in (None, str(tmp_path)):  # name the file the user knows, not the temporary
                 raise OSError(exc.errno, exc.strerror, str(path)) from exc
             raise
         except Exception as exc:
