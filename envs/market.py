@@ -14,7 +14,7 @@ quarter, one step = one quarter.
 half-point ec about 0.8 of scaled spend, slope 1, so concave). Pool levers are scaled by the
 region's ``pool_max``.
 
-Departures from the reference form in ``DESIGN.md`` (each for a reason):
+Departures from the reference form in ``docs/model.md`` (each for a reason):
 
 * Randomness. All of an episode's random numbers (a demand shock and a suspension draw per
   region and quarter) are drawn in :func:`init_state` from the environment's generator and kept
@@ -38,7 +38,7 @@ Departures from the reference form in ``DESIGN.md`` (each for a reason):
 * The observation carries last quarter's realised shopping-start share (computed in the step)
   rather than a share recomputed at zero levers.
 * Orders per buyer use a per-region base rate ``f0`` derived so that the start state reproduces
-  the calibrated orders per buyer per quarter (``CALIBRATION.md``):
+  the calibrated orders per buyer per quarter (``docs/calibration.md``):
   ``f0 = orders_per_buyer / (base_orders + attr0)``.
 
 Implementation. A market's quarter is written once, as scalar code over its regions compiled by
@@ -51,6 +51,15 @@ about half a microsecond per market. The Python functions below (:func:`step`,
 Parameters reach the kernels packed in two arrays (:attr:`Params.packed`); the state's
 per-region quantities live in one block ``(n, len(REGIONAL_FIELDS), R)``. Kernels are compiled
 on first use and cached on disk (``envs/__pycache__``): about 25 s once on a fresh checkout.
+
+Layouts. The levers, the observation features, the info entries, the parameters and the
+regional state are each declared once, as a table at the top of this module (name, unit,
+range or schema, description; entry types in :mod:`envs.layout`). The kernels index through
+named tuples made from the tables (``g[BUYERS.churn]``, ``obs[i, o + OBS.trust]``), which numba
+compiles as constants; the packed arrays, the spaces and :func:`info_layout` are built from the
+same tables; ``tests/test_layout.py`` checks the rest (the info kernel's running offset, the env
+manual's tables) against them. To add a parameter: a row in its table, a field in the scenario
+schema (:mod:`envs.scenario`, which holds its allowed range) and a value in every scenario file.
 """
 
 from __future__ import annotations
@@ -62,42 +71,210 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
-LEVERS: tuple[str, ...] = (
-    "commission_waiver",
-    "shipping_subsidy",
-    "seller_grants",
-    "warehousing",
-    "creator_incentives",
-    "user_ads",
-    "private_label",
-)
-N_LEVERS = len(LEVERS)
-WAIVER, SHIPPING, GRANTS, WAREHOUSING, CREATORS, ADS, PRIVATE_LABEL = range(N_LEVERS)
-POOL_LEVERS = (GRANTS, WAREHOUSING, CREATORS, ADS)
-SPEND_LEVERS = (WAIVER, SHIPPING, GRANTS, WAREHOUSING, CREATORS, ADS)
+from envs.layout import Feature, InfoEntry, Lever, Param, StateField, group_indices, indices, names
 
-REGION_FEATURES: tuple[str, ...] = (
-    "buyer_penetration",
-    "selection",
-    "creator_strength",
-    "user_saturation",
-    "capacity_cover",
-    "livestream",
-    "trust",
-    "ad_reach",
-    "shopping_share",
-    "genz_habit",
-    "suspension_left",
-    "run_rate_vs_target",
+# ----------------------------------------------------------------------------- layouts
+# Every layout of the model is declared once here (entry types and what is generated from them:
+# envs/layout.py). They sit in the kernels' file on purpose: numba folds these indices into the
+# cached kernels, and only an edit of this file makes it recompile them.
+LEVER_TABLE: tuple[Lever, ...] = (
+    Lever("commission_waiver", "share of the standard commission waived (1 = zero commission)",
+          "`u * commission * G_last * season`", "sales"),
+    Lever("shipping_subsidy", "subsidy per order `u * subsidy_max` (1 = free shipping)",
+          "`u * subsidy_max * orders_last * season`", "sales"),
+    Lever("seller_grants", "free listings and onboarding grants", "`u * pool_max`", "pool"),
+    Lever("warehousing", "fulfilment capex (capacity from next quarter)", "`u * pool_max`", "pool"),
+    Lever("creator_incentives", "livestream and affiliate bonus pool", "`u * pool_max`", "pool"),
+    Lever("user_ads", "the platform's own marketing (geometric adstock)", "`u * pool_max`", "pool"),
+    Lever("private_label", "share `u * private_label_max` of traffic steered to own products",
+          "0 (paid in GMV and trust)", "free"),
 )
-GLOBAL_FEATURES: tuple[str, ...] = (
-    "time_left",
-    "budget_left",
-    "quarter_cap_left",
-    "next_season",
-    "spent_vs_total",
+LEVER = indices("LEVER", LEVER_TABLE)
+LEVERS: tuple[str, ...] = names(LEVER_TABLE)
+N_LEVERS = len(LEVERS)
+WAIVER, SHIPPING, PRIVATE_LABEL = LEVER.commission_waiver, LEVER.shipping_subsidy, LEVER.private_label
+POOL_LEVERS = tuple(k for k, lever in enumerate(LEVER_TABLE) if lever.kind == "pool")
+SPEND_LEVERS = tuple(k for k, lever in enumerate(LEVER_TABLE) if lever.kind != "free")
+# the kernels loop over these as ranges
+assert POOL_LEVERS == tuple(range(POOL_LEVERS[0], POOL_LEVERS[-1] + 1)), "pool levers must be contiguous"
+assert SPEND_LEVERS == tuple(range(SPEND_LEVERS[-1] + 1)), "spend levers must come first"
+
+REGION_FEATURE_TABLE: tuple[Feature, ...] = (
+    Feature("buyer_penetration", "buyers / users (penetration)", "share", 0.0, 1.0),
+    Feature("selection", "selection index `Hill(S/S_half; n) / Hill(S_pot/S_half; n)` (S-shaped in sellers)", "index", 0.0, 1.0),
+    Feature("creator_strength", "creator strength `C / (C + C_half)`", "index", 0.0, 1.0),
+    Feature("user_saturation", "users / user ceiling", "share", 0.0, 1.0),
+    Feature("capacity_cover", "capacity cover `K / (orders * season) / 2`", "ratio / 2, clipped", 0.0, 1.0),
+    Feature("livestream", "livestream affinity / its ceiling", "share", 0.0, 1.0),
+    Feature("trust", "seller trust", "index", 0.0, 1.0),
+    Feature("ad_reach", "ad reach of the ad stock", "share", 0.0, 1.0),
+    Feature("shopping_share", "last quarter's shopping-start share (the start value at reset)", "share", 0.0, 1.0),
+    Feature("genz_habit", "Gen Z habit stock", "index", 0.0, 1.0),
+    Feature("suspension_left", "suspension quarters left / suspension length (visible before the decision)", "share", 0.0, 1.0),
+    Feature("run_rate_vs_target", "region's annualised run rate / the scenario's target ($20B)", "ratio, clipped", 0.0, 2.0),
 )
+GLOBAL_FEATURE_TABLE: tuple[Feature, ...] = (
+    Feature("time_left", "quarters left / horizon", "share", 0.0, 1.0),
+    Feature("budget_left", "budget left / total budget", "share", 0.0, 1.0),
+    Feature("quarter_cap_left", "this quarter's cap / per-quarter cap", "share", 0.0, 1.0),
+    Feature("next_season", "next quarter's season multiplier - 1", "multiplier - 1", -0.1, 0.2),
+    Feature("spent_vs_total", "spent / total budget (above 1 only in soft mode)", "ratio, clipped", 0.0, 2.0),
+)
+OBS = indices("OBS", REGION_FEATURE_TABLE)
+OBS_GLOBAL = indices("OBS_GLOBAL", GLOBAL_FEATURE_TABLE)
+REGION_FEATURES: tuple[str, ...] = names(REGION_FEATURE_TABLE)
+GLOBAL_FEATURES: tuple[str, ...] = names(GLOBAL_FEATURE_TABLE)
 N_REGION_FEATURES, N_GLOBAL_FEATURES = len(REGION_FEATURES), len(GLOBAL_FEATURES)
+OBS_LOW, OBS_HIGH = -1.0, 2.0
+"""Bounds of the observation space: a margin around every feature's range (checked by a test),
+kept fixed so that saved policies keep matching the space when a range is refined."""
+
+INFO_TABLE: tuple[InfoEntry, ...] = (
+    InfoEntry("gmv", None, float, "$B", "GMV this quarter (third party plus private label)"),
+    InfoEntry("gmv_run_rate", None, float, "$B a year", "annualised GMV, de-seasonalised"),
+    InfoEntry("gmv_by_region", "region", float, "$B", "GMV this quarter"),
+    InfoEntry("cost", None, float, "$B", "spent this quarter, after any projection"),
+    InfoEntry("cost_by_lever", "lever", float, "$B", "spent this quarter, summed over regions"),
+    InfoEntry("cost_limit", None, float, "$B", "this quarter's cap, `min(per_quarter, budget_remaining)` before spending"),
+    InfoEntry("budget_remaining", None, float, "$B", "budget left after this quarter"),
+    InfoEntry("cost_total", None, float, "$B", "spent so far"),
+    InfoEntry("cost_limit_exceeded", None, bool, "", "spent > `budget.total` (soft mode only)"),
+    InfoEntry("shopping_start_share", "region", float, "share", "share of online shoppers starting here"),
+    InfoEntry("buyers", "region", float, "M", "active buyers"),
+    InfoEntry("sellers", "region", float, "k", "active sellers"),
+    InfoEntry("creators", "region", float, "k", "selling creators"),
+    InfoEntry("suspended", "region", bool, "", "region suspended next quarter"),
+    InfoEntry("revenue", None, float, "$B", "commission, shop ads and private-label margin this quarter"),
+    InfoEntry("clipped_actions", None, int, "count", "action entries outside [-1, 1], clipped"),
+    InfoEntry("quarter", None, int, "quarters", "quarters played"),
+)
+"""The scalar entries of a market's ``info``, in the order of the info table
+(:func:`fill_info_market` writes them in this order; a test checks each against the step's
+outputs). ``lever_intensity`` (an array per market) is kept beside the table."""
+
+_PARAMS_BY_GROUP: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "attr": (
+        ("w_selection", "weight", "weight of selection in attractiveness"),
+        ("w_shipping", "weight", "weight of the shipping subsidy (times selection)"),
+        ("w_fee", "weight", "weight of the commission waiver (times selection)"),
+        ("w_speed", "weight", "weight of delivery speed"),
+        ("w_live", "weight", "weight of livestream content"),
+        ("w_private_label", "weight", "attractiveness lost per unit private-label share"),
+        ("shipping_ec", "ratio", "Hill half-point of subsidy / shipping cost"),
+        ("fee_ec", "share", "half-point of the waiver's concave effect"),
+        ("hill_ec", "ratio", "Hill half-point of pool spend / pool_max"),
+        ("selection_slope", "slope", "Hill slope of selection in sellers (>1: critical mass)"),
+    ),
+    "buyers": (
+        ("bass_p", "per quarter", "Bass innovation"),
+        ("bass_q", "per quarter", "Bass imitation"),
+        ("ad_lift", "multiplier", "innovation multiplier at full ad reach"),
+        ("churn", "per quarter", "buyer churn at zero attractiveness"),
+        ("loyalty", "per unit attr", "churn reduction per unit attractiveness"),
+        ("share_sensitivity", "logit slope", "slope of the shopping-start logit in attractiveness"),
+        ("genz_imitation", "multiplier", "Gen Z imitation multiplier"),
+        ("habit_rate", "per quarter", "Gen Z habit stock adjustment"),
+        ("habit_loyalty", "share", "Gen Z churn reduction at full habit"),
+        ("base_orders", "multiplier", "intercept of the orders multiplier"),
+        ("spill", "share", "share of orders over capacity still served"),
+    ),
+    "sellers": (
+        ("join_rate", "per quarter", "organic seller join rate"),
+        ("grant_rate", "per quarter", "extra join rate at full grant pool"),
+        ("buyer_elasticity", "elasticity", "elasticity of joins to buyer penetration"),
+        ("reference_penetration", "share", "buyer penetration at which the pull is 1"),
+        ("commission_drag", "per unit commission", "join reduction per unit commission"),
+        ("churn", "per quarter", "seller churn at full trust"),
+        ("trust_churn", "multiplier", "extra churn multiplier at zero trust"),
+        ("suspended_churn", "per quarter", "extra churn while suspended"),
+    ),
+    "creators": (
+        ("join_rate", "per quarter", "organic creator join rate"),
+        ("pool_rate", "per quarter", "extra join rate at full creator pool"),
+        ("churn", "per quarter", "creator churn"),
+        ("live_rate", "per quarter", "livestream affinity adoption"),
+        ("user_boost", "multiplier", "user growth multiplier from creator content"),
+    ),
+    "platform": (
+        ("ad_decay", "per quarter", "geometric adstock theta"),
+        ("trust_recovery", "per quarter", "trust recovery toward 1"),
+        ("trust_hit", "per quarter", "trust lost at full private-label push"),
+        ("capacity_depreciation", "per quarter", "capacity depreciation"),
+        ("capacity_organic", "per order", "seller-built capacity per served order"),
+        ("capex_per_order", "$ per order/quarter", "capex per unit of capacity"),
+        ("shop_ads_rate", "share of GMV", "shop-ads revenue"),
+        ("private_label_margin", "share", "margin on private-label GMV"),
+    ),
+    "": (
+        ("demand_sigma", "log sd", "demand shock per quarter (0 when deterministic)"),
+        ("budget_per_quarter", "$B", "spending cap per quarter"),
+        ("budget_total", "$B", "budget over the horizon"),
+        ("hard_budget", "flag", "1: spend is projected onto the cap; 0: soft mode"),
+        ("horizon", "quarters", "quarters in an episode"),
+        ("start_quarter", "quarter index", "calendar quarter of the first step, 0-based"),
+        ("target_run_rate", "$B a year", "the strategic GMV goal"),
+    ),
+}
+GLOBAL_PARAM_TABLE: tuple[Param, ...] = tuple(
+    Param(group, name, unit, description) for group, rows in _PARAMS_BY_GROUP.items() for name, unit, description in rows
+)
+"""The scalar coefficients, in the order of :attr:`Params.packed`'s vector ``g``."""
+ATTR = group_indices("ATTR", GLOBAL_PARAM_TABLE, "attr")
+BUYERS = group_indices("BUYERS", GLOBAL_PARAM_TABLE, "buyers")
+SELLERS = group_indices("SELLERS", GLOBAL_PARAM_TABLE, "sellers")
+CREATORS = group_indices("CREATORS", GLOBAL_PARAM_TABLE, "creators")
+PLATFORM = group_indices("PLATFORM", GLOBAL_PARAM_TABLE, "platform")
+EPISODE = group_indices("EPISODE", GLOBAL_PARAM_TABLE, "")
+
+REGION_PARAM_TABLE: tuple[Param, ...] = (
+    Param("region", "users_max", "M", "user ceiling"),
+    Param("region", "user_growth", "per quarter", "logistic user growth"),
+    Param("region", "genz_share", "share", "Gen Z share of users"),
+    Param("region", "sellers_potential", "k", "seller ceiling"),
+    Param("region", "sellers_half", "k", "selection half-point"),
+    Param("region", "creators_potential", "k", "creator ceiling"),
+    Param("region", "creators_half", "k", "live half-point"),
+    Param("region", "aov", "$", "average order value"),
+    Param("region", "livestream_max", "share", "livestream affinity ceiling"),
+    Param("region", "commission", "share", "standard commission rate"),
+    Param("region", "shipping_cost", "$ per order", "shipping cost"),
+    Param("region", "subsidy_max", "$ per order", "subsidy at full shipping intensity"),
+    Param("region", "pool_max", "$B per quarter", "cost of a pool lever at full intensity"),
+    Param("region", "shopping_share", "share", "shopping-start share at the start"),
+    Param("region", "private_label_max", "share", "traffic share at full private-label push"),
+    Param("region", "private_label_appeal", "ratio", "GMV per $ of displaced third-party demand"),
+    Param("region", "suspension_hazard", "per quarter", "suspension hazard (0 when deterministic)"),
+    Param("region", "suspension_quarters", "quarters", "length of a suspension"),
+    Param("region", "suspension_share", "share", "share of the region's demand shut off"),
+    Param("derived", "attr0", "index", "attractiveness of the start state at zero levers"),
+    Param("derived", "order_rate", "orders per buyer", "base order rate f0 = orders_per_buyer / (base_orders + attr0)"),
+    Param("derived", "share_logit0", "logit", "logit of the start shopping-start share"),
+    Param("derived", "selection_norm", "ratio", "1 / Hill(S_pot/S_half; n): selection is 1 at the seller ceiling"),
+)
+"""The per-region coefficients, in the row order of :attr:`Params.packed`'s array ``rg``."""
+REGION = indices("REGION", REGION_PARAM_TABLE)
+
+STATE_TABLE: tuple[StateField, ...] = (
+    StateField("users", "M", "monthly active users U"),
+    StateField("buyers_genz", "M", "Gen Z buyers"),
+    StateField("buyers_older", "M", "older buyers"),
+    StateField("habit", "index", "Gen Z habit stock in [0, 1]"),
+    StateField("sellers", "k", "active sellers S"),
+    StateField("creators", "k", "selling creators C"),
+    StateField("capacity", "M orders/quarter", "fulfilment capacity K"),
+    StateField("livestream", "share", "livestream affinity L"),
+    StateField("trust", "index", "seller trust T"),
+    StateField("adstock", "$B", "ad stock A"),
+    StateField("orders", "M per quarter", "last quarter's served orders O"),
+    StateField("gmv_3p", "$B", "last quarter's third-party GMV G"),
+    StateField("gmv_region", "$B", "last quarter's GMV"),
+    StateField("suspended", "quarters", "quarters of suspension left X"),
+    StateField("selection", "index", "selection index of S (computed once a quarter)"),
+    StateField("share", "share", "last quarter's shopping-start share"),
+)
+"""The per-region state, in the row order of :attr:`State.regional`."""
+F = indices("F", STATE_TABLE)
+REGIONAL_FIELDS: tuple[str, ...] = names(STATE_TABLE)
 
 compiled = numba.njit(cache=True, nogil=True, error_model="numpy")
 """Compiled, cached on disk, IEEE semantics (x/0 gives inf or nan as in numpy, never raises).
@@ -163,50 +340,6 @@ def selection_index(sellers: np.ndarray, region: dict, slope: float) -> np.ndarr
     return _selection(sellers, region["sellers_half"], selection_norm(region, slope), slope)
 
 
-# ----------------------------------------------------------------------------- parameters
-# The kernels read scalar coefficients from one vector and per-region ones from one (K, R)
-# array; the names below fix the layout (and the index constants the kernels use).
-_GLOBAL_PARAMS: tuple[tuple[str, str], ...] = (
-    ("attr", "w_selection"), ("attr", "w_shipping"), ("attr", "w_fee"), ("attr", "w_speed"),
-    ("attr", "w_live"), ("attr", "w_private_label"), ("attr", "shipping_ec"), ("attr", "fee_ec"),
-    ("attr", "hill_ec"), ("attr", "selection_slope"),
-    ("buyers", "bass_p"), ("buyers", "bass_q"), ("buyers", "ad_lift"), ("buyers", "churn"),
-    ("buyers", "loyalty"), ("buyers", "share_sensitivity"), ("buyers", "genz_imitation"),
-    ("buyers", "habit_rate"), ("buyers", "habit_loyalty"), ("buyers", "base_orders"), ("buyers", "spill"),
-    ("sellers", "join_rate"), ("sellers", "grant_rate"), ("sellers", "buyer_elasticity"),
-    ("sellers", "reference_penetration"), ("sellers", "commission_drag"), ("sellers", "churn"),
-    ("sellers", "trust_churn"), ("sellers", "suspended_churn"),
-    ("creators", "join_rate"), ("creators", "pool_rate"), ("creators", "churn"),
-    ("creators", "live_rate"), ("creators", "user_boost"),
-    ("platform", "ad_decay"), ("platform", "trust_recovery"), ("platform", "trust_hit"),
-    ("platform", "capacity_depreciation"), ("platform", "capacity_organic"),
-    ("platform", "capex_per_order"), ("platform", "shop_ads_rate"), ("platform", "private_label_margin"),
-    ("", "demand_sigma"), ("", "budget_per_quarter"), ("", "budget_total"), ("", "hard_budget"),
-    ("", "horizon"), ("", "start_quarter"), ("", "target_run_rate"),
-)
-(
-    W_SEL, W_SHIP, W_FEE, W_SPEED, W_LIVE, W_PL, SHIP_EC, FEE_EC, HILL_EC, SEL_SLOPE,
-    BASS_P, BASS_Q, AD_LIFT, B_CHURN, LOYALTY, SHARE_SENS, GENZ_IMIT, HABIT_RATE, HABIT_LOYALTY, BASE_ORDERS, SPILL,
-    S_JOIN, S_GRANT, S_ELASTICITY, S_REF_PEN, S_DRAG, S_CHURN, S_TRUST_CHURN, S_SUSP_CHURN,
-    C_JOIN, C_POOL, C_CHURN, C_LIVE, C_USER_BOOST,
-    AD_DECAY, TRUST_RECOVERY, TRUST_HIT, CAP_DEP, CAP_ORGANIC, CAPEX, SHOP_ADS, PL_MARGIN,
-    SIGMA, BUDGET_Q, BUDGET_TOTAL, HARD, HORIZON, START_Q, TARGET,
-) = range(len(_GLOBAL_PARAMS))
-
-_REGION_PARAMS: tuple[str, ...] = (
-    "users_max", "user_growth", "genz_share", "sellers_potential", "sellers_half",
-    "creators_potential", "creators_half", "aov", "livestream_max", "commission",
-    "shipping_cost", "subsidy_max", "pool_max", "shopping_share", "private_label_max",
-    "private_label_appeal", "suspension_hazard", "suspension_quarters", "suspension_share",
-    "attr0", "order_rate", "share_logit0", "selection_norm",
-)
-(
-    R_USERS_MAX, R_USER_GROWTH, R_GENZ_SHARE, R_S_POT, R_S_HALF, R_C_POT, R_C_HALF, R_AOV, R_L_MAX,
-    R_COMMISSION, R_SHIP_COST, R_SUBSIDY_MAX, R_POOL, R_SHARE0, R_PL_MAX, R_PL_APPEAL,
-    R_HAZARD, R_SUSP_Q, R_SUSP_SHARE, R_ATTR0, R_ORDER_RATE, R_LOGIT0, R_SEL_NORM,
-) = range(len(_REGION_PARAMS))
-
-
 @dataclass(frozen=True)
 class Params:
     """Scenario parameters as arrays (built by :meth:`envs.scenario.Scenario.to_params`).
@@ -253,7 +386,7 @@ class Params:
             selection0=sel0,
         )
         groups = {"attr": self.attr, "buyers": self.buyers, "sellers": self.sellers, "creators": self.creators, "platform": self.platform}
-        g = [groups[group][name] if group else getattr(self, name) for group, name in _GLOBAL_PARAMS]
+        g = [groups[p.group][p.name] if p.group else getattr(self, p.name) for p in GLOBAL_PARAM_TABLE]
         per_region = {
             **r,
             "suspension_hazard": self.suspension_hazard,
@@ -262,7 +395,7 @@ class Params:
             **self.derived,
         }
         self.derived["g"] = np.array(g, dtype=np.float64)
-        self.derived["rg"] = np.array([np.broadcast_to(per_region[k], (self.n_regions,)) for k in _REGION_PARAMS], dtype=np.float64)
+        self.derived["rg"] = np.array([np.broadcast_to(per_region[k], (self.n_regions,)) for k in names(REGION_PARAM_TABLE)], dtype=np.float64)
         self.derived["season"] = np.asarray(self.season, dtype=np.float64)
         self.derived["start"] = _start_regional(self)
         self.derived["packed"] = (self.derived["g"], self.derived["rg"], self.derived["season"])
@@ -290,43 +423,17 @@ class Params:
 
 
 # ----------------------------------------------------------------------------- state
-REGIONAL_FIELDS: tuple[str, ...] = (
-    "users",
-    "buyers_genz",
-    "buyers_older",
-    "habit",
-    "sellers",
-    "creators",
-    "capacity",
-    "livestream",
-    "trust",
-    "adstock",
-    "orders",
-    "gmv_3p",
-    "gmv_region",
-    "suspended",
-    "selection",
-    "share",
-)
-(
-    F_USERS, F_BUYERS_GENZ, F_BUYERS_OLDER, F_HABIT, F_SELLERS, F_CREATORS, F_CAPACITY, F_LIVESTREAM, F_TRUST,
-    F_ADSTOCK, F_ORDERS, F_GMV_3P, F_GMV_REGION, F_SUSPENDED, F_SELECTION, F_SHARE,
-) = range(len(REGIONAL_FIELDS))
-
-
 @dataclass
 class State:
     """State of ``n`` markets; every array has a leading ``n``.
 
-    ``regional`` ``(n, len(REGIONAL_FIELDS), R)`` holds, per region: users U (M), buyers by
-    cohort (M; Gen Z and older), Gen Z habit stock in [0, 1], sellers S (k), creators C (k),
-    capacity K (M orders/quarter), livestream affinity L, seller trust T, ad stock A ($B), last
-    quarter's served orders O (M) and third-party GMV G ($B), last quarter's GMV by region ($B),
-    quarters of suspension left X, the selection index of S and last quarter's shopping-start
-    share (kept so they are computed once a quarter). Each is also an attribute (``state.sellers``,
-    shape ``(n, R)``, a view: assigning to it writes into ``regional``). Per market: quarter
-    index ``t``, budget remaining and spent so far ($B); and the episode's pre-drawn random
-    numbers (``shock_z``, ``suspend_u``, shape ``(n, horizon, R)``).
+    ``regional`` ``(n, len(REGIONAL_FIELDS), R)`` holds the per-region quantities of
+    :data:`STATE_TABLE`, in its order (users, buyers by cohort, sellers, creators, capacity, ...;
+    the selection index and the shopping-start share are kept so that they are computed once a
+    quarter). Each is also an attribute (``state.sellers``, shape ``(n, R)``, a view: assigning to
+    it writes into ``regional``). Per market: quarter index ``t``, budget remaining and spent so
+    far ($B); and the episode's pre-drawn random numbers (``shock_z``, ``suspend_u``, shape
+    ``(n, horizon, R)``).
     """
 
     regional: np.ndarray
@@ -381,22 +488,22 @@ def _start_regional(params: "Params") -> np.ndarray:
     season0 = params.season[params.start_quarter]
     orders0 = r["buyers"] * r["orders_per_buyer"] * season_prev
     start = np.empty((len(REGIONAL_FIELDS), params.n_regions))
-    start[F_USERS] = r["users"]
-    start[F_BUYERS_GENZ] = r["buyers"] * r["genz_buyer_share"]
-    start[F_BUYERS_OLDER] = r["buyers"] * (1.0 - r["genz_buyer_share"])
-    start[F_HABIT] = 0.0
-    start[F_SELLERS] = r["sellers"]
-    start[F_CREATORS] = r["creators"]
-    start[F_CAPACITY] = orders0 / season_prev * season0 * r["capacity_headroom"]
-    start[F_LIVESTREAM] = r["livestream_affinity"]
-    start[F_TRUST] = 1.0
-    start[F_ADSTOCK] = 0.0
-    start[F_ORDERS] = orders0
-    start[F_GMV_3P] = orders0 * r["aov"] / 1000.0
-    start[F_GMV_REGION] = orders0 * r["aov"] / 1000.0
-    start[F_SUSPENDED] = 0.0
-    start[F_SELECTION] = params.derived["selection0"]
-    start[F_SHARE] = r["shopping_share"]
+    start[F.users] = r["users"]
+    start[F.buyers_genz] = r["buyers"] * r["genz_buyer_share"]
+    start[F.buyers_older] = r["buyers"] * (1.0 - r["genz_buyer_share"])
+    start[F.habit] = 0.0
+    start[F.sellers] = r["sellers"]
+    start[F.creators] = r["creators"]
+    start[F.capacity] = orders0 / season_prev * season0 * r["capacity_headroom"]
+    start[F.livestream] = r["livestream_affinity"]
+    start[F.trust] = 1.0
+    start[F.adstock] = 0.0
+    start[F.orders] = orders0
+    start[F.gmv_3p] = orders0 * r["aov"] / 1000.0
+    start[F.gmv_region] = orders0 * r["aov"] / 1000.0
+    start[F.suspended] = 0.0
+    start[F.selection] = params.derived["selection0"]
+    start[F.share] = r["shopping_share"]
     return start
 
 
@@ -496,13 +603,13 @@ def init_state(params: "Params", rngs: "list[np.random.Generator] | RandomSource
 @compiled
 def _season(season, g, t):
     """Season multiplier of quarter index ``t`` (``t = -1`` is the quarter before the start)."""
-    return season[(int(g[START_Q]) + t + 4) % 4]
+    return season[(int(g[EPISODE.start_quarter]) + t + 4) % 4]
 
 
 @compiled
 def _cap(g, remaining):
     """This quarter's spending cap in $B: ``min(per_quarter, budget_remaining)``."""
-    return min(g[BUDGET_Q], remaining)
+    return min(g[EPISODE.budget_per_quarter], remaining)
 
 
 @per_market_kernel
@@ -510,10 +617,10 @@ def _lever_costs_one(rg, reg, i, season, u, cost):
     """Costs of market ``i``'s intensities ``u[i]`` (``(R, L)``), written to ``cost[i]``; returns their total."""
     total = 0.0
     for j in range(u.shape[1]):
-        cost[i, j, WAIVER] = u[i, j, WAIVER] * (rg[R_COMMISSION, j] * reg[i, F_GMV_3P, j] * season)
-        cost[i, j, SHIPPING] = u[i, j, SHIPPING] * (rg[R_SUBSIDY_MAX, j] / 1000.0 * reg[i, F_ORDERS, j] * season)
-        for lever in range(GRANTS, ADS + 1):
-            cost[i, j, lever] = u[i, j, lever] * rg[R_POOL, j]
+        cost[i, j, WAIVER] = u[i, j, WAIVER] * (rg[REGION.commission, j] * reg[i, F.gmv_3p, j] * season)
+        cost[i, j, SHIPPING] = u[i, j, SHIPPING] * (rg[REGION.subsidy_max, j] / 1000.0 * reg[i, F.orders, j] * season)
+        for lever in range(LEVER.seller_grants, LEVER.user_ads + 1):
+            cost[i, j, lever] = u[i, j, lever] * rg[REGION.pool_max, j]
         cost[i, j, PRIVATE_LABEL] = 0.0
         for lever in range(N_LEVERS):
             total += cost[i, j, lever]
@@ -541,8 +648,8 @@ def step_market(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u
     budget remaining, spent) and ``per_region[:, i]`` (rows ``P_*``). ``u`` may be ``u_in``.
     """
     R = u_in.shape[1]
-    horizon = int(g[HORIZON])
-    sigma = g[SIGMA]
+    horizon = int(g[EPISODE.horizon])
+    sigma = g[EPISODE.demand_sigma]
     se = _season(season, g, t[i])
     tc = min(t[i], horizon - 1)
     cap = _cap(g, remaining[i])
@@ -552,11 +659,11 @@ def step_market(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u
         for lever in range(N_LEVERS):
             u[i, j, lever] = u_in[i, j, lever]
     total = _lever_costs_one(rg, regional, i, se, u, cost)
-    if g[HARD] > 0.0 and total > cap:
+    if g[EPISODE.hard_budget] > 0.0 and total > cap:
         k = cap / max(total, 1e-300)
         total = 0.0
         for j in range(R):
-            for lever in range(WAIVER, ADS + 1):  # the spend levers; private label costs nothing
+            for lever in range(WAIVER, LEVER.user_ads + 1):  # the spend levers; private label costs nothing
                 u[i, j, lever] *= k
                 cost[i, j, lever] *= k
                 total += cost[i, j, lever]
@@ -568,128 +675,128 @@ def step_market(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u
     for j in range(R):
         # Suspension: the share of demand that is dark this quarter. Incentives paid into
         # the dark share buy nothing (the shop is closed there), but they are still paid for.
-        dark = rg[R_SUSP_SHARE, j] if regional[i, F_SUSPENDED, j] > 0.0 else 0.0
+        dark = rg[REGION.suspension_share, j] if regional[i, F.suspended, j] > 0.0 else 0.0
         live_share = 1.0 - dark
         u_waive = u[i, j, WAIVER] * live_share
         u_ship = u[i, j, SHIPPING] * live_share
-        u_grant = u[i, j, GRANTS] * live_share
-        u_wh = u[i, j, WAREHOUSING] * live_share
-        u_cre = u[i, j, CREATORS] * live_share
-        u_ads = u[i, j, ADS] * live_share
+        u_grant = u[i, j, LEVER.seller_grants] * live_share
+        u_wh = u[i, j, LEVER.warehousing] * live_share
+        u_cre = u[i, j, LEVER.creator_incentives] * live_share
+        u_ads = u[i, j, LEVER.user_ads] * live_share
         u_pl = u[i, j, PRIVATE_LABEL] * live_share
-        pool = rg[R_POOL, j]
-        rho = u_pl * rg[R_PL_MAX, j]
-        appeal = rg[R_PL_APPEAL, j]
-        users, bg, bo = regional[i, F_USERS, j], regional[i, F_BUYERS_GENZ, j], regional[i, F_BUYERS_OLDER, j]
-        sellers, creators, capacity = regional[i, F_SELLERS, j], regional[i, F_CREATORS, j], regional[i, F_CAPACITY, j]
-        livestream, trust = regional[i, F_LIVESTREAM, j], regional[i, F_TRUST, j]
-        c_half = rg[R_C_HALF, j]
+        pool = rg[REGION.pool_max, j]
+        rho = u_pl * rg[REGION.private_label_max, j]
+        appeal = rg[REGION.private_label_appeal, j]
+        users, bg, bo = regional[i, F.users, j], regional[i, F.buyers_genz, j], regional[i, F.buyers_older, j]
+        sellers, creators, capacity = regional[i, F.sellers, j], regional[i, F.creators, j], regional[i, F.capacity, j]
+        livestream, trust = regional[i, F.livestream, j], regional[i, F.trust, j]
+        c_half = rg[REGION.creators_half, j]
 
         # 1. attractiveness
-        sel = regional[i, F_SELECTION, j]
-        ship = hill(u_ship * rg[R_SUBSIDY_MAX, j] / rg[R_SHIP_COST, j], g[SHIP_EC])
-        speed = min(1.0, capacity / max(regional[i, F_ORDERS, j] * se, 1e-9))
+        sel = regional[i, F.selection, j]
+        ship = hill(u_ship * rg[REGION.subsidy_max, j] / rg[REGION.shipping_cost, j], g[ATTR.shipping_ec])
+        speed = min(1.0, capacity / max(regional[i, F.orders, j] * se, 1e-9))
         live = livestream * creators / (creators + c_half)
-        fee = fee_effect(u_waive, g[FEE_EC])
+        fee = fee_effect(u_waive, g[ATTR.fee_ec])
         attr = (
-            g[W_SEL] * sel
-            + sel * (g[W_SHIP] * ship + g[W_FEE] * fee)
-            + g[W_SPEED] * speed
-            + g[W_LIVE] * live
-            - g[W_PL] * rho * (1.0 - appeal)
+            g[ATTR.w_selection] * sel
+            + sel * (g[ATTR.w_shipping] * ship + g[ATTR.w_fee] * fee)
+            + g[ATTR.w_speed] * speed
+            + g[ATTR.w_live] * live
+            - g[ATTR.w_private_label] * rho * (1.0 - appeal)
         )
         attr = max(attr, 0.0)
 
         # 2. ad stock and reach
-        adstock = u_ads * pool + g[AD_DECAY] * regional[i, F_ADSTOCK, j]
-        reach = hill(adstock / max(pool, 1e-12), g[HILL_EC])
+        adstock = u_ads * pool + g[PLATFORM.ad_decay] * regional[i, F.adstock, j]
+        reach = hill(adstock / max(pool, 1e-12), g[ATTR.hill_ec])
 
         # 3. shopping-start share
-        share = 1.0 / (1.0 + np.exp(-(rg[R_LOGIT0, j] + g[SHARE_SENS] * (attr - rg[R_ATTR0, j]))))
+        share = 1.0 / (1.0 + np.exp(-(rg[REGION.share_logit0, j] + g[BUYERS.share_sensitivity] * (attr - rg[REGION.attr0, j]))))
 
         # 4. buyers (two cohorts)
-        innovation = g[BASS_P] * (1.0 + g[AD_LIFT] * reach) * (share / rg[R_SHARE0, j])
-        churn_base = g[B_CHURN] * max(0.0, 1.0 - g[LOYALTY] * attr)
-        users_genz = users * rg[R_GENZ_SHARE, j]
+        innovation = g[BUYERS.bass_p] * (1.0 + g[BUYERS.ad_lift] * reach) * (share / rg[REGION.shopping_share, j])
+        churn_base = g[BUYERS.churn] * max(0.0, 1.0 - g[BUYERS.loyalty] * attr)
+        users_genz = users * rg[REGION.genz_share, j]
         users_older = users - users_genz
         penetration = (bg + bo) / users
-        new_genz = (innovation + g[GENZ_IMIT] * g[BASS_Q] * attr * penetration) * max(users_genz - bg, 0.0)
-        new_older = (innovation + g[BASS_Q] * attr * penetration) * max(users_older - bo, 0.0)
+        new_genz = (innovation + g[BUYERS.genz_imitation] * g[BUYERS.bass_q] * attr * penetration) * max(users_genz - bg, 0.0)
+        new_older = (innovation + g[BUYERS.bass_q] * attr * penetration) * max(users_older - bo, 0.0)
         new_genz *= live_share
         new_older *= live_share
-        churn_genz = churn_base * (1.0 - g[HABIT_LOYALTY] * regional[i, F_HABIT, j])
+        churn_genz = churn_base * (1.0 - g[BUYERS.habit_loyalty] * regional[i, F.habit, j])
         bg_next = min(bg * (1.0 - churn_genz) + new_genz, users_genz)
         bo_next = min(bo * (1.0 - churn_base) + new_older, users_older)
-        habit = regional[i, F_HABIT, j] + g[HABIT_RATE] * (min(attr, 1.0) - regional[i, F_HABIT, j])
+        habit = regional[i, F.habit, j] + g[BUYERS.habit_rate] * (min(attr, 1.0) - regional[i, F.habit, j])
 
         # 5. orders and capacity
         shock = np.exp(sigma * shock_z[i, tc, j] - 0.5 * sigma * sigma)
-        demand = (bg_next + bo_next) * rg[R_ORDER_RATE, j] * (g[BASE_ORDERS] + attr) * se * shock * live_share
-        served = min(demand, capacity) + g[SPILL] * max(demand - capacity, 0.0)
+        demand = (bg_next + bo_next) * rg[REGION.order_rate, j] * (g[BUYERS.base_orders] + attr) * se * shock * live_share
+        served = min(demand, capacity) + g[BUYERS.spill] * max(demand - capacity, 0.0)
 
         # 6. GMV and revenue
-        gmv_3p = served * rg[R_AOV, j] * (1.0 - rho) / 1000.0
-        gmv_pl = served * rg[R_AOV, j] * rho * appeal / 1000.0
+        gmv_3p = served * rg[REGION.aov, j] * (1.0 - rho) / 1000.0
+        gmv_pl = served * rg[REGION.aov, j] * rho * appeal / 1000.0
         gmv_j = gmv_3p + gmv_pl
         gmv_i += gmv_j
-        take = rg[R_COMMISSION, j] * (1.0 - u_waive)
-        revenue_i += take * gmv_3p + g[PL_MARGIN] * gmv_pl
+        take = rg[REGION.commission, j] * (1.0 - u_waive)
+        revenue_i += take * gmv_3p + g[PLATFORM.private_label_margin] * gmv_pl
 
         # 7. sellers
-        buyer_pull = _power((bg_next + bo_next) / users / g[S_REF_PEN], g[S_ELASTICITY])
-        join = (g[S_JOIN] * buyer_pull + g[S_GRANT] * hill(u_grant, g[HILL_EC])) * max(0.0, 1.0 - g[S_DRAG] * take)
-        seller_churn = g[S_CHURN] * (1.0 + g[S_TRUST_CHURN] * (1.0 - trust)) + g[S_SUSP_CHURN] * dark
-        joined = join * (rg[R_S_POT, j] - sellers) * live_share
+        buyer_pull = _power((bg_next + bo_next) / users / g[SELLERS.reference_penetration], g[SELLERS.buyer_elasticity])
+        join = (g[SELLERS.join_rate] * buyer_pull + g[SELLERS.grant_rate] * hill(u_grant, g[ATTR.hill_ec])) * max(0.0, 1.0 - g[SELLERS.commission_drag] * take)
+        seller_churn = g[SELLERS.churn] * (1.0 + g[SELLERS.trust_churn] * (1.0 - trust)) + g[SELLERS.suspended_churn] * dark
+        joined = join * (rg[REGION.sellers_potential, j] - sellers) * live_share
         sellers_next = sellers * (1.0 - min(seller_churn, 1.0)) + joined
-        sellers_next = min(max(sellers_next, 1e-6), rg[R_S_POT, j])
+        sellers_next = min(max(sellers_next, 1e-6), rg[REGION.sellers_potential, j])
 
         # 8. creators
-        affinity = livestream / max(rg[R_L_MAX, j], 1e-9)
-        c_join = (g[C_JOIN] + g[C_POOL] * hill(u_cre, g[HILL_EC])) * (0.25 + 0.75 * affinity)
-        creators_next = creators * (1.0 - g[C_CHURN]) + c_join * (rg[R_C_POT, j] - creators)
-        creators_next = min(max(creators_next, 1e-6), rg[R_C_POT, j])
+        affinity = livestream / max(rg[REGION.livestream_max, j], 1e-9)
+        c_join = (g[CREATORS.join_rate] + g[CREATORS.pool_rate] * hill(u_cre, g[ATTR.hill_ec])) * (0.25 + 0.75 * affinity)
+        creators_next = creators * (1.0 - g[CREATORS.churn]) + c_join * (rg[REGION.creators_potential, j] - creators)
+        creators_next = min(max(creators_next, 1e-6), rg[REGION.creators_potential, j])
 
         # 9. livestream affinity
         activity = creators / (creators + c_half)
-        livestream_next = livestream + g[C_LIVE] * activity * (rg[R_L_MAX, j] - livestream)
+        livestream_next = livestream + g[CREATORS.live_rate] * activity * (rg[REGION.livestream_max, j] - livestream)
 
         # 10. trust
-        trust_next = min(max(trust + g[TRUST_RECOVERY] * (1.0 - trust) - g[TRUST_HIT] * u_pl, 0.0), 1.0)
+        trust_next = min(max(trust + g[PLATFORM.trust_recovery] * (1.0 - trust) - g[PLATFORM.trust_hit] * u_pl, 0.0), 1.0)
 
         # 11. capacity (capex adds capacity from next quarter)
         capacity_next = (
-            capacity * (1.0 - g[CAP_DEP]) + g[CAP_ORGANIC] * served + u_wh * pool * 1000.0 / g[CAPEX]
+            capacity * (1.0 - g[PLATFORM.capacity_depreciation]) + g[PLATFORM.capacity_organic] * served + u_wh * pool * 1000.0 / g[PLATFORM.capex_per_order]
         )
 
         # 12. users
-        user_rate = g[C_USER_BOOST] * creators / (creators + c_half)
-        users_next = users + rg[R_USER_GROWTH, j] * (1.0 + user_rate) * users * (1.0 - users / rg[R_USERS_MAX, j])
-        users_next = min(users_next, rg[R_USERS_MAX, j])
+        user_rate = g[CREATORS.user_boost] * creators / (creators + c_half)
+        users_next = users + rg[REGION.user_growth, j] * (1.0 + user_rate) * users * (1.0 - users / rg[REGION.users_max, j])
+        users_next = min(users_next, rg[REGION.users_max, j])
 
         # 13. suspensions for the next quarter
-        if regional[i, F_SUSPENDED, j] > 0.0:
-            suspended = regional[i, F_SUSPENDED, j] - 1.0
-        elif suspend_u[i, tc, j] < rg[R_HAZARD, j]:
-            suspended = rg[R_SUSP_Q, j]
+        if regional[i, F.suspended, j] > 0.0:
+            suspended = regional[i, F.suspended, j] - 1.0
+        elif suspend_u[i, tc, j] < rg[REGION.suspension_hazard, j]:
+            suspended = rg[REGION.suspension_quarters, j]
         else:
             suspended = 0.0
 
-        new[i, F_USERS, j] = users_next
-        new[i, F_BUYERS_GENZ, j] = bg_next
-        new[i, F_BUYERS_OLDER, j] = bo_next
-        new[i, F_HABIT, j] = habit
-        new[i, F_SELLERS, j] = sellers_next
-        new[i, F_CREATORS, j] = creators_next
-        new[i, F_CAPACITY, j] = capacity_next
-        new[i, F_LIVESTREAM, j] = livestream_next
-        new[i, F_TRUST, j] = trust_next
-        new[i, F_ADSTOCK, j] = adstock
-        new[i, F_ORDERS, j] = served
-        new[i, F_GMV_3P, j] = gmv_3p
-        new[i, F_GMV_REGION, j] = gmv_j
-        new[i, F_SUSPENDED, j] = suspended
-        new[i, F_SELECTION, j] = _selection(sellers_next, rg[R_S_HALF, j], rg[R_SEL_NORM, j], g[SEL_SLOPE])
-        new[i, F_SHARE, j] = share
+        new[i, F.users, j] = users_next
+        new[i, F.buyers_genz, j] = bg_next
+        new[i, F.buyers_older, j] = bo_next
+        new[i, F.habit, j] = habit
+        new[i, F.sellers, j] = sellers_next
+        new[i, F.creators, j] = creators_next
+        new[i, F.capacity, j] = capacity_next
+        new[i, F.livestream, j] = livestream_next
+        new[i, F.trust, j] = trust_next
+        new[i, F.adstock, j] = adstock
+        new[i, F.orders, j] = served
+        new[i, F.gmv_3p, j] = gmv_3p
+        new[i, F.gmv_region, j] = gmv_j
+        new[i, F.suspended, j] = suspended
+        new[i, F.selection, j] = _selection(sellers_next, rg[REGION.sellers_half, j], rg[REGION.selection_norm, j], g[ATTR.selection_slope])
+        new[i, F.share, j] = share
         per_region[P_GMV, i, j] = gmv_j
         per_region[P_SHARE, i, j] = share
         per_region[P_ATTR, i, j] = attr
@@ -697,10 +804,10 @@ def step_market(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u
         per_region[P_NEW_SELLERS, i, j] = joined
 
     per_market[M_GMV, i] = gmv_i
-    per_market[M_REVENUE, i] = revenue_i + g[SHOP_ADS] * gmv_i
+    per_market[M_REVENUE, i] = revenue_i + g[PLATFORM.shop_ads_rate] * gmv_i
     per_market[M_RUN_RATE, i] = 4.0 * gmv_i / se
     per_market[M_SPENT, i] = spent_i
-    per_market[M_REMAINING, i] = max(g[BUDGET_TOTAL] - spent_i, 0.0)
+    per_market[M_REMAINING, i] = max(g[EPISODE.budget_total] - spent_i, 0.0)
     new_t[i] = t[i] + 1
 
 
@@ -716,29 +823,29 @@ def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_
 def observe_market(g, rg, season, regional, t, remaining, spent, obs, i):
     """Write market ``i``'s observation into ``obs[i]`` (see :func:`observe`)."""
     R = regional.shape[2]
-    horizon, budget_q, budget_total = g[HORIZON], g[BUDGET_Q], g[BUDGET_TOTAL]
+    horizon, budget_q, budget_total = g[EPISODE.horizon], g[EPISODE.budget_per_quarter], g[EPISODE.budget_total]
     se = _season(season, g, t[i])
     se_prev = _season(season, g, t[i] - 1)
     for j in range(R):
         o = j * N_REGION_FEATURES
-        obs[i, o + 0] = (regional[i, F_BUYERS_GENZ, j] + regional[i, F_BUYERS_OLDER, j]) / regional[i, F_USERS, j]
-        obs[i, o + 1] = regional[i, F_SELECTION, j]
-        obs[i, o + 2] = regional[i, F_CREATORS, j] / (regional[i, F_CREATORS, j] + rg[R_C_HALF, j])
-        obs[i, o + 3] = regional[i, F_USERS, j] / rg[R_USERS_MAX, j]
-        obs[i, o + 4] = min(1.0, 0.5 * regional[i, F_CAPACITY, j] / max(regional[i, F_ORDERS, j] * se, 1e-9))
-        obs[i, o + 5] = regional[i, F_LIVESTREAM, j] / max(rg[R_L_MAX, j], 1e-9)
-        obs[i, o + 6] = regional[i, F_TRUST, j]
-        obs[i, o + 7] = hill(regional[i, F_ADSTOCK, j] / max(rg[R_POOL, j], 1e-12), g[HILL_EC])
-        obs[i, o + 8] = regional[i, F_SHARE, j]
-        obs[i, o + 9] = regional[i, F_HABIT, j]
-        obs[i, o + 10] = regional[i, F_SUSPENDED, j] / rg[R_SUSP_Q, j]
-        obs[i, o + 11] = min(4.0 / g[TARGET] * regional[i, F_GMV_REGION, j] / se_prev, 2.0)
+        obs[i, o + OBS.buyer_penetration] = (regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]) / regional[i, F.users, j]
+        obs[i, o + OBS.selection] = regional[i, F.selection, j]
+        obs[i, o + OBS.creator_strength] = regional[i, F.creators, j] / (regional[i, F.creators, j] + rg[REGION.creators_half, j])
+        obs[i, o + OBS.user_saturation] = regional[i, F.users, j] / rg[REGION.users_max, j]
+        obs[i, o + OBS.capacity_cover] = min(1.0, 0.5 * regional[i, F.capacity, j] / max(regional[i, F.orders, j] * se, 1e-9))
+        obs[i, o + OBS.livestream] = regional[i, F.livestream, j] / max(rg[REGION.livestream_max, j], 1e-9)
+        obs[i, o + OBS.trust] = regional[i, F.trust, j]
+        obs[i, o + OBS.ad_reach] = hill(regional[i, F.adstock, j] / max(rg[REGION.pool_max, j], 1e-12), g[ATTR.hill_ec])
+        obs[i, o + OBS.shopping_share] = regional[i, F.share, j]
+        obs[i, o + OBS.genz_habit] = regional[i, F.habit, j]
+        obs[i, o + OBS.suspension_left] = regional[i, F.suspended, j] / rg[REGION.suspension_quarters, j]
+        obs[i, o + OBS.run_rate_vs_target] = min(4.0 / g[EPISODE.target_run_rate] * regional[i, F.gmv_region, j] / se_prev, 2.0)
     o = R * N_REGION_FEATURES
-    obs[i, o + 0] = 1.0 - t[i] / horizon
-    obs[i, o + 1] = remaining[i] / budget_total
-    obs[i, o + 2] = _cap(g, remaining[i]) / budget_q
-    obs[i, o + 3] = se - 1.0
-    obs[i, o + 4] = min(spent[i] / budget_total, 2.0)
+    obs[i, o + OBS_GLOBAL.time_left] = 1.0 - t[i] / horizon
+    obs[i, o + OBS_GLOBAL.budget_left] = remaining[i] / budget_total
+    obs[i, o + OBS_GLOBAL.quarter_cap_left] = _cap(g, remaining[i]) / budget_q
+    obs[i, o + OBS_GLOBAL.next_season] = se - 1.0
+    obs[i, o + OBS_GLOBAL.spent_vs_total] = min(spent[i] / budget_total, 2.0)
 
 
 @compiled
@@ -787,7 +894,7 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     lever is scaled by ``k = cap / cost`` so that the cost equals the cap exactly (private label
     costs nothing and is never scaled). Soft mode scales nothing.
 
-    One quarter, in order (the numbered steps of DESIGN.md):
+    One quarter, in order (the numbered steps of ``docs/model.md``):
 
     1. attractiveness ``attr = w_sel*sel + sel*(w_ship*ship + w_fee*fee(u_waiver))
        + w_speed*speed + w_live*live - w_pl*rho*(1 - appeal_pl)`` with ``sel`` the selection index,
@@ -855,15 +962,9 @@ def _outputs(per_market: np.ndarray, per_region: np.ndarray, applied: np.ndarray
 
 
 def observe(params: Params, state: State) -> np.ndarray:
-    """Observation ``(n, obs_dim)`` float32, every entry roughly in [0, 1].
-
-    Per region (region-major), in :data:`REGION_FEATURES` order: buyers / users, selection
-    index, ``C/(C + C_half)``, users / users_max, capacity cover ``K/(O*season)`` / 2 (clipped to
-    1), livestream affinity / L_max, trust, ad reach, last quarter's shopping-start share,
-    Gen Z habit, suspension quarters left / duration, region run rate / target. Then
-    :data:`GLOBAL_FEATURES`: quarters left / horizon, budget left / total, this quarter's cap /
-    per-quarter cap, next quarter's season - 1, spent / total (can exceed 1 in soft mode, clipped
-    at 2).
+    """Observation ``(n, obs_dim)`` float32: per region (region-major) the features of
+    :data:`REGION_FEATURE_TABLE`, then the platform's :data:`GLOBAL_FEATURE_TABLE`, each within
+    its declared range (:func:`observe_market` computes them).
     """
     obs = np.empty((state.n, params.obs_dim), dtype=np.float32)
     _observe_kernel(*params.packed, state.regional, state.t, state.budget_remaining, state.spent, obs)
@@ -960,32 +1061,13 @@ def rollout(params: Params, state: State, plan: np.ndarray) -> dict:
 
 # ----------------------------------------------------------------------------- environment step
 def info_layout(region_names: tuple[str, ...]) -> list[tuple[str, tuple[str, ...] | None, type]]:
-    """Entries of a market's ``info`` (the environment contract of DESIGN.md), in table order:
-    ``(key, sub-keys or None, type)``.
+    """Entries of a market's ``info`` (the environment contract, :data:`INFO_TABLE`) in table
+    order: ``(key, sub-keys or None, type)``, with the sub-keys of a per-region or per-lever key.
 
-    A key with sub-keys (regions or levers) takes one entry per sub-key. ``lever_intensity`` (an
-    array per market) is kept beside the table. :func:`fill_info_market` writes them in this order.
+    A key with sub-keys takes one column of the info table per sub-key.
     """
-    regions = tuple(region_names)
-    return [
-        ("gmv", None, float),
-        ("gmv_run_rate", None, float),
-        ("gmv_by_region", regions, float),
-        ("cost", None, float),
-        ("cost_by_lever", LEVERS, float),
-        ("cost_limit", None, float),
-        ("budget_remaining", None, float),
-        ("cost_total", None, float),
-        ("cost_limit_exceeded", None, bool),
-        ("shopping_start_share", regions, float),
-        ("buyers", regions, float),
-        ("sellers", regions, float),
-        ("creators", regions, float),
-        ("suspended", regions, bool),
-        ("revenue", None, float),
-        ("clipped_actions", None, int),
-        ("quarter", None, int),
-    ]
+    per = {None: None, "region": tuple(region_names), "lever": LEVERS}
+    return [(e.name, per[e.per], e.kind) for e in INFO_TABLE]
 
 
 @per_market_kernel
@@ -1016,10 +1098,10 @@ def fill_info_market(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, re
     k += 4
     for j in range(R):
         table[i, k + j] = share[i, j]
-        table[i, k + R + j] = regional[i, F_BUYERS_GENZ, j] + regional[i, F_BUYERS_OLDER, j]
-        table[i, k + 2 * R + j] = regional[i, F_SELLERS, j]
-        table[i, k + 3 * R + j] = regional[i, F_CREATORS, j]
-        table[i, k + 4 * R + j] = 1.0 if regional[i, F_SUSPENDED, j] > 0.0 else 0.0
+        table[i, k + R + j] = regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]
+        table[i, k + 2 * R + j] = regional[i, F.sellers, j]
+        table[i, k + 3 * R + j] = regional[i, F.creators, j]
+        table[i, k + 4 * R + j] = 1.0 if regional[i, F.suspended, j] > 0.0 else 0.0
     k += 5 * R
     table[i, k] = revenue[i]
     table[i, k + 1] = clipped[i]

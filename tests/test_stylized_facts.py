@@ -1,4 +1,4 @@
-"""The 12 stylized facts of DESIGN.md, each a test with a stated threshold.
+"""The 12 stylized facts of ``docs/model.md``, each a test with a stated threshold.
 
 All rollouts go through the one batched model (``envs.market``); plans are intensities in
 [0, 1] of shape (R, 7) (constant) or (T, R, 7) (per quarter). Unless a fact is about
@@ -239,13 +239,14 @@ def test_fact11_reacting_to_suspensions_pays():
 
 
 # 12 ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fact12_timing_pays():
     """Deterministic default: the best quarter-by-quarter plan beats the best constant plan by >= 5%.
 
     Both found by the project's planners (CMA-ES): ``best_static`` and the ``oracle``, which on
     a deterministic scenario is the best open-loop per-quarter plan.
     """
-    from agents.planning import best_static, oracle
+    from agents.planners import best_static, oracle
 
     sc = load_scenario("global", {"deterministic": True})
     static = best_static(sc, seeds=[0], iterations=150)
