@@ -26,6 +26,7 @@ runs are kept, unfinished ones continue from their last checkpoint).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,26 @@ def benchmark_spec(variants: Sequence[str] = VARIANT_NAMES, seeds: Sequence[int]
     if timesteps is not None:
         doc["set"] = {"total_timesteps": int(timesteps)}
     return sweep.spec_from_dict(doc, source="constraint benchmark")
+
+
+class BenchmarkError(ValueError):
+    """The output folder cannot hold this benchmark (a file, or foreign content). One line."""
+
+
+#: what this benchmark writes into its folder; anything else there is the user's
+OWN_ENTRIES = ("sweep", "constraint_benchmark.json", "constraint_benchmark.md")
+
+
+def check_out(out: Path) -> None:
+    """``out`` is new, or a folder of an earlier (maybe stopped) benchmark, which is continued
+    (its sweep must have the same settings: :func:`agents.sweep.check_sweep_dir`)."""
+    if not os.path.lexists(out):
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise BenchmarkError(f"--out {out} exists and is not a folder; give a folder for the runs, the table and the JSON")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_ENTRIES)
+    if foreign:
+        raise BenchmarkError(f"--out {out} holds {', '.join(foreign[:3])}, which this benchmark did not write; choose another --out")
 
 
 def evaluate_run(run_dir: Path, episodes: int) -> dict[str, float]:
@@ -164,6 +185,7 @@ def run_benchmark(
     :raises KeyboardInterrupt: the sweep was stopped (Ctrl-C); rerun to continue.
     """
     out = Path(out)
+    check_out(out)
     spec = benchmark_spec(variants, seeds, timesteps)
     sweep_dir = (out / "sweep").resolve()
     t0 = time.monotonic()

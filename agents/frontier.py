@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import csv
 import io
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -52,6 +50,7 @@ from agents.planners.model import cumulative_gmv, planning_params, quantise, sta
 from agents.rollout import episode_totals, rollout_policy
 from agents.runs import load_run
 from agents.seeds import eval_seeds, training_seeds
+from agents.workers import worker_pool
 from envs import market
 from envs.scenario import Scenario, load_scenario
 
@@ -162,8 +161,8 @@ def _plan_all(tasks: list[tuple], workers: int) -> list[dict]:
     workers = max(1, int(workers))
     if workers == 1:
         return [_plan_budget(t) for t in tasks]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_plan_budget, tasks))
+    with worker_pool(workers, "spawn") as pool:  # fresh interpreters; they die with this one
+        return [f.result() for f in [pool.submit(_plan_budget, t) for t in tasks]]
 
 
 def _budget_rows(budgets: Sequence[float], scenarios: Sequence[Scenario], planned: list[dict], trained: list[dict],
@@ -310,7 +309,8 @@ def frontier_table(result: dict) -> str:
 
 
 def write_frontier(result: dict, out: Path) -> dict[str, Path]:
-    """Write ``frontier.csv``, ``frontier.json`` and ``frontier.png`` into ``out`` (atomically)."""
+    """Write ``frontier.csv``, ``frontier.json`` and ``frontier.png`` into the folder ``out``
+    (atomically; ``scripts/frontier.py`` hands in a checked one, :func:`agents.io.output_folder`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "frontier.csv", "json": out / "frontier.json", "png": out / "frontier.png"}

@@ -67,7 +67,6 @@ import json
 import math
 import os
 import re
-import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -445,7 +444,7 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
                 "best_static_gmv": baseline, "run_dir": str(run_dir.relative_to(sweep_dir)), **extra}
 
     summary_path = run_dir / runs.SUMMARY_FILE
-    if summary_path.is_file() and (run_dir / runs.MODEL_FILE).is_file():
+    if runs.is_finished(run_dir):
         s = json.loads(summary_path.read_text())
     else:
         def report(timesteps: int, figures: dict, train_seconds: float) -> None:
@@ -456,12 +455,10 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
 
         final_train_seconds = [None]
 
-        resume = run_dir.exists() and runs.latest_checkpoint(run_dir) is not None
-        if not resume:
-            if run_dir.exists():  # this trial's folder, killed before its first checkpoint: start it again
-                shutil.rmtree(run_dir)
-            runs.create_run_dir(run_dir, config)
-        result = lazy.training().train(config, run_dir, resume=resume, progress="none", on_evaluation=report)
+        resume = run_dir.exists()  # a restored sweep: continue the trial's run (from step 0 if it has no checkpoint)
+        lock = runs.open_for_resume(run_dir)[1] if resume else runs.create_run_dir(run_dir, config)
+        with lock:
+            result = lazy.training().train(config, run_dir, resume=resume, progress="none", on_evaluation=report)
         if result.interrupted:
             raise RuntimeError(f"trial {run_dir.name} was stopped by signal {result.signal}; resume the sweep to continue it")
         s = dict(result.summary, train_seconds=final_train_seconds[0])
@@ -595,12 +592,24 @@ def check_sweep_dir(spec: SweepSpec, sweep_dir: Path, resume: bool) -> None:
         return
     if not stored.is_file():
         raise SweepError(f"--resume: {sweep_dir} is not a sweep folder (no {SWEEP_FILE}); start it without --resume")
-    if _comparable(yaml.safe_load(stored.read_text())) != _comparable(spec_document(spec)):
-        raise SweepError(f"--resume: the sweep file differs from the one {sweep_dir} was started with ({stored}); restore it or start a new sweep")
+    differs = _first_difference(_comparable(yaml.safe_load(stored.read_text())), _comparable(spec_document(spec)))
+    if differs is not None:
+        raise SweepError(f"--resume: {sweep_dir} was started with {differs} asked now ({stored}); use the same settings or start a new sweep")
 
 
 def spec_document(spec: SweepSpec) -> dict:
     return spec.model_dump(mode="json")
+
+
+def _first_difference(started: Any, asked: Any, prefix: str = "") -> str | None:
+    """``key=started, not asked`` for the first key where two documents differ, or ``None``."""
+    if isinstance(started, dict) and isinstance(asked, dict):
+        for key in sorted(set(started) | set(asked)):
+            found = _first_difference(started.get(key), asked.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    return None if started == asked else f"{prefix.rstrip('.')}={started!r}, not {asked!r}"
 
 
 def _comparable(doc: Mapping) -> dict:

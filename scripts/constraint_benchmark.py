@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.cli import OneLineParser  # noqa: E402
-from agents.constraint_benchmark import VARIANT_NAMES, run_benchmark  # noqa: E402
+from agents.constraint_benchmark import VARIANT_NAMES, BenchmarkError, check_out, run_benchmark  # noqa: E402
+from agents.runs import RunError  # noqa: E402
 from agents.sweep import SweepError  # noqa: E402
 
 
@@ -43,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds must be distinct non-negative integers")
 
     try:
+        check_out(Path(args.out))  # before any training
         result = run_benchmark(Path(args.out), variants=args.variants, seeds=args.seeds, timesteps=args.timesteps,
                                episodes=args.episodes, address=args.address, log=lambda m: print(m, flush=True))
-    except SweepError as exc:
+    except (BenchmarkError, RunError, SweepError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
