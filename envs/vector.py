@@ -255,17 +255,18 @@ def _fill(rngs: list) -> list[np.random.Generator]:
     return rngs
 
 
-def _masked(info: dict, present: np.ndarray) -> dict:
+def _masked(info: dict, present: np.ndarray, everyone: bool | None = None) -> dict:
+    if everyone is None:
+        everyone = bool(present.all())
     out: dict = {}
-    everyone = bool(present.all())
     for key, value in info.items():
         if isinstance(value, dict):
-            out[key] = _masked(value, present)
+            out[key] = _masked(value, present, everyone)
+        elif everyone:
+            out[key] = value
         else:
-            value = np.asarray(value)
-            if not everyone:
-                value = value.copy()
-                value[~present] = 0
+            value = np.array(value)
+            value[~present] = 0
             out[key] = value
         out[f"_{key}"] = present.copy()
     return out

@@ -1,0 +1,128 @@
+"""The tools RL users already have work on Flywheel as they are: Gymnasium's checker in every render
+mode, stable-baselines3's ``make_vec_env`` with the id for its algorithms and sb3-contrib's,
+the dashboard frame, the ``human`` mode on a machine without a display."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs.render import Dashboard, EpisodeTrace
+
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """As training does (agents.ppo.set_torch_threads): tiny networks gain nothing from more
+    threads, and on a shared 2-core machine extra threads only contend."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small_net() -> dict:
+    return {"net_arch": [16, 16]}  # a fresh dict: SB3 writes into the policy_kwargs it is given
+
+
+@pytest.mark.parametrize("mode", [None, "ansi", "rgb_array", "human"])
+def test_gymnasium_checker_passes_in_every_render_mode(mode, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    env = gym.make(envs.ENV_ID, render_mode=mode)
+    check_env(env.unwrapped)
+    assert env.render_mode == mode
+
+
+def test_rgb_array_is_the_dashboard_of_the_episode():
+    env = gym.make(envs.ENV_ID, render_mode="rgb_array")
+    env.reset(seed=0)
+    start = env.render()
+    assert start.dtype == np.uint8 and start.ndim == 3 and start.shape[2] == 3
+    frames = [start]
+    terminated = False
+    while not terminated:
+        terminated = env.step(np.ones(env.action_space.shape, np.float32))[2]
+        frames.append(env.render())
+    assert all(f.shape == start.shape for f in frames)
+    assert not np.array_equal(frames[0], frames[-1]), "spend and GMV bars must change the frame"
+    frames[-1][0, 0] = 0  # each frame is its own array
+    assert not np.shares_memory(frames[-1], frames[-2])
+    env.reset(seed=0)
+    np.testing.assert_array_equal(env.render(), start)  # a new episode clears the chart
+
+
+def test_dashboard_widens_an_axis_for_values_beyond_it():
+    env = gym.make(envs.ENV_ID).unwrapped
+    dashboard = Dashboard(env.params)
+    trace = EpisodeTrace(env.params.region_names)
+    _, info = env.reset(seed=0)
+    trace.record(info, start=True)
+    normal = dashboard.frame(trace)
+    huge = dict(info, gmv_run_rate=10 * env.params.target_run_rate, budget_remaining=-1.0)
+    trace.record(huge)
+    wide = dashboard.frame(trace)
+    assert wide.shape == normal.shape and not np.array_equal(wide, normal)
+
+
+def test_human_mode_without_a_display_shows_nothing_and_fails_nowhere(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    env = gym.make(envs.ENV_ID, render_mode="human")
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    assert env.render() is None
+    env.close()
+
+
+def test_unknown_render_mode_raises():
+    with pytest.raises(ValueError, match="render_mode must be one of"):
+        envs.SocialCommerceEnv(render_mode="video")
+
+
+# ----------------------------------------------------------------------------- stable-baselines3
+
+
+def test_make_vec_env_with_the_id_trains_ppo():
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env(envs.ENV_ID, n_envs=4, seed=0)  # SB3 asks for render_mode="rgb_array"
+    assert venv.render_mode == "rgb_array"
+    model = PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=2, seed=0, policy_kwargs=small_net(), device="cpu")
+    model.learn(256)
+    assert model.num_timesteps == 256
+    frame = venv.render()  # what VecVideoRecorder records
+    assert frame.ndim == 3 and frame.shape[2] == 3
+
+
+@pytest.mark.parametrize("algo", ["SAC", "TD3", "A2C"])
+def test_other_sb3_algorithms_learn_on_make_vec_env(algo):
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.env_util import make_vec_env
+
+    cls = getattr(sb3, algo)
+    venv = make_vec_env(envs.ENV_ID, n_envs=2, seed=0)
+    kwargs = {"learning_starts": 16, "batch_size": 16, "buffer_size": 1000} if algo != "A2C" else {"n_steps": 8}
+    model = cls("MlpPolicy", venv, seed=0, policy_kwargs=small_net(), device="cpu", **kwargs)
+    model.learn(48)
+    assert model.num_timesteps >= 48
+
+
+@pytest.mark.parametrize("algo", ["TRPO", "RecurrentPPO"])
+def test_sb3_contrib_algorithms_learn_on_make_vec_env(algo):
+    import sb3_contrib
+    from stable_baselines3.common.env_util import make_vec_env
+
+    cls = getattr(sb3_contrib, algo)
+    policy = "MlpLstmPolicy" if algo == "RecurrentPPO" else "MlpPolicy"
+    kwargs = {"lstm_hidden_size": 16} if algo == "RecurrentPPO" else {}
+    venv = make_vec_env(envs.ENV_ID, n_envs=2, seed=0)
+    model = cls(policy, venv, n_steps=32, batch_size=32, seed=0, device="cpu", policy_kwargs={**small_net(), **kwargs})
+    model.learn(64)
+    assert model.num_timesteps >= 64
