@@ -4,10 +4,19 @@ the dashboard frame, the ``human`` mode on a machine without a display."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 import envs
 from envs.render import Dashboard, EpisodeTrace
@@ -126,3 +135,69 @@ def test_sb3_contrib_algorithms_learn_on_make_vec_env(algo):
     model = cls(policy, venv, n_steps=32, batch_size=32, seed=0, device="cpu", policy_kwargs={**small_net(), **kwargs})
     model.learn(64)
     assert model.num_timesteps >= 64
+
+
+# ----------------------------------------------------------------------------- installing and commands
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def declared_requirements() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        reqs += [Requirement(r) for r in extra]
+    return reqs
+
+
+def locked_versions() -> dict[str, Version]:
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", f"requirements.lock: {line!r} is not an exact pin"
+            pins[canonicalize_name(req.name)] = Version(spec.version)
+    return pins
+
+
+def test_every_declared_range_holds_its_locked_version_and_the_lock_is_installed():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["requires-python"] == ">=3.11"
+    pins = locked_versions()
+    for req in declared_requirements():
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is declared in pyproject.toml but not pinned in requirements.lock"
+        assert req.specifier.contains(pins[name], prereleases=True), f"requirements.lock pins {name}=={pins[name]}, outside pyproject's {req}"
+        assert any(s.operator == "<" for s in req.specifier), f"{req}: give an upper bound (the next major release)"
+        lower = [Version(s.version) for s in req.specifier if s.operator == ">="]
+        assert lower and lower[0].release == pins[name].release[: len(lower[0].release)], f"{req}: the lower bound is the tested version {pins[name]}"
+    for name, version in pins.items():  # what runs these tests is the lock
+        assert Version(metadata.version(name)) == version, f"installed {name} {metadata.version(name)} != locked {version}"
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert f"torch=={pins['torch'].base_version}" in makefile, "the Makefile installs the locked torch first"
+
+
+def run_flywheel(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "flywheel"
+    assert exe.exists(), f"no console command {exe}: pip install -e . declares it ([project.scripts])"
+    return subprocess.run([str(exe), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_flywheel_console_command_dispatches_to_the_scripts_with_their_flags(tmp_path):
+    listing = run_flywheel("--help")
+    assert listing.returncode == 0, listing.stderr
+    for name in ("train", "evaluate", "simulate", "benchmark", "frontier", "constraint-benchmark"):
+        assert f"  {name} " in listing.stdout, listing.stdout
+    helped = run_flywheel("train", "--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: flywheel train"), helped.stdout
+    via_script = subprocess.run([sys.executable, "scripts/train.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    options = lambda text: text[text.index("\noptions:"):]  # noqa: E731 - the usage line wraps by the program's name
+    assert options(helped.stdout) == options(via_script.stdout), "the same flags as scripts/train.py"
+    out = tmp_path / "sim.csv"
+    sim = run_flywheel("simulate", "--scenario", "us", "--policy", "uniform", "--seed", "0", "--csv", str(out))
+    assert sim.returncode == 0, sim.stderr
+    assert out.exists() and out.read_text().count("\n") >= 12
+    unknown = run_flywheel("tarin")
+    assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [unknown.stderr.strip()] and "train" in unknown.stderr
