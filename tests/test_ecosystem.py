@@ -4,6 +4,7 @@ the dashboard frame, the ``human`` mode on a machine without a display."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -13,12 +14,14 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 from gymnasium.utils.env_checker import check_env
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 import envs
+from agents.config import DEFAULT_CONFIG, load_config
 from envs.render import Dashboard, EpisodeTrace
 
 
@@ -201,3 +204,68 @@ def test_flywheel_console_command_dispatches_to_the_scripts_with_their_flags(tmp
     assert out.exists() and out.read_text().count("\n") >= 12
     unknown = run_flywheel("tarin")
     assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [unknown.stderr.strip()] and "train" in unknown.stderr
+
+
+# ----------------------------------------------------------------------------- rl-zoo3
+
+ZOO_DIR = ROOT / "configs" / "rl_zoo3"
+ZOO_ACTIVATIONS = {"tanh": "nn.Tanh", "relu": "nn.ReLU", "elu": "nn.ELU"}
+
+
+def zoo_hyperparams(algo: str) -> dict:
+    documents = yaml.safe_load((ZOO_DIR / f"{algo}.yml").read_text(encoding="utf-8"))
+    assert list(documents) == [envs.ENV_ID], f"configs/rl_zoo3/{algo}.yml must hold the newest env id {envs.ENV_ID}"
+    return documents[envs.ENV_ID]
+
+
+def zoo_eval(text: str):
+    """rl-zoo3 evaluates its string entries with ``torch.nn`` in scope; ``nn.X`` is read back as its name."""
+    nn = type("nn", (), {name.split(".")[1]: name for name in ZOO_ACTIVATIONS.values()})
+    return eval(text, {"nn": nn, "dict": dict})  # noqa: S307 - our own file, as rl-zoo3 reads it
+
+
+def test_rl_zoo3_hyperparameters_agree_with_the_training_config():
+    config = load_config(DEFAULT_CONFIG)
+    ppo = config.ppo.model_dump()
+    kwargs = ppo.pop("policy_kwargs")
+    zoo = zoo_hyperparams("ppo")
+    assert zoo.pop("n_envs") == config.n_envs
+    assert zoo.pop("n_timesteps") == config.total_timesteps
+    assert zoo.pop("policy") == "MlpPolicy"
+    assert zoo_eval(zoo.pop("normalize")) == config.vecnormalize.model_dump()
+    assert zoo_eval(zoo.pop("policy_kwargs")) == {
+        "net_arch": {"pi": kwargs["net_arch"], "vf": kwargs["net_arch"]},
+        "activation_fn": ZOO_ACTIVATIONS[kwargs["activation_fn"]],
+        "log_std_init": kwargs["log_std_init"],
+        "ortho_init": kwargs["ortho_init"],
+    }
+    unset = {k for k, v in ppo.items() if v is None}  # rl-zoo3 leaves these to SB3's default, None
+    assert zoo == {k: v for k, v in ppo.items() if k not in unset}
+
+    sac = zoo_hyperparams("sac")
+    assert sac["gamma"] == config.ppo.gamma
+    assert zoo_eval(sac["normalize"]) == config.vecnormalize.model_dump()
+    assert zoo_eval(sac["policy_kwargs"]) == {"net_arch": kwargs["net_arch"], "activation_fn": ZOO_ACTIVATIONS[kwargs["activation_fn"]]}
+
+
+def test_rl_zoo3_trains_and_enjoys_the_env_in_a_subprocess(tmp_path):
+    """A user's rl-zoo3 round trip with our hyperparameter file: train (a few thousand steps), then enjoy."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}  # enjoy renders 'human': no window here
+    env["PYTHONPATH"] = str(ROOT)
+    common = ["--algo", "ppo", "--env", envs.ENV_ID, "--gym-packages", "envs", "--num-threads", "1"]
+    train = subprocess.run(
+        [sys.executable, "-m", "rl_zoo3.train", *common, "-conf", str(ZOO_DIR / "ppo.yml"), "-n", "2048", "--seed", "0",
+         "--log-folder", str(tmp_path), "--eval-freq", "-1", "--verbose", "0", "-params", "n_envs:8", "n_epochs:2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert train.returncode == 0, train.stderr[-2000:]
+    name = envs.ENV_ID.replace("/", "-")
+    experiment = tmp_path / "ppo" / f"{name}_1"
+    for path in (experiment / f"{name}.zip", experiment / name / "config.yml", experiment / name / "args.yml", experiment / name / "vecnormalize.pkl"):
+        assert path.exists(), f"rl-zoo3 did not write {path.relative_to(tmp_path)}"
+    enjoy = subprocess.run(
+        [sys.executable, "-m", "rl_zoo3.enjoy", *common, "-f", str(tmp_path), "-n", "24"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert enjoy.returncode == 0, enjoy.stderr[-2000:]
+    assert enjoy.stdout.count("Episode Length 12") == 2, enjoy.stdout
