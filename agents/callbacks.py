@@ -232,7 +232,10 @@ class StopOnSignal(BaseCallback):
 
 
 class PlainProgress(BaseCallback):
-    """Plain progress lines for logs (when stdout is not a terminal), every ``every_seconds``."""
+    """Plain progress lines for logs (when stdout is not a terminal), every ``every_seconds``.
+
+    ``total_timesteps`` is what training will run (:func:`agents.ppo.planned_timesteps`: whole
+    rollouts), so the last line reads 100%."""
 
     def __init__(self, total_timesteps: int, market: MarketLoggerCallback, every_seconds: float = 10.0, stream=None):
         super().__init__(0)
@@ -257,5 +260,5 @@ class PlainProgress(BaseCallback):
         fps = (self.num_timesteps - self._start_steps) / max(now - self._start_time, 1e-9)
         recent = list(self.market._recent)[-self.training_env.num_envs :]
         gmv = f" gmv_episode {np.mean([e['market/gmv_episode'] for e in recent]):.2f}$B" if recent else ""
-        pct = 100.0 * self.num_timesteps / max(self.total, 1)
+        pct = min(100.0, 100.0 * self.num_timesteps / max(self.total, 1))
         print(f"step {self.num_timesteps}/{self.total} ({pct:.0f}%) fps {fps:.0f}{gmv}", file=self.stream, flush=True)

@@ -98,11 +98,11 @@ class PPOAlgorithm:
         """Wrap the monitored env before normalisation (e.g. a reward shaped by a multiplier)."""
         return venv
 
-    def build_model(self, config: TrainConfig, env: VecEnv, scenario: Scenario):
-        return self.model_class("MlpPolicy", env, seed=config.seed, device="cpu", verbose=0, **ppo_kwargs(config))
+    def build_model(self, config: TrainConfig, env: VecEnv, scenario: Scenario, device: str = "cpu", verbose: int = 0):
+        return self.model_class("MlpPolicy", env, seed=config.seed, device=device, verbose=verbose, **ppo_kwargs(config))
 
-    def load_model(self, path: str, env: VecEnv | None = None):
-        return self.model_class.load(path, env=env, device="cpu")
+    def load_model(self, path: str, env: VecEnv | None = None, device: str = "cpu"):
+        return self.model_class.load(path, env=env, device=device)
 
     def load_frozen(self, model_path: str, vecnormalize_path: str, config: TrainConfig, scenario: Scenario):
         """A saved model and its ``VecNormalize`` statistics, frozen (``training=False``, raw
@@ -167,16 +167,39 @@ class TrainResult:
     summary: dict = field(default_factory=dict)
 
 
-def _open_model(config: TrainConfig, scenario: Scenario, algorithm, run_dir: Path, resume: bool):
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def check_device(device: str) -> str:
+    """``device`` as SB3 reads it (``auto``: CUDA when available, else the CPU), or a one-line
+    ``ValueError``. The CPU is the default: SB3 advises it for MLP policies, which a GPU does not speed up."""
+    if device not in DEVICES:
+        raise ValueError(f"--device {device!r}: allowed {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False); use cpu or auto")
+    return device
+
+
+def planned_timesteps(model, total_timesteps: int) -> int:
+    """The env steps :meth:`learn` will run to reach ``total_timesteps``: PPO collects whole
+    rollouts (``n_steps`` x ``n_envs``), so it stops at the first multiple at or above it."""
+    done = int(model.num_timesteps)
+    rollout = int(getattr(model, "n_steps", 1)) * int(model.n_envs)
+    remaining = max(int(total_timesteps) - done, 0)
+    return done + -(-remaining // rollout) * rollout
+
+
+def _open_model(config: TrainConfig, scenario: Scenario, algorithm, run_dir: Path, resume: bool, device: str = "cpu", verbose: int = 0):
     """A fresh model, or the run's latest checkpoint; returns ``(model, wall seconds before)``."""
     if not resume:
         env = make_training_env(config, scenario, algorithm)
-        return algorithm.build_model(config, env, scenario), 0.0
+        return algorithm.build_model(config, env, scenario, device=device, verbose=verbose), 0.0
     checkpoint = runs.latest_checkpoint(run_dir)
     if checkpoint is None:
         raise runs.RunError(f"run {run_dir} has no checkpoint to resume from")
     env = make_training_env(config, scenario, algorithm, vecnormalize_path=str(checkpoint.vecnormalize_path))
-    model = algorithm.load_model(str(checkpoint.model_path), env=env)
+    model = algorithm.load_model(str(checkpoint.model_path), env=env, device=device)
+    model.verbose = verbose
     # fresh training markets after a resume (still below the evaluation seeds)
     model.set_random_seed(config.seed + int(model.num_timesteps) % (EVAL_SEED_BASE - config.seed - config.n_envs))
     return model, checkpoint.wall_seconds
@@ -184,7 +207,8 @@ def _open_model(config: TrainConfig, scenario: Scenario, algorithm, run_dir: Pat
 
 def _learn(model, callbacks: list[BaseCallback], stop: cb.StopOnSignal, total_timesteps: int, resume: bool, progress_bar: bool) -> None:
     """Train to ``total_timesteps``; SIGINT/SIGTERM stop it cleanly (see :class:`StopOnSignal`)."""
-    remaining = total_timesteps - int(model.num_timesteps)
+    # whole rollouts, said up front: the progress bar's total is what will run (never > 100%)
+    remaining = planned_timesteps(model, total_timesteps) - int(model.num_timesteps)
     stop.install()
     try:
         if remaining > 0:
@@ -210,13 +234,19 @@ def training_summary(config: TrainConfig, timesteps: int, wall: float, final: di
     }
 
 
-def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: str = "auto", stream=None) -> TrainResult:
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: str = "auto", stream=None,
+          device: str = "cpu", tensorboard_log: str | Path | None = None, verbose: int = 0) -> TrainResult:
     """Train ``config`` into ``run_dir`` (created beforehand by :func:`agents.runs.create_run_dir`).
 
     :param resume: continue from the run's latest checkpoint to ``config.total_timesteps``,
         normalisation restored, TensorBoard steps continuing.
     :param progress: ``"bar"`` (SB3's progress bar), ``"lines"`` (plain periodic lines), ``"none"``,
         or ``"auto"`` (a bar when ``stream`` is a terminal, lines otherwise).
+    :param device: ``cpu``, ``cuda`` or ``auto``, as SB3 reads it (:func:`check_device`).
+    :param tensorboard_log: write the TensorBoard events to ``tensorboard_log/<run folder name>``
+        (as SB3's ``tensorboard_log``, one subfolder per run) instead of ``run_dir/tb``.
+    :param verbose: SB3's verbosity: 0 quiet, 1 also SB3's tables of ``rollout/`` and ``train/``
+        on stdout, 2 also SB3's debug messages.
     :returns: a :class:`TrainResult`; ``interrupted`` if a signal stopped training (a checkpoint
         was saved, resume with ``--resume``).
     """
@@ -225,8 +255,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     set_torch_threads()
     algorithm = get_algorithm(config.algo)
     scenario = runs.run_scenario(run_dir, config)
-    model, wall_before = _open_model(config, scenario, algorithm, run_dir, resume)
-    model.set_logger(configure(str(run_dir / runs.TB_DIR), ["tensorboard"]))
+    model, wall_before = _open_model(config, scenario, algorithm, run_dir, resume, device=check_device(device), verbose=verbose)
+    tb_dir = run_dir / runs.TB_DIR if tensorboard_log is None else Path(tensorboard_log) / run_dir.name
+    model.set_logger(configure(str(tb_dir), ["stdout", "tensorboard"] if verbose >= 1 else ["tensorboard"]))
     cb.write_run_header(model.logger, config.to_yaml())
 
     start = time.monotonic()
@@ -252,7 +283,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
         stop,
     ]
     if progress == "lines":
-        callbacks.append(cb.PlainProgress(config.total_timesteps, market, stream=stream))
+        callbacks.append(cb.PlainProgress(planned_timesteps(model, config.total_timesteps), market, stream=stream))
     _learn(model, callbacks, stop, config.total_timesteps, resume, progress == "bar")
     wall = elapsed()
 
