@@ -4,6 +4,7 @@ the dashboard frame, the ``human`` mode on a machine without a display."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -188,6 +189,7 @@ def run_flywheel(*args: str, timeout: float = 120) -> subprocess.CompletedProces
     return subprocess.run([str(exe), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_flywheel_console_command_dispatches_to_the_scripts_with_their_flags(tmp_path):
     listing = run_flywheel("--help")
     assert listing.returncode == 0, listing.stderr
@@ -248,6 +250,7 @@ def test_rl_zoo3_hyperparameters_agree_with_the_training_config():
     assert zoo_eval(sac["policy_kwargs"]) == {"net_arch": kwargs["net_arch"], "activation_fn": ZOO_ACTIVATIONS[kwargs["activation_fn"]]}
 
 
+@pytest.mark.slow
 def test_rl_zoo3_trains_and_enjoys_the_env_in_a_subprocess(tmp_path):
     """A user's rl-zoo3 round trip with our hyperparameter file: train (a few thousand steps), then enjoy."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}  # enjoy renders 'human': no window here
@@ -269,3 +272,33 @@ def test_rl_zoo3_trains_and_enjoys_the_env_in_a_subprocess(tmp_path):
     )
     assert enjoy.returncode == 0, enjoy.stderr[-2000:]
     assert enjoy.stdout.count("Episode Length 12") == 2, enjoy.stdout
+    # the same folder, beside the playbooks, with this project's evaluation
+    doc = run_evaluate("ppo", str(experiment), "--out", str(tmp_path / "eval"))
+    assert "ppo" in doc["policies"] and "uniform" in doc["policies"]
+
+
+def run_evaluate(learned: str, *args: str) -> dict:
+    done = subprocess.run([sys.executable, "scripts/evaluate.py", *args, "--episodes", "4", "--policies", f"{learned},uniform"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = Path(args[args.index("--out") + 1])
+    return json.loads((out / "eval.json").read_text())
+
+
+@pytest.mark.slow
+def test_evaluate_plays_a_plain_sb3_model_with_its_statistics(tmp_path):
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    venv = VecNormalize(make_vec_env(envs.ENV_ID, n_envs=2, seed=0))
+    model = SAC("MlpPolicy", venv, learning_starts=16, batch_size=16, buffer_size=1000, seed=0, policy_kwargs=small_net(), device="cpu")
+    model.learn(48)
+    model.save(tmp_path / "sac.zip")
+    venv.save(tmp_path / "vecnormalize.pkl")
+    doc = run_evaluate("sac", "--model", str(tmp_path / "sac.zip"), "--vecnormalize", str(tmp_path / "vecnormalize.pkl"),
+                       "--scenario", "global", "--out", str(tmp_path / "eval"))
+    assert set(doc["policies"]) >= {"sac", "uniform"}
+    bad = subprocess.run([sys.executable, "scripts/evaluate.py", "--model", str(tmp_path / "sac.zip"), "--scenario", "us"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "space has shape" in bad.stderr, bad.stderr
