@@ -27,7 +27,6 @@ from typing import Any, Sequence
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
 
 from agents import callbacks as cb
@@ -257,8 +256,12 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     scenario = runs.run_scenario(run_dir, config)
     model, wall_before = _open_model(config, scenario, algorithm, run_dir, resume, device=check_device(device), verbose=verbose)
     tb_dir = run_dir / runs.TB_DIR if tensorboard_log is None else Path(tensorboard_log) / run_dir.name
-    model.set_logger(configure(str(tb_dir), ["stdout", "tensorboard"] if verbose >= 1 else ["tensorboard"]))
-    cb.write_run_header(model.logger, config.to_yaml())
+    model.set_logger(cb.make_logger(str(tb_dir), verbose))
+    # the reference playbooks on the held-out seeds: the best one is drawn beside the learned policy
+    playbooks = playbook_figures(scenario, config.eval_episodes)
+    best = max(playbooks, key=lambda name: playbooks[name]["gmv_mean"])
+    baselines = {best: playbooks[best]}
+    cb.write_run_header(model.logger, config.to_yaml(), baselines=list(baselines))
 
     start = time.monotonic()
 
@@ -277,7 +280,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     stop = cb.StopOnSignal()
     callbacks: list[BaseCallback] = [
         market,
-        cb.PeriodicEvalCallback(evaluate, config.eval_freq),
+        cb.PeriodicEvalCallback(evaluate, config.eval_freq, at_start=lambda figures: cb.record_baselines(model.logger, baselines, scenario.budget.total)),
         cb.PeriodicCheckpointCallback(save_checkpoint, config.checkpoint_freq),
         *algorithm.callbacks(config, scenario, run_dir),
         stop,
@@ -298,8 +301,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     atomic_save(run_dir / runs.MODEL_FILE, model.save)
 
     final = evaluate(model, vecnormalize)
-    playbooks = playbook_figures(scenario, config.eval_episodes)
     cb.record_eval(model.logger, final)
+    cb.record_baselines(model.logger, baselines, scenario.budget.total)
+    cb.record_hparams(model.logger, config, final)
     model.logger.dump(int(model.num_timesteps))
     model.logger.close()
 

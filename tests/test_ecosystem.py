@@ -302,3 +302,57 @@ def test_evaluate_plays_a_plain_sb3_model_with_its_statistics(tmp_path):
     bad = subprocess.run([sys.executable, "scripts/evaluate.py", "--model", str(tmp_path / "sac.zip"), "--scenario", "us"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "space has shape" in bad.stderr, bad.stderr
+
+
+# ----------------------------------------------------------------------------- TensorBoard
+
+TINY_TRAIN = ["-n", "512", "--n-envs", "16", "--eval-freq", "256", "--save-freq", "512", "--set", "ppo.n_steps=16",
+              "--set", "ppo.batch_size=64", "--set", "ppo.n_epochs=1", "--set", "eval_episodes=4", "--progress", "lines"]
+
+
+@pytest.mark.slow
+def test_tensorboard_layout_descriptions_baselines_and_hparams_read_back(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from agents.callbacks import BUDGET_TAG, EVAL_TAGS, LEVER_TAGS, MARKET_TAGS, describe
+
+    done = subprocess.run([sys.executable, "scripts/train.py", *TINY_TRAIN, "--run-dir", str(tmp_path / "run")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("step ")]
+    assert lines[-1].startswith("step 512/512 (100%)"), lines
+
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    baselines = sorted(t for t in scalars if t.startswith("baselines/") and t != BUDGET_TAG)
+    assert len(baselines) == 1, baselines  # the best playbook
+    for tag in (*MARKET_TAGS, *LEVER_TAGS, *EVAL_TAGS, BUDGET_TAG, *baselines):
+        assert tag in scalars, tag
+        assert acc.SummaryMetadata(tag).summary_description == describe(tag), tag
+    for tag in (*EVAL_TAGS, BUDGET_TAG, *baselines):
+        steps = [e.step for e in acc.Scalars(tag)]
+        assert steps[0] == 0 and steps[-1] == 512, (tag, steps)
+    flat = acc.Scalars(baselines[0])
+    assert flat[0].value == flat[-1].value
+
+    # the custom-scalars layout, where TensorBoard's plugin reads it (the config tag's tensor)
+    assert list(acc.PluginTagToContent("custom_scalars")) == ["custom_scalars__config__"]
+    (event,) = acc.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+    levers = [tags for title, tags in charts.items() if title.startswith("Mean intensity by lever")]
+    assert levers == [list(LEVER_TAGS)] and len(LEVER_TAGS) == 7
+    assert ["market/buyers_final"] in charts.values() and ["market/sellers_final"] in charts.values()
+    assert any(BUDGET_TAG in tags and "market/cost_episode" in tags for tags in charts.values())
+    assert any(baselines[0] in tags and "eval/gmv_mean" in tags for tags in charts.values())
+
+    # the HParams tab: the config's hyperparameters against the final eval figures
+    hp = acc.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {"eval/gmv_mean", "eval/final_run_rate_mean"}
+    start = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["ppo.learning_rate"].number_value == pytest.approx(3e-4)
+    assert start.hparams["algo"].string_value == "ppo"
