@@ -169,7 +169,7 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
         if args.model is not None or (args.run_dir is not None and lazy.foreign().zoo_files(args.run_dir)):
             run = _load_foreign(args, overrides)
             scenario, learned = run.scenario, run.name
-            out = args.out or (args.run_dir / "eval" if args.run_dir is not None else Path("eval") / f"{scenario.name}__{args.model.stem}")
+            default = args.run_dir / "eval" if args.run_dir is not None else Path("eval") / f"{scenario.name}__{args.model.stem}"
         elif args.run_dir is not None:
             run = _load(args.run_dir)
             scenario = load_scenario(run.scenario, overrides) if overrides else run.scenario
