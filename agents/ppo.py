@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from stable_baselines3 import PPO
@@ -270,8 +270,8 @@ def training_summary(config: TrainConfig, timesteps: int, wall: float, final: di
 
 
 def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: str = "auto", stream=None,
-          shutdown: GracefulShutdown | None = None, device: str = "cpu", tensorboard_log: str | Path | None = None,
-          verbose: int = 0) -> TrainResult:
+          shutdown: GracefulShutdown | None = None, on_evaluation: Callable[[int, dict, float], None] | None = None,
+          device: str = "cpu", tensorboard_log: str | Path | None = None, verbose: int = 0) -> TrainResult:
     """Train ``config`` into ``run_dir`` (created beforehand by :func:`agents.runs.create_run_dir`).
 
     :param resume: continue from the run's newest checkpoint that loads (from step 0 if it has
@@ -282,6 +282,10 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
         SIGINT/SIGTERM during setup stop at once (the folder is already resumable), during the
         rollouts at the next step with a checkpoint, during a save after it, during the final
         evaluation at once (the final model is saved first).
+    :param on_evaluation: called after every held-out evaluation (the periodic ones and the final
+        one) with ``(timesteps, figures, train_seconds)``: the figures of :func:`evaluate_model`
+        and the training wall time so far with the evaluation pauses left out (a sweep reports
+        it to Ray Tune).
     :param device: ``cpu``, ``cuda`` or ``auto``, as SB3 reads it (:func:`check_device`).
     :param tensorboard_log: write the TensorBoard events to ``tensorboard_log/<run folder name>``
         (as SB3's ``tensorboard_log``, one subfolder per run) instead of ``run_dir/tb``.
@@ -294,8 +298,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     own = shutdown is None
     shutdown = (shutdown or GracefulShutdown()).install() if own else shutdown
     try:
-        return _train(config, Path(run_dir), resume, progress, stream or sys.stdout, shutdown, check_device(device),
-                      None if tensorboard_log is None else Path(tensorboard_log), int(verbose))
+        return _train(config, Path(run_dir), resume, progress, stream or sys.stdout, shutdown, on_evaluation,
+                      check_device(device), None if tensorboard_log is None else Path(tensorboard_log), int(verbose))
     except OSError as exc:
         raise TrainError(runs.write_failure_line(Path(run_dir), exc)) from None
     finally:
@@ -304,6 +308,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stream, shutdown: GracefulShutdown,
+           on_evaluation: Callable[[int, dict, float], None] | None = None,
            device: str = "cpu", tensorboard_log: Path | None = None, verbose: int = 0) -> TrainResult:
     def log(line: str) -> None:
         print(line, file=stream, flush=True)
@@ -329,6 +334,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stre
         return TrainResult(run_dir, 0, 0.0, interrupted=True, signal=exc.signum, phase="setup", forced=exc.forced)
 
     start = time.monotonic()
+    paused = [0.0]  # seconds spent evaluating in this process (not training)
 
     def elapsed() -> float:
         return wall_before + time.monotonic() - start
@@ -338,7 +344,12 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stre
             runs.save_checkpoint(run_dir, model, model.get_vec_normalize_env(), elapsed())
 
     def evaluate(m, vecnormalize) -> dict:
-        return evaluate_model(m, vecnormalize, scenario, config.eval_episodes, name=config.algo)
+        t0 = time.monotonic()
+        figures = evaluate_model(m, vecnormalize, scenario, config.eval_episodes, name=config.algo)
+        paused[0] += time.monotonic() - t0
+        if on_evaluation is not None:
+            on_evaluation(int(m.num_timesteps), figures, elapsed() - paused[0])
+        return figures
 
     if progress == "auto":
         progress = "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
