@@ -119,7 +119,7 @@ class SocialCommerceEnv(gym.Env):
 
     ```python
     import gymnasium as gym, envs
-    env = gym.make("flywheel/SocialCommerce-v0", scenario="global",
+    env = gym.make("flywheel/SocialCommerce-v1", scenario="global",
                    overrides={"budget.mode": "soft", "deterministic": True})
     ```
 
@@ -130,7 +130,7 @@ class SocialCommerceEnv(gym.Env):
 
     ## Vectorized environment
 
-    ``gym.make_vec("flywheel/SocialCommerce-v0", num_envs=N, vectorization_mode="vector_entry_point")``
+    ``gym.make_vec("flywheel/SocialCommerce-v1", num_envs=N, vectorization_mode="vector_entry_point")``
     gives :class:`envs.SocialCommerceVectorEnv`, which steps N markets as numpy arrays in one call
     of the same model. ``reset(seed=s)`` seeds market i with ``s + i`` and gives exactly the
     results of N single envs so seeded. :class:`envs.vector.SB3VecEnv` hands it to
