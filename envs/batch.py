@@ -233,5 +233,8 @@ def _column(values: np.ndarray, kind: type) -> np.ndarray:
     if kind is bool:
         return values > 0.0
     if kind is str:
-        return np.array([market.serial_label(v) for v in values])
+        serial = values.astype(np.int64)
+        first = int(serial.min())
+        labels = np.array([market.serial_label(s) for s in range(first, int(serial.max()) + 1)])
+        return labels[serial - first]
     return values.astype(np.int64)

@@ -310,6 +310,19 @@ REGION_PARAM_TABLE: tuple[Param, ...] = (
     Param("derived", "selection_norm", "ratio", "1 / Hill(S_pot/S_half; n): selection is 1 at the seller ceiling"),
     Param("derived", "seller_capacity", "M orders per k sellers", "sellers' own fulfilment per seller, set by the start headroom"),
     Param("derived", "attention0", "index", "attention of the start state"),
+    # reciprocals and products the kernels multiply by (a division costs ~15 multiplications)
+    Param("derived", "inv_reference_rate", "1/share", "1 / reference_rate (0 if the reference is 0)"),
+    Param("derived", "inv_rate_max", "1/share", "1 / rate_max"),
+    Param("derived", "subsidy_ratio", "ratio", "subsidy_max / shipping_cost"),
+    Param("derived", "inv_pool", "1/$B", "1 / pool_max (0 if 0)"),
+    Param("derived", "inv_shopping_share", "1/share", "1 / shopping_share"),
+    Param("derived", "inv_attention0", "1/index", "1 / attention0"),
+    Param("derived", "aov_b", "$B per M orders", "aov / 1000"),
+    Param("derived", "subsidy_b", "$B per M orders", "subsidy_max / 1000"),
+    Param("derived", "inv_users_max", "1/M", "1 / users_max"),
+    Param("derived", "inv_sellers_half", "1/k", "1 / sellers_half"),
+    Param("derived", "inv_livestream_max", "1/share", "1 / livestream_max (0 if 0)"),
+    Param("derived", "warehouse_per_intensity", "M orders/quarter", "capacity a full warehousing pool adds: pool_max * 1000 / capex_per_order"),
 )
 """The per-region coefficients, in the row order of the third axis of :attr:`Params.packed`'s ``rg``."""
 REGION = indices("REGION", REGION_PARAM_TABLE)
@@ -338,13 +351,14 @@ STATE_TABLE: tuple[StateField, ...] = (
 F = indices("F", STATE_TABLE)
 REGIONAL_FIELDS: tuple[str, ...] = names(STATE_TABLE)
 
-compiled = numba.njit(cache=True, nogil=True, error_model="numpy")
+_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+compiled = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
 """Compiled, cached on disk, IEEE semantics (x/0 gives inf or nan as in numpy, never raises).
 
 Every kernel that calls the model's compiled functions lives in this module: numba invalidates
 a cached kernel only when its own file changes, so a kernel elsewhere would keep running an
 old copy of the model after an edit here."""
-per_market_kernel = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+per_market_kernel = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always", fastmath=_FAST)
 """As :data:`compiled`, for the per-market bodies the loop kernels call: inlined into each caller
 (a call passing a dozen arrays per market costs as much as the market's arithmetic)."""
 
@@ -462,6 +476,7 @@ class Params:
         self.derived.update(derived0)
         for name in ("attr0", "order_rate", "share_c", "seller_capacity", "attention0"):
             rg[:, getattr(REGION, name)] = derived0[name]  # calibrated on the start, the same every quarter
+        rg[:, REGION.inv_attention0] = 1.0 / derived0["attention0"]
         self.derived["g"], self.derived["rg"] = g[None], rg[None]
         self.derived["season"] = np.asarray(self.season, dtype=np.float64)
         self.derived["start"] = start[None]
@@ -555,10 +570,25 @@ def _schedules(p: Params) -> tuple[np.ndarray, np.ndarray]:
                 g[t:, GLOBAL_PARAM_TABLE.index(next(q for q in GLOBAL_PARAM_TABLE if q.group == group and q.name == name))] = e.value
         else:  # pragma: no cover - the scenario schema admits no other kind
             raise ValueError(f"unknown event kind {e.kind!r}")
-    # the selection norm follows the seller ceiling and half-point of each quarter
+    # quantities derived from each quarter's parameters
     slope = g[:, ATTR.selection_slope][:, None]
     x_pot = (rg[:, REGION.sellers_potential] / rg[:, REGION.sellers_half]) ** slope
     rg[:, REGION.selection_norm] = (1.0 + x_pot) / x_pot
+
+    def inverse(x: np.ndarray) -> np.ndarray:
+        return np.divide(1.0, x, out=np.zeros_like(x), where=x > 0.0)
+
+    rg[:, REGION.inv_reference_rate] = inverse(rg[:, REGION.reference_rate])
+    rg[:, REGION.inv_rate_max] = inverse(rg[:, REGION.rate_max])
+    rg[:, REGION.subsidy_ratio] = rg[:, REGION.subsidy_max] / rg[:, REGION.shipping_cost]
+    rg[:, REGION.inv_pool] = inverse(rg[:, REGION.pool_max])
+    rg[:, REGION.inv_shopping_share] = 1.0 / rg[:, REGION.shopping_share]
+    rg[:, REGION.aov_b] = rg[:, REGION.aov] / 1000.0
+    rg[:, REGION.subsidy_b] = rg[:, REGION.subsidy_max] / 1000.0
+    rg[:, REGION.inv_users_max] = 1.0 / rg[:, REGION.users_max]
+    rg[:, REGION.inv_sellers_half] = 1.0 / rg[:, REGION.sellers_half]
+    rg[:, REGION.inv_livestream_max] = inverse(rg[:, REGION.livestream_max])
+    rg[:, REGION.warehouse_per_intensity] = rg[:, REGION.pool_max] * 1000.0 / g[:, PLATFORM.capex_per_order][:, None]
     return g, rg
 
 
@@ -785,21 +815,48 @@ def _cap(gq, remaining):
 (M_GMV, M_RUN_RATE, M_COST, M_CAP, M_REVENUE, M_REMAINING, M_SPENT, M_CASH, M_DISCOUNT, M_NET_BURN,
  M_OBJECTIVE, M_TERMINAL, M_REWARD) = range(13)
 N_MARKET_OUT = 13
-# rows of per_region (the last two are the kernels' scratch)
+# rows of per_region: outputs, then the kernels' scratch (quantities a quarter computes once and
+# the demand side reads at every trial of the hard-budget scale factor)
 (P_GMV, P_SHARE, P_ATTR, P_NEW_BUYERS, P_NEW_SELLERS, P_ORDERS, P_LOST, P_DARK, P_GMV_3P, P_DEMAND,
- P_SHOCK, P_LIVE) = range(12)
-N_REGION_OUT = 12
+ P_SHOCK, P_LIVE, P_CAPACITY, P_ATTR_BASE, P_PL, P_IMITATION, P_INNOVATION, P_CONTENT) = range(18)
+N_REGION_OUT = 18
 
 
 @per_market_kernel
-def _dark_share(rq, regional, i, j):
-    """Share of region ``j`` of market ``i`` that is dark this quarter (random or scripted suspension, not launched)."""
-    dark = rq[REGION.scripted_dark, j]
-    if regional[i, F.suspended, j] > 0.0 and rq[REGION.suspension_share, j] > dark:
-        dark = rq[REGION.suspension_share, j]
-    if rq[REGION.launched, j] <= 0.0:
-        dark = 1.0
-    return dark
+def _prepare_market(gq, rq, regional, i, shock, per_region):
+    """The parts of market ``i``'s quarter that do not depend on the intensities' scale: dark and
+    live shares, the demand shock ``shock(j)``-style factor given in ``shock[j]``, capacity
+    (de-seasonalised), the attractiveness terms not driven by cash levers, the private label's
+    share and the Bass rates' fixed factors, written to the scratch rows of ``per_region``."""
+    R = regional.shape[2]
+    for j in range(R):
+        dark = rq[REGION.scripted_dark, j]
+        if regional[i, F.suspended, j] > 0.0 and rq[REGION.suspension_share, j] > dark:
+            dark = rq[REGION.suspension_share, j]
+        if rq[REGION.launched, j] <= 0.0:
+            dark = 1.0
+        per_region[P_DARK, i, j] = dark
+        per_region[P_LIVE, i, j] = 1.0 - dark
+        per_region[P_SHOCK, i, j] = shock[j]
+        sellers, creators, users = regional[i, F.sellers, j], regional[i, F.creators, j], regional[i, F.users, j]
+        platform = regional[i, F.warehouse, j]
+        capacity_ds = rq[REGION.seller_capacity, j] * sellers + platform + regional[i, F.logistics, j]
+        fast = platform / capacity_ds if capacity_ds > 0.0 else 0.0
+        content = creators / (creators + rq[REGION.creators_half, j])
+        u_pl = per_region[P_PL, i, j]  # the caller put the private-label intensity here
+        pl = rq[REGION.private_label_max, j] * fee_effect(u_pl, gq[ATTR.private_label_ec])
+        per_region[P_CAPACITY, i, j] = capacity_ds
+        per_region[P_CONTENT, i, j] = content
+        per_region[P_PL, i, j] = pl
+        per_region[P_ATTR_BASE, i, j] = (
+            gq[ATTR.w_selection] * regional[i, F.selection, j]
+            + gq[ATTR.w_speed] * fast
+            + gq[ATTR.w_live] * regional[i, F.livestream, j] * content
+            + gq[ATTR.w_private_label] * pl * (rq[REGION.private_label_appeal, j] - 1.0)
+        )
+        per_region[P_IMITATION, i, j] = gq[BUYERS.bass_q] * (regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]) / users
+        attention = 1.0 + gq[BUYERS.attention_weight] * (regional[i, F.attention, j] * rq[REGION.inv_attention0, j] - 1.0)
+        per_region[P_INNOVATION, i, j] = gq[BUYERS.bass_p] * attention * rq[REGION.inv_shopping_share, j]
 
 
 @per_market_kernel
@@ -807,7 +864,7 @@ def _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region):
     """Market ``i``'s demand side of the quarter with every cash lever and the discount below the
     reference scaled by ``k``: writes the applied intensities ``u[i]``, their costs ``cost[i]``
     (this quarter's volume), buyers, ad stock and share into ``new[i]`` and the per-region
-    outputs; returns the total cost. ``per_region`` rows ``P_SHOCK`` and ``P_LIVE`` must be set.
+    outputs; returns the total cost. :func:`_prepare_market` must have filled the scratch rows.
 
     Runs once when the budget does not bind and a few times when it does (:func:`step_market`
     solves ``cost(k) = cap``); everything after demand is computed once, at the final ``k``.
@@ -822,50 +879,36 @@ def _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region):
             rate = ref  # the null action, through a float32 action, charges the reference exactly
         elif rate < ref:
             rate = ref - k * (ref - rate)
-        u[i, j, RATE] = rate / rate_max if rate_max > 0.0 else u_in[i, j, RATE]
+        u[i, j, RATE] = rate * rq[REGION.inv_rate_max, j]
         for lever in range(SHIPPING, LEVER.user_ads + 1):
             u[i, j, lever] = k * u_in[i, j, lever]
-        u_pl = u_in[i, j, PRIVATE_LABEL]
-        u[i, j, PRIVATE_LABEL] = u_pl
+        u[i, j, PRIVATE_LABEL] = u_in[i, j, PRIVATE_LABEL]
         u_ship = u[i, j, SHIPPING]
         pool = rq[REGION.pool_max, j]
-        users, bg, bo = regional[i, F.users, j], regional[i, F.buyers_genz, j], regional[i, F.buyers_older, j]
-        sellers, creators = regional[i, F.sellers, j], regional[i, F.creators, j]
         sel = regional[i, F.selection, j]
         disc = ref - rate if rate < ref else 0.0
 
-        # attractiveness
-        ship = hill(u_ship * rq[REGION.subsidy_max, j] / rq[REGION.shipping_cost, j], gq[ATTR.shipping_ec])
-        fee = fee_effect(disc / ref, gq[ATTR.fee_ec]) if ref > 0.0 else 0.0
-        own = rq[REGION.seller_capacity, j] * sellers
-        platform = regional[i, F.warehouse, j]
-        capacity_ds = own + platform + regional[i, F.logistics, j]
-        fast = platform / capacity_ds if capacity_ds > 0.0 else 0.0
-        live_content = regional[i, F.livestream, j] * creators / (creators + rq[REGION.creators_half, j])
-        pl = rq[REGION.private_label_max, j] * fee_effect(u_pl, gq[ATTR.private_label_ec])
-        attr = (
-            gq[ATTR.w_selection] * sel
-            + sel * (gq[ATTR.w_shipping] * ship + gq[ATTR.w_fee] * fee)
-            + gq[ATTR.w_speed] * fast
-            + gq[ATTR.w_live] * live_content
-            + gq[ATTR.w_private_label] * pl * (rq[REGION.private_label_appeal, j] - 1.0)
-        )
+        # attractiveness: the cash-driven terms on top of the prepared ones
+        ship = hill(u_ship * rq[REGION.subsidy_ratio, j], gq[ATTR.shipping_ec])
+        fee = fee_effect(disc * rq[REGION.inv_reference_rate, j], gq[ATTR.fee_ec])
+        attr = per_region[P_ATTR_BASE, i, j] + sel * (gq[ATTR.w_shipping] * ship + gq[ATTR.w_fee] * fee)
         attr = max(attr, 0.0)
 
         # ad stock, shopping-start share (a stock bounded by competitors)
         adstock = u[i, j, LEVER.user_ads] * pool * live + gq[PLATFORM.ad_decay] * regional[i, F.adstock, j]
-        reach = hill(adstock / pool, gq[ATTR.hill_ec]) if pool > 0.0 else 0.0
+        reach = hill(adstock * rq[REGION.inv_pool, j], gq[ATTR.hill_ec])
         a2 = attr * attr
         target = rq[REGION.share_max, j] * a2 / (a2 + rq[REGION.share_c, j])
         share = regional[i, F.share, j] + gq[BUYERS.share_rate] * (target - regional[i, F.share, j])
 
         # buyers, Bass in two cohorts, in the live share only
-        attention = 1.0 + gq[BUYERS.attention_weight] * (regional[i, F.attention, j] / rq[REGION.attention0, j] - 1.0)
-        innovation = gq[BUYERS.bass_p] * (1.0 + gq[BUYERS.ad_lift] * reach) * (share / rq[REGION.shopping_share, j]) * attention
+        innovation = per_region[P_INNOVATION, i, j] * (1.0 + gq[BUYERS.ad_lift] * reach) * share
+        imitation = per_region[P_IMITATION, i, j] * attr
         churn = gq[BUYERS.churn] * (1.0 - gq[BUYERS.loyalty] * min(attr, 1.0))
+        users = regional[i, F.users, j]
+        bg, bo = regional[i, F.buyers_genz, j], regional[i, F.buyers_older, j]
         users_genz = users * rq[REGION.genz_share, j]
         users_older = users - users_genz
-        imitation = gq[BUYERS.bass_q] * attr * (bg + bo) / users
         new_genz = (innovation + gq[BUYERS.genz_imitation] * imitation) * max(users_genz - bg, 0.0) * live
         new_older = (innovation + imitation) * max(users_older - bo, 0.0) * live
         churn_genz = churn * (1.0 - gq[BUYERS.habit_loyalty] * regional[i, F.habit, j])
@@ -874,19 +917,20 @@ def _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region):
 
         # orders against capacity that follows the season
         demand = (bg_next + bo_next) * rq[REGION.order_rate, j] * (gq[BUYERS.base_orders] + attr) * se * per_region[P_SHOCK, i, j] * live
-        capacity = capacity_ds * se
+        capacity = per_region[P_CAPACITY, i, j] * se
         served = min(demand, capacity) + gq[BUYERS.spill] * max(demand - capacity, 0.0)
-        gmv = served * rq[REGION.aov, j] / 1000.0
-        gmv_3p = gmv * (1.0 - pl)
+        gmv = served * rq[REGION.aov_b, j]
+        gmv_3p = gmv * (1.0 - per_region[P_PL, i, j])
 
         # this quarter's costs, on this quarter's volume; nothing billed into a dark share
         cost[i, j, RATE] = disc * gmv_3p
-        cost[i, j, SHIPPING] = u_ship * rq[REGION.subsidy_max, j] / 1000.0 * served
+        cost[i, j, SHIPPING] = u_ship * rq[REGION.subsidy_b, j] * served
+        subtotal = cost[i, j, RATE] + cost[i, j, SHIPPING]
         for lever in range(LEVER.seller_grants, LEVER.user_ads + 1):
             cost[i, j, lever] = u[i, j, lever] * pool * live
+            subtotal += cost[i, j, lever]
         cost[i, j, PRIVATE_LABEL] = 0.0
-        for lever in range(N_LEVERS):
-            total += cost[i, j, lever]
+        total += subtotal
 
         new[i, F.buyers_genz, j] = bg_next
         new[i, F.buyers_older, j] = bo_next
@@ -901,6 +945,55 @@ def _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region):
         per_region[P_LOST, i, j] = demand - served
         per_region[P_DEMAND, i, j] = demand
     return total
+
+
+@per_market_kernel
+def _solve_budget(gq, rq, se, regional, i, u_in, cap, u, cost, new, per_region):
+    """The quarter's demand side and its total cost, in hard mode scaled so the cost is the cap.
+
+    Cost is increasing in the common scale factor ``k`` (more subsidy, more served volume) and
+    nearly ``a k + b k^2`` (pools are linear in ``k``, volume costs are ``k`` times a volume that
+    grows slowly with ``k``). When the requested intensities cost ``C1 > cap``: a pass at
+    ``k = cap / C1`` (feasible), then the root of the quadratic through ``(0, 0)``, that point and
+    ``(1, C1)``, then secant steps bracketed in ``[0, 1]`` until ``cost = cap (1 - 2e-10)`` to
+    1e-10 (typically three passes in all; the bracket's feasible end if it ever fails). The
+    arrays are left holding the pass at the final ``k``.
+    """
+    if gq[EPISODE.hard_budget] > 0.0 and cap <= 0.0:
+        return _demand_pass(gq, rq, se, regional, i, u_in, 0.0, u, cost, new, per_region)
+    c1 = _demand_pass(gq, rq, se, regional, i, u_in, 1.0, u, cost, new, per_region)
+    if gq[EPISODE.hard_budget] <= 0.0 or c1 <= cap:
+        return c1
+    target = cap * (1.0 - 2e-10)
+    tol = 1e-10 * cap
+    k0 = target / c1
+    c0 = _demand_pass(gq, rq, se, regional, i, u_in, k0, u, cost, new, per_region)
+    if abs(c0 - target) <= tol:
+        return c0
+    lo, hi = 0.0, 1.0
+    if c0 < target:
+        lo = k0
+    else:
+        hi = k0
+    # the quadratic a k + b k^2 through (k0, c0) and (1, c1)
+    b = (c0 - c1 * k0) / (k0 * (k0 - 1.0)) if 0.0 < k0 < 1.0 else 0.0
+    a = c1 - b
+    disc = a * a + 4.0 * b * target
+    x = 2.0 * target / (a + np.sqrt(disc)) if disc > 0.0 and a + np.sqrt(disc) > 0.0 else 0.5 * (lo + hi)
+    x0, f0 = k0, c0 - target
+    for _ in range(40):
+        if not (lo < x < hi):
+            x = 0.5 * (lo + hi)
+        f = _demand_pass(gq, rq, se, regional, i, u_in, x, u, cost, new, per_region) - target
+        if abs(f) <= tol:
+            return f + target
+        if f < 0.0:
+            lo = x
+        else:
+            hi = x
+        x_next = x - f * (x - x0) / (f - f0) if f != f0 else 0.5 * (lo + hi)
+        x0, f0, x = x, f, x_next
+    return _demand_pass(gq, rq, se, regional, i, u_in, lo, u, cost, new, per_region)
 
 
 @per_market_kernel
@@ -921,58 +1014,30 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
     rq = rg[param_set[i], tc]
     sigma = gq[EPISODE.demand_sigma]
     se = _season(season, gq, t[i])
+    inv_se = 1.0 / se
     cap = _cap(gq, remaining[i])
     per_market[M_CAP, i] = cap
+    shock = per_region[P_SHOCK, i]  # a view, filled here
     for j in range(R):
-        per_region[P_DARK, i, j] = _dark_share(rq, regional, i, j)
-        per_region[P_LIVE, i, j] = 1.0 - per_region[P_DARK, i, j]
-        per_region[P_SHOCK, i, j] = np.exp(sigma * shock_z[i, tc, j] - 0.5 * sigma * sigma) if sigma > 0.0 else 1.0
-
-    # the demand side at the requested intensities; in hard mode, if that costs more than the
-    # cap, solve cost(k) = cap for the common scale factor k (cost is increasing in k)
-    hard = gq[EPISODE.hard_budget] > 0.0
-    if hard and cap <= 0.0:
-        total = _demand_pass(gq, rq, se, regional, i, u_in, 0.0, u, cost, new, per_region)
-    else:
-        total = _demand_pass(gq, rq, se, regional, i, u_in, 1.0, u, cost, new, per_region)
-        if hard and total > cap:
-            target = cap * (1.0 - 1e-12)
-            tol = 1e-13 * cap
-            lo, f_lo, hi, f_hi = 0.0, -target, 1.0, total - target
-            x0, f0, x1, f1 = lo, f_lo, hi, f_hi
-            k = lo
-            converged = False
-            for _ in range(40):
-                x = x1 - f1 * (x1 - x0) / (f1 - f0) if f1 != f0 else 0.5 * (lo + hi)
-                if not (lo < x < hi):
-                    x = 0.5 * (lo + hi)
-                f = _demand_pass(gq, rq, se, regional, i, u_in, x, u, cost, new, per_region) - target
-                if f <= 0.0:
-                    lo, f_lo = x, f
-                else:
-                    hi, f_hi = x, f
-                x0, f0, x1, f1 = x1, f1, x, f
-                if abs(f) <= tol:
-                    k = x
-                    converged = f + target <= cap
-                    break
-            if not converged:
-                k = lo
-                f = _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region) - target
-            total = f + target
+        shock[j] = np.exp(sigma * shock_z[i, tc, j] - 0.5 * sigma * sigma) if sigma > 0.0 else 1.0
+        per_region[P_PL, i, j] = u_in[i, j, PRIVATE_LABEL]
+    _prepare_market(gq, rq, regional, i, shock, per_region)
+    total = _solve_budget(gq, rq, se, regional, i, u_in, cap, u, cost, new, per_region)
     per_market[M_COST, i] = total
     spent_i = spent[i] + total
 
     gmv_i = 0.0
     revenue_i = 0.0
     discount_i = 0.0
+    hill_ec = gq[ATTR.hill_ec]
+    ref_pen = gq[SELLERS.reference_penetration]
+    inv_ref_pen = 1.0 / ref_pen
     for j in range(R):
         dark = per_region[P_DARK, i, j]
         live = per_region[P_LIVE, i, j]
         users = regional[i, F.users, j]
         sellers, creators = regional[i, F.sellers, j], regional[i, F.creators, j]
         livestream, trust = regional[i, F.livestream, j], regional[i, F.trust, j]
-        c_half = rq[REGION.creators_half, j]
         ref = rq[REGION.reference_rate, j]
         rate = u[i, j, RATE] * rq[REGION.rate_max, j]
         sel = regional[i, F.selection, j]
@@ -980,8 +1045,8 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
         buyers = new[i, F.buyers_genz, j] + new[i, F.buyers_older, j]
         gmv = per_region[P_GMV, i, j]
         gmv_3p = per_region[P_GMV_3P, i, j]
-        served = per_region[P_ORDERS, i, j]
-        demand = per_region[P_DEMAND, i, j]
+        demand_ds = per_region[P_DEMAND, i, j] * inv_se
+        content = per_region[P_CONTENT, i, j]
 
         # money
         gmv_i += gmv
@@ -990,12 +1055,11 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
 
         # sellers: the buyer pull on joins is weak, buyers' pull on retention carries the flywheel
         penetration = buyers / users
-        buyer_pull = _power(penetration / gq[SELLERS.reference_penetration], gq[SELLERS.buyer_elasticity])
-        u_grant = u[i, j, LEVER.seller_grants]
-        join = (gq[SELLERS.join_rate] * buyer_pull + gq[SELLERS.grant_rate] * hill(u_grant, gq[ATTR.hill_ec])) * max(
+        buyer_pull = _power(penetration * inv_ref_pen, gq[SELLERS.buyer_elasticity])
+        join = (gq[SELLERS.join_rate] * buyer_pull + gq[SELLERS.grant_rate] * hill(u[i, j, LEVER.seller_grants], hill_ec)) * max(
             0.0, 1.0 - gq[SELLERS.commission_drag] * rate
         )
-        retention = 2.0 * gq[SELLERS.reference_penetration] / (gq[SELLERS.reference_penetration] + penetration)
+        retention = 2.0 * ref_pen / (ref_pen + penetration)
         seller_churn = (
             gq[SELLERS.churn] * retention * (1.0 + gq[SELLERS.trust_churn] * (1.0 - trust))
             + gq[SELLERS.rate_churn] * max(rate - ref, 0.0)
@@ -1006,9 +1070,8 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
         sellers_next = min(max(sellers_next, 1e-6), rq[REGION.sellers_potential, j])
 
         # creators
-        content = creators / (creators + c_half)
-        affinity = livestream / max(rq[REGION.livestream_max, j], 1e-9)
-        c_join = (gq[CREATORS.join_rate] + gq[CREATORS.pool_rate] * hill(u[i, j, LEVER.creator_incentives], gq[ATTR.hill_ec]) * live) * (
+        affinity = livestream * rq[REGION.inv_livestream_max, j]
+        c_join = (gq[CREATORS.join_rate] + gq[CREATORS.pool_rate] * hill(u[i, j, LEVER.creator_incentives], hill_ec) * live) * (
             0.25 + 0.75 * affinity
         )
         creators_next = creators * (1.0 - gq[CREATORS.churn]) + c_join * (rq[REGION.creators_potential, j] - creators)
@@ -1020,16 +1083,15 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
         trust_next = min(max(trust + gq[PLATFORM.trust_recovery] * (1.0 - trust) - gq[PLATFORM.trust_hit] * u_pl * u_pl * live, 0.0), 1.0)
 
         # capacity stocks, de-seasonalised: warehousing (one quarter's lag), 3PL following unmet demand
-        capacity_ds = rq[REGION.seller_capacity, j] * sellers + regional[i, F.warehouse, j] + regional[i, F.logistics, j]
-        gap = demand / se - capacity_ds
+        gap = demand_ds - per_region[P_CAPACITY, i, j]
         warehouse_next = regional[i, F.warehouse, j] * (1.0 - gq[PLATFORM.warehouse_depreciation]) + (
-            u[i, j, LEVER.warehousing] * rq[REGION.pool_max, j] * live * 1000.0 / gq[PLATFORM.capex_per_order]
+            u[i, j, LEVER.warehousing] * rq[REGION.warehouse_per_intensity, j] * live
         )
         logistics_next = regional[i, F.logistics, j] * (1.0 - gq[PLATFORM.logistics_depreciation]) + gq[PLATFORM.logistics_rate] * max(gap, 0.0)
 
         # media: users grow with creator content; attention moves toward it, drawn on by shoppable content
         user_rate = gq[CREATORS.user_boost] * content
-        users_next = users + rq[REGION.user_growth, j] * (1.0 + user_rate) * users * (1.0 - users / rq[REGION.users_max, j])
+        users_next = users + rq[REGION.user_growth, j] * (1.0 + user_rate) * users * (1.0 - users * rq[REGION.inv_users_max, j])
         users_next = min(users_next, rq[REGION.users_max, j])
         attention = regional[i, F.attention, j]
         attention_next = attention + gq[PLATFORM.attention_rate] * (content * (1.0 - gq[PLATFORM.attention_draw] * sel) - attention)
@@ -1043,6 +1105,7 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
         else:
             suspended = 0.0
 
+        x = _power(sellers_next * rq[REGION.inv_sellers_half, j], gq[ATTR.selection_slope])
         new[i, F.users, j] = users_next
         new[i, F.habit, j] = habit
         new[i, F.sellers, j] = sellers_next
@@ -1052,11 +1115,11 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
         new[i, F.livestream, j] = livestream_next
         new[i, F.trust, j] = trust_next
         new[i, F.attention, j] = attention_next
-        new[i, F.orders, j] = served
-        new[i, F.demand, j] = demand / se
+        new[i, F.orders, j] = per_region[P_ORDERS, i, j]
+        new[i, F.demand, j] = demand_ds
         new[i, F.gmv_region, j] = gmv
         new[i, F.suspended, j] = suspended
-        new[i, F.selection, j] = _selection(sellers_next, rq[REGION.sellers_half, j], rq[REGION.selection_norm, j], gq[ATTR.selection_slope])
+        new[i, F.selection, j] = x / (1.0 + x) * rq[REGION.selection_norm, j]
         per_region[P_NEW_SELLERS, i, j] = joined
 
     cash_i = total - discount_i
@@ -1067,11 +1130,11 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
     per_market[M_NET_BURN, i] = cash_i - revenue_i
     kind = gq[EPISODE.objective_kind]
     objective = gmv_i if kind == 0.0 else (revenue_i if kind == 1.0 else revenue_i - cash_i)
-    terminal = gq[EPISODE.terminal_value] * objective / se if t[i] + 1 == horizon else 0.0
+    terminal = gq[EPISODE.terminal_value] * objective * inv_se if t[i] + 1 == horizon else 0.0
     per_market[M_OBJECTIVE, i] = objective
     per_market[M_TERMINAL, i] = terminal
     per_market[M_REWARD, i] = objective + terminal
-    per_market[M_RUN_RATE, i] = 4.0 * gmv_i / se
+    per_market[M_RUN_RATE, i] = 4.0 * gmv_i * inv_se
     per_market[M_SPENT, i] = spent_i
     per_market[M_REMAINING, i] = max(gq[EPISODE.budget_total] - spent_i, 0.0)
     new_t[i] = t[i] + 1
@@ -1096,6 +1159,7 @@ def observe_market(g, rg, season, regional, t, param_set, remaining, spent, obs,
     budget_q, budget_total = gq[EPISODE.budget_per_quarter], gq[EPISODE.budget_total]
     se = _season(season, gq, t[i])
     se_prev = _season(season, gq, t[i] - 1)
+    run_rate_scale = 4.0 / (gq[EPISODE.target_run_rate] * se_prev)
     for j in range(R):
         o = j * N_REGION_FEATURES
         users, creators = regional[i, F.users, j], regional[i, F.creators, j]
@@ -1105,19 +1169,18 @@ def observe_market(g, rg, season, regional, t, param_set, remaining, spent, obs,
         obs[i, o + OBS.buyer_penetration] = (regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]) / users
         obs[i, o + OBS.selection] = regional[i, F.selection, j]
         obs[i, o + OBS.creator_strength] = creators / (creators + rq[REGION.creators_half, j])
-        obs[i, o + OBS.user_saturation] = users / rq[REGION.users_max, j]
+        obs[i, o + OBS.user_saturation] = users * rq[REGION.inv_users_max, j]
         obs[i, o + OBS.capacity_cover] = min(1.0, 0.5 * capacity_ds / max(regional[i, F.demand, j], 1e-9))
-        obs[i, o + OBS.livestream] = regional[i, F.livestream, j] / max(rq[REGION.livestream_max, j], 1e-9)
+        obs[i, o + OBS.livestream] = regional[i, F.livestream, j] * rq[REGION.inv_livestream_max, j]
         obs[i, o + OBS.trust] = regional[i, F.trust, j]
         pool = rq[REGION.pool_max, j]
-        obs[i, o + OBS.ad_reach] = hill(regional[i, F.adstock, j] / pool, gq[ATTR.hill_ec]) if pool > 0.0 else 0.0
+        obs[i, o + OBS.ad_reach] = hill(regional[i, F.adstock, j] * rq[REGION.inv_pool, j], gq[ATTR.hill_ec])
         obs[i, o + OBS.shopping_share] = regional[i, F.share, j]
         obs[i, o + OBS.genz_habit] = regional[i, F.habit, j]
         left = max(regional[i, F.suspended, j], rq[REGION.scripted_left, j] if t[i] < horizon else 0.0)
         obs[i, o + OBS.suspension_left] = min(1.0, left / rq[REGION.suspension_quarters, j])
-        obs[i, o + OBS.run_rate_vs_target] = min(4.0 / gq[EPISODE.target_run_rate] * regional[i, F.gmv_region, j] / se_prev, 2.0)
-        rate_max = rq[REGION.rate_max, j]
-        obs[i, o + OBS.reference_rate] = min(1.0, rq[REGION.reference_rate, j] / rate_max) if rate_max > 0.0 else 0.0
+        obs[i, o + OBS.run_rate_vs_target] = min(run_rate_scale * regional[i, F.gmv_region, j], 2.0)
+        obs[i, o + OBS.reference_rate] = min(1.0, rq[REGION.reference_rate, j] * rq[REGION.inv_rate_max, j])
         obs[i, o + OBS.attention] = regional[i, F.attention, j]
         obs[i, o + OBS.platform_fulfilment] = platform / capacity_ds if capacity_ds > 0.0 else 0.0
     o = R * N_REGION_FEATURES
@@ -1174,9 +1237,8 @@ def _lever_costs_with_shock(g, rg, season, regional, t, param_set, shock, u_in, 
         tc = min(t[i], gp.shape[0] - 1)
         gq, rq = gp[tc], rg[param_set[i], tc]
         for j in range(u_in.shape[1]):
-            per_region[P_DARK, i, j] = _dark_share(rq, regional, i, j)
-            per_region[P_LIVE, i, j] = 1.0 - per_region[P_DARK, i, j]
-            per_region[P_SHOCK, i, j] = shock[i, j]
+            per_region[P_PL, i, j] = u_in[i, j, PRIVATE_LABEL]
+        _prepare_market(gq, rq, regional, i, shock[i], per_region)
         _demand_pass(gq, rq, _season(season, gq, t[i]), regional, i, u_in, 1.0, u, cost, new, per_region)
 
 
@@ -1204,7 +1266,7 @@ def quarter_cap(params: Params, state: State) -> np.ndarray:
 _MARKET_OUT = ("gmv", "run_rate", "cost", "cost_limit", "revenue", "budget_remaining", "spent", "cash_spend",
                "commission_discount", "net_burn", "objective_value", "terminal_value", "reward")  # rows M_*
 _REGION_OUT = ("gmv_region", "share", "attractiveness", "new_buyers", "new_sellers", "orders", "orders_lost",
-               "dark", "gmv_3p", "demand")  # rows P_* (the scratch rows are not outputs)
+               "dark", "gmv_3p", "demand")  # rows P_GMV ... P_DEMAND (the scratch rows after them are not outputs)
 
 
 def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, dict]:
