@@ -4,13 +4,16 @@ A training config is data (``configs/train/*.yaml``)::
 
     cfg = load_config("configs/train/ppo.yaml", sets=["ppo.learning_rate=1e-4", "overrides.budget.mode=soft"])
 
-Keys (every one optional in the file; defaults below):
+The YAML files are the defaults: the models below define names, types and ranges only, so
+a number lives in exactly one place. A config gives every key, usually by starting from a
+shipped one: ``extends: ppo`` (a built-in name) or ``extends: ../ppo.yaml`` (a path relative
+to the extending file's folder), then only what differs (mappings merge key by key). Keys:
 
 * ``scenario``: a built-in scenario name or a path to a scenario YAML; ``overrides``: dotted
   scenario overrides (``{"budget.mode": "soft"}``), the same keys the env's ``overrides`` take.
-* ``algo``: a name from :data:`ALGORITHMS` (``ppo``; ``ppo_lagrangian`` once
-  ``agents/lagrangian.py`` exists). ``algo_params``: the algorithm's own section, validated by
-  that algorithm's schema (``PPO`` has none).
+* ``algo``: a name from :data:`ALGORITHMS` (``ppo``, ``ppo_lagrangian``). ``algo_params``: the
+  algorithm's own section, validated by that algorithm's schema (``PPO`` has none;
+  ``ppo_lagrangian``: :class:`LagrangianParams`).
 * ``total_timesteps``, ``n_envs``, ``seed``; ``ppo``: stable-baselines3 ``PPO`` keyword
   arguments; ``vecnormalize``: ``VecNormalize`` settings; ``checkpoint_freq`` and ``eval_freq``
   (in env steps, summed over the parallel envs, like ``total_timesteps``); ``eval_episodes``.
@@ -18,7 +21,8 @@ Keys (every one optional in the file; defaults below):
 ``--set key=value`` overrides use dotted paths into this schema (``ppo.n_steps=24``) and are
 validated exactly like the file; ``overrides.<scenario.path>=value`` sets a scenario override.
 Every user mistake raises :class:`ConfigError`, a ``ValueError`` whose one-line message names
-the field, the value and what is allowed.
+the file, the field, the value and what is allowed; :func:`load_config` also refuses a config
+whose rollout buffer would not fit in the machine's available memory.
 
 Seeds: training market ``i`` is seeded with ``seed + i``; evaluation episode ``k`` with
 :data:`EVAL_SEED_BASE` ``+ k``, a range training never touches.
@@ -38,7 +42,9 @@ from typing import Any, Iterable, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from envs.scenario import ScenarioError, format_validation_error, load_scenario, parse_set_pairs, read_yaml_mapping
+from envs.config_files import (Float, Int, apply_overrides, format_validation_error, load_document, parse_set_pairs,
+                               resolve_reference)
+from envs.scenario import Scenario, ScenarioError, load_scenario
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
 DEFAULT_CONFIG = CONFIG_DIR / "ppo.yaml"
@@ -58,16 +64,18 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
+    """Every key required: the defaults are the shipped YAML files, never the models."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PolicyKwargs(_Strict):
     """``policy_kwargs`` of SB3's ``MlpPolicy``."""
 
-    net_arch: list[int] = Field(default_factory=lambda: [64, 64], min_length=1, max_length=8)
-    activation_fn: Literal["tanh", "relu", "elu"] = "tanh"
-    log_std_init: float = Field(default=0.0, ge=-5, le=2)
-    ortho_init: bool = True
+    net_arch: list[Int] = Field(min_length=1, max_length=8, description="hidden layer widths")
+    activation_fn: Literal["tanh", "relu", "elu"]
+    log_std_init: Float = Field(ge=-5, le=2)
+    ortho_init: bool
 
     @model_validator(mode="after")
     def _widths(self) -> "PolicyKwargs":
@@ -79,46 +87,71 @@ class PolicyKwargs(_Strict):
 class PPOParams(_Strict):
     """Keyword arguments of ``stable_baselines3.PPO`` (same names, same meaning)."""
 
-    learning_rate: float = Field(default=3e-4, gt=0, le=1)
-    n_steps: int = Field(default=24, ge=1, le=100_000, description="steps per env per rollout")
-    batch_size: int = Field(default=256, ge=2, le=1_000_000)
-    n_epochs: int = Field(default=10, ge=1, le=100)
-    gamma: float = Field(default=0.99, ge=0, le=1)
-    gae_lambda: float = Field(default=0.95, ge=0, le=1)
-    clip_range: float = Field(default=0.2, gt=0, le=1)
-    ent_coef: float = Field(default=0.0, ge=0, le=1)
-    vf_coef: float = Field(default=0.5, ge=0, le=10)
-    max_grad_norm: float = Field(default=0.5, gt=0, le=100)
-    target_kl: float | None = Field(default=None, gt=0, le=10)
-    use_sde: bool = False
-    policy_kwargs: PolicyKwargs = Field(default_factory=PolicyKwargs)
+    learning_rate: Float = Field(gt=0, le=1)
+    n_steps: Int = Field(ge=1, le=100_000, description="steps per env per rollout")
+    batch_size: Int = Field(ge=2, le=1_000_000)
+    n_epochs: Int = Field(ge=1, le=100)
+    gamma: Float = Field(ge=0, le=1)
+    gae_lambda: Float = Field(ge=0, le=1)
+    clip_range: Float = Field(gt=0, le=1)
+    ent_coef: Float = Field(ge=0, le=1)
+    vf_coef: Float = Field(ge=0, le=10)
+    max_grad_norm: Float = Field(gt=0, le=100)
+    target_kl: Float | None = Field(gt=0, le=10, description="null: no early stop on KL")
+    use_sde: bool
+    policy_kwargs: PolicyKwargs
 
 
 class VecNormalizeParams(_Strict):
     """``stable_baselines3.common.vec_env.VecNormalize`` settings."""
 
-    norm_obs: bool = True
-    norm_reward: bool = True
-    gamma: float = Field(default=0.99, ge=0, le=1, description="discount of the return used to scale rewards")
-    clip_obs: float = Field(default=10.0, gt=0, le=1000)
-    clip_reward: float = Field(default=10.0, gt=0, le=1000)
+    norm_obs: bool
+    norm_reward: bool
+    gamma: Float = Field(ge=0, le=1, description="discount of the return used to scale rewards")
+    clip_obs: Float = Field(gt=0, le=1000)
+    clip_reward: Float = Field(gt=0, le=1000)
+
+
+class LagrangianParams(_Strict):
+    """``algo_params`` of ``ppo_lagrangian`` (values: ``configs/train/ppo_lagrangian.yaml``)."""
+
+    update: Literal["pid", "gradient"] = Field(description="multiplier update rule")
+    cost_limit: Float | None = Field(gt=0, le=1000, description="episode cost limit in $B (null: the scenario's budget.total)")
+    lambda_init: Float = Field(ge=0, description="initial multiplier (GMV-$ per cost-$)")
+    lambda_max: Float = Field(gt=0, description="the multiplier is capped here")
+    # PID (on the relative violation (J_c - d) / d)
+    kp: Float = Field(ge=0, description="proportional gain")
+    ki: Float = Field(ge=0, description="integral gain (per rollout)")
+    kd: Float = Field(ge=0, description="derivative gain")
+    d_delay: Int = Field(ge=1, le=1000, description="rollouts over which the derivative looks back")
+    delta_p_ema_alpha: Float = Field(ge=0, lt=1, description="EMA weight of the past for the P term (0: no smoothing)")
+    delta_d_ema_alpha: Float = Field(ge=0, lt=1, description="EMA weight of the past for the cost in the D term")
+    # gradient
+    lr: Float = Field(gt=0, description="gradient-ascent step per rollout (per unit of relative violation)")
+    start_at_limit: bool = Field(description="start the policy's mean action at the uniform intensity that spends the limit")
+
+    @model_validator(mode="after")
+    def _init_below_cap(self) -> "LagrangianParams":
+        if self.lambda_init > self.lambda_max:
+            raise ValueError(f"lambda_init {self.lambda_init} is above lambda_max {self.lambda_max}")
+        return self
 
 
 class TrainConfig(_Strict):
     """A complete training config; :meth:`model_dump` of it is the resolved ``config.yaml``."""
 
-    scenario: str = "global"
-    overrides: dict[str, Any] = Field(default_factory=dict)
-    algo: str = "ppo"
-    algo_params: dict[str, Any] = Field(default_factory=dict)
-    total_timesteps: int = Field(default=200_000, ge=1, le=1_000_000_000)
-    n_envs: int = Field(default=32, ge=1, le=4096)
-    seed: int = Field(default=0, ge=0, lt=EVAL_SEED_BASE)
-    ppo: PPOParams = Field(default_factory=PPOParams)
-    vecnormalize: VecNormalizeParams = Field(default_factory=VecNormalizeParams)
-    checkpoint_freq: int = Field(default=50_000, ge=1, description="env steps between checkpoints")
-    eval_freq: int = Field(default=50_000, ge=1, description="env steps between evaluations")
-    eval_episodes: int = Field(default=32, ge=1, le=10_000)
+    scenario: str = Field(description="built-in scenario name or path to a scenario YAML")
+    overrides: dict[str, Any] = Field(description="dotted scenario overrides")
+    algo: str = Field(description="a name from ALGORITHMS")
+    algo_params: dict[str, Any] = Field(description="the algorithm's own section, validated by its params_model")
+    total_timesteps: Int = Field(ge=1, le=1_000_000_000)
+    n_envs: Int = Field(ge=1, le=4096)
+    seed: Int = Field(ge=0, lt=EVAL_SEED_BASE)
+    ppo: PPOParams
+    vecnormalize: VecNormalizeParams
+    checkpoint_freq: Int = Field(ge=1, description="env steps between checkpoints")
+    eval_freq: Int = Field(ge=1, description="env steps between evaluations")
+    eval_episodes: Int = Field(ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _checks(self) -> "TrainConfig":
@@ -126,15 +159,9 @@ class TrainConfig(_Strict):
             raise ValueError(f"algo '{self.algo}' is unknown; allowed: {', '.join(ALGORITHMS)}")
         if self.seed + self.n_envs > EVAL_SEED_BASE:
             raise ValueError(f"seed + n_envs must stay below {EVAL_SEED_BASE} (evaluation seeds start there)")
-        rollout = self.ppo.n_steps * self.n_envs
-        if rollout < 2:
+        if self.ppo.n_steps * self.n_envs < 2:
             raise ValueError("ppo.n_steps * n_envs must be at least 2")
         return self
-
-    @property
-    def rollout_size(self) -> int:
-        """Env steps collected per PPO iteration (``n_steps * n_envs``)."""
-        return self.ppo.n_steps * self.n_envs
 
     @property
     def scenario_label(self) -> str:
@@ -162,7 +189,8 @@ def get_algorithm(name: str):
 
 
 def _read_yaml(path: Path) -> dict:
-    return read_yaml_mapping(path, what="config", error=ConfigError, empty_ok=True)
+    """A training config file with its ``extends:`` chain resolved (not yet validated)."""
+    return load_document(path, builtin_dir=CONFIG_DIR, what="config", error=ConfigError, empty_ok=True)
 
 
 def parse_sets(sets: Iterable[str]) -> dict[str, Any]:
@@ -170,52 +198,46 @@ def parse_sets(sets: Iterable[str]) -> dict[str, Any]:
     return parse_set_pairs(sets, example="ppo.learning_rate=1e-4", error=ConfigError)
 
 
-def _set_dotted(doc: dict, dotted: str, value: Any, source: str) -> None:
-    """Set one override in a fully resolved config dict; unknown keys are an error."""
-    keys = dotted.split(".")
-    if keys[0] in ("overrides", "algo_params") and len(keys) > 1:
-        # free-form sections: the scenario (or the algorithm's schema) validates the keys
-        section = doc.setdefault(keys[0], {})
-        if keys[0] == "overrides":
-            section[".".join(keys[1:])] = value
+def apply_sets(resolved: dict, sets: Mapping[str, Any], where: str = "--set") -> dict:
+    """Dotted ``sets`` applied to a resolved config dict (a copy); unknown keys are an error.
+
+    ``overrides.<scenario.path>`` adds a scenario override (checked by the scenario);
+    ``algo_params.<key>`` may create keys (checked by the algorithm's schema).
+    """
+    resolved = copy.deepcopy(resolved)
+    rest: dict[str, Any] = {}
+    for dotted, value in sets.items():
+        head, _, tail = str(dotted).partition(".")
+        if head == "overrides" and tail:
+            if not isinstance(resolved.get("overrides"), dict):
+                raise ConfigError(f"{where}: cannot set '{dotted}': overrides is not a section")
+            resolved["overrides"][tail] = copy.deepcopy(value)
         else:
-            node = section
-            for key in keys[1:-1]:
-                node = node.setdefault(key, {})
-                if not isinstance(node, dict):
-                    raise ConfigError(f"{source}: cannot set '{dotted}': '{key}' is not a section")
-            node[keys[-1]] = value
-        return
-    node = doc
-    for i, key in enumerate(keys):
-        if not isinstance(node, dict) or key not in node:
-            have = sorted(node) if isinstance(node, dict) else []
-            prefix = ".".join(keys[:i]) or "top level"
-            allowed = f"allowed: {', '.join(have)}" if have else f"'{prefix}' is a value, not a section"
-            raise ConfigError(f"{source}: unknown key '{dotted}' ('{key}' is not in {prefix}; {allowed})")
-        if i == len(keys) - 1:
-            node[key] = value
-        else:
-            node = node[key]
+            rest[dotted] = value
+    return apply_overrides(resolved, rest, where=where, error=ConfigError, open_sections=("algo_params",))
 
 
 def _validate(doc: Mapping, source: str) -> TrainConfig:
     try:
         return TrainConfig.model_validate(doc)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        if err["type"] == "value_error" and not err["loc"]:
-            raise ConfigError(f"{source}: {err['msg'].removeprefix('Value error, ')}") from None
-        raise ConfigError(format_validation_error(exc, source, doc)) from None
+        message = format_validation_error(exc, source, TrainConfig)
+        if exc.errors()[0]["type"] == "missing":
+            message += f" (a training config gives every key; start one with 'extends: {DEFAULT_CONFIG.stem}')"
+        raise ConfigError(message) from None
+
+
+def _scenario(cfg: TrainConfig, source: str) -> Scenario:
+    try:
+        return load_scenario(cfg.scenario, cfg.overrides)
+    except ScenarioError as exc:
+        raise ConfigError(f"{source}: scenario: {exc}") from None
 
 
 def validate_config(cfg: TrainConfig, source: str = "config") -> TrainConfig:
     """Check what the schema alone cannot: the scenario (and its overrides), ``algo_params`` and the
     algorithm's own ``check_config(cfg)`` if it has one (``ppo_lagrangian``: the budget must be soft)."""
-    try:
-        load_scenario(cfg.scenario, cfg.overrides)
-    except ScenarioError as exc:
-        raise ConfigError(f"{source}: scenario: {exc}") from None
+    _scenario(cfg, source)
     algorithm = get_algorithm(cfg.algo)
     params_model = getattr(algorithm, "params_model", None)
     if params_model is None:
@@ -225,7 +247,7 @@ def validate_config(cfg: TrainConfig, source: str = "config") -> TrainConfig:
         try:
             params_model.model_validate(cfg.algo_params)
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, f"{source}: algo_params")) from None
+            raise ConfigError(format_validation_error(exc, f"{source}: algo_params", params_model)) from None
     check = getattr(algorithm, "check_config", None)  # what the algorithm needs of the whole config
     if check:
         try:
@@ -235,26 +257,85 @@ def validate_config(cfg: TrainConfig, source: str = "config") -> TrainConfig:
     return cfg
 
 
-def config_from_dict(doc: Mapping, sets: Mapping[str, Any] | None = None, source: str = "config") -> TrainConfig:
-    """Validate a config document, apply dotted ``sets`` to the resolved config, validate again."""
-    base = _validate(doc, source)
-    if not sets:
-        return validate_config(base, source)
-    resolved = base.model_dump(mode="json")
-    for dotted, value in sets.items():
-        _set_dotted(resolved, dotted, copy.deepcopy(value), "--set")
-    return validate_config(_validate(resolved, "--set"), "--set")
+# --------------------------------------------------------------------------- memory
+
+#: Python, torch, numba and the policy before any buffer (bytes). ASSUMPTION: the resident size
+#: of a default training, rounded up.
+BASE_MEMORY = 1 << 30
+#: Per parallel env beyond the rollout buffer: market state, VecNormalize's and VecMonitor's
+#: per-env arrays, the info dicts of a step (bytes). ASSUMPTION, generous.
+PER_ENV_MEMORY = 64 << 10
+#: Float32 scalars SB3's ``RolloutBuffer`` keeps per step besides observation and action:
+#: rewards, returns, episode_starts, values, log_probs, advantages.
+BUFFER_SCALARS = 6
+
+
+def estimate_memory(cfg: TrainConfig, obs_dim: int, action_dim: int) -> dict[str, int]:
+    """Bytes a training of ``cfg`` needs at its peak: the rollout buffer (float32, ``n_envs *
+    n_steps`` steps of observation, action and :data:`BUFFER_SCALARS`), the flattened copy of the
+    observations ``RolloutBuffer.get`` makes, the per-env state and the fixed :data:`BASE_MEMORY`."""
+    steps = cfg.n_envs * cfg.ppo.n_steps
+    buffer = steps * (obs_dim + action_dim + BUFFER_SCALARS) * 4
+    flatten = steps * obs_dim * 4
+    total = buffer + flatten + cfg.n_envs * PER_ENV_MEMORY + BASE_MEMORY
+    return {"rollout_buffer": buffer, "total": total}
+
+
+def available_memory() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+def check_memory(cfg: TrainConfig, scenario: Scenario, source: str = "config") -> None:
+    """Refuse a config whose buffers would not fit in this machine's available memory."""
+    params = scenario.to_params()
+    need = estimate_memory(cfg, params.obs_dim, params.action_dim)
+    have = available_memory()
+    if have is not None and need["total"] > have:
+        raise ConfigError(
+            f"{source}: n_envs * ppo.n_steps = {cfg.n_envs} * {cfg.ppo.n_steps} steps a rollout need about {_gib(need['total'])} "
+            f"of memory (rollout buffer {_gib(need['rollout_buffer'])}); this machine has {_gib(have)} available: "
+            "lower n_envs or ppo.n_steps"
+        )
+
+
+def config_from_dict(doc: Mapping, sets: Mapping[str, Any] | None = None, source: str = "config", check_resources: bool = False) -> TrainConfig:
+    """Validate a config document, apply dotted ``sets`` to the resolved config, validate again.
+
+    :param check_resources: also refuse a config whose buffers do not fit in available memory
+        (for a new training; a saved run's config is not refused for it).
+    """
+    cfg = _validate(doc, source)
+    if sets:
+        source = f"{source} with --set"
+        cfg = _validate(apply_sets(cfg.model_dump(mode="json"), sets), source)
+    validate_config(cfg, source)
+    if check_resources:
+        check_memory(cfg, _scenario(cfg, source), source)
+    return cfg
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG, sets: Iterable[str] | Mapping[str, Any] | None = None) -> TrainConfig:
-    """Load, override and validate a training config.
+    """Load, override and validate a training config for a new training.
 
-    :param path: a YAML file (``configs/train/ppo.yaml`` by default).
+    :param path: a YAML file (``configs/train/ppo.yaml`` by default) or a built-in name (``ppo``).
     :param sets: ``["key=value", ...]`` as given on the command line, or ``{"key": value}``.
-    :raises ConfigError: one line saying what, where and what is allowed.
+    :raises ConfigError: one line saying what, where and what is allowed, including a config
+        whose rollout buffer would not fit in this machine's available memory.
     """
-    path = Path(path)
+    path = resolve_reference(path, None, CONFIG_DIR, "config", ConfigError)
     doc = _read_yaml(path)
     if sets is not None and not isinstance(sets, Mapping):
         sets = parse_sets(sets)
-    return config_from_dict(doc, sets, source=str(path))
+    return config_from_dict(doc, sets, source=str(path), check_resources=True)

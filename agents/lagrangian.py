@@ -47,14 +47,13 @@ from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from agents.config import ConfigError, TrainConfig
+from agents.config import ConfigError, LagrangianParams, TrainConfig
 from agents.ppo import PPOAlgorithm
 from envs.scenario import Scenario, ScenarioError, load_scenario
 
@@ -62,36 +61,6 @@ CONSTRAINT_TAGS = ("constraint/lambda", "constraint/episode_cost", "constraint/c
 STATE_FILE = "lagrangian.json"
 #: relative tolerance of "over the limit" (float sums of quarterly costs)
 _OVER = 1e-9
-
-
-# --------------------------------------------------------------------------- config
-
-
-class LagrangianParams(BaseModel):
-    """``algo_params`` of ``ppo_lagrangian`` (every key optional)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    update: Literal["pid", "gradient"] = Field(default="pid", description="multiplier update rule")
-    cost_limit: float | None = Field(default=None, gt=0, le=1000, description="episode cost limit in $B (default: the scenario's budget.total)")
-    lambda_init: float = Field(default=2.0, ge=0, description="initial multiplier (GMV-$ per cost-$)")
-    lambda_max: float = Field(default=100.0, gt=0, description="the multiplier is capped here")
-    # PID (on the relative violation (J_c - d) / d)
-    kp: float = Field(default=1.0, ge=0, description="proportional gain")
-    ki: float = Field(default=0.1, ge=0, description="integral gain (per rollout)")
-    kd: float = Field(default=0.5, ge=0, description="derivative gain")
-    d_delay: int = Field(default=5, ge=1, le=1000, description="rollouts over which the derivative looks back")
-    delta_p_ema_alpha: float = Field(default=0.5, ge=0, lt=1, description="EMA weight of the past for the P term (0: no smoothing)")
-    delta_d_ema_alpha: float = Field(default=0.5, ge=0, lt=1, description="EMA weight of the past for the cost in the D term")
-    # gradient
-    lr: float = Field(default=0.5, gt=0, description="gradient-ascent step per rollout (per unit of relative violation)")
-    start_at_limit: bool = Field(default=True, description="start the policy's mean action at the uniform intensity that spends the limit")
-
-    @model_validator(mode="after")
-    def _init_below_cap(self) -> "LagrangianParams":
-        if self.lambda_init > self.lambda_max:
-            raise ValueError(f"lambda_init {self.lambda_init} is above lambda_max {self.lambda_max}")
-        return self
 
 
 # --------------------------------------------------------------------------- multipliers

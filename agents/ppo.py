@@ -31,9 +31,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, Ve
 
 from agents.config import EVAL_SEED_BASE, TrainConfig, get_algorithm
 from agents.policies import PLAYBOOKS, make_policy
+from envs.sb3 import SB3VecEnv
 from envs.scenario import Scenario, load_scenario
 from envs.social_commerce import SocialCommerceEnv
-from envs.vector import SB3VecEnv, SocialCommerceVectorEnv
+from envs.vector import SocialCommerceVectorEnv
 
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}
 

@@ -15,7 +15,9 @@ single env, the SB3 adapter).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from gymnasium import spaces
@@ -23,9 +25,6 @@ from gymnasium.utils import seeding
 
 from envs import market
 from envs.scenario import Scenario, load_scenario
-
-OBS_LOW, OBS_HIGH = -1.0, 2.0
-
 
 class InfoTable(NamedTuple):
     """One step's ``info`` for every market: ``table`` ``(n, entries)``, ``intensity`` and
@@ -36,18 +35,61 @@ class InfoTable(NamedTuple):
     spend: np.ndarray
 
 
-class MarketBatch:
-    """N markets of one scenario, stepped together (all share the same quarter index)."""
+_PARAMS_CACHE: "OrderedDict[int, tuple[Scenario, market.Params]]" = OrderedDict()
+_PARAMS_CACHE_SIZE = 16
 
-    def __init__(self, scenario: "str | Scenario" = "global", overrides: Mapping[str, Any] | None = None, num_envs: int = 1):
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+
+def resolve(scenario: "str | Path | Scenario" = "global", overrides: Mapping[str, Any] | None = None) -> tuple[Scenario, market.Params]:
+    """The validated scenario and its :class:`~envs.market.Params`, each made once.
+
+    A name or path is loaded and validated (:func:`envs.scenario.load_scenario`); so is a
+    :class:`Scenario` with ``overrides``. A :class:`Scenario` without overrides is used as it is:
+    it was validated when it was made and cannot change (the model is frozen). Its ``Params``
+    are built once per process and shared, read-only, by every environment made from that
+    object, so a trainer's N single envs (or a batch and its warm-up) cost one build, not N.
+    """
+    if not isinstance(scenario, Scenario) or overrides:
+        scenario = load_scenario(scenario, overrides)
+    key = id(scenario)
+    hit = _PARAMS_CACHE.get(key)
+    if hit is not None and hit[0] is scenario:
+        _PARAMS_CACHE.move_to_end(key)
+        return hit
+    resolved = (scenario, scenario.to_params())
+    _PARAMS_CACHE[key] = resolved  # holds the scenario, so its id cannot be reused while cached
+    if len(_PARAMS_CACHE) > _PARAMS_CACHE_SIZE:
+        _PARAMS_CACHE.popitem(last=False)
+    return resolved
+
+
+def market_seeds(seed: "int | Sequence[int | None] | None", n: int) -> list[int | None]:
+    """The seeds of ``n`` markets: ``seed + i`` for an int (as ``SyncVectorEnv`` does), the given
+    list (one per market), or ``None`` for each (fresh entropy)."""
+    if seed is None:
+        return [None] * n
+    if isinstance(seed, (int, np.integer)):
+        return [int(seed) + i for i in range(n)]
+    seeds = list(seed)
+    if len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for {n} environments")
+    return seeds
+
+
+class MarketBatch:
+    """N markets of one scenario, stepped together (all share the same quarter index).
+
+    ``scenario``: a built-in name, a YAML path or a :class:`Scenario` (see :func:`resolve`; with
+    no ``overrides`` a ``Scenario`` is neither copied nor validated again).
+    """
+
+    def __init__(self, scenario: "str | Path | Scenario" = "global", overrides: Mapping[str, Any] | None = None, num_envs: int = 1):
+        if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        self.scenario = load_scenario(scenario, overrides)
-        self.params = self.scenario.to_params()
+        self.scenario, self.params = resolve(scenario, overrides)
         self.num_envs = int(num_envs)
         p = self.params
         self.single_action_space = spaces.Box(-1.0, 1.0, (p.action_dim,), np.float32)
-        self.single_observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (p.obs_dim,), np.float32)
+        self.single_observation_space = spaces.Box(market.OBS_LOW, market.OBS_HIGH, (p.obs_dim,), np.float32)
         self._rngs: list[np.random.Generator] | None = None
         self._sources: market.RandomSources | None = None
         self.state: market.State | None = None
@@ -88,12 +130,8 @@ class MarketBatch:
 
     @property
     def rngs(self) -> list[np.random.Generator] | None:
-        """Market i's generator (``None`` before the first seeding); assigning calls :meth:`use_generators`."""
+        """Market i's generator (``None`` before the first seeding; set by :meth:`use_generators`)."""
         return self._rngs
-
-    @rngs.setter
-    def rngs(self, rngs: list[np.random.Generator]) -> None:
-        self.use_generators(rngs)
 
     def reset(self) -> tuple[np.ndarray, InfoTable]:
         """Start a new episode in every market: observation and info table.
@@ -159,7 +197,7 @@ class MarketBatch:
 
     # ------------------------------------------------------------------ info faces
     def info_dict(self, info: InfoTable) -> dict:
-        """The ``info`` of DESIGN.md's contract with arrays over markets (region/lever keys nest)."""
+        """The ``info`` of the environment contract (:data:`envs.market.INFO_TABLE`) with arrays over markets (region/lever keys nest)."""
         table = info.table
         out: dict = {}
         for key, sub, row, kind in self._groups:
@@ -194,7 +232,7 @@ def _warm_up(batch: MarketBatch) -> None:
     if _warmed_up:
         return
     _warmed_up = True
-    one = MarketBatch(batch.scenario, num_envs=1)
+    one = MarketBatch(batch.scenario, num_envs=1)  # the same Scenario: its Params are reused
     one.seed_generators([0])
     for dtype in (np.float32, np.float64):
         one.reset()

@@ -27,8 +27,9 @@ from typing import Any, Callable
 import numpy as np
 import gymnasium as gym
 
+from envs.batch import resolve
 from envs.market import State
-from envs.scenario import Scenario, load_scenario
+from envs.scenario import Scenario
 from envs.social_commerce import SocialCommerceEnv
 from envs.vector import SocialCommerceVectorEnv
 
@@ -174,7 +175,7 @@ def run_benchmark(
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
     say = progress or (lambda _msg: None)
-    scenario = load_scenario(scenario)  # once: the 64 sub-envs of the sync baseline share it
+    scenario, _ = resolve(scenario)  # once: every env below, the sync baseline's 64 included, shares it
     runs: list[Measurement] = []
     say("single env")
     runs.append(measure_single(scenario, seconds))

@@ -104,6 +104,14 @@ def indices(typename: str, table: Sequence[NamedTuple], start: int = 0):
     return namedtuple(typename, keys)(*range(start, start + len(keys)))
 
 
+def group_indices(typename: str, table: Sequence[Param], group: str):
+    """A named tuple ``typename`` of the positions, in the whole ``table``, of the entries of ``group``."""
+    rows = [(k, p.name) for k, p in enumerate(table) if p.group == group]
+    if not rows:
+        raise ValueError(f"layout {typename}: no entry of group {group!r}")
+    return namedtuple(typename, [name for _, name in rows])(*(k for k, _ in rows))
+
+
 def _number(x: float) -> str:
     return f"{x:g}"
 

@@ -93,7 +93,7 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
-from envs.layout import Feature, InfoEntry, Lever, Param, StateField, indices, names
+from envs.layout import Feature, InfoEntry, Lever, Param, StateField, group_indices, indices, names
 
 MODEL_VERSION = "2"
 """The model's version: run folders record it and refuse to load a run made on another."""
@@ -270,14 +270,12 @@ GLOBAL_PARAM_TABLE: tuple[Param, ...] = tuple(
     Param(group, name, unit, description) for group, rows in _PARAMS_BY_GROUP.items() for name, unit, description in rows
 )
 """The scalar coefficients, in the order of the last axis of :attr:`Params.packed`'s ``g``."""
-_GROUP_START = {}
-for _k, _p in enumerate(GLOBAL_PARAM_TABLE):
-    _GROUP_START.setdefault(_p.group, _k)
-ATTR, BUYERS, SELLERS, CREATORS, PLATFORM, EPISODE = (
-    indices(label, [p for p in GLOBAL_PARAM_TABLE if p.group == group], _GROUP_START[group])
-    for label, group in (("ATTR", "attr"), ("BUYERS", "buyers"), ("SELLERS", "sellers"),
-                         ("CREATORS", "creators"), ("PLATFORM", "platform"), ("EPISODE", ""))
-)
+ATTR = group_indices("ATTR", GLOBAL_PARAM_TABLE, "attr")
+BUYERS = group_indices("BUYERS", GLOBAL_PARAM_TABLE, "buyers")
+SELLERS = group_indices("SELLERS", GLOBAL_PARAM_TABLE, "sellers")
+CREATORS = group_indices("CREATORS", GLOBAL_PARAM_TABLE, "creators")
+PLATFORM = group_indices("PLATFORM", GLOBAL_PARAM_TABLE, "platform")
+EPISODE = group_indices("EPISODE", GLOBAL_PARAM_TABLE, "")
 
 REGION_PARAM_TABLE: tuple[Param, ...] = (
     Param("region", "users_max", "M", "user ceiling"),

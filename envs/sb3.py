@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import gymnasium as gym
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from envs.batch import MarketBatch
+from envs.batch import MarketBatch, market_seeds
 from envs.scenario import Scenario
-from envs.vector import _seeds
 
 
 class SB3VecEnv(VecEnv):
@@ -23,7 +23,7 @@ class SB3VecEnv(VecEnv):
     the next reset, exactly as the Gymnasium faces do.
     """
 
-    def __init__(self, num_envs: int = 1, scenario: "str | Scenario" = "global", overrides: Mapping[str, Any] | None = None):
+    def __init__(self, num_envs: int = 1, scenario: "str | Path | Scenario" = "global", overrides: Mapping[str, Any] | None = None):
         self._batch = MarketBatch(scenario, overrides, num_envs=num_envs)
         self.scenario = self._batch.scenario
         self.params = self._batch.params
@@ -33,7 +33,7 @@ class SB3VecEnv(VecEnv):
         self._pending_seeds: list[int | None] | None = None
 
     def seed(self, seed: int | None = None):  # noqa: D401 - SB3 API
-        self._pending_seeds = _seeds(seed, self.num_envs)
+        self._pending_seeds = market_seeds(seed, self.num_envs)
         return self._pending_seeds
 
     def reset(self):

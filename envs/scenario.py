@@ -1,7 +1,7 @@
 """Scenarios: typed, validated market parameters loaded from YAML.
 
 A scenario is data. Every number lives in a YAML file under ``configs/scenarios/`` with a
-comment that names its source in ``CALIBRATION.md`` or says it is an assumption; this module
+comment that names its source in ``docs/calibration.md`` (a row id) or says it is an assumption; this module
 only defines the schema (names, types, allowed ranges) and turns a validated scenario into the
 arrays the batched market model (:mod:`envs.market`) consumes.
 
@@ -10,8 +10,10 @@ Loading::
     sc = load_scenario("global")                        # configs/scenarios/global.yaml
     sc = load_scenario("my.yaml", overrides={"budget.mode": "soft", "deterministic": True})
 
-A scenario file may start from another one with ``extends: NAME`` (deep merge) and keep a
-subset of its regions with ``only_regions: [us]``. Overrides use dotted paths into the merged
+A scenario file may start from another one with ``extends: NAME`` (a built-in name, or a path
+relative to the extending file's folder; deep merge) and keep a subset of its regions with
+``only_regions: [us]``. Reading, ``extends``, overrides and error lines are
+:mod:`envs.config_files`, shared with the training configs. Overrides use dotted paths into the merged
 document (``regions.us.aov``, ``budget.total``) and are validated exactly like the file.
 Every user mistake raises :class:`ScenarioError`, a ``ValueError`` whose one-line message says
 what is wrong, where, and what is allowed.
@@ -19,16 +21,18 @@ what is wrong, where, and what is allowed.
 
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from envs import market
+from envs import config_files, market
+from envs.config_files import Float, Int, deep_merge, load_document, parse_set_value, resolve_reference
+
+__all__ = ["SCENARIO_DIR", "Scenario", "ScenarioError", "apply_overrides", "builtin_scenarios", "deep_merge",
+           "format_validation_error", "load_scenario", "parse_set_pairs", "parse_set_value", "read_yaml_mapping"]
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "configs" / "scenarios"
 
@@ -42,108 +46,108 @@ class _Strict(BaseModel):
 
 
 class Budget(_Strict):
-    per_quarter: float = Field(gt=0, le=100, description="$B a quarter at most")
-    total: float = Field(gt=0, le=1000, description="$B over the whole horizon")
+    per_quarter: Float = Field(gt=0, le=100, description="$B a quarter at most")
+    total: Float = Field(gt=0, le=1000, description="$B over the whole horizon")
     mode: Literal["hard", "soft"] = "hard"
 
 
 class Noise(_Strict):
-    demand_sigma: float = Field(ge=0, le=1, description="log-normal demand shock, per quarter")
+    demand_sigma: Float = Field(ge=0, le=1, description="log-normal demand shock, per quarter")
 
 
 class Attractiveness(_Strict):
-    w_selection: float = Field(ge=0, le=5)
-    selection_slope: float = Field(ge=0.5, le=4, description="Hill slope of selection in sellers (>1: critical mass)")
-    w_shipping: float = Field(ge=0, le=5)
-    w_speed: float = Field(ge=0, le=5)
-    w_live: float = Field(ge=0, le=5)
-    w_fee: float = Field(ge=0, le=5)
-    w_private_label: float = Field(ge=0, le=5, description="attractiveness per unit label share and unit of appeal above 1")
-    shipping_ec: float = Field(gt=0, le=10, description="Hill half-point of subsidy/shipping cost")
-    fee_ec: float = Field(gt=0, le=10, description="half-point of the discount's concave effect")
-    hill_ec: float = Field(gt=0, le=10, description="Hill half-point of pool spend / pool_max")
-    private_label_ec: float = Field(gt=0, le=10, description="half-point of the private label's concave GMV share")
+    w_selection: Float = Field(ge=0, le=5)
+    selection_slope: Float = Field(ge=0.5, le=4, description="Hill slope of selection in sellers (>1: critical mass)")
+    w_shipping: Float = Field(ge=0, le=5)
+    w_speed: Float = Field(ge=0, le=5)
+    w_live: Float = Field(ge=0, le=5)
+    w_fee: Float = Field(ge=0, le=5)
+    w_private_label: Float = Field(ge=0, le=5, description="attractiveness per unit label share and unit of appeal above 1")
+    shipping_ec: Float = Field(gt=0, le=10, description="Hill half-point of subsidy/shipping cost")
+    fee_ec: Float = Field(gt=0, le=10, description="half-point of the discount's concave effect")
+    hill_ec: Float = Field(gt=0, le=10, description="Hill half-point of pool spend / pool_max")
+    private_label_ec: Float = Field(gt=0, le=10, description="half-point of the private label's concave GMV share")
 
 
 class Buyers(_Strict):
-    bass_p: float = Field(ge=0, le=1, description="Bass innovation, per quarter")
-    bass_q: float = Field(ge=0, le=2, description="Bass imitation, per quarter")
-    ad_lift: float = Field(ge=0, le=20, description="innovation multiplier at full ad reach")
-    churn: float = Field(ge=0, le=1, description="buyer churn per quarter at zero attractiveness")
-    loyalty: float = Field(ge=0, le=1, description="churn reduction per unit attractiveness")
-    share_rate: float = Field(ge=0, le=1, description="shopping-start share adjustment toward its target per quarter")
-    genz_imitation: float = Field(ge=0, le=5, description="Gen Z imitation multiplier")
-    habit_rate: float = Field(ge=0, le=1, description="Gen Z habit stock adjustment per quarter")
-    habit_loyalty: float = Field(ge=0, le=1, description="Gen Z churn reduction at full habit")
-    base_orders: float = Field(ge=0, le=2, description="orders multiplier intercept (0.6 in DESIGN)")
-    spill: float = Field(ge=0, le=1, description="share of orders over capacity still served")
-    attention_weight: float = Field(ge=0, le=2, description="innovation's response to attention relative to the start")
+    bass_p: Float = Field(ge=0, le=1, description="Bass innovation, per quarter")
+    bass_q: Float = Field(ge=0, le=2, description="Bass imitation, per quarter")
+    ad_lift: Float = Field(ge=0, le=20, description="innovation multiplier at full ad reach")
+    churn: Float = Field(ge=0, le=1, description="buyer churn per quarter at zero attractiveness")
+    loyalty: Float = Field(ge=0, le=1, description="churn reduction per unit attractiveness")
+    share_rate: Float = Field(ge=0, le=1, description="shopping-start share adjustment toward its target per quarter")
+    genz_imitation: Float = Field(ge=0, le=5, description="Gen Z imitation multiplier")
+    habit_rate: Float = Field(ge=0, le=1, description="Gen Z habit stock adjustment per quarter")
+    habit_loyalty: Float = Field(ge=0, le=1, description="Gen Z churn reduction at full habit")
+    base_orders: Float = Field(ge=0, le=2, description="orders multiplier intercept (0.6 in DESIGN)")
+    spill: Float = Field(ge=0, le=1, description="share of orders over capacity still served")
+    attention_weight: Float = Field(ge=0, le=2, description="innovation's response to attention relative to the start")
 
 
 class Sellers(_Strict):
-    join_rate: float = Field(ge=0, le=1, description="organic seller join rate per quarter")
-    grant_rate: float = Field(ge=0, le=1, description="extra join rate at full grant pool")
-    buyer_elasticity: float = Field(ge=0, le=3, description="elasticity of joins to buyer penetration")
-    reference_penetration: float = Field(gt=0, le=1, description="buyer penetration at which the pull is 1")
-    commission_drag: float = Field(ge=0, le=50, description="join reduction per unit commission rate charged")
-    rate_churn: float = Field(ge=0, le=10, description="extra churn per unit rate above the reference")
-    churn: float = Field(ge=0, le=1)
-    trust_churn: float = Field(ge=0, le=10, description="extra churn multiplier at zero trust")
-    suspended_churn: float = Field(ge=0, le=1, description="extra churn per quarter while suspended")
+    join_rate: Float = Field(ge=0, le=1, description="organic seller join rate per quarter")
+    grant_rate: Float = Field(ge=0, le=1, description="extra join rate at full grant pool")
+    buyer_elasticity: Float = Field(ge=0, le=3, description="elasticity of joins to buyer penetration")
+    reference_penetration: Float = Field(gt=0, le=1, description="buyer penetration at which the pull is 1")
+    commission_drag: Float = Field(ge=0, le=50, description="join reduction per unit commission rate charged")
+    rate_churn: Float = Field(ge=0, le=10, description="extra churn per unit rate above the reference")
+    churn: Float = Field(ge=0, le=1)
+    trust_churn: Float = Field(ge=0, le=10, description="extra churn multiplier at zero trust")
+    suspended_churn: Float = Field(ge=0, le=1, description="extra churn per quarter while suspended")
 
 
 class Creators(_Strict):
-    join_rate: float = Field(ge=0, le=1)
-    pool_rate: float = Field(ge=0, le=1, description="extra join rate at full creator pool")
-    churn: float = Field(ge=0, le=1)
-    live_rate: float = Field(ge=0, le=1, description="livestream affinity adoption per quarter")
-    user_boost: float = Field(ge=0, le=10, description="user growth multiplier from creator content")
+    join_rate: Float = Field(ge=0, le=1)
+    pool_rate: Float = Field(ge=0, le=1, description="extra join rate at full creator pool")
+    churn: Float = Field(ge=0, le=1)
+    live_rate: Float = Field(ge=0, le=1, description="livestream affinity adoption per quarter")
+    user_boost: Float = Field(ge=0, le=10, description="user growth multiplier from creator content")
 
 
 class Platform(_Strict):
-    ad_decay: float = Field(ge=0, lt=1, description="geometric adstock theta per quarter")
-    trust_recovery: float = Field(ge=0, le=1)
-    trust_hit: float = Field(ge=0, le=1, description="trust lost per quarter at full private-label push")
-    warehouse_depreciation: float = Field(ge=0, le=1, description="platform warehousing depreciation per quarter")
-    logistics_rate: float = Field(ge=0, le=2, description="3PL capacity added per unit of last quarter's unmet demand")
-    logistics_depreciation: float = Field(ge=0, le=1, description="3PL capacity depreciation per quarter")
-    capex_per_order: float = Field(gt=0, le=1000, description="$ of capex per order/quarter of capacity")
-    shop_ads_max: float = Field(ge=0, le=0.1, description="shop-ads revenue share of GMV at full selection")
-    private_label_margin: float = Field(ge=0, le=1)
-    attention_rate: float = Field(ge=0, le=1, description="attention adjustment toward creators' content per quarter")
-    attention_draw: float = Field(ge=0, le=1, description="attention drawn by shoppable content at full selection")
+    ad_decay: Float = Field(ge=0, lt=1, description="geometric adstock theta per quarter")
+    trust_recovery: Float = Field(ge=0, le=1)
+    trust_hit: Float = Field(ge=0, le=1, description="trust lost per quarter at full private-label push")
+    warehouse_depreciation: Float = Field(ge=0, le=1, description="platform warehousing depreciation per quarter")
+    logistics_rate: Float = Field(ge=0, le=2, description="3PL capacity added per unit of last quarter's unmet demand")
+    logistics_depreciation: Float = Field(ge=0, le=1, description="3PL capacity depreciation per quarter")
+    capex_per_order: Float = Field(gt=0, le=1000, description="$ of capex per order/quarter of capacity")
+    shop_ads_max: Float = Field(ge=0, le=0.1, description="shop-ads revenue share of GMV at full selection")
+    private_label_margin: Float = Field(ge=0, le=1)
+    attention_rate: Float = Field(ge=0, le=1, description="attention adjustment toward creators' content per quarter")
+    attention_draw: Float = Field(ge=0, le=1, description="attention drawn by shoppable content at full selection")
 
 
 class Region(_Strict):
-    users: float = Field(gt=0, le=2000, description="monthly active users, M")
-    users_max: float = Field(gt=0, le=3000, description="user ceiling, M")
-    user_growth: float = Field(ge=0, le=1, description="logistic user growth per quarter")
-    genz_share: float = Field(ge=0, le=1, description="Gen Z share of users")
-    buyers: float = Field(gt=0, le=2000, description="active buyers, M")
-    genz_buyer_share: float = Field(ge=0, le=1, description="Gen Z share of buyers at start")
-    sellers: float = Field(gt=0, le=100000, description="active sellers, k")
-    sellers_potential: float = Field(gt=0, le=100000, description="seller ceiling, k")
-    sellers_half: float = Field(gt=0, le=100000, description="selection half-point, k sellers")
-    creators: float = Field(gt=0, le=100000, description="selling creators, k")
-    creators_potential: float = Field(gt=0, le=100000, description="creator ceiling, k")
-    creators_half: float = Field(gt=0, le=100000, description="live half-point, k creators")
-    aov: float = Field(gt=0, le=1000, description="average order value, $")
-    orders_per_buyer: float = Field(gt=0, le=50, description="orders per buyer per quarter at start")
-    livestream_affinity: float = Field(ge=0, le=1)
-    livestream_max: float = Field(ge=0, le=1)
-    reference_rate: float = Field(ge=0, le=0.5, description="commission rate sellers expect (events can change it)")
-    rate_max: float = Field(gt=0, le=0.5, description="commission rate at full intensity of lever 0")
-    shipping_cost: float = Field(gt=0, le=100, description="$ per order")
-    subsidy_max: float = Field(ge=0, le=100, description="$ per order at full shipping subsidy")
-    pool_max: float = Field(ge=0, le=50, description="$B per quarter at full intensity, per pool lever")
-    capacity_headroom: float = Field(gt=0, le=10, description="sellers' own capacity at the start / start orders")
-    shopping_share: float = Field(gt=0, lt=1, description="share of online shoppers starting here")
-    share_max: float = Field(gt=0, lt=1, description="ceiling of the shopping-start share (competitors keep the rest)")
-    private_label_max: float = Field(ge=0, le=1, description="the label's GMV share at full push")
-    private_label_appeal: float = Field(ge=0, le=3, description="demand for the label relative to the goods it displaces")
-    suspension_hazard: float = Field(ge=0, le=1, description="per-quarter hazard")
-    suspension_quarters: int = Field(ge=1, le=12)
-    suspension_share: float = Field(ge=0, le=1, description="share of the region's demand shut off")
+    users: Float = Field(gt=0, le=2000, description="monthly active users, M")
+    users_max: Float = Field(gt=0, le=3000, description="user ceiling, M")
+    user_growth: Float = Field(ge=0, le=1, description="logistic user growth per quarter")
+    genz_share: Float = Field(ge=0, le=1, description="Gen Z share of users")
+    buyers: Float = Field(gt=0, le=2000, description="active buyers, M")
+    genz_buyer_share: Float = Field(ge=0, le=1, description="Gen Z share of buyers at start")
+    sellers: Float = Field(gt=0, le=100000, description="active sellers, k")
+    sellers_potential: Float = Field(gt=0, le=100000, description="seller ceiling, k")
+    sellers_half: Float = Field(ge=0.001, le=100000, description="selection half-point, k sellers (at least one seller: below, the Hill index overflows to NaN)")
+    creators: Float = Field(gt=0, le=100000, description="selling creators, k")
+    creators_potential: Float = Field(gt=0, le=100000, description="creator ceiling, k")
+    creators_half: Float = Field(gt=0, le=100000, description="live half-point, k creators")
+    aov: Float = Field(gt=0, le=1000, description="average order value, $")
+    orders_per_buyer: Float = Field(gt=0, le=50, description="orders per buyer per quarter at start")
+    livestream_affinity: Float = Field(ge=0, le=1)
+    livestream_max: Float = Field(ge=0, le=1)
+    reference_rate: Float = Field(ge=0, le=0.5, description="commission rate sellers expect (events can change it)")
+    rate_max: Float = Field(gt=0, le=0.5, description="commission rate at full intensity of lever 0")
+    shipping_cost: Float = Field(gt=0, le=100, description="$ per order")
+    subsidy_max: Float = Field(ge=0, le=100, description="$ per order at full shipping subsidy")
+    pool_max: Float = Field(ge=0, le=50, description="$B per quarter at full intensity, per pool lever")
+    capacity_headroom: Float = Field(gt=0, le=10, description="sellers' own capacity at the start / start orders")
+    shopping_share: Float = Field(gt=0, lt=1, description="share of online shoppers starting here")
+    share_max: Float = Field(gt=0, lt=1, description="ceiling of the shopping-start share (competitors keep the rest)")
+    private_label_max: Float = Field(ge=0, le=1, description="the label's GMV share at full push")
+    private_label_appeal: Float = Field(ge=0, le=3, description="demand for the label relative to the goods it displaces")
+    suspension_hazard: Float = Field(ge=0, le=1, description="per-quarter hazard")
+    suspension_quarters: Int = Field(ge=1, le=12)
+    suspension_share: Float = Field(ge=0, le=1, description="share of the region's demand shut off")
 
     @model_validator(mode="after")
     def _ceilings(self) -> "Region":
@@ -173,13 +177,13 @@ def parse_quarter(text: Any) -> tuple[int, int] | None:
 
 
 class Suspend(_Strict):
-    quarters: int = Field(description="quarters the suspension lasts")
-    share: float = Field(description="share of the region's demand shut off")
+    quarters: Int = Field(description="quarters the suspension lasts")
+    share: Float = Field(description="share of the region's demand shut off")
 
 
 class SetParameter(_Strict):
     path: str = Field(description="dotted path of a model parameter: 'sellers.churn' or 'regions.us.aov'")
-    value: float
+    value: Float
 
 
 class Event(_Strict):
@@ -188,7 +192,7 @@ class Event(_Strict):
     quarter: str = Field(description="calendar quarter, e.g. 2023Q4")
     region: str | None = None
     suspend: Suspend | None = None
-    reference_rate: float | None = None
+    reference_rate: Float | None = None
     launch: bool | None = None
     set: SetParameter | None = None
 
@@ -198,16 +202,16 @@ EVENT_KINDS = ("suspend", "reference_rate", "launch", "set")
 
 class Objective(_Strict):
     kind: Literal["gmv", "revenue", "contribution"] = "gmv"
-    terminal_value: float = Field(default=0.0, ge=0, le=40, description="quarters of the final quarter's de-seasonalised value added at the end")
+    terminal_value: Float = Field(default=0.0, ge=0, le=40, description="quarters of the final quarter's de-seasonalised value added at the end")
 
 
 class Scenario(_Strict):
     name: str
     description: str = ""
-    horizon: int = Field(ge=1, le=40, description="quarters in an episode")
+    horizon: Int = Field(ge=1, le=40, description="quarters in an episode")
     start: str = Field(description="calendar quarter of the first step, e.g. 2023Q1 (the start state is the quarter before)")
-    season: tuple[float, float, float, float]
-    target_run_rate: float = Field(gt=0, description="$B annual GMV goal")
+    season: tuple[Float, Float, Float, Float]
+    target_run_rate: Float = Field(gt=0, description="$B annual GMV goal")
     deterministic: bool = False
     budget: Budget
     noise: Noise
@@ -346,31 +350,8 @@ _REGION_NON_ARRAY = {"suspension_hazard", "suspension_quarters", "suspension_sha
 
 
 def read_yaml_mapping(path: Path, what: str = "scenario", error: type[ValueError] = ScenarioError, empty_ok: bool = False) -> dict:
-    """Read a YAML file that must hold a mapping; every problem is one-line ``error``.
-
-    :param what: the kind of file, for messages (``scenario``, ``config``).
-    :param empty_ok: an empty file reads as ``{}`` instead of an error.
-    """
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise error(f"{what} file not found: {path}") from None
-    except IsADirectoryError:
-        raise error(f"{what} path is a directory, not a YAML file: {path}") from None
-    except OSError as exc:
-        raise error(f"cannot read {what} file {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise error(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if data is None and empty_ok:
-        data = {}
-    if not isinstance(data, dict):
-        article = "a training config" if what == "config" else f"a {what} file"
-        raise error(f"{path}: {article} must be a mapping of keys to values")
-    return data
+    """Read a YAML file that must hold a mapping (:func:`envs.config_files.read_yaml_mapping`)."""
+    return config_files.read_yaml_mapping(path, what=what, error=error, empty_ok=empty_ok)
 
 
 def builtin_scenarios() -> list[str]:
@@ -378,134 +359,44 @@ def builtin_scenarios() -> list[str]:
     return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
 
 
-def _resolve_path(name_or_path: str | Path) -> Path:
-    text = str(name_or_path)
-    if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
-        return Path(text)
-    path = SCENARIO_DIR / f"{text}.yaml"
-    if not path.exists():
-        raise ScenarioError(
-            f"unknown scenario '{text}': built-in scenarios are {', '.join(builtin_scenarios())} "
-            "(or give a path to a .yaml file)"
-        )
-    return path
+def _resolve_path(name_or_path: str | Path, base_dir: Path | None = None) -> Path:
+    """A built-in scenario name or a path (relative to ``base_dir``, else the current directory)."""
+    return resolve_reference(name_or_path, base_dir, SCENARIO_DIR, "scenario", ScenarioError)
 
 
-def deep_merge(base: dict, top: Mapping) -> dict:
-    """Recursive dict merge: values of ``top`` win; mappings merge key by key."""
-    out = copy.deepcopy(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+def _only_regions(doc: dict, own: dict, path: Path) -> dict:
+    """Apply a file's ``only_regions: [names]`` to the merged document (region order as listed)."""
+    if "only_regions" not in own:
+        return doc
+    doc = dict(doc)
+    only = doc.pop("only_regions")
+    regions = doc.get("regions", {})
+    allowed = list(regions) if isinstance(regions, dict) else []
+    if not isinstance(only, list) or not only or not all(isinstance(r, str) for r in only):
+        raise ScenarioError(f"{path}: only_regions must be a non-empty list of region names, e.g. [{', '.join(allowed[:1]) or 'us'}], "
+                            f"not {only!r}; allowed: {', '.join(allowed)}")
+    unknown = [r for r in only if r not in allowed]
+    if unknown:
+        raise ScenarioError(f"{path}: only_regions names unknown regions {unknown}; allowed: {', '.join(allowed)}")
+    if len(set(only)) < len(only):
+        raise ScenarioError(f"{path}: only_regions names a region twice: {only}")
+    doc["regions"] = {r: regions[r] for r in only}
+    return doc
 
 
-def _load_document(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    path = path.resolve()
-    if path in seen:
-        raise ScenarioError(f"{path}: 'extends' forms a cycle")
-    data = read_yaml_mapping(path)
-    parent = data.pop("extends", None)
-    only = data.pop("only_regions", None)
-    if parent is not None:
-        parent_path = _resolve_path(parent)
-        if not parent_path.is_absolute() and not parent_path.exists():
-            parent_path = path.parent / parent_path  # relative to the extending file
-        base = _load_document(parent_path, seen + (path,))
-        data = deep_merge(base, data)
-    if only is not None:
-        regions = data.get("regions", {})
-        unknown = [r for r in only if r not in regions]
-        if unknown:
-            raise ScenarioError(f"{path}: only_regions names unknown regions {unknown}; allowed: {list(regions)}")
-        data["regions"] = {r: regions[r] for r in only}
-    return data
+def _load_document(path: Path) -> dict:
+    """A scenario file with its ``extends`` chain and ``only_regions`` resolved."""
+    return load_document(path, builtin_dir=SCENARIO_DIR, what="scenario", error=ScenarioError, after_merge=_only_regions)
 
 
 def apply_overrides(doc: dict, overrides: Mapping[str, Any] | None, where: str = "overrides") -> dict:
     """Set ``dotted.path: value`` pairs in a nested dict; unknown paths are an error."""
-    doc = copy.deepcopy(doc)
-    for dotted, value in (overrides or {}).items():
-        keys = str(dotted).split(".")
-        node = doc
-        for i, key in enumerate(keys):
-            if not isinstance(node, dict) or key not in node:
-                have = sorted(node) if isinstance(node, dict) else []
-                prefix = ".".join(keys[:i]) or "top level"
-                raise ScenarioError(f"{where}: unknown key '{dotted}' ('{key}' is not in {prefix}; allowed: {', '.join(map(str, have))})")
-            if i == len(keys) - 1:
-                if isinstance(value, Mapping) and isinstance(node[key], dict):
-                    node[key] = deep_merge(node[key], value)
-                else:
-                    node[key] = value
-            else:
-                node = node[key]
-    return doc
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names of the (sub)model that ``loc`` points into (dict keys like region names skipped)."""
-    for part in loc:
-        if isinstance(part, str) and part in model.model_fields:
-            annotation = model.model_fields[part].annotation
-            args = getattr(annotation, "__args__", ())
-            candidates = [annotation, *args]
-            sub = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-            if sub is None:
-                return []
-            model = sub
-    return list(model.model_fields)
+    return config_files.apply_overrides(doc, overrides, where=where, error=ScenarioError)
 
 
 def format_validation_error(exc: ValidationError, source: str, doc: Mapping | None = None) -> str:
-    """One line naming the first failing field, its value and what is allowed."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(Scenario, err["loc"][:-1])
-        return f"{source}: unknown key '{loc}'; allowed here: {', '.join(allowed)}"
-    if err["type"] == "missing":
-        return f"{source}: missing required key '{loc}'"
-    value = err.get("input")
-    shown = "" if isinstance(value, (dict, list)) else f" = {value!r}"
-    allowed = _allowed_range(Scenario, err["loc"])
-    allowed = f" (allowed: {allowed})" if allowed else ""
-    extra = f" (and {len(exc.errors()) - 1} more errors)" if len(exc.errors()) > 1 else ""
-    return f"{source}: {loc}{shown}: {msg}{allowed}{extra}"
-
-
-def _allowed_range(model: type[BaseModel], loc: tuple) -> str:
-    """The bounds of the field at ``loc``, e.g. ``0 < x <= 1000``, or '' when unknown."""
-    info = None
-    for part in loc:
-        if not (isinstance(part, str) and part in model.model_fields):
-            continue
-        info = model.model_fields[part]
-        annotation = info.annotation
-        sub = next(
-            (c for c in (annotation, *getattr(annotation, "__args__", ())) if isinstance(c, type) and issubclass(c, BaseModel)),
-            None,
-        )
-        if sub is not None:
-            model = sub
-    if info is None:
-        return ""
-    low = high = ""
-    for m in info.metadata:
-        if getattr(m, "gt", None) is not None:
-            low = f"{m.gt} < "
-        if getattr(m, "ge", None) is not None:
-            low = f"{m.ge} <= "
-        if getattr(m, "lt", None) is not None:
-            high = f" < {m.lt}"
-        if getattr(m, "le", None) is not None:
-            high = f" <= {m.le}"
-    if low or high:
-        return f"{low}x{high}, a finite number"
-    return ""
+    """One line naming the first failing field of the scenario, its value and what is allowed."""
+    return config_files.format_validation_error(exc, source, Scenario)
 
 
 def load_scenario(
@@ -525,6 +416,8 @@ def load_scenario(
         doc, source = _load_document(path), str(path)
     else:
         raise ScenarioError(f"scenario must be a name, a path or a Scenario, not {type(scenario).__name__}")
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ScenarioError(f"{source}: overrides must be a mapping of dotted paths to values, not {type(overrides).__name__}")
     doc = apply_overrides(doc, overrides, where=f"{source} overrides")
     try:
         return Scenario.model_validate(doc)
@@ -533,33 +426,6 @@ def load_scenario(
 
 
 def parse_set_pairs(pairs: "Iterable[str]", example: str = "budget.total=6", error: type[ValueError] = ScenarioError) -> dict[str, Any]:
-    """``["budget.total=6", "deterministic=true"]`` -> ``{"budget.total": 6.0, "deterministic": True}``.
-
-    The values of repeated ``--set key=value`` options, parsed with :func:`parse_set_value`;
-    an item without ``=`` raises ``error`` with one line naming it.
-    """
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise error(f"--set expects key=value (a dotted path, e.g. --set {example}), got '{pair}'")
-        out[key.strip()] = parse_set_value(value)
-    return out
-
-
-def parse_set_value(text: str) -> Any:
-    """Parse the value of a ``--set key=value`` as YAML (numbers, booleans, lists, strings).
-
-    YAML 1.1 reads exponent notation without a dot (``1e-3``) as a string; such strings that
-    are numbers become floats.
-    """
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+    """``["budget.total=6", "deterministic=true"]`` -> ``{"budget.total": 6.0, "deterministic": True}``
+    (:func:`envs.config_files.parse_set_pairs`, raising ``error``, :class:`ScenarioError` by default)."""
+    return config_files.parse_set_pairs(pairs, example=example, error=error)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import gymnasium as gym
+from gymnasium.error import ResetNeeded
 
 from envs import market
 from envs.batch import MarketBatch
@@ -27,7 +29,7 @@ class SocialCommerceEnv(gym.Env):
 
     The default scenario ``global`` starts in 2023Q1 with Southeast Asia (``sea``), the US
     (``us``) and the UK (``uk``), $3.8B of annualised GMV (the starting table of
-    ``CALIBRATION.md``: buyers x orders x AOV; that file quotes ~$4.7B for the same table), and
+    ``docs/calibration.md``: buyers x orders x AOV; that file quotes ~$4.7B for the same table), and
     $4B of budget over 12 quarters ($0.8B a quarter at most). The strategic goal is a $20B
     annual run rate.
 
@@ -72,7 +74,7 @@ class SocialCommerceEnv(gym.Env):
     | 8 | last quarter's shopping-start share (the start value at reset) | [0, 1] |
     | 9 | Gen Z habit stock | [0, 1] |
     | 10 | suspension quarters left / suspension length (visible before the decision) | [0, 1] |
-    | 11 | region's annualised run rate / $20B target | [0, 2] |
+    | 11 | region's annualised run rate / the scenario's target ($20B) | [0, 2] |
 
     then, for the whole platform:
 
@@ -101,19 +103,37 @@ class SocialCommerceEnv(gym.Env):
 
     The episode **terminates** after ``horizon`` quarters (12 by default): the horizon is part
     of the problem and time left is observed, so it is a true terminal state. There is no
-    truncation; running out of budget does not end the episode.
+    truncation; running out of budget does not end the episode. Stepping an ended episode raises
+    ``gymnasium.error.ResetNeeded`` (call ``reset()``); the vector env resets by itself instead
+    (gymnasium's next-step autoreset).
 
     ## Info
 
-    Every step (and reset) returns: ``gmv`` ($B this quarter), ``gmv_run_rate`` ($B a year,
-    de-seasonalised), ``gmv_by_region`` (region -> $B), ``cost`` ($B spent this quarter after any
-    projection), ``cost_by_lever`` (lever -> $B), ``cost_limit`` (this quarter's cap,
-    ``min(per_quarter, budget_remaining)``), ``budget_remaining`` ($B), ``cost_total`` ($B spent
-    so far), ``cost_limit_exceeded`` (spent > ``budget.total``, soft mode only),
-    ``shopping_start_share`` (region -> share), ``buyers`` (region -> M), ``sellers`` and
-    ``creators`` (region -> k), ``suspended`` (region -> bool), ``revenue`` ($B),
-    ``clipped_actions`` (count), ``quarter`` (quarters played), ``lever_intensity`` (array
-    ``(n_regions, 7)`` of intensities after projection).
+    Every step (and reset) returns these keys (a per-region or per-lever key maps each region or
+    lever name to a value):
+
+    | key | per | type | unit | meaning |
+    |---|---|---|---|---|
+    | `gmv` |  | float | $B | GMV this quarter (third party plus private label) |
+    | `gmv_run_rate` |  | float | $B a year | annualised GMV, de-seasonalised |
+    | `gmv_by_region` | region | float | $B | GMV this quarter |
+    | `cost` |  | float | $B | spent this quarter, after any projection |
+    | `cost_by_lever` | lever | float | $B | spent this quarter, summed over regions |
+    | `cost_limit` |  | float | $B | this quarter's cap, `min(per_quarter, budget_remaining)` before spending |
+    | `budget_remaining` |  | float | $B | budget left after this quarter |
+    | `cost_total` |  | float | $B | spent so far |
+    | `cost_limit_exceeded` |  | bool |  | spent > `budget.total` (soft mode only) |
+    | `shopping_start_share` | region | float | share | share of online shoppers starting here |
+    | `buyers` | region | float | M | active buyers |
+    | `sellers` | region | float | k | active sellers |
+    | `creators` | region | float | k | selling creators |
+    | `suspended` | region | bool |  | region suspended next quarter |
+    | `revenue` |  | float | $B | commission, shop ads and private-label margin this quarter |
+    | `clipped_actions` |  | int | count | action entries outside [-1, 1], clipped |
+    | `quarter` |  | int | quarters | quarters played |
+
+    and ``lever_intensity``, an array ``(n_regions, 7)`` of the intensities after projection.
+    The vector env gives the same keys with arrays over its markets.
 
     ## Arguments
 
@@ -124,7 +144,9 @@ class SocialCommerceEnv(gym.Env):
     ```
 
     * ``scenario``: a built-in name (``global``, ``us``, ``uk``, ``sea``, ``booktok``), a path to
-      a YAML file, or an :class:`envs.scenario.Scenario`.
+      a YAML file, or an :class:`envs.scenario.Scenario` (used as it is when there are no
+      overrides: load it once and hand the object to every env; its ``Params`` are then built
+      once, see :func:`envs.batch.resolve`).
     * ``overrides``: ``{"dotted.path": value}`` changes to the scenario, validated like the file
       (``budget.mode``, ``budget.total``, ``deterministic``, ``regions.us.aov``, ...).
 
@@ -133,7 +155,7 @@ class SocialCommerceEnv(gym.Env):
     ``gym.make_vec("flywheel/SocialCommerce-v1", num_envs=N, vectorization_mode="vector_entry_point")``
     gives :class:`envs.SocialCommerceVectorEnv`, which steps N markets as numpy arrays in one call
     of the same model. ``reset(seed=s)`` seeds market i with ``s + i`` and gives exactly the
-    results of N single envs so seeded. :class:`envs.vector.SB3VecEnv` hands it to
+    results of N single envs so seeded. :class:`envs.sb3.SB3VecEnv` hands it to
     stable-baselines3.
 
     ## Version History
@@ -145,7 +167,7 @@ class SocialCommerceEnv(gym.Env):
 
     def __init__(
         self,
-        scenario: "str | Scenario" = "global",
+        scenario: "str | Path | Scenario" = "global",
         overrides: Mapping[str, Any] | None = None,
         render_mode: str | None = None,
     ):
@@ -158,22 +180,27 @@ class SocialCommerceEnv(gym.Env):
         self.action_space = self._batch.single_action_space
         self.observation_space = self._batch.single_observation_space
         self._last_info: dict | None = None
+        self._ended = False
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if self._batch.rngs is None or self._batch.rngs[0] is not self.np_random:
             self._batch.use_generators([self.np_random])
         obs, info = self._batch.reset()
+        self._ended = False
         self._last_info = self._batch.info_row(info, 0)
         return obs[0], self._last_info
 
     def step(self, action):
+        if self._ended:
+            raise ResetNeeded(f"the episode ended after {self.params.horizon} quarters; call reset() before step()")
         a = np.asarray(action)
         if a.shape != self.action_space.shape:
             raise ValueError(f"action has shape {a.shape}; expected {self.action_space.shape} (regions x levers, region-major)")
         obs, reward, terminated, info = self._batch.step(a[None])
+        self._ended = bool(terminated[0])
         self._last_info = self._batch.info_row(info, 0)
-        return obs[0], float(reward[0]), bool(terminated[0]), False, self._last_info
+        return obs[0], float(reward[0]), self._ended, False, self._last_info
 
     @property
     def state(self) -> market.State:

@@ -6,25 +6,15 @@ the batched model: no per-env Python objects besides one random generator each.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.batch import MarketBatch
+from envs.batch import MarketBatch, market_seeds
 from envs.scenario import Scenario
-
-
-def _seeds(seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:
-    if seed is None:
-        return [None] * n
-    if isinstance(seed, (int, np.integer)):
-        return [int(seed) + i for i in range(n)]
-    seeds = list(seed)
-    if len(seeds) != n:
-        raise ValueError(f"got {len(seeds)} seeds for {n} environments")
-    return seeds
 
 
 class SocialCommerceVectorEnv(VectorEnv):
@@ -39,7 +29,7 @@ class SocialCommerceVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, num_envs: int = 1, scenario: "str | Scenario" = "global", overrides: Mapping[str, Any] | None = None, **kwargs: Any):
+    def __init__(self, num_envs: int = 1, scenario: "str | Path | Scenario" = "global", overrides: Mapping[str, Any] | None = None, **kwargs: Any):
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; allowed: num_envs, scenario, overrides")
         self._batch = MarketBatch(scenario, overrides, num_envs=num_envs)
@@ -54,7 +44,7 @@ class SocialCommerceVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
         if seed is not None or self._batch.rngs is None:
-            self._batch.seed_generators(_seeds(seed, self.num_envs))
+            self._batch.seed_generators(market_seeds(seed, self.num_envs))
         self._autoreset = False
         obs, info = self._batch.reset()
         return obs, self._batch.info_dict(info)
@@ -72,11 +62,3 @@ class SocialCommerceVectorEnv(VectorEnv):
     def state(self):
         return self._batch.state
 
-
-def __getattr__(name: str):
-    # The SB3 adapter lives in envs.sb3 so that importing the env does not import torch.
-    if name == "SB3VecEnv":
-        from envs.sb3 import SB3VecEnv
-
-        return SB3VecEnv
-    raise AttributeError(f"module 'envs.vector' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The Gymnasium faces honour the environment contract of DESIGN.md.
+"""The Gymnasium faces honour the environment contract (``docs/model.md``).
 
 Checkers (Gymnasium and stable-baselines3) for every built-in scenario, ``gymnasium.make`` with
 its passive checker, pickling, seeding, agreement of the single env, the native vector env and
@@ -20,6 +20,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 import envs
 from envs import ENV_ID, SB3VecEnv, SocialCommerceEnv, SocialCommerceVectorEnv
+from envs.batch import market_seeds
 from tests.conftest import BUILTIN_SCENARIOS, assert_infos_equal, random_actions
 
 CONTRACT_INFO_KEYS = {
@@ -178,7 +179,7 @@ def test_deterministic_scenario_ignores_the_seed() -> None:
 
 
 def test_common_random_numbers_shocks_do_not_depend_on_actions() -> None:
-    """Two policies on one seed face the same suspensions (DESIGN.md: common random numbers)."""
+    """Two policies on one seed face the same suspensions (common random numbers, ``docs/model.md``)."""
     overrides = {f"regions.{r}.suspension_hazard": 0.5 for r in ("sea", "us", "uk")}
     env = SocialCommerceEnv("global", overrides=overrides)
     zero = np.full(env.action_space.shape, -1.0, np.float32)
@@ -429,6 +430,38 @@ def test_step_before_reset_raises() -> None:
     env = SocialCommerceEnv("global")
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros(env.action_space.shape, np.float32))
+
+
+def test_stepping_an_ended_episode_raises_reset_needed_until_reset() -> None:
+    env = SocialCommerceEnv("global", overrides={"horizon": 3})
+    a = np.zeros(env.action_space.shape, np.float32)
+    env.reset(seed=0)
+    terminated = [env.step(a)[2] for _ in range(3)]
+    assert terminated == [False, False, True]
+    quarter = env.state.t.copy()
+    with pytest.raises(gym.error.ResetNeeded, match="^the episode ended after 3 quarters; call reset\\(\\) before step\\(\\)$"):
+        env.step(a)
+    np.testing.assert_array_equal(env.state.t, quarter)  # nothing was stepped
+    env.reset()
+    assert env.step(a)[4]["quarter"] == 1
+
+
+def test_a_scenario_object_is_used_as_is_and_its_params_built_once() -> None:
+    sc = envs.load_scenario("global")
+    single, vec, other = SocialCommerceEnv(sc), SocialCommerceVectorEnv(num_envs=2, scenario=sc), SocialCommerceEnv(sc)
+    assert single.scenario is sc and vec.scenario is sc
+    assert single.params is vec.params is other.params
+    # overrides make a new, validated scenario
+    soft = SocialCommerceEnv(sc, overrides={"budget.mode": "soft"})
+    assert soft.scenario is not sc and soft.scenario.budget.mode == "soft" and not soft.params.hard_budget
+
+
+def test_market_seeds_follow_gymnasium_s_plus_i() -> None:
+    assert market_seeds(5, 3) == [5, 6, 7]
+    assert market_seeds(None, 2) == [None, None]
+    assert market_seeds([1, None], 2) == [1, None]
+    with pytest.raises(ValueError, match="got 1 seeds for 2 environments"):
+        market_seeds([1], 2)
 
 
 # ----------------------------------------------------------------------------- scripts

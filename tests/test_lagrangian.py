@@ -60,10 +60,11 @@ def test_pid_state_round_trips():
 
 
 def test_params_and_factory():
-    assert isinstance(make_multiplier(LagrangianParams(), 4.0), PIDLagrangian)
-    assert isinstance(make_multiplier(LagrangianParams(update="gradient"), 4.0), GradientLagrangian)
+    shipped = load_config(CONFIG).algo_params  # the models hold no defaults: the YAML does
+    assert isinstance(make_multiplier(LagrangianParams.model_validate(shipped), 4.0), PIDLagrangian)
+    assert isinstance(make_multiplier(LagrangianParams.model_validate({**shipped, "update": "gradient"}), 4.0), GradientLagrangian)
     with pytest.raises(ValueError):
-        LagrangianParams(lambda_init=10, lambda_max=1)
+        LagrangianParams.model_validate({**shipped, "lambda_init": 10, "lambda_max": 1})
     with pytest.raises(ValueError):
         PIDLagrangian(0.0)
 
@@ -145,7 +146,7 @@ def test_hard_mode_is_refused_with_one_line():
     with pytest.raises(ConfigError, match="needs a soft budget"):
         ALGORITHM.check_config(hard)
     # validate_config runs the algorithm's check: the config is refused as it is loaded
-    with pytest.raises(ConfigError, match=r"^--set: algo 'ppo_lagrangian' needs a soft budget"):
+    with pytest.raises(ConfigError, match=r"ppo_lagrangian.yaml with --set: algo 'ppo_lagrangian' needs a soft budget"):
         load_config(CONFIG, ["overrides.budget.mode=hard"])
     with pytest.raises(ValueError):
         load_config(CONFIG, ["algo_params.update=newton"])

@@ -68,8 +68,8 @@ def test_replacing_a_parameter_leaves_the_original_params_unchanged() -> None:
 
     soft = load_scenario("global", {"budget.mode": "soft"}).to_params()
     hard = replace(soft, hard_budget=True, horizon=4)
-    assert soft.packed[0][market.HARD] == 0.0 and soft.packed[0][market.HORIZON] == 12.0
-    assert hard.packed[0][market.HARD] == 1.0 and hard.packed[0][market.HORIZON] == 4.0
+    assert soft.packed[0][market.EPISODE.hard_budget] == 0.0 and soft.packed[0][market.EPISODE.horizon] == 12.0
+    assert hard.packed[0][market.EPISODE.hard_budget] == 1.0 and hard.packed[0][market.EPISODE.horizon] == 4.0
 
 
 def test_model_functions_reject_wrong_shapes() -> None:

@@ -228,3 +228,112 @@ def test_extends_cycle_is_an_error(tmp_path: Path) -> None:
     a = write_yaml(tmp_path, f"extends: {tmp_path / 'b.yaml'}\n", "a.yaml")
     write_yaml(tmp_path, f"extends: {a}\n", "b.yaml")
     assert "cycle" in scenario_error(str(a))
+
+
+# ----------------------------------------------------------------------------- round 2: the shared reader
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"horizon": True}, "horizon"),
+    ({"budget.total": True}, "budget.total"),
+    ({"season": [True, 1, 1, 1]}, "season"),
+    ({"regions.us.suspension_quarters": False}, "regions.us.suspension_quarters"),
+])
+def test_booleans_are_not_numbers(overrides, field: str) -> None:
+    message = scenario_error("global", overrides)
+    assert field in message and "boolean" in message
+
+
+def test_boolean_in_a_file_is_not_a_number(tmp_path: Path) -> None:
+    message = scenario_error(str(write_yaml(tmp_path, "extends: global\nhorizon: true\n")))
+    assert str(tmp_path) in message and "horizon" in message and "boolean" in message
+
+
+def test_numeric_string_in_a_file_is_a_number(tmp_path: Path) -> None:
+    sc = load_scenario(str(write_yaml(tmp_path, "extends: global\nnoise:\n  demand_sigma: 1e-3\n")))
+    assert sc.noise.demand_sigma == pytest.approx(1e-3)
+
+
+def test_sellers_half_below_one_seller_is_refused_and_the_bound_stays_finite() -> None:
+    # below ~1e-77 k sellers the Hill index (sellers / half) ** slope overflows: GMV was NaN
+    message = scenario_error("global", {"regions.us.sellers_half": 1e-100})
+    assert "regions.us.sellers_half" in message and "0.001 <= x" in message
+    sc = load_scenario("global", {"regions.us.sellers_half": 0.001, "attractiveness.selection_slope": 4.0})
+    venv = envs.SocialCommerceVectorEnv(num_envs=2, scenario=sc)
+    venv.reset(seed=0)
+    for _ in range(sc.horizon):
+        obs, reward, *_, info = venv.step(np.ones((2, venv.single_action_space.shape[0]), np.float32))
+        assert np.isfinite(obs).all() and np.isfinite(reward).all() and np.isfinite(info["gmv"]).all()
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("5", "non-empty list of region names"),
+    ("[[us]]", "non-empty list of region names"),
+    ("us", "non-empty list of region names"),
+    ("[]", "non-empty list of region names"),
+    ("[us, us]", "twice"),
+])
+def test_only_regions_must_be_a_list_of_names(tmp_path: Path, value: str, expected: str) -> None:
+    message = scenario_error(str(write_yaml(tmp_path, f"extends: global\nonly_regions: {value}\n")))
+    assert expected in message and "['u', 's']" not in message
+    if expected != "twice":
+        assert "allowed: sea, us, uk" in message
+
+
+def test_extends_resolves_beside_the_extending_file(tmp_path: Path, monkeypatch) -> None:
+    write_yaml(tmp_path, "extends: global\nname: decoy\n", "parent.yaml")  # in the working directory
+    (tmp_path / "sub").mkdir()
+    write_yaml(tmp_path / "sub", "extends: global\nname: real\n", "parent.yaml")
+    child = write_yaml(tmp_path / "sub", "extends: parent.yaml\nhorizon: 8\n", "child.yaml")
+    monkeypatch.chdir(tmp_path)
+    sc = load_scenario(str(child))
+    assert (sc.name, sc.horizon) == ("real", 8)
+
+
+def test_extends_errors_name_the_extending_file(tmp_path: Path) -> None:
+    child = write_yaml(tmp_path, "extends: missing.yaml\n", "child.yaml")
+    message = scenario_error(str(child))
+    assert str(child) in message and "not found" in message
+    assert "extends" in scenario_error(str(write_yaml(tmp_path, "extends: [global]\n", "list.yaml")))
+    assert "extends" in scenario_error(str(write_yaml(tmp_path, "extends:\n", "empty.yaml")))
+
+
+def test_unreadable_scenario_files_are_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin.yaml"
+    path.write_bytes(b"extends: global\nname: caf\xe9\n")
+    message = scenario_error(str(path))
+    assert str(path) in message and "not UTF-8" in message and "0xe9" in message
+    parent = tmp_path / "parent.yaml"
+    parent.write_bytes(b"name: \xff\n")
+    message = scenario_error(str(write_yaml(tmp_path, "extends: parent.yaml\n", "child.yaml")))
+    assert str(parent) in message and "UTF-8" in message
+
+
+def test_alias_bomb_is_refused(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 7)]
+    path = write_yaml(tmp_path, "extends: global\nlaughs:\n  " + "\n  ".join(lines) + "\n")
+    assert "expands to more than" in scenario_error(str(path))
+
+
+def test_overrides_must_be_a_mapping() -> None:
+    assert "overrides must be a mapping" in scenario_error("global", ["horizon=3"])
+
+
+def test_simulate_script_bad_scenarios_exit_2_with_one_line(repo_root: Path, tmp_path: Path) -> None:
+    import sys
+
+    from tests.conftest import assert_bad_inputs_exit_2
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "latin.yaml").write_bytes(b"extends: global\nname: \xff\n")
+    (inputs / "regions.yaml").write_text("extends: global\nonly_regions: us\n")
+    laughs = "{a: &a [x,x,x,x,x,x,x,x,x,x], " + ", ".join(f"{c}: &{c} [" + ",".join([f"*{p}"] * 10) + "]" for p, c in zip("abcde", "bcdef")) + "}"
+    cases = {
+        "horizon true": (["--set", "horizon=true"], "boolean"),
+        "sellers_half": (["--set", "regions.us.sellers_half=1e-100"], "sellers_half"),
+        "non utf8": (["--scenario", str(inputs / "latin.yaml")], "not UTF-8"),
+        "only_regions string": (["--scenario", str(inputs / "regions.yaml")], "only_regions must be a non-empty list"),
+        "bomb": (["--set", f"regions.us={laughs}"], "expands to more than"),
+    }
+    assert_bad_inputs_exit_2([sys.executable, "scripts/simulate.py"], cases, "--csv", tmp_path)
