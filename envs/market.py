@@ -25,15 +25,15 @@ the shop is open (``dark``: a random or scripted suspension):
    above it the premium earns revenue and drags seller joins and retention. The null action (no
    incentives) is every cash lever at 0 and ``rate = reference_rate``.
 2. Attractiveness ``attr = w_sel*sel + sel*(w_ship*ship + w_fee*fee) + w_speed*fast
-   + w_live*live + w_pl*pl*(appeal - 1)``: ``ship = Hill(u_1*subsidy_max/ship_cost)``,
-   ``fee`` the concave effect of the discount's share of the reference rate, ``fast`` the share
-   of capacity the platform runs (warehousing), ``live = L*C/(C + C_half)``, ``pl`` the private
-   label's share of GMV, concave in its push. Appeal acts on demand.
+   + w_live*live``: ``ship = Hill(u_1*subsidy_max/ship_cost)``, ``fee`` the concave effect of
+   the discount's share of the reference rate, ``fast`` the share of capacity the platform runs
+   (warehousing), ``live = L*C/(C + C_half)``. The private label's share of GMV ``pl`` is
+   concave in its push; its appeal acts on demand, ``x (1 + w_pl*pl*(appeal - 1))``.
 3. Ad stock ``A = u_5*pool + theta*A``, reach ``Hill(A/pool)``.
 4. Shopping-start share with memory, bounded by competitors:
    ``share += share_rate*(share_max*attr^2/(attr^2 + c) - share)``.
 5. Buyers, Bass diffusion in two cohorts, innovation raised by ads, share and attention.
-6. Demand ``D = B*f0*(base + attr)*s*shock*live``; capacity follows the season,
+6. Demand ``D = B*f0*(base + attr)*(1 + w_pl*pl*(appeal - 1))*s*shock*live``; capacity follows the season,
    ``K = (kappa*S + W + P)*s`` (sellers' own fulfilment, platform warehousing, 3PL);
    served ``min(D, K) + spill*max(D - K, 0)``; the rest is ``orders_lost``.
 7. Money on this quarter's served volume: GMV ``served*AOV``; the discount
@@ -201,7 +201,7 @@ _PARAMS_BY_GROUP: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("w_fee", "weight", "weight of the commission discount (times selection)"),
         ("w_speed", "weight", "weight of platform-run (fast) fulfilment"),
         ("w_live", "weight", "weight of livestream content"),
-        ("w_private_label", "weight", "attractiveness per unit private-label share and unit of appeal above 1"),
+        ("w_private_label", "weight", "demand per unit private-label share and unit of appeal above 1"),
         ("shipping_ec", "ratio", "Hill half-point of subsidy / shipping cost"),
         ("fee_ec", "share", "half-point of the discount's concave effect"),
         ("hill_ec", "ratio", "Hill half-point of pool spend / pool_max"),
@@ -816,8 +816,8 @@ N_MARKET_OUT = 13
 # rows of per_region: outputs, then the kernels' scratch (quantities a quarter computes once and
 # the demand side reads at every trial of the hard-budget scale factor)
 (P_GMV, P_SHARE, P_ATTR, P_NEW_BUYERS, P_NEW_SELLERS, P_ORDERS, P_LOST, P_DARK, P_GMV_3P, P_DEMAND,
- P_SHOCK, P_LIVE, P_CAPACITY, P_ATTR_BASE, P_PL, P_IMITATION, P_INNOVATION, P_CONTENT) = range(18)
-N_REGION_OUT = 18
+ P_SHOCK, P_LIVE, P_CAPACITY, P_ATTR_BASE, P_PL, P_IMITATION, P_INNOVATION, P_CONTENT, P_PL_DEMAND) = range(19)
+N_REGION_OUT = 19
 
 
 @per_market_kernel
@@ -850,8 +850,9 @@ def _prepare_market(gq, rq, regional, i, shock, per_region):
             gq[ATTR.w_selection] * regional[i, F.selection, j]
             + gq[ATTR.w_speed] * fast
             + gq[ATTR.w_live] * regional[i, F.livestream, j] * content
-            + gq[ATTR.w_private_label] * pl * (rq[REGION.private_label_appeal, j] - 1.0)
         )
+        # the label's appeal acts on demand: a label people want adds orders, one they do not loses them
+        per_region[P_PL_DEMAND, i, j] = max(0.0, 1.0 + gq[ATTR.w_private_label] * pl * (rq[REGION.private_label_appeal, j] - 1.0))
         per_region[P_IMITATION, i, j] = gq[BUYERS.bass_q] * (regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]) / users
         attention = 1.0 + gq[BUYERS.attention_weight] * (regional[i, F.attention, j] * rq[REGION.inv_attention0, j] - 1.0)
         per_region[P_INNOVATION, i, j] = gq[BUYERS.bass_p] * attention * rq[REGION.inv_shopping_share, j]
@@ -914,7 +915,7 @@ def _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region):
         bo_next = min(bo * (1.0 - churn) + new_older, users_older)
 
         # orders against capacity that follows the season
-        demand = (bg_next + bo_next) * rq[REGION.order_rate, j] * (gq[BUYERS.base_orders] + attr) * se * per_region[P_SHOCK, i, j] * live
+        demand = (bg_next + bo_next) * rq[REGION.order_rate, j] * (gq[BUYERS.base_orders] + attr) * per_region[P_PL_DEMAND, i, j] * se * per_region[P_SHOCK, i, j] * live
         capacity = per_region[P_CAPACITY, i, j] * se
         served = min(demand, capacity) + gq[BUYERS.spill] * max(demand - capacity, 0.0)
         gmv = served * rq[REGION.aov_b, j]

@@ -62,7 +62,7 @@ class Attractiveness(_Strict):
     w_speed: Float = Field(ge=0, le=5)
     w_live: Float = Field(ge=0, le=5)
     w_fee: Float = Field(ge=0, le=5)
-    w_private_label: Float = Field(ge=0, le=5, description="attractiveness per unit label share and unit of appeal above 1")
+    w_private_label: Float = Field(ge=0, le=5, description="demand per unit label share and unit of appeal above 1")
     shipping_ec: Float = Field(gt=0, le=10, description="Hill half-point of subsidy/shipping cost")
     fee_ec: Float = Field(gt=0, le=10, description="half-point of the discount's concave effect")
     hill_ec: Float = Field(gt=0, le=10, description="Hill half-point of pool spend / pool_max")
