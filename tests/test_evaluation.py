@@ -108,7 +108,7 @@ def test_best_static_is_reproducible_and_never_below_its_playbook_start(stochast
     states = start_states(params, a.seeds)
     start = quantise(make_policy(a.start, stochastic).intensity)
     start_value = market.rollout(params, states, np.broadcast_to(start, (states.n, *start.shape)))["reward"].sum(1).mean()
-    assert a.value_mean >= start_value
+    assert a.value_mean >= start_value * (1 - 1e-12)  # the scorer weights distinct futures: the same mean, to rounding
 
 
 def test_soft_mode_oracle_respects_the_limit():
