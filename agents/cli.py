@@ -12,3 +12,4 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+

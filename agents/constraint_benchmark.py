@@ -1,7 +1,7 @@
 """The constraint benchmark: hard budget, soft budget without and with the constraint.
 
 Three variants, each trained from its default config with several seeds and evaluated on
-held-out seeds (:func:`agents.ppo.eval_seeds`, never seen in training), in the OmniSafe
+held-out seeds (:func:`agents.seeds.eval_seeds`, never seen in training), in the OmniSafe
 benchmark style (mean and spread over training seeds):
 
 ===================  ==========================================  ==============================
@@ -15,7 +15,7 @@ variant              config                                       what it shows
 Per variant: cumulative GMV ($B per episode) and episode cost ($B) against the limit
 (``budget.total``), violation rate (episodes over the limit), and GMV relative to ``ppo_hard``.
 Each training seed's figures are means over the evaluation episodes; the table gives the mean
-and the standard deviation of those over training seeds. Targets (issue 5): ``ppo_lagrangian``
+and the standard deviation of those over training seeds. Targets: ``ppo_lagrangian``
 mean episode cost at most 1.05 x the limit, GMV at least 0.97 x ``ppo_hard``'s;
 ``ppo_soft`` overspends.
 
@@ -25,6 +25,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from agents import lazy, runs
 from agents.config import CONFIG_DIR, TrainConfig, load_config
+from agents.constraint import over_limit
+from agents.io import atomic_write_json, atomic_write_text
+from agents.rollout import BENCHMARK_KEYS, episode_totals, publish, rollout_policy, summarise
+from agents.seeds import eval_seeds
 
 
 @dataclass(frozen=True)
@@ -61,21 +67,55 @@ def variant_config(variant: Variant, seed: int, timesteps: int | None = None) ->
     return load_config(variant.config, sets)
 
 
-def train_one(variant: Variant, seed: int, run_dir: Path, timesteps: int | None = None) -> Path:
-    """Train one (variant, seed) into ``run_dir`` unless it already finished there."""
-    from agents import runs
-    from agents.ppo import train
+class BenchmarkError(ValueError):
+    """The output folder cannot hold this benchmark (a file, foreign content, runs trained
+    otherwise). One line."""
 
-    if (run_dir / runs.SUMMARY_FILE).is_file() and (run_dir / runs.MODEL_FILE).is_file():
-        return run_dir
+
+#: what this benchmark writes into its folder; anything else there is the user's
+OWN_ENTRIES = ("runs", "constraint_benchmark.json", "constraint_benchmark.md")
+
+
+def check_out(out: Path) -> None:
+    """``out`` is new, or a folder of an earlier (maybe stopped) benchmark, which is continued."""
+    if not os.path.lexists(out):
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise BenchmarkError(f"--out {out} exists and is not a folder; give a folder for the runs, the table and the JSON")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_ENTRIES)
+    if foreign:
+        raise BenchmarkError(f"--out {out} holds {', '.join(foreign[:3])}, which this benchmark did not write; choose another --out")
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            found = _first_difference(va, vb, f"{prefix}{key}.")
+            if found:
+                return found
+        elif va != vb:
+            return f"{prefix}{key}={va!r}, not {vb!r}"
+    return None
+
+
+def train_one(variant: Variant, seed: int, run_dir: Path, timesteps: int | None = None) -> Path:
+    """Train one (variant, seed) into ``run_dir``; a run there is reused (finished) or continued
+    (interrupted) only if it was trained with exactly this config, else :class:`BenchmarkError`."""
     config = variant_config(variant, seed, timesteps)
-    if run_dir.exists():  # an interrupted run: continue it from its checkpoint
-        if runs.latest_checkpoint(run_dir) is None:
-            raise RuntimeError(f"{run_dir} exists but is neither finished nor resumable; remove it")
-        _finished(train(runs.read_run_config(run_dir), run_dir, resume=True, progress="none"))
+    if run_dir.exists():
+        saved = runs.read_run_config(run_dir)
+        differs = _first_difference(saved.model_dump(mode="json"), config.model_dump(mode="json"))
+        if differs is not None:
+            raise BenchmarkError(f"{run_dir} was trained with {differs} asked now; choose another --out, or the same settings as before")
+        if runs.is_finished(run_dir):
+            return run_dir
+        saved, lock = runs.open_for_resume(run_dir)  # an interrupted run: continue it
+        with lock:
+            _finished(lazy.training().train(saved, run_dir, resume=True, progress="none"))
         return run_dir
-    runs.create_run_dir(run_dir, config)
-    _finished(train(config, run_dir, progress="none"))
+    with runs.create_run_dir(run_dir, config):
+        _finished(lazy.training().train(config, run_dir, progress="none"))
     return run_dir
 
 
@@ -86,19 +126,17 @@ def _finished(result) -> None:
 
 def evaluate_run(run_dir: Path, episodes: int) -> dict[str, float]:
     """The run's deterministic policy on ``episodes`` held-out seeds, in the mode it trained in."""
-    from agents.ppo import eval_seeds, rollout_policy
-    from agents.runs import load_run
-
-    run = load_run(run_dir)
-    result = rollout_policy(run.policy(), run.scenario, eval_seeds(episodes))
-    limit = float(run.scenario.budget.total)
+    run = runs.load_run(run_dir)
+    params = run.scenario.to_params()
+    traj = rollout_policy(run.policy(), run.scenario, eval_seeds(episodes))
+    figures = publish(summarise(traj, params), BENCHMARK_KEYS)
     return {
-        "gmv_mean": float(np.mean(result["gmv"])),
-        "cost_mean": float(np.mean(result["cost"])),
-        "cost_max": float(np.max(result["cost"])),
-        "cost_limit": limit,
-        "violation_rate": float(np.mean(result["cost"] > limit * (1 + 1e-9))),
-        "final_run_rate_mean": float(np.mean(result["final_run_rate"])),
+        "gmv_mean": figures["gmv_mean"],
+        "cost_mean": figures["cost_mean"],
+        "cost_max": float(episode_totals(traj.cost).max()),
+        "cost_limit": float(run.scenario.budget.total),
+        "violation_rate": figures["violation_rate"],
+        "final_run_rate_mean": figures["final_run_rate_mean"],
         "budget_mode": run.scenario.budget.mode,
     }
 
@@ -134,7 +172,7 @@ def targets(summary: dict[str, dict]) -> dict[str, bool | None]:
     return {
         "lagrangian_cost_within_5pct_of_limit": None if lag is None else bool(lag["cost"]["mean"] <= COST_TOLERANCE * lag["cost_limit"]),
         "lagrangian_gmv_at_least_0.97_of_hard": None if lag is None or lag["gmv_to_hard"] is None else bool(lag["gmv_to_hard"] >= GMV_RATIO_TARGET),
-        "soft_unconstrained_overspends": None if soft is None else bool(soft["cost"]["mean"] > soft["cost_limit"] * (1 + 1e-9)),
+        "soft_unconstrained_overspends": None if soft is None else bool(over_limit(soft["cost"]["mean"], soft["cost_limit"])),
     }
 
 
@@ -168,9 +206,8 @@ def run_benchmark(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train and evaluate every (variant, seed); write ``constraint_benchmark.json`` and ``.md``."""
-    from agents.io import atomic_write_json, atomic_write_text
-
     out = Path(out)
+    check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = [v for v in VARIANTS if v.name in variants]
     per_seed: dict[str, list[dict]] = {v.name: [] for v in chosen}

@@ -501,7 +501,8 @@ def test_simulate_script_prints_the_table_and_writes_csv_and_png(repo_root, tmp_
     assert len(rows) == 12 and rows[0]["quarter"] == "2023Q1" and rows[-1]["quarter"] == "2025Q4"
     assert sum(float(r["spend"]) for r in rows) == pytest.approx(3.0, rel=1e-6)
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.csv", "run.png"], "no temp files left behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.csv.flywheel-output.json", ".run.png.flywheel-output.json", "run.csv", "run.png"], \
+        "no temp files left behind, only the outputs and their manifests (agents.io)"
 
 
 def test_simulate_script_bad_scenario_or_policy_exits_2_with_one_line(repo_root) -> None:
@@ -572,7 +573,7 @@ def test_quarter_labels_roll_over_years() -> None:
 
 
 def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path) -> None:
-    from agents.simulate import _atomic_write
+    from agents.io import atomic_path
 
     target = tmp_path / "out.csv"
     target.write_text("old")
@@ -582,11 +583,13 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path) -> None:
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _atomic_write(target, half_write)
+        with atomic_path(target) as tmp:
+            half_write(tmp)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 
 
+@pytest.mark.slow
 def test_benchmark_script_writes_the_json_keys(repo_root, tmp_path) -> None:
     import json
 

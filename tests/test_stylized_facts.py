@@ -1,4 +1,4 @@
-"""The stylized facts of docs/model.md, 1-16, each a test with a stated threshold.
+"""The stylized facts of ``docs/model.md``, 1-16, each a test with a stated threshold.
 
 All rollouts go through the one batched model (``envs.market``); plans are intensities in
 [0, 1] of shape (R, 7) (constant) or (T, R, 7) (per quarter). Unless a fact is about
@@ -269,12 +269,13 @@ def test_fact11_a_suspended_share_is_billed_nothing_and_its_budget_kept():
 
 
 # 12 ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fact12_timing_pays():
     """Deterministic default: the best quarter-by-quarter plan beats the best constant plan by >= 5%
     of cumulative GMV. Both found by the project's planners (CMA-ES): ``best_static`` and the
     ``oracle``, which on a deterministic scenario is the best open-loop per-quarter plan; GMV
     without a terminal value (the planners optimise GMV)."""
-    from agents.planning import best_static, oracle
+    from agents.planners import best_static, oracle
 
     sc = load_scenario("global", {"deterministic": True, "objective.terminal_value": 0})
     static = best_static(sc, seeds=[0], iterations=150)
