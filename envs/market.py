@@ -574,17 +574,18 @@ def _schedules(p: Params) -> tuple[np.ndarray, np.ndarray]:
     rg[:, REGION.selection_norm] = (1.0 + x_pot) / x_pot
 
     def inverse(x: np.ndarray) -> np.ndarray:
-        return np.divide(1.0, x, out=np.zeros_like(x), where=x > 0.0)
+        """``1 / x``, and 0 where ``x`` is 0 or so small (subnormal) that ``1 / x`` overflows."""
+        return np.divide(1.0, x, out=np.zeros_like(x), where=x > 1e-300)
 
     rg[:, REGION.inv_reference_rate] = inverse(rg[:, REGION.reference_rate])
     rg[:, REGION.inv_rate_max] = inverse(rg[:, REGION.rate_max])
     rg[:, REGION.subsidy_ratio] = rg[:, REGION.subsidy_max] / rg[:, REGION.shipping_cost]
     rg[:, REGION.inv_pool] = inverse(rg[:, REGION.pool_max])
-    rg[:, REGION.inv_shopping_share] = 1.0 / rg[:, REGION.shopping_share]
+    rg[:, REGION.inv_shopping_share] = inverse(rg[:, REGION.shopping_share])
     rg[:, REGION.aov_b] = rg[:, REGION.aov] / 1000.0
     rg[:, REGION.subsidy_b] = rg[:, REGION.subsidy_max] / 1000.0
-    rg[:, REGION.inv_users_max] = 1.0 / rg[:, REGION.users_max]
-    rg[:, REGION.inv_sellers_half] = 1.0 / rg[:, REGION.sellers_half]
+    rg[:, REGION.inv_users_max] = inverse(rg[:, REGION.users_max])
+    rg[:, REGION.inv_sellers_half] = inverse(rg[:, REGION.sellers_half])
     rg[:, REGION.inv_livestream_max] = inverse(rg[:, REGION.livestream_max])
     rg[:, REGION.warehouse_per_intensity] = rg[:, REGION.pool_max] * 1000.0 / g[:, PLATFORM.capex_per_order][:, None]
     return g, rg

@@ -1,4 +1,4 @@
-"""The stylized facts of docs/model.md, 1-16, each a test with a stated threshold.
+"""The stylized facts of ``docs/model.md``, 1-16, each a test with a stated threshold.
 
 All rollouts go through the one batched model (``envs.market``); plans are intensities in
 [0, 1] of shape (R, 7) (constant) or (T, R, 7) (per quarter). Unless a fact is about
