@@ -5,13 +5,18 @@ All of them extend SB3 through ``BaseCallback`` and ``self.logger.record``; SB3'
 
 * ``market/gmv_episode`` ($B over the episode), ``market/gmv_run_rate_final`` ($B annualised,
   last quarter), ``market/cost_episode`` ($B spent), ``market/budget_utilisation`` (spent /
-  ``budget.total``), ``market/revenue_episode`` ($B), ``market/buyers_final`` (M, all regions),
+  ``budget.total``), ``market/revenue_episode`` ($B), ``market/objective_episode`` ($B: the
+  episode's reward, objective plus terminal value), ``market/contribution_episode`` ($B:
+  revenue - cash spend), ``market/net_burn_episode`` ($B: cash spend - revenue),
+  ``market/buyers_final`` (M, all regions),
   ``market/sellers_final`` (k, all regions): means over the training episodes that ended in
   the last rollout (the latest ones if none ended).
 * ``levers/<lever>``: mean intensity in [0, 1] of each lever over the rollout's quarters,
   markets and regions, after the budget projection (what was actually spent).
-* ``eval/gmv_mean``, ``eval/cost_mean``, ``eval/final_run_rate_mean``: deterministic policy on
-  held-out seeds at step 0, every ``eval_freq`` env steps and at the end.
+* ``eval/gmv_mean``, ``eval/cost_mean``, ``eval/final_run_rate_mean``, ``eval/objective_mean``,
+  ``eval/revenue_mean``, ``eval/contribution_mean``, ``eval/net_burn_mean``: deterministic policy
+  on held-out seeds at step 0, every ``eval_freq`` env steps and at the end
+  (:data:`agents.rollout.EVAL_TAG_KEYS`).
 * ``baselines/<playbook>`` ($B per episode): each reference playbook's GMV on the same held-out
   seeds, and ``baselines/budget_total`` ($B): logged at the first and the last step, so each
   draws a flat line beside the learned policy's.
@@ -36,15 +41,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HParam, HumanOutputFormat, Logger, TensorBoardOutputFormat
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 
-from agents.rollout import EVAL_TAG_KEYS
+from agents.rollout import EVAL_TAG_KEYS, MARKET_TAG_KEYS, publish
 from envs.market import LEVERS
 
 MARKET_TAGS = (
-    "market/gmv_episode",
-    "market/gmv_run_rate_final",
-    "market/cost_episode",
+    *MARKET_TAG_KEYS.values(),
     "market/budget_utilisation",
-    "market/revenue_episode",
     "market/buyers_final",
     "market/sellers_final",
 )
@@ -74,6 +76,9 @@ TAG_DESCRIPTIONS: dict[str, str] = {
     "market/cost_episode": "Incentive spend over a training episode, $B (after the hard-budget projection).",
     "market/budget_utilisation": "Spend over the episode / budget.total: 1 spends the whole budget (above 1 only in soft-budget mode).",
     "market/revenue_episode": "Platform revenue over a training episode, $B: commission, shop ads and private-label margin.",
+    "market/objective_episode": "Reward of a training episode, $B: the scenario's objective (GMV, revenue or contribution) summed over the quarters plus the terminal value of the business left at the horizon.",
+    "market/contribution_episode": "Revenue minus cash spend over a training episode, $B.",
+    "market/net_burn_episode": "Cash spend minus revenue over a training episode, $B.",
     "market/buyers_final": "Active buyers at the end of a training episode, M, all regions.",
     "market/sellers_final": "Active sellers at the end of a training episode, k, all regions.",
     **{f"levers/{lever}": f"Mean intensity of {lever} in [0, 1] over the rollout's quarters, markets and regions, after the budget projection: {meaning}."
@@ -81,6 +86,10 @@ TAG_DESCRIPTIONS: dict[str, str] = {
     "eval/gmv_mean": "GMV per episode of the deterministic policy on held-out seeds (never trained on), $B; logged at step 0, every eval_freq steps and at the end.",
     "eval/cost_mean": "Spend per episode of the deterministic policy on the held-out seeds, $B.",
     "eval/final_run_rate_mean": "Annualised GMV run rate in the last quarter on the held-out seeds, $B a year (target: the scenario's target_run_rate).",
+    "eval/objective_mean": "Reward per episode (objective plus terminal value) of the deterministic policy on the held-out seeds, $B: what the policy is trained to maximise.",
+    "eval/revenue_mean": "Platform revenue per episode on the held-out seeds, $B: commission, shop ads and private-label margin.",
+    "eval/contribution_mean": "Revenue minus cash spend per episode on the held-out seeds, $B.",
+    "eval/net_burn_mean": "Cash spend minus revenue per episode on the held-out seeds, $B.",
     BUDGET_TAG: "The scenario's total incentive budget over an episode, $B (budget.total): the line spend is measured against.",
     "constraint/episode_cost": "Cost-constrained PPO: mean spend per training episode, $B.",
     "constraint/violation_rate": "Cost-constrained PPO: share of training episodes whose spend exceeded the cost limit.",
@@ -148,7 +157,10 @@ def custom_scalars_layout(baselines: Sequence[str] = ()) -> dict:
             "Final run rate ($B a year)": ["Multiline", ["market/gmv_run_rate_final", "eval/final_run_rate_mean"]],
             "Spend against the budget ($B per episode)": ["Multiline", ["market/cost_episode", "eval/cost_mean", BUDGET_TAG]],
             "Budget utilisation (spend / budget)": ["Multiline", ["market/budget_utilisation"]],
-            "Revenue ($B per episode)": ["Multiline", ["market/revenue_episode"]],
+            "Objective ($B per episode: the reward, training and held-out eval)": ["Multiline", ["market/objective_episode", "eval/objective_mean"]],
+            "Revenue, contribution, net burn ($B per episode)": ["Multiline", [
+                "market/revenue_episode", "market/contribution_episode", "market/net_burn_episode",
+                "eval/revenue_mean", "eval/contribution_mean", "eval/net_burn_mean"]],
             "Buyers (M), final": ["Multiline", ["market/buyers_final"]],
             "Sellers (k), final": ["Multiline", ["market/sellers_final"]],
         },
@@ -202,6 +214,8 @@ class MarketLoggerCallback(BaseCallback):
     :param budget_total: the scenario's ``budget.total`` ($B), for ``budget_utilisation``.
     """
 
+    SUMMED = ("gmv", "revenue", "cash_spend", "objective_value", "terminal_value")
+
     def __init__(self, budget_total: float, verbose: int = 0):
         super().__init__(verbose)
         self.budget_total = float(budget_total)
@@ -210,8 +224,8 @@ class MarketLoggerCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         n = self.training_env.num_envs
-        self._gmv = np.zeros(n)
-        self._revenue = np.zeros(n)
+        # per market, the episode so far: quarter sums of these info entries
+        self._sums = {key: np.zeros(n) for key in self.SUMMED}
         self._lever_sum = np.zeros(len(LEVERS))
         self._lever_count = 0
 
@@ -224,25 +238,32 @@ class MarketLoggerCallback(BaseCallback):
         infos = self.locals["infos"]
         dones = self.locals["dones"]
         for i, info in enumerate(infos):
-            self._gmv[i] += info["gmv"]
-            self._revenue[i] += info["revenue"]
+            for key, total in self._sums.items():
+                total[i] += info[key]
             intensity = np.asarray(info["lever_intensity"])  # (n_regions, n_levers)
             self._lever_sum += intensity.mean(axis=0)
             self._lever_count += 1
             if dones[i]:
-                episode = {
-                    "market/gmv_episode": self._gmv[i],
-                    "market/gmv_run_rate_final": info["gmv_run_rate"],
-                    "market/cost_episode": info["cost_total"],
+                sums = {key: float(total[i]) for key, total in self._sums.items()}
+                figures = {  # one episode's figures, under agents.rollout's names
+                    "gmv_mean": sums["gmv"],
+                    "run_rate_final_mean": info["gmv_run_rate"],
+                    "cost_mean": info["cost_total"],
+                    "revenue_mean": sums["revenue"],
+                    "objective_mean": sums["objective_value"] + sums["terminal_value"],
+                    "contribution_mean": sums["revenue"] - sums["cash_spend"],
+                    "net_burn_mean": sums["cash_spend"] - sums["revenue"],
+                }
+                episode = publish(figures, MARKET_TAG_KEYS)
+                episode.update({
                     "market/budget_utilisation": info["cost_total"] / self.budget_total,
-                    "market/revenue_episode": self._revenue[i],
                     "market/buyers_final": float(sum(info["buyers"].values())),
                     "market/sellers_final": float(sum(info["sellers"].values())),
-                }
+                })
                 self._finished.append(episode)
                 self._recent.append(episode)
-                self._gmv[i] = 0.0
-                self._revenue[i] = 0.0
+                for total in self._sums.values():
+                    total[i] = 0.0
         return True
 
     def _on_rollout_end(self) -> None:

@@ -13,7 +13,8 @@ variant              config                                       what it shows
 ===================  ==========================================  ==============================
 
 Per variant: cumulative GMV ($B per episode) and episode cost ($B) against the limit
-(``budget.total``), violation rate (episodes over the limit), and GMV relative to ``ppo_hard``.
+(``budget.total``), violation rate (episodes over the limit), GMV relative to ``ppo_hard``, and
+the objective (cumulative reward), revenue, contribution (revenue - cash spend) and net burn.
 Each training seed's figures are means over the evaluation episodes; the table gives the mean
 and the standard deviation of those over training seeds. Targets: ``ppo_lagrangian``
 mean episode cost at most 1.05 x the limit, GMV at least 0.97 x ``ppo_hard``'s;
@@ -102,12 +103,9 @@ def evaluate_run(run_dir: Path, episodes: int) -> dict[str, float]:
     traj = rollout_policy(run.policy(), run.scenario, eval_seeds(episodes))
     figures = publish(summarise(traj, params), BENCHMARK_KEYS)
     return {
-        "gmv_mean": figures["gmv_mean"],
-        "cost_mean": figures["cost_mean"],
+        **figures,
         "cost_max": float(episode_totals(traj.cost).max()),
         "cost_limit": float(run.scenario.budget.total),
-        "violation_rate": figures["violation_rate"],
-        "final_run_rate_mean": figures["final_run_rate_mean"],
         "budget_mode": run.scenario.budget.mode,
     }
 
@@ -130,6 +128,7 @@ def aggregate(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
             "cost": _spread([r["cost_mean"] for r in rows]),
             "cost_to_limit": _spread([r["cost_mean"] / limit for r in rows]),
             "violation_rate": _spread([r["violation_rate"] for r in rows]),
+            **{key: _spread([r[key] for r in rows]) for key in ("objective_mean", "revenue_mean", "contribution_mean", "net_burn_mean")},
         }
     hard = out.get("ppo_hard")
     for name, row in out.items():

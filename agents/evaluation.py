@@ -3,7 +3,8 @@
 :func:`evaluate` rolls every policy out on the episodes ``seed .. seed + episodes - 1``
 (:func:`agents.rollout.rollout_policy`) and measures each (:func:`agents.rollout.summarise`),
 adding per policy ``budget_mode`` (the budget mode it was played in) and ``ratio_to_oracle``
-(``gmv_mean / gmv_mean`` of the oracle, ``null`` without one). :func:`reference_policies` builds
+(``objective_mean / objective_mean`` of the oracle, ``null`` without one: the ratio is taken on
+what the policies are asked to maximise, the reward). :func:`reference_policies` builds
 the playbooks and the planners (``best_static``, ``oracle``) for a scenario; the report
 (``eval.json``, ``report.md``, plots) is :mod:`agents.report`.
 
@@ -89,13 +90,14 @@ def evaluate(
 
 
 def _add_ratios_to_oracle(metrics: dict, trajectories: dict, oracle_name: str) -> None:
-    oracle_gmv = metrics[oracle_name]["gmv_mean"] if oracle_name in metrics else None
+    # on the objective (what every policy is asked to maximise), not on GMV
+    oracle_value = metrics[oracle_name]["objective_mean"] if oracle_name in metrics else None
     for name, figures in metrics.items():
-        if oracle_gmv is None or oracle_gmv <= 0:
+        if oracle_value is None or oracle_value <= 0:
             figures["ratio_to_oracle"] = None
         else:
-            figures["ratio_to_oracle"] = figures["gmv_mean"] / oracle_gmv
-            per_episode = episode_totals(trajectories[name].gmv) / episode_totals(trajectories[oracle_name].gmv)
+            figures["ratio_to_oracle"] = figures["objective_mean"] / oracle_value
+            per_episode = episode_totals(trajectories[name].reward) / episode_totals(trajectories[oracle_name].reward)
             figures["ratio_to_oracle_ci95"] = list(bootstrap_ci(per_episode))
 
 
@@ -134,7 +136,7 @@ def reference_policies(names: Sequence[str], reference: Scenario, seeds: Sequenc
     plan = static.plan
     extra["best_static"] = {
         "intensity": {r: dict(zip(market.LEVERS, row)) for r, row in zip(reference.regions, plan.intensity.tolist())},
-        "train_seeds": len(plan.seeds), "train_gmv_mean": plan.gmv_mean, "started_from": plan.start,
+        "train_seeds": len(plan.seeds), "train_reward_mean": plan.value_mean, "started_from": plan.start,
         "iterations": plan.iterations, "evaluations": plan.evaluations,
     }
     if "best_static" in names:
@@ -148,12 +150,12 @@ def reference_policies(names: Sequence[str], reference: Scenario, seeds: Sequenc
         timings["oracle"] = time.perf_counter() - t0
         res = oracle.result
         extra["oracle"] = {
-            "planned_gmv_mean": float(res.gmv.mean()),
-            "best_static_gmv_mean": float(res.warm_gmv.mean()),
-            "search_start_gmv_mean": float(res.start_gmv.mean()),
+            "planned_reward_mean": float(res.value.mean()),
+            "best_static_reward_mean": float(res.warm_value.mean()),
+            "search_start_reward_mean": float(res.start_value.mean()),
             "distinct_futures": res.unique_episodes,
             "schedule_iterations": list(effort.schedule_iterations),
-            "schedule_train_gmv_mean": res.schedule.gmv_mean if res.schedule else None,
+            "schedule_train_reward_mean": res.schedule.value_mean if res.schedule else None,
             "per_episode_scale_iterations": effort.oracle_scale_iterations,
             "per_episode_iterations": res.per_episode_iterations,
             "gain_last_10_generations": (res.history[-1] - res.history[-11]) if len(res.history) > 10 else None,

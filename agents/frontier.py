@@ -1,7 +1,8 @@
 """The budget frontier: what does one more $B of incentive budget buy?
 
-For a scenario and a list of total budgets ($B over the horizon), the cumulative GMV ($B)
-reached at each budget by
+For a scenario and a list of total budgets ($B over the horizon), the cumulative GMV ($B), and
+beside it the objective (cumulative reward: what the planners maximise), revenue, contribution
+(revenue - cash spend) and net burn (cash spend - revenue), reached at each budget by
 
 * ``best_static``: the best constant allocation (:func:`agents.planners.best_static`, CMA-ES on
   training seeds), played on the evaluation episodes;
@@ -20,10 +21,10 @@ numbers). The per-quarter cap scales with the total, keeping the scenario's rati
 Monotone oracle. A larger budget can replay a smaller budget's plan exactly: the intensities
 actually applied under the smaller budget (after its projection, :func:`agents.planners.model.feasible_plan`)
 spend at most the smaller caps, so under larger caps (total and per-quarter both at least as
-large) nothing is projected and the trajectory, hence the GMV, is the same. After the per-budget
-searches (run in parallel processes), each budget in increasing order takes, episode by
-episode, the better of its own plan and the next smaller budget's applied plan. The oracle's GMV
-therefore never falls as the budget grows. ``best_static`` is chosen the same way among the
+large) nothing is projected and the trajectory, hence the reward, is the same. After the
+per-budget searches (run in parallel processes), each budget in increasing order takes, episode
+by episode, the better (in reward) of its own plan and the next smaller budget's applied plan.
+The oracle's objective therefore never falls as the budget grows. ``best_static`` is chosen the same way among the
 constant plans found at this and smaller budgets, scored on the training seeds (a constant plan
 cannot replay a projected one exactly, so it is not guaranteed monotone).
 
@@ -46,7 +47,7 @@ import numpy as np
 from agents import plots, sweep
 from agents.io import atomic_write_json, atomic_write_text
 from agents.planners import best_static, oracle
-from agents.planners.model import cumulative_gmv, planning_params, quantise, start_states
+from agents.planners.model import cumulative_reward, planning_params, quantise, start_states
 from agents.rollout import episode_totals, rollout_policy
 from agents.runs import load_run
 from agents.seeds import eval_seeds, training_seeds
@@ -119,6 +120,20 @@ def _plan_budget(args: tuple) -> dict:
     return {"static": static.intensity, "oracle_plans": orc.plans, "seconds": time.perf_counter() - t0}
 
 
+#: what the frontier reports per method and budget (``<method>_<figure>``, means over episodes, $B)
+FIGURES = ("gmv", "cost", "objective", "revenue", "contribution", "net_burn")
+
+
+def money_totals(run) -> dict[str, np.ndarray]:
+    """Per-episode totals over the horizon of :data:`FIGURES` ($B), from a rollout (the dict of
+    :func:`envs.market.rollout`) or :class:`agents.rollout.Trajectories`: ``objective`` is the
+    cumulative reward (objective plus terminal value), ``contribution`` revenue - cash spend."""
+    get = (lambda key: run[key]) if isinstance(run, dict) else (lambda key: getattr(run, key))
+    revenue, cash = episode_totals(get("revenue")), episode_totals(get("cash_spend"))
+    return {"gmv": episode_totals(get("gmv")), "cost": episode_totals(get("cost")), "objective": episode_totals(get("reward")),
+            "revenue": revenue, "contribution": revenue - cash, "net_burn": cash - revenue}
+
+
 def _train_budgets(scenario_name: str, budgets: Sequence[float], budget_sets: Sequence[Mapping[str, Any]], timesteps: int, seed: int,
                    sweep_dir: Path, episodes: int, address: str | None, log: Callable[[str], None]) -> list[dict]:
     """A short hard-budget PPO run per budget, as one sweep on Ray Tune (:mod:`agents.sweep`; an
@@ -141,7 +156,7 @@ def _train_budgets(scenario_name: str, budgets: Sequence[float], budget_sets: Se
         run_dir = sweep_dir / row["run_dir"]
         run = load_run(run_dir)
         traj = rollout_policy(run.policy(), run.scenario, eval_seeds(episodes))
-        trained.append({"gmv": episode_totals(traj.gmv), "cost": episode_totals(traj.cost), "run_dir": str(run_dir)})
+        trained.append({**money_totals(traj), "run_dir": str(run_dir)})
     return trained
 
 
@@ -176,37 +191,32 @@ def _budget_rows(budgets: Sequence[float], scenarios: Sequence[Scenario], planne
         params = planning_params(sc)
         states = start_states(params, seeds)
         plans = quantise(found["oracle_plans"])
-        gmv = cumulative_gmv(params, states, plans)
-        own_gmv = gmv.copy()
+        value = cumulative_reward(params, states, plans)
+        own_value = value.copy()
         if previous_applied is not None:
-            replay = cumulative_gmv(params, states, previous_applied)
-            better = replay > gmv
+            replay = cumulative_reward(params, states, previous_applied)
+            better = replay > value
             plans = np.where(better[:, None, None, None], previous_applied, plans)
-            gmv = np.maximum(gmv, replay)
+            value = np.maximum(value, replay)
         applied = market.rollout(params, states, plans)
         previous_applied = applied["intensity"]
-        oracle_cost = applied["cost"].sum(axis=1)
 
         # best_static: the best of the constant plans found at this and smaller budgets (training seeds)
         statics.append(found["static"])
         train_states = start_states(params, training_seeds(effort.static_seeds))
-        scores = [cumulative_gmv(params, train_states, np.broadcast_to(s, (train_states.n,) + s.shape)).mean() for s in statics]
+        scores = [cumulative_reward(params, train_states, np.broadcast_to(s, (train_states.n,) + s.shape)).mean() for s in statics]
         static = statics[int(np.argmax(scores))]
         static_run = market.rollout(params, states, np.broadcast_to(static, (states.n,) + static.shape))
-        row = {
-            "budget_total": b,
-            "budget_per_quarter": sc.budget.per_quarter,
-            "best_static_gmv": float(static_run["gmv"].sum(axis=1).mean()),
-            "best_static_cost": float(static_run["cost"].sum(axis=1).mean()),
-            "oracle_gmv": float(gmv.mean()),
-            "oracle_gmv_own_search": float(own_gmv.mean()),
-            "oracle_cost": float(oracle_cost.mean()),
-            "oracle_replayed_episodes": int(np.sum(gmv > own_gmv)),
-            "plan_seconds": round(found["seconds"], 1),
-        }
+        row = {"budget_total": b, "budget_per_quarter": sc.budget.per_quarter}
+        methods = {"best_static": money_totals(static_run), "oracle": money_totals(applied)}
         if trained:
-            row["ppo_gmv"] = float(np.mean(trained[k]["gmv"]))
-            row["ppo_cost"] = float(np.mean(trained[k]["cost"]))
+            methods["ppo"] = trained[k]
+        for method, totals in methods.items():
+            row.update({f"{method}_{figure}": float(np.mean(totals[figure])) for figure in FIGURES})
+        row["oracle_objective_own_search"] = float(own_value.mean())
+        row["oracle_replayed_episodes"] = int(np.sum(value > own_value))
+        row["plan_seconds"] = round(found["seconds"], 1)
+        if trained:
             row["ppo_run_dir"] = trained[k]["run_dir"]
         rows.append(row)
     return rows
@@ -281,8 +291,9 @@ def compute_frontier(
 # --------------------------------------------------------------------------- outputs
 
 
-CSV_FIELDS = ("budget_total", "budget_per_quarter", "best_static_gmv", "best_static_marginal_gmv_per_b", "best_static_cost",
-              "oracle_gmv", "oracle_marginal_gmv_per_b", "oracle_cost", "ppo_gmv", "ppo_marginal_gmv_per_b", "ppo_cost")
+CSV_FIELDS = ("budget_total", "budget_per_quarter") + tuple(
+    f"{m}_{f}" for m in ("best_static", "oracle", "ppo")
+    for f in ("gmv", "marginal_gmv_per_b", "cost", "objective", "revenue", "contribution", "net_burn"))
 
 
 def frontier_csv(result: dict) -> str:

@@ -35,7 +35,7 @@ def _round(value, digits: int = 6):
 
 KEY_ORDER = (
     "gmv_mean", "gmv_ci95", "run_rate_final_mean", "target_reached_rate", "cost_mean",
-    "violation_rate", "ratio_to_oracle",
+    "violation_rate", "objective_mean", "ratio_to_oracle", "revenue_mean", "contribution_mean", "net_burn_mean",
 )
 
 
@@ -68,6 +68,8 @@ def trajectories_json(ev: Evaluation) -> dict:
             "cost_cumulative": tr.cost.cumsum(1).mean(0).tolist(),
             "cost_limit": tr.cost_limit.mean(0).tolist(),
             "revenue": tr.revenue.mean(0).tolist(),
+            "reward": tr.reward.mean(0).tolist(),
+            "cash_spend": tr.cash_spend.mean(0).tolist(),
             "budget_remaining": tr.budget_remaining.mean(0).tolist(),
             "gmv_region": tr.gmv_region.mean(0).tolist(),
             "spend": tr.spend.mean(0).tolist(),
@@ -218,18 +220,23 @@ def report_markdown(ev: Evaluation, doc: dict, mix_policy: str | None, notes: Se
         f"the same shocks and suspensions); {p.horizon} quarters; budget ${p.budget_total:g}B "
         f"(${p.budget_per_quarter:g}B a quarter at most, {doc['budget']['mode']} mode); target run rate ${p.target_run_rate:g}B.",
         "",
-        "| policy | GMV $B (95% CI) | ratio to oracle | final run rate $B | target reached | cost $B | violations | revenue $B |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| policy | objective $B | ratio to oracle | GMV $B (95% CI) | final run rate $B | target reached | cost $B | violations | revenue $B | contribution $B | net burn $B |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, f in doc["policies"].items():
         label = f"**{name}**" if name == ev.learned else name
         lines.append(
-            f"| {label} | {f['gmv_mean']:.2f} ({f['gmv_ci95'][0]:.2f} to {f['gmv_ci95'][1]:.2f}) | {_fmt(f['ratio_to_oracle'], '.3f')} "
+            f"| {label} | {f['objective_mean']:.2f} | {_fmt(f['ratio_to_oracle'], '.3f')} "
+            f"| {f['gmv_mean']:.2f} ({f['gmv_ci95'][0]:.2f} to {f['gmv_ci95'][1]:.2f}) "
             f"| {f['run_rate_final_mean']:.2f} | {f['target_reached_rate']:.0%} | {f['cost_mean']:.2f} | {f['violation_rate']:.0%} "
-            f"| {f['revenue_mean']:.2f} |"
+            f"| {f['revenue_mean']:.2f} | {f['contribution_mean']:.2f} | {f['net_burn_mean']:.2f} |"
         )
     lines += [
         "",
+        f"The objective is the cumulative reward, what every policy is asked to maximise: the scenario's objective "
+        f"(`{p.objective}`) summed over the quarters plus the terminal value of the business left at the horizon "
+        f"({p.terminal_value:g} quarters of the last quarter's de-seasonalised value); the ratio to the oracle is taken on it. "
+        "Contribution is revenue minus cash spend, net burn its opposite. "
         "GMV is cumulative over the horizon; the run rate is the last quarter's GMV, annualised and de-seasonalised; "
         "the oracle is a clairvoyant open-loop plan per episode (an upper bound), `best_static` the best constant allocation.",
         "",
@@ -261,12 +268,14 @@ def report_markdown(ev: Evaluation, doc: dict, mix_policy: str | None, notes: Se
 def format_table(doc: dict) -> str:
     """The terminal table of an ``eval.json`` document: one line per policy."""
     lines = [f"{doc['scenario']}: {doc['episodes']} episodes from seed {doc['seed']}",
-             f"{'policy':<18}{'GMV $B':>9}  {'95% CI':<17}{'/oracle':>8}{'run rate':>10}{'target':>8}{'cost':>7}{'viol.':>7}"]
+             f"{'policy':<18}{'obj. $B':>9}{'/oracle':>8}{'GMV $B':>9}  {'95% CI':<17}{'run rate':>10}{'target':>8}{'cost':>7}{'viol.':>7}"
+             f"{'revenue':>9}{'contrib.':>9}"]
     for name, f in doc["policies"].items():
         ratio = "n/a" if f["ratio_to_oracle"] is None else f"{f['ratio_to_oracle']:.3f}"
         ci = f"{f['gmv_ci95'][0]:.2f}-{f['gmv_ci95'][1]:.2f}"
-        lines.append(f"{name:<18}{f['gmv_mean']:>9.2f}  {ci:<17}{ratio:>8}{f['run_rate_final_mean']:>10.2f}"
-                     f"{f['target_reached_rate']:>8.0%}{f['cost_mean']:>7.2f}{f['violation_rate']:>7.0%}")
+        lines.append(f"{name:<18}{f['objective_mean']:>9.2f}{ratio:>8}{f['gmv_mean']:>9.2f}  {ci:<17}{f['run_rate_final_mean']:>10.2f}"
+                     f"{f['target_reached_rate']:>8.0%}{f['cost_mean']:>7.2f}{f['violation_rate']:>7.0%}"
+                     f"{f['revenue_mean']:>9.2f}{f['contribution_mean']:>9.2f}")
     return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@ vector env (:class:`envs.SocialCommerceVectorEnv`): episode i is seeded with ``s
 policies given the same seeds face the same demand shocks and suspensions (common random
 numbers), and a policy's ``predict(obs)`` is called once a quarter with the observations of every
 episode. It returns :class:`Trajectories`: per episode and quarter, GMV, annualised run rate,
-cost, the quarter's cost cap, revenue, spend by region and lever, suspensions.
+reward, cost, cash spend, the quarter's cost cap, revenue, spend by region and lever, suspensions.
 
 :func:`summarise` turns them into one set of figures, under these names:
 
@@ -17,6 +17,12 @@ cost, the quarter's cost cap, revenue, spend by region and lever, suspensions.
 ``cost_mean``             incentive spend over the horizon, $B
 ``violation_rate``        share of episodes spending more than ``budget.total`` (soft mode)
 ``revenue_mean``          commission, shop ads and private-label margin over the horizon, $B
+``objective_mean``        cumulative reward over the horizon, $B: the scenario's objective
+                          (``objective_value``: GMV, revenue or contribution) plus the terminal
+                          value of the business left at the horizon; what the policies are asked
+                          to maximise (with ``kind: gmv``, ``terminal_value: 0``: ``gmv_mean``)
+``contribution_mean``     revenue minus cash spend over the horizon, $B
+``net_burn_mean``         cash spend minus revenue over the horizon, $B
 ``gmv_std``               standard deviation of cumulative GMV over episodes, $B
 ========================  ====================================================================
 
@@ -50,12 +56,30 @@ SUMMARY_KEYS = {
     "run_rate_final_mean": "eval_final_run_rate_mean",
     "target_reached_rate": "eval_target_reached_rate",
     "revenue_mean": "eval_revenue_mean",
+    "objective_mean": "eval_objective_mean",
+    "contribution_mean": "eval_contribution_mean",
+    "net_burn_mean": "eval_net_burn_mean",
 }
 #: figure -> TensorBoard tag (training's periodic held-out evaluation)
 EVAL_TAG_KEYS = {
     "gmv_mean": "eval/gmv_mean",
     "cost_mean": "eval/cost_mean",
     "run_rate_final_mean": "eval/final_run_rate_mean",
+    "objective_mean": "eval/objective_mean",
+    "revenue_mean": "eval/revenue_mean",
+    "contribution_mean": "eval/contribution_mean",
+    "net_burn_mean": "eval/net_burn_mean",
+}
+#: figure -> TensorBoard tag of training's own episodes (:class:`agents.callbacks.MarketLoggerCallback`;
+#: the figure of one episode, the tag's value the mean over the rollout's finished episodes)
+MARKET_TAG_KEYS = {
+    "gmv_mean": "market/gmv_episode",
+    "run_rate_final_mean": "market/gmv_run_rate_final",
+    "cost_mean": "market/cost_episode",
+    "revenue_mean": "market/revenue_episode",
+    "objective_mean": "market/objective_episode",
+    "contribution_mean": "market/contribution_episode",
+    "net_burn_mean": "market/net_burn_episode",
 }
 #: figure -> key of a run's row in ``constraint_benchmark.json``
 BENCHMARK_KEYS = {
@@ -63,6 +87,10 @@ BENCHMARK_KEYS = {
     "cost_mean": "cost_mean",
     "violation_rate": "violation_rate",
     "run_rate_final_mean": "final_run_rate_mean",
+    "objective_mean": "objective_mean",
+    "revenue_mean": "revenue_mean",
+    "contribution_mean": "contribution_mean",
+    "net_burn_mean": "net_burn_mean",
 }
 
 
@@ -80,7 +108,11 @@ class Trajectories:
 
     gmv: np.ndarray
     run_rate: np.ndarray
+    reward: np.ndarray
+    """objective_value + terminal_value"""
     cost: np.ndarray
+    """cash_spend + commission_discount"""
+    cash_spend: np.ndarray
     cost_limit: np.ndarray
     revenue: np.ndarray
     budget_remaining: np.ndarray
@@ -112,18 +144,19 @@ def rollout_policy(policy, scenario: Scenario, seeds: Sequence[int]) -> Trajecto
     clipped = np.zeros(len(seeds), dtype=np.int64)
     for _ in range(p.horizon):
         suspended = np.stack([info["suspended"][r] for r in names], axis=1)
-        before = env.state
         action, _ = policy.predict(obs, deterministic=True)
         obs, reward, terminated, truncated, info = env.step(np.asarray(action, dtype=np.float32))
         rows["gmv"].append(info["gmv"])
         rows["run_rate"].append(info["gmv_run_rate"])
+        rows["reward"].append(reward)
         rows["cost"].append(info["cost"])
+        rows["cash_spend"].append(info["cash_spend"])
         rows["cost_limit"].append(info["cost_limit"])
         rows["revenue"].append(info["revenue"])
         rows["budget_remaining"].append(info["budget_remaining"])
         rows["gmv_region"].append(np.stack([info["gmv_by_region"][r] for r in names], axis=1))
         rows["intensity"].append(info["lever_intensity"])
-        rows["spend"].append(market.lever_costs(p, before, info["lever_intensity"]))
+        rows["spend"].append(info["spend_by_region_lever"])
         rows["suspended"].append(suspended)
         clipped += info["clipped_actions"]
     env.close()
@@ -169,6 +202,7 @@ def summarise(traj: Trajectories, params: market.Params) -> dict:
     cost = episode_totals(traj.cost)
     final = traj.run_rate[:, -1]
     revenue = episode_totals(traj.revenue)
+    contribution = episode_totals(traj.revenue - traj.cash_spend)
     return {
         "gmv_mean": float(gmv.mean()),
         "gmv_ci95": list(bootstrap_ci(gmv)),
@@ -179,6 +213,9 @@ def summarise(traj: Trajectories, params: market.Params) -> dict:
         "cost_ci95": list(bootstrap_ci(cost)),
         "violation_rate": float(over_limit(cost, params.budget_total).mean()),
         "revenue_mean": float(revenue.mean()),
+        "objective_mean": float(episode_totals(traj.reward).mean()),
+        "contribution_mean": float(contribution.mean()),
+        "net_burn_mean": float(-contribution.mean()),
         "gmv_std": float(gmv.std()),
     }
 

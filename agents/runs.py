@@ -5,7 +5,8 @@ A run folder (default ``runs/<scenario>__<algo>__<seed>__<timestamp>/``) holds::
     config.yaml         the fully resolved training config (agents.config.TrainConfig)
     scenario.yaml       the scenario exactly as trained on (overrides applied): a snapshot, so
                         later edits of configs/scenarios/ do not change what the run means
-    versions.json       Python and package versions, git commit
+    versions.json       env id and market model version, Python and package versions, git
+                        commit; a run made on another model version is not loaded or resumed
     tb/                 TensorBoard events (one continuous curve across resumes)
     checkpoints/        model_<steps>.zip + vecnormalize_<steps>.pkl, and latest.json
     train.lock          the running trainer's PID; locked (fcntl.flock) while it runs
@@ -50,6 +51,7 @@ from agents.io import OutputError, atomic_save, atomic_write_json, atomic_write_
 from agents.locks import RunLock, RunLockedError
 from agents.policies import NormalizedPolicy
 from agents.recovery import check_model_file, find_checkpoints, read_latest
+from envs import ENV_ID, MODEL_VERSION
 from envs.batch import MarketBatch
 from envs.scenario import Scenario, ScenarioError, load_scenario
 
@@ -151,7 +153,7 @@ def git_commit(root: Path = PROJECT_ROOT) -> dict[str, Any]:
 
 
 def versions() -> dict[str, Any]:
-    """Python, platform, package versions and git commit, for ``versions.json``."""
+    """Env id, model version, Python, platform, package versions and git commit, for ``versions.json``."""
     packages = {}
     for name in PACKAGES:
         try:
@@ -159,6 +161,8 @@ def versions() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             packages[name] = None
     return {
+        "env_id": ENV_ID,
+        "model_version": MODEL_VERSION,
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
@@ -189,6 +193,24 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
         return config_from_dict(doc, source=str(path))
     except ConfigError as exc:
         raise RunError(str(exc)) from None
+
+
+def check_model_version(run_dir: str | Path) -> None:
+    """A run is only meaningful on the market model it was trained on: :class:`RunError` (one
+    line naming both versions) if its ``versions.json`` records another env id or model version,
+    or none (a run from before model versions were recorded)."""
+    path = Path(run_dir) / VERSIONS_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        doc = {}
+    except json.JSONDecodeError:
+        raise RunError(f"{path}: not valid JSON") from None
+    doc = doc if isinstance(doc, dict) else {}
+    have_version, have_env = doc.get("model_version"), doc.get("env_id")
+    if str(have_version) != MODEL_VERSION or have_env != ENV_ID:
+        made = f"model version {have_version} ({have_env})" if have_version is not None else "an unrecorded model version (before version 2)"
+        raise RunError(f"run {run_dir} was made on {made}; this is model version {MODEL_VERSION} ({ENV_ID}): retrain it")
 
 
 def run_scenario(run_dir: str | Path, config: TrainConfig) -> Scenario:
@@ -255,6 +277,7 @@ def open_for_resume(run_dir: str | Path) -> tuple[TrainConfig, RunLock]:
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    check_model_version(run_dir)
     lock = lock_run(run_dir)
     if is_finished(run_dir):
         lock.release()
@@ -349,6 +372,7 @@ def load_run(run_dir: str | Path, checkpoint: bool = False, algorithm=None) -> L
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    check_model_version(run_dir)
     model_path, vec_path = _model_files(run_dir, checkpoint)
     scenario = run_scenario(run_dir, config)
     algorithm = algorithm or get_algorithm(config.algo)

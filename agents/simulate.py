@@ -31,7 +31,7 @@ START_YEAR = 2023
 Row = dict[str, Any]
 
 SHORT_LEVER = {
-    "commission_waiver": "waiver",
+    "commission_rate": "commission",
     "shipping_subsidy": "shipping",
     "seller_grants": "grants",
     "warehousing": "warehouse",
@@ -65,8 +65,11 @@ def quarter_row(info: Mapping[str, Any], label: str, regions: Sequence[str]) -> 
     """One flat row of scalars from a step's ``info`` (units: $B, M buyers, k sellers/creators).
 
     Keys: ``quarter``, ``gmv`` and ``gmv.<region>``, ``run_rate`` and ``run_rate.<region>``
-    (annualised, de-seasonalised), ``spend.<lever>`` for the six spend levers, ``spend`` (the
-    quarter's cost), ``budget_left``, ``revenue``, ``buyers``/``sellers``/``creators`` (totals)
+    (annualised, de-seasonalised), ``spend.<lever>`` for the six spend levers (under
+    ``commission_rate`` the commission discount), ``spend`` (the quarter's cost, cash spend plus
+    commission discount), ``cash_spend``, ``commission_discount``, ``budget_left``, ``revenue``,
+    ``net_burn`` (cash spend - revenue), ``objective`` (the reward: objective value plus terminal
+    value), ``buyers``/``sellers``/``creators`` (totals)
     and per region, ``share.<region>`` (shopping-start share) and ``suspended.<region>``.
     """
     gmv_total = float(info["gmv"])
@@ -81,8 +84,12 @@ def quarter_row(info: Mapping[str, Any], label: str, regions: Sequence[str]) -> 
     for lever in SHORT_LEVER:
         row[f"spend.{lever}"] = float(info["cost_by_lever"][lever])
     row["spend"] = float(info["cost"])
+    row["cash_spend"] = float(info["cash_spend"])
+    row["commission_discount"] = float(info["commission_discount"])
     row["budget_left"] = float(info["budget_remaining"])
     row["revenue"] = float(info["revenue"])
+    row["net_burn"] = float(info["net_burn"])
+    row["objective"] = float(info["objective_value"]) + float(info["terminal_value"])
     for key in ("buyers", "sellers", "creators"):
         row[key] = float(sum(info[key].values()))
         for r in regions:
@@ -99,7 +106,7 @@ def simulate(
     policy: "str | Policy" = "merchant_package",
     seed: int = 0,
     overrides: Mapping[str, Any] | None = None,
-    start_year: int = START_YEAR,
+    start_year: int | None = None,
 ) -> list[Row]:
     """Play ``policy`` through one episode of ``scenario`` and return one row per quarter.
 
@@ -108,7 +115,8 @@ def simulate(
         ``predict(obs) -> (action, state)``.
     :param seed: the episode's seed (``env.reset(seed=seed)``).
     :param overrides: ``{"dotted.path": value}`` scenario overrides.
-    :param start_year: calendar year of the first quarter, for the labels.
+    :param start_year: relabel the quarters from this calendar year (default: the env's own
+        ``info["quarter_label"]``, from the scenario's ``start``).
     :raises ScenarioError: bad scenario or overrides.
     :raises ValueError: unknown policy name or bad seed.
     """
@@ -122,7 +130,8 @@ def simulate(
     while not (terminated or truncated):
         action, _ = pol.predict(obs, deterministic=True)
         obs, _, terminated, truncated, info = env.step(action)
-        rows.append(quarter_row(info, quarter_label(step, sc.start_quarter, start_year), sc.region_names))
+        label = info["quarter_label"] if start_year is None else quarter_label(step, sc.start_quarter, start_year)
+        rows.append(quarter_row(info, label, sc.region_names))
         step += 1
     return rows
 
@@ -151,8 +160,9 @@ def _table(title: str, columns: Sequence[tuple[str, str, Callable[[Row], str]]],
 def format_table(rows: Sequence[Row], target_run_rate: float | None = None) -> str:
     """Three per-quarter tables (growth, spend, market) and a one-line summary.
 
-    Growth: GMV and annualised run rate, total and by region ($B). Spend: cost by lever, the
-    quarter's total and the budget left ($B). Market: buyers (M), sellers and creators (k),
+    Growth: GMV and annualised run rate, total and by region ($B). Spend: cost by lever (the
+    commission discount under ``commission``), the quarter's total, its cash part, the budget
+    left, revenue and net burn ($B). Market: buyers (M), sellers and creators (k),
     shopping-start share by region (%); a region suspended that quarter is marked ``*``.
     """
     if not rows:
@@ -171,7 +181,8 @@ def format_table(rows: Sequence[Row], target_run_rate: float | None = None) -> s
     growth += [("run rate", "$B/yr", money("run_rate"))]
     growth += [(f"rate {r}", "$B/yr", flagged(r)) for r in regions]
     spend = [q] + [(short, "$B", money(f"spend.{lever}", 3)) for lever, short in SHORT_LEVER.items()]
-    spend += [("total", "$B", money("spend", 3)), ("budget left", "$B", money("budget_left", 3))]
+    spend += [("total", "$B", money("spend", 3)), ("cash", "$B", money("cash_spend", 3)), ("budget left", "$B", money("budget_left", 3)),
+              ("revenue", "$B", money("revenue", 3)), ("net burn", "$B", money("net_burn", 3))]
     market = [
         q,
         ("buyers", "M", money("buyers", 1)),
@@ -184,7 +195,8 @@ def format_table(rows: Sequence[Row], target_run_rate: float | None = None) -> s
     summary = (
         f"cumulative GMV ${sum(r['gmv'] for r in rows):.2f}B, final run rate ${last['run_rate']:.2f}B"
         + (f" (target ${target_run_rate:.0f}B)" if target_run_rate is not None else "")
-        + f", spent ${sum(r['spend'] for r in rows):.2f}B, revenue ${sum(r['revenue'] for r in rows):.2f}B"
+        + f", spent ${sum(r['spend'] for r in rows):.2f}B (cash ${sum(r['cash_spend'] for r in rows):.2f}B),"
+        + f" revenue ${sum(r['revenue'] for r in rows):.2f}B, net burn ${sum(r['net_burn'] for r in rows):.2f}B"
     )
     parts = [
         _table("Growth (* = region suspended)", growth, rows),

@@ -30,7 +30,8 @@ from envs import market
 from envs.scenario import load_scenario
 
 TINY_ORACLE = dict(schedule_seeds=training_seeds(2), schedule_iterations=(3, 3), scale_iterations=3, refine_iterations=4, search_episodes=1)
-KEYS = ["gmv_mean", "gmv_ci95", "run_rate_final_mean", "target_reached_rate", "cost_mean", "violation_rate", "ratio_to_oracle"]
+KEYS = ["gmv_mean", "gmv_ci95", "run_rate_final_mean", "target_reached_rate", "cost_mean", "violation_rate", "ratio_to_oracle",
+        "objective_mean", "revenue_mean", "contribution_mean", "net_burn_mean"]
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +56,10 @@ def _reference_policies(scenario, seeds):
 def test_oracle_beats_best_static_beats_uniform_on_deterministic(deterministic):
     seeds = [3, 4]
     ev = evaluate(_reference_policies(deterministic, seeds), deterministic, seed=3, episodes=2)
-    gmv = {name: tr.gmv.sum(1) for name, tr in ev.trajectories.items()}
-    assert np.all(gmv["oracle"] >= gmv["best_static"])
-    assert np.all(gmv["best_static"] >= gmv["uniform"])
+    # the planners maximise the reward (objective plus terminal value), so they are ranked on it
+    value = {name: tr.reward.sum(1) for name, tr in ev.trajectories.items()}
+    assert np.all(value["oracle"] >= value["best_static"])
+    assert np.all(value["best_static"] >= value["uniform"])
     # a deterministic future is planned once, and every episode gets the same plan
     oracle_tr = ev.trajectories["oracle"]
     np.testing.assert_array_equal(oracle_tr.gmv[0], oracle_tr.gmv[1])
@@ -69,18 +71,21 @@ def test_oracle_beats_best_static_beats_uniform_on_deterministic(deterministic):
 
 
 def test_oracle_plans_score_exactly_what_the_env_plays(stochastic):
-    """The planner's GMV of a plan is the evaluation's GMV (common random numbers, the same
-    float32 action encoding), and each plan is at least its warm start on its own episode."""
+    """The planner's value of a plan (its cumulative reward) is the evaluation's (common random
+    numbers, the same float32 action encoding), and each plan is at least its warm start on its
+    own episode."""
     seeds = [11, 12, 13]
     warm = make_policy("uniform", stochastic).intensity
     result = oracle(stochastic, seeds, warm, **TINY_ORACLE)
     assert result.plans.shape == (3, stochastic.horizon, len(stochastic.regions), market.N_LEVERS)
-    assert np.all(result.gmv >= result.warm_gmv)
+    assert np.all(result.value >= result.warm_value)
     assert np.all((result.plans >= 0) & (result.plans <= 1))
     policy = OpenLoopPlanPolicy(result.plans, len(stochastic.regions))
     ev = evaluate({"oracle": policy, "uniform": make_policy("uniform", stochastic)}, stochastic, seed=11, episodes=3)
-    np.testing.assert_allclose(ev.trajectories["oracle"].gmv.sum(1), result.gmv, rtol=1e-12)
-    np.testing.assert_allclose(ev.trajectories["uniform"].gmv.sum(1), result.warm_gmv, rtol=1e-12)
+    np.testing.assert_allclose(ev.trajectories["oracle"].reward.sum(1), result.value, rtol=1e-12)
+    np.testing.assert_allclose(ev.trajectories["uniform"].reward.sum(1), result.warm_value, rtol=1e-12)
+    np.testing.assert_allclose(ev.metrics["oracle"]["objective_mean"], result.value.mean(), rtol=1e-12)
+    assert ev.metrics["oracle"]["ratio_to_oracle"] == pytest.approx(1.0)
 
 
 def test_oracle_result_does_not_depend_on_workers(stochastic):
@@ -89,7 +94,7 @@ def test_oracle_result_does_not_depend_on_workers(stochastic):
     one = oracle(stochastic, [1, 2, 3], warm, workers=1, **tiny)
     two = oracle(stochastic, [1, 2, 3], warm, workers=2, **tiny)
     np.testing.assert_array_equal(one.plans, two.plans)
-    np.testing.assert_array_equal(one.gmv, two.gmv)
+    np.testing.assert_array_equal(one.value, two.value)
 
 
 def test_best_static_is_reproducible_and_never_below_its_playbook_start(stochastic):
@@ -102,8 +107,8 @@ def test_best_static_is_reproducible_and_never_below_its_playbook_start(stochast
     params = stochastic.to_params()
     states = start_states(params, a.seeds)
     start = quantise(make_policy(a.start, stochastic).intensity)
-    start_gmv = market.rollout(params, states, np.broadcast_to(start, (states.n, *start.shape)))["gmv"].sum(1).mean()
-    assert a.gmv_mean >= start_gmv
+    start_value = market.rollout(params, states, np.broadcast_to(start, (states.n, *start.shape)))["reward"].sum(1).mean()
+    assert a.value_mean >= start_value * (1 - 1e-12)  # the scorer weights distinct futures: the same mean, to rounding
 
 
 def test_soft_mode_oracle_respects_the_limit():
@@ -202,7 +207,8 @@ def test_eval_json_schema_and_byte_identical_reruns(tmp_path, stochastic):
             assert key in figures, f"{name} lacks {key}"
         lo, hi = figures["gmv_ci95"]
         assert lo <= figures["gmv_mean"] <= hi
-        assert figures["ratio_to_oracle"] == pytest.approx(figures["gmv_mean"] / doc["policies"]["oracle"]["gmv_mean"], rel=1e-5)
+        assert figures["ratio_to_oracle"] == pytest.approx(figures["objective_mean"] / doc["policies"]["oracle"]["objective_mean"], rel=1e-5)
+        assert figures["net_burn_mean"] == pytest.approx(-figures["contribution_mean"], abs=1e-5)
     assert doc["policies"]["oracle"]["ratio_to_oracle"] == 1.0
     out = tmp_path / "e0"
     for png in ("run_rate.png", "lever_mix.png", "cost.png"):
@@ -278,3 +284,22 @@ def test_cli_rejects_unknown_policies_and_writes_nothing(repo_root, tmp_path):
     _assert_one_line_error(proc)
     assert "no_such_policy" in proc.stderr
     assert not out.exists()
+
+
+def test_objective_figures_are_the_reward_and_the_money_lines():
+    """``objective_mean`` is the cumulative reward (objective plus terminal value): with
+    ``kind: gmv`` and no terminal value it is ``gmv_mean``; contribution is revenue - cash spend."""
+    plain = load_scenario("global", {"objective.terminal_value": 0, "deterministic": True})
+    ev = evaluate({name: make_policy(name, plain) for name in ("zero", "merchant_package")}, plain, seed=5, episodes=2)
+    for name, figures in ev.metrics.items():
+        assert figures["objective_mean"] == pytest.approx(figures["gmv_mean"], rel=1e-12)
+        tr = ev.trajectories[name]
+        assert figures["contribution_mean"] == pytest.approx((tr.revenue - tr.cash_spend).sum(1).mean(), rel=1e-12)
+        assert figures["net_burn_mean"] == pytest.approx(-figures["contribution_mean"], rel=1e-12)
+    default = load_scenario("global", {"deterministic": True})
+    ev = evaluate({"zero": make_policy("zero", default)}, default, seed=5, episodes=1)
+    tr = ev.trajectories["zero"]
+    assert ev.metrics["zero"]["objective_mean"] > ev.metrics["zero"]["gmv_mean"]  # the business left at the horizon counts
+    assert ev.metrics["zero"]["objective_mean"] == pytest.approx(tr.reward.sum(), rel=1e-12)
+    # the zero playbook is the null action: no cash, no commission discount
+    assert tr.cost.sum() == pytest.approx(0.0, abs=1e-12) and tr.cash_spend.sum() == pytest.approx(0.0, abs=1e-12)

@@ -30,9 +30,15 @@ def test_script_writes_csv_json_png_and_the_oracle_does_not_fall(tmp_path: Path)
     rows = list(csv.DictReader((out / "frontier.csv").open()))
     assert [float(r["budget_total"]) for r in rows] == [2.0, 4.0]
     result = json.loads((out / "frontier.json").read_text())
-    oracle = [r["oracle_gmv"] for r in result["rows"]]
+    oracle = [r["oracle_objective"] for r in result["rows"]]
     assert oracle[1] >= oracle[0]
-    assert result["rows"][1]["oracle_marginal_gmv_per_b"] == pytest.approx((oracle[1] - oracle[0]) / 2.0)
+    gmv = [r["oracle_gmv"] for r in result["rows"]]
+    assert result["rows"][1]["oracle_marginal_gmv_per_b"] == pytest.approx((gmv[1] - gmv[0]) / 2.0)
+    for method in ("best_static", "oracle"):
+        for figure in ("objective", "revenue", "contribution", "net_burn"):
+            assert f"{method}_{figure}" in rows[0]
+        row = result["rows"][0]
+        assert row[f"{method}_net_burn"] == pytest.approx(-row[f"{method}_contribution"])
     assert result["rows"][0]["budget_per_quarter"] == pytest.approx(0.4)  # global: per-quarter = 0.2 x total
     for row in result["rows"]:
         assert row["oracle_cost"] <= row["budget_total"] * (1 + 1e-9)
@@ -42,9 +48,10 @@ def test_oracle_is_monotone_even_when_the_larger_search_is_weak():
     # a larger budget searched with no effort at all still replays the smaller budget's plan
     effort = Effort(episodes=2, static_iterations=2, static_seeds=4, schedule_seeds=2, schedule_iterations=(0, 0), refine_iterations=2, scale_iterations=2)
     result = compute_frontier("global", [1.0, 1.5, 6.0], effort=effort, workers=1)
-    gmv = [r["oracle_gmv"] for r in result["rows"]]
-    assert all(b >= a for a, b in zip(gmv, gmv[1:])), gmv
-    assert all(r["oracle_gmv"] >= r["oracle_gmv_own_search"] - 1e-12 for r in result["rows"])
+    # monotone in what the oracle maximises: the reward
+    value = [r["oracle_objective"] for r in result["rows"]]
+    assert all(b >= a for a, b in zip(value, value[1:])), value
+    assert all(r["oracle_objective"] >= r["oracle_objective_own_search"] - 1e-12 for r in result["rows"])
 
 
 def test_budget_overrides_scale_the_quarter_cap():

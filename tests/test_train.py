@@ -68,6 +68,32 @@ def test_run_folder_has_every_file(smoke_run: Path):
     versions = json.loads((smoke_run / "versions.json").read_text())
     assert versions["python"] and versions["packages"]["stable_baselines3"] and versions["packages"]["torch"]
     assert "commit" in versions["git"]
+    from envs import ENV_ID, MODEL_VERSION
+
+    assert versions["env_id"] == ENV_ID and versions["model_version"] == MODEL_VERSION
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recorded", [{"env_id": "flywheel/SocialCommerce-v0", "model_version": "1"}, {}])
+def test_a_run_of_another_model_version_is_refused(smoke_run: Path, tmp_path: Path, recorded: dict, capsys):
+    """Loading or resuming a run made on another market model: one line naming both versions."""
+    import shutil
+
+    from agents.runs import RunError, load_run, open_for_resume
+    from envs import ENV_ID, MODEL_VERSION
+
+    old = tmp_path / "old"
+    shutil.copytree(smoke_run, old)
+    (old / "versions.json").write_text(json.dumps({"python": "3.11", **recorded}))
+    for opener in (load_run, open_for_resume):
+        with pytest.raises(RunError) as err:
+            opener(old)
+        message = str(err.value)
+        assert "\n" not in message and f"model version {MODEL_VERSION} ({ENV_ID})" in message, message
+        if recorded:
+            assert "model version 1 (flywheel/SocialCommerce-v0)" in message, message
+    code, err = _main(["--resume", str(old)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "model version" in err, err
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@
 * :mod:`agents.planners.schedule`: the best open-loop schedule on average (the oracle's start).
 * :mod:`agents.planners.oracle`: the oracle, an open-loop plan per episode on its own future.
 * :mod:`agents.planners.search`: CMA-ES in lockstep on [0, 1] and the batched scorers.
-* :mod:`agents.planners.model`: start states, the env's action encoding, plans' GMV.
+* :mod:`agents.planners.model`: start states, the env's action encoding, plans' value (cumulative reward).
 
 The planners' training seeds come from :mod:`agents.seeds` (disjoint from evaluation seeds).
 """

@@ -1,9 +1,14 @@
-"""The batched model as the planners see it: start states, plans, and their GMV.
+"""The batched model as the planners see it: start states, plans, and their value.
 
 Every candidate plan is scored exactly as it will be played: the start state of episode ``s`` is
 drawn from the generator the envs seed with ``s`` (so it holds the episode's every future shock
 and suspension draw, see :mod:`envs.market`), and intensities pass through the float32 action
-encoding of the env (:func:`quantise`), so a plan's GMV here is the GMV the evaluation measures.
+encoding of the env (:func:`quantise`), so a plan's value here is what the evaluation measures.
+
+A plan's value is its episode's cumulative reward, ``objective_value + terminal_value`` summed over
+the quarters ($B): the scenario's ``objective`` (GMV, revenue or contribution) plus the value of
+the business left at the horizon. With ``kind: gmv`` and ``terminal_value: 0`` it is the
+cumulative GMV.
 """
 
 from __future__ import annotations
@@ -60,9 +65,10 @@ def unique_futures(params: market.Params, state: market.State) -> tuple[np.ndarr
     return np.array(reps, dtype=np.int64), group
 
 
-def cumulative_gmv(params: market.Params, state: market.State, plans: np.ndarray) -> np.ndarray:
-    """Cumulative GMV ($B) of each market's plan; ``plans`` (n, T, R, L) or (n, R, L)."""
-    return market.rollout(params, state, plans)["gmv"].sum(axis=1)
+def cumulative_reward(params: market.Params, state: market.State, plans: np.ndarray) -> np.ndarray:
+    """Cumulative reward ($B: objective plus terminal value) of each market's plan; ``plans``
+    (n, T, R, L) or (n, R, L)."""
+    return market.rollout(params, state, plans)["reward"].sum(axis=1)
 
 
 def feasible_plan(params: market.Params, state: market.State, plans: np.ndarray) -> np.ndarray:

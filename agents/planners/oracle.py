@@ -4,7 +4,7 @@ For each episode, an **open-loop plan** ``(T, n_regions, 7)`` optimised on that 
 random numbers (the start state drawn from the episode's seeded generator holds every future
 shock and suspension draw, see :mod:`envs.market`). It sees the future, so no policy can beat it
 on average: a clairvoyant upper bound, up to the optimiser's own gap (CMA-ES with a fixed budget
-is a local search: on ``global`` a run ten times longer moved the plans' GMV by well under 1%,
+is a local search: on ``global`` a run ten times longer moved the plans' value by well under 1%,
 up or down; see the evaluation report).
 
 The search, step by step (:func:`oracle`):
@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from agents.planners.model import cumulative_gmv, feasible_plan, planning_params, quantise, start_states, unique_futures
+from agents.planners.model import cumulative_reward, feasible_plan, planning_params, quantise, start_states, unique_futures
 from agents.planners.schedule import SchedulePlan, best_schedule
 from agents.planners.search import knot_maps, lockstep, per_quarter, scorer
 from agents.policies import OpenLoopPlanPolicy
@@ -61,11 +61,11 @@ class OraclePlans:
 
     plans: np.ndarray
     """(n_episodes, T, n_regions, 7) intensities per quarter, quantised to the env's encoding."""
-    gmv: np.ndarray
-    """(n_episodes,) cumulative GMV ($B) of each plan on its own episode."""
-    warm_gmv: np.ndarray
-    """(n_episodes,) cumulative GMV of the warm start on the same episode."""
-    start_gmv: np.ndarray
+    value: np.ndarray
+    """(n_episodes,) cumulative reward ($B) of each plan on its own episode (what the search maximises)."""
+    warm_value: np.ndarray
+    """(n_episodes,) cumulative reward of the warm start on the same episode."""
+    start_value: np.ndarray
     """(n_episodes,) of the better of the warm start and the common schedule (the search's start)."""
     schedule: SchedulePlan | None
     """the common best schedule, if computed"""
@@ -74,7 +74,7 @@ class OraclePlans:
     per_episode_iterations: int
     seconds: float
     history: list[float] = field(default_factory=list)
-    """mean best cumulative GMV over the episodes after each per-episode generation."""
+    """mean best cumulative reward over the episodes after each per-episode generation."""
 
 
 # --------------------------------------------------------------------------- the steps
@@ -178,7 +178,7 @@ def search_each_episode(
             seed=seed + 7919, popsize=popsize, diagonal=True, best_x=best_flat, best_f=best_f,
             history=history,
         )
-    return {"plans": full(best_flat), "gmv": best_f, "warm_gmv": values[0], "start_gmv": start_f, "history": history}
+    return {"plans": full(best_flat), "value": best_f, "warm_value": values[0], "start_value": start_f, "history": history}
 
 
 def _search_chunk(args: tuple) -> dict:
@@ -200,19 +200,19 @@ def search_in_processes(params: market.Params, base: market.State, starts: list[
     ]
     with worker_pool(workers, "fork") as pool:  # the workers end with this block, or with this process
         parts = list(pool.map(_search_chunk, chunks))
-    found = {key: np.concatenate([part[key] for part in parts]) for key in ("plans", "gmv", "warm_gmv", "start_gmv")}
+    found = {key: np.concatenate([part[key] for part in parts]) for key in ("plans", "value", "warm_value", "start_value")}
     found["history"] = list(np.average([part["history"] for part in parts], axis=0, weights=np.diff(bounds))) if parts[0]["history"] else []
     return found
 
 
-def playable(played: market.Params, params: market.Params, base: market.State, plans: np.ndarray, gmv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def playable(played: market.Params, params: market.Params, base: market.State, plans: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Plans as they will be played under ``played`` (the scenario's own parameters) and their
-    GMV: in soft mode the intensities the projection applied, so the limit holds unprojected."""
+    value: in soft mode the intensities the projection applied, so the limit holds unprojected."""
     plans = quantise(plans)
     if played.hard_budget:
-        return plans, gmv
+        return plans, value
     plans = quantise(feasible_plan(params, base, plans))
-    return plans, cumulative_gmv(played, base, plans)
+    return plans, cumulative_reward(played, base, plans)
 
 
 # --------------------------------------------------------------------------- the oracle
@@ -282,12 +282,12 @@ def oracle(
         popsize=popsize, sigma0=sigma0, refine_sigma0=refine_sigma0,
     )
     found = search_in_processes(params, base, starts, search, seed=cma_seed, workers=workers)
-    plans, gmv = playable(scenario.to_params(), params, base, found["plans"], found["gmv"])
+    plans, value = playable(scenario.to_params(), params, base, found["plans"], found["value"])
     return OraclePlans(
         plans=plans[group],
-        gmv=gmv[group],
-        warm_gmv=found["warm_gmv"][group],
-        start_gmv=found["start_gmv"][group],
+        value=value[group],
+        warm_value=found["warm_value"][group],
+        start_value=found["start_value"][group],
         schedule=schedule,
         seeds=seeds,
         unique_episodes=m,

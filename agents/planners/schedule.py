@@ -1,7 +1,7 @@
 """The best open-loop schedule on average over training seeds: what timing is worth.
 
 One CMA-ES (full covariance) finds the per-quarter plan ``(T, R, 7)`` with the highest mean
-cumulative GMV over training seeds, first on a few knots per lever-region schedule (piecewise
+cumulative reward over training seeds, first on a few knots per lever-region schedule (piecewise
 linear over the quarters: 84 numbers for ``global`` with 4 knots), then on every quarter (252
 numbers). It is not clairvoyant: every episode gets the same plan. It is the common start of the
 oracle's per-episode searches (:mod:`agents.planners.oracle`), most of whose gain it holds.
@@ -27,8 +27,8 @@ class SchedulePlan:
 
     plan: np.ndarray
     """(T, n_regions, 7) intensities per quarter, quantised."""
-    gmv_mean: float
-    warm_gmv_mean: float
+    value_mean: float
+    warm_value_mean: float
     seeds: list[int]
     evaluations: int
     seconds: float
@@ -48,7 +48,7 @@ def best_schedule(
     refine_sigma0: float = 0.03,
     cma_seed: int = 3,
 ) -> SchedulePlan:
-    """The per-quarter plan ``(T, R, 7)`` with the highest mean cumulative GMV over ``seeds``.
+    """The per-quarter plan ``(T, R, 7)`` with the highest mean cumulative reward over ``seeds``.
 
     Started from, and never below, ``warm_start`` (``(R, 7)`` or ``(T, R, 7)``): first
     ``knot_iterations`` generations on ``knots`` knots, then ``refine_iterations`` on every
@@ -79,6 +79,6 @@ def best_schedule(
             popsize=popsize, best_x=best_x, best_f=best_f, history=history,
         )
     return SchedulePlan(
-        plan=quantise(full(best_x)[0]), gmv_mean=float(best_f[0]), warm_gmv_mean=warm_f, seeds=list(seeds),
+        plan=quantise(full(best_x)[0]), value_mean=float(best_f[0]), warm_value_mean=warm_f, seeds=list(seeds),
         evaluations=counter.get("evaluations", 0), seconds=time.perf_counter() - t0, history=history,
     )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from agents.planners.model import cumulative_gmv, quantise, start_states, unique_futures
+from agents.planners.model import cumulative_reward, quantise, start_states, unique_futures
 from envs import market
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def scorer(
     weights: np.ndarray | None = None,
     counter: dict | None = None,
 ) -> Scorer:
-    """``score(candidates (k, p, d) in [0, 1]) -> (k, p)``: cumulative GMV ($B) of the plans
+    """``score(candidates (k, p, d) in [0, 1]) -> (k, p)``: cumulative reward ($B, objective plus terminal value) of the plans
     ``to_plans`` makes of the candidates (quantised: as the env will play them).
 
     :param base: the episodes' start states.
@@ -146,16 +146,16 @@ def scorer(
     def per_episode(candidates: np.ndarray) -> np.ndarray:
         k, p, _ = candidates.shape
         plans = quantise(to_plans(candidates.reshape(k * p, -1)))
-        return cumulative_gmv(params, base.repeat(p), plans).reshape(k, p)
+        return cumulative_reward(params, base.repeat(p), plans).reshape(k, p)
 
     def averaged(candidates: np.ndarray) -> np.ndarray:
         cand = quantise(to_plans(candidates.reshape(candidates.shape[1], -1)))
         p = cand.shape[0]
         plans = np.tile(cand, (base.n,) + (1,) * (cand.ndim - 1))  # market-major, as State.repeat
-        gmv = cumulative_gmv(params, base.repeat(p), plans).reshape(base.n, p)
+        value = cumulative_reward(params, base.repeat(p), plans).reshape(base.n, p)
         if counter is not None:
             counter["evaluations"] = counter.get("evaluations", 0) + p
-        return (weights[:, None] * gmv).sum(axis=0)[None]
+        return (weights[:, None] * value).sum(axis=0)[None]
 
     return per_episode if weights is None else averaged
 
@@ -195,7 +195,7 @@ def per_quarter(T: int, R: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def average_scorer(params: market.Params, seeds: Sequence[int], to_plans: Callable[[np.ndarray], np.ndarray], counter: dict) -> Scorer:
-    """A :func:`scorer` of each candidate's mean cumulative GMV over the futures of ``seeds``
+    """A :func:`scorer` of each candidate's mean cumulative reward over the futures of ``seeds``
     (identical futures simulated once, weighted by their count)."""
     states = start_states(params, seeds)
     reps, group = unique_futures(params, states)

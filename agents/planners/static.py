@@ -1,7 +1,7 @@
 """``best_static``: the best constant allocation, the same every quarter, by CMA-ES.
 
 It is what a marketing-mix budget optimiser (Robyn, Meridian) hands a strategist: one allocation
-``(n_regions, 7)`` for the whole plan, maximising the mean cumulative GMV ($B) over training
+``(n_regions, 7)`` for the whole plan, maximising the mean cumulative reward ($B) over training
 seeds. The playbooks are scored too and the search starts from the best of them, so
 ``best_static`` is never below a playbook on its training seeds. In soft-mode evaluation it is
 computed and played on the scenario scaled to the limit (``agents.constraint.scaled_to_limit``).
@@ -29,8 +29,8 @@ class StaticPlan:
 
     intensity: np.ndarray
     """(n_regions, 7) lever intensities in [0, 1] (already quantised to the env's encoding)."""
-    gmv_mean: float
-    """mean cumulative GMV ($B) over the training seeds."""
+    value_mean: float
+    """mean cumulative reward ($B) over the training seeds."""
     seeds: list[int]
     start: str
     """the playbook the search started from."""
@@ -38,7 +38,7 @@ class StaticPlan:
     evaluations: int
     seconds: float
     history: list[float] = field(default_factory=list)
-    """best mean cumulative GMV after each CMA generation."""
+    """best mean cumulative reward after each CMA generation."""
 
 
 def best_static(
@@ -51,7 +51,7 @@ def best_static(
     cma_seed: int = 1,
     n_seeds: int = 64,
 ) -> StaticPlan:
-    """The constant allocation with the highest mean cumulative GMV over training ``seeds``.
+    """The constant allocation with the highest mean cumulative reward over training ``seeds``.
 
     :param scenario: a validated scenario.
     :param seeds: training seeds (default :func:`agents.seeds.training_seeds` of ``n_seeds``);
@@ -82,7 +82,7 @@ def best_static(
     )
     return StaticPlan(
         intensity=quantise(best_x[0].reshape(R, L)),
-        gmv_mean=float(best_f[0]),
+        value_mean=float(best_f[0]),
         seeds=seeds,
         start=names[start],
         iterations=iterations,
