@@ -1,0 +1,120 @@
+"""Back-test and fit: a history the model generated itself is replayed with zero error, and its
+parameters are recovered by the fit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from agents.calibration.backtest import backtest, backtest_json, path_csv
+from agents.calibration.fit import fit, log_posterior, log_residuals
+from agents.calibration.replay import replay, simulated
+from envs.ensemble import load_ensemble
+from envs.history import load_history
+from envs.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "configs" / "history" / "tiktok_shop.yaml"
+TRUTH = {"regions.sea.buyers": 52.0, "regions.us.sellers_half": 320.0, "sellers.grant_rate": 0.22}
+FREE = {"regions.sea.buyers": [30, 90], "regions.us.sellers_half": [100, 500], "sellers.grant_rate": [0.05, 0.4]}
+
+
+def synthetic_history(tmp_path: Path, truth: dict, free: dict | None = None) -> Path:
+    """The shipped plan and events, with observations the model makes at ``truth``: GMV by region
+    and year, and sellers at each year's end."""
+    doc = yaml.safe_load(SHIPPED.read_text())
+    doc["scenario"] = str(ROOT / "configs" / "scenarios" / "global_prior.yaml")
+    doc["observations"] = [{"region": r, "period": y, "metric": m, "value": 1.0, "source": "the model"}
+                           for r in ("sea", "us", "uk") for y in ("2023", "2024", "2025") for m in ("gmv", "sellers")]
+    doc["holdout"] = [{"region": "all", "period": "2025H1", "metric": "gmv", "value": 1.0, "source": "the model"},
+                      {"region": "all", "period": "2024", "metric": "revenue", "value": 1.0, "source": "the model"}]
+    doc["free"] = free or {}
+    path = tmp_path / "synthetic.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    h = load_history(path)
+    rep = replay(h, [truth])
+    for rows, quarters in ((doc["observations"], h.quarters), (doc["holdout"], h.holdout_quarters)):
+        values = simulated(rep, [h.observations[0].__class__(**r) for r in rows], quarters)[0]
+        for row, v in zip(rows, values):
+            row["value"] = float(v)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_backtest_of_the_models_own_history_has_zero_error(tmp_path):
+    h = load_history(synthetic_history(tmp_path, {}))
+    bt = backtest(h, seeds=4)
+    doc = backtest_json(bt)
+    assert doc["mape_in_sample"] < 1e-9 and doc["mape_holdout"] < 1e-9
+    for row in doc["series"] + doc["holdout"]:
+        assert abs(row["error"]) < 1e-9
+        assert row["simulated_p10"] <= row["simulated_p90"]
+    lines = path_csv(bt).splitlines()
+    assert lines[0] == "quarter,region,gmv,orders,sellers,buyers,revenue,cost"
+    assert len(lines) == 1 + 12 * 4 and lines[1].startswith("2023Q1,sea,")
+    # the CSV's annual GMV sums are the back-test's simulated values
+    sea_2023 = sum(float(line.split(",")[2]) for line in lines[1:] if ",sea," in line and line.startswith("2023"))
+    assert sea_2023 == pytest.approx(next(r["simulated"] for r in doc["series"]
+                                          if r["region"] == "sea" and r["period"] == "2023" and r["metric"] == "gmv"), rel=1e-5)
+
+
+def test_a_batch_of_candidates_equals_each_candidate_alone(tmp_path):
+    h = load_history(synthetic_history(tmp_path, {}, FREE))
+    x = np.array([[52.0, 320.0, 0.22], [60.0, 250.0, 0.15], [35.0, 450.0, 0.3]])
+    together = log_residuals(h, x)
+    for k in range(len(x)):
+        np.testing.assert_allclose(together[k], log_residuals(h, x[k:k + 1])[0], rtol=0, atol=1e-12)
+    inside = log_posterior(h, np.vstack([x, [[10.0, 320.0, 0.22]]]), np.array(list(FREE.values()), dtype=float))
+    assert np.isfinite(inside[:3]).all() and inside[3] == -np.inf
+
+
+def test_parameter_recovery_within_15_percent(tmp_path):
+    h = load_history(synthetic_history(tmp_path, TRUTH, FREE))
+    result = fit(h, starts=1)
+    for path, value in result.overrides().items():
+        assert value == pytest.approx(TRUTH[path], rel=0.15), (path, value, TRUTH[path])
+    assert result.cost < 1e-6
+
+
+def test_calibrate_script_writes_a_scenario_that_extends_and_an_ensemble(tmp_path):
+    hist = synthetic_history(tmp_path, TRUTH, FREE)
+    out, ens = tmp_path / "fitted.yaml", tmp_path / "fitted_ensemble.yaml"
+    cmd = [sys.executable, "scripts/calibrate.py", "--history", str(hist), "--out", str(out), "--starts", "1",
+           "--posterior", "8", "--walkers", "8", "--steps", "6", "--ensemble-out", str(ens)]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    text = out.read_text()
+    assert text.startswith("# Written by scripts/calibrate.py") and "sha256" in text
+    assert yaml.safe_load(text)["extends"].endswith("global_prior.yaml")
+    sc = load_scenario(out)
+    assert sc.regions["us"].sellers_half == pytest.approx(TRUTH["regions.us.sellers_half"], rel=0.15)
+    e = load_ensemble(ens)
+    assert len(e) == 8 and set(e.parameters) == set(FREE)
+    # an existing output is refused without --force; --force replaces a file calibrate.py wrote
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 2 and again.stderr.startswith("error: ") and "--force" in again.stderr
+    foreign = tmp_path / "mine.yaml"
+    foreign.write_text("name: mine\n")
+    refused = subprocess.run([*cmd[:5], str(foreign), "--force", "--starts", "1"], cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2 and "not written by calibrate.py" in refused.stderr
+    assert foreign.read_text() == "name: mine\n"
+
+
+def test_backtest_script_outputs(tmp_path):
+    out = {k: tmp_path / f"bt.{k}" for k in ("json", "csv", "png")}
+    run = subprocess.run([sys.executable, "scripts/backtest.py", "--history", str(SHIPPED), "--seeds", "4",
+                          *(x for k, p in out.items() for x in (f"--{'plot' if k == 'png' else k}", str(p)))],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(out["json"].read_text())
+    assert {"history", "scenario", "series", "mape_in_sample", "holdout", "mape_holdout"} <= set(doc)
+    assert out["png"].stat().st_size > 5000
+    bad = subprocess.run([sys.executable, "scripts/backtest.py", "--history", str(tmp_path / "none.yaml")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "history file not found" in bad.stderr
