@@ -23,18 +23,20 @@ holds parameter sets as values of dotted paths into a scenario::
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from envs import config_files, market
 from envs.config_files import Float
 from envs.scenario import SCENARIO_DIR, Scenario, load_scenario
 
-__all__ = ["ENSEMBLE_DIR", "Ensemble", "EnsembleError", "load_ensemble", "scenario_sets", "stack_params", "with_values"]
+__all__ = ["ENSEMBLE_DIR", "assumption_ranges", "Ensemble", "EnsembleError", "load_ensemble", "scenario_sets", "stack_params", "with_values"]
 
 ENSEMBLE_DIR = Path(__file__).resolve().parent.parent / "configs" / "ensembles"
 
@@ -176,3 +178,57 @@ def load_ensemble(path: str | Path) -> Ensemble:
     ens = Ensemble(path, data.scenario, tuple(data.parameters), np.array(data.sets, dtype=np.float64), dict(data.provenance))
     ens.scenarios(base)  # every set is a valid scenario
     return ens
+
+
+# --------------------------------------------------------------------------- stated ranges
+
+#: Sections of a scenario that hold model parameters (the rest: horizon, budget, noise, objective).
+PARAMETER_SECTIONS = ("attractiveness", "buyers", "sellers", "creators", "platform", "regions")
+_RANGE = re.compile(r"\[\s*(-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*,\s*(-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*\]\s*$")
+
+
+def _file_ranges(path: Path) -> dict[str, tuple[float, float] | None]:
+    """``{dotted.path: (low, high) or None}`` of one scenario file: every parameter whose line
+    comment says ASSUMPTION, with the range ``[low, high]`` that ends the comment (``None``
+    without one)."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    out: dict[str, tuple[float, float] | None] = {}
+
+    def walk(node: yaml.Node, prefix: list[str]) -> None:
+        if not isinstance(node, yaml.MappingNode):
+            return
+        for key, value in node.value:
+            dotted = [*prefix, str(key.value)]
+            if isinstance(value, yaml.MappingNode):
+                walk(value, dotted)
+            elif isinstance(value, yaml.ScalarNode) and dotted[0] in PARAMETER_SECTIONS:
+                line = lines[value.start_mark.line]
+                comment = line[line.index("#") + 1:] if "#" in line else ""
+                m = _RANGE.search(comment)
+                if "ASSUMPTION" in comment:
+                    out[".".join(dotted)] = (float(m.group(1)), float(m.group(2))) if m else None
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, [])
+    return out
+
+
+def assumption_ranges(scenario: str | Path) -> dict[str, tuple[float, float] | None]:
+    """Every ASSUMPTION parameter of a scenario with its stated range (``None`` where the comment
+    states none), read from the comments of its file and of the files it ``extends``; the
+    nearest file's statement wins."""
+    path = config_files.resolve_reference(scenario, None, SCENARIO_DIR, "scenario", EnsembleError)
+    chain: list[Path] = []
+    while True:
+        chain.append(path)
+        raw = config_files.read_yaml_mapping(path, what="scenario", error=EnsembleError)
+        parent = raw.get("extends")
+        if parent is None:
+            break
+        path = config_files.resolve_reference(parent, path.resolve().parent, SCENARIO_DIR, "scenario", EnsembleError)
+    out: dict[str, tuple[float, float] | None] = {}
+    for p in reversed(chain):
+        out.update(_file_ranges(p))
+    return out

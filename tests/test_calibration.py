@@ -4,8 +4,6 @@ parameters are recovered by the fit."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,13 +80,13 @@ def test_parameter_recovery_within_15_percent(tmp_path):
     assert result.cost < 1e-6
 
 
-def test_calibrate_script_writes_a_scenario_that_extends_and_an_ensemble(tmp_path):
+def test_calibrate_script_writes_a_scenario_that_extends_and_an_ensemble(tmp_path, run_script):
     hist = synthetic_history(tmp_path, TRUTH, FREE)
     out, ens = tmp_path / "fitted.yaml", tmp_path / "fitted_ensemble.yaml"
-    cmd = [sys.executable, "scripts/calibrate.py", "--history", str(hist), "--out", str(out), "--starts", "1",
-           "--posterior", "8", "--walkers", "8", "--steps", "6", "--ensemble-out", str(ens)]
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    argv = ["--history", hist, "--out", out, "--starts", "1", "--posterior", "8", "--walkers", "8", "--steps", "6",
+            "--ensemble-out", ens]
+    code, stdout, err = run_script("calibrate", argv)
+    assert code == 0, err
     text = out.read_text()
     assert text.startswith("# Written by scripts/calibrate.py") and "sha256" in text
     assert yaml.safe_load(text)["extends"].endswith("global_prior.yaml")
@@ -96,25 +94,24 @@ def test_calibrate_script_writes_a_scenario_that_extends_and_an_ensemble(tmp_pat
     assert sc.regions["us"].sellers_half == pytest.approx(TRUTH["regions.us.sellers_half"], rel=0.15)
     e = load_ensemble(ens)
     assert len(e) == 8 and set(e.parameters) == set(FREE)
-    # an existing output is refused without --force; --force replaces a file calibrate.py wrote
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert again.returncode == 2 and again.stderr.startswith("error: ") and "--force" in again.stderr
+    # an existing output is refused without --force; --force replaces only a file calibrate.py wrote
+    code, _, err = run_script("calibrate", argv)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "--force" in err
     foreign = tmp_path / "mine.yaml"
     foreign.write_text("name: mine\n")
-    refused = subprocess.run([*cmd[:5], str(foreign), "--force", "--starts", "1"], cwd=ROOT, capture_output=True, text=True)
-    assert refused.returncode == 2 and "not written by calibrate.py" in refused.stderr
+    code, _, err = run_script("calibrate", ["--history", hist, "--out", foreign, "--force"])
+    assert code == 2 and "not written by calibrate.py" in err
     assert foreign.read_text() == "name: mine\n"
 
 
-def test_backtest_script_outputs(tmp_path):
+def test_backtest_script_outputs(tmp_path, run_script):
     out = {k: tmp_path / f"bt.{k}" for k in ("json", "csv", "png")}
-    run = subprocess.run([sys.executable, "scripts/backtest.py", "--history", str(SHIPPED), "--seeds", "4",
-                          *(x for k, p in out.items() for x in (f"--{'plot' if k == 'png' else k}", str(p)))],
-                         cwd=ROOT, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    code, stdout, err = run_script("backtest", ["--history", SHIPPED, "--seeds", "4", "--json", out["json"],
+                                                "--csv", out["csv"], "--plot", out["png"]])
+    assert code == 0, err
+    assert "MAPE in sample" in stdout
     doc = json.loads(out["json"].read_text())
     assert {"history", "scenario", "series", "mape_in_sample", "holdout", "mape_holdout"} <= set(doc)
     assert out["png"].stat().st_size > 5000
-    bad = subprocess.run([sys.executable, "scripts/backtest.py", "--history", str(tmp_path / "none.yaml")],
-                         cwd=ROOT, capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "history file not found" in bad.stderr
+    code, _, err = run_script("backtest", ["--history", tmp_path / "none.yaml"])
+    assert code == 2 and err.count("\n") == 1 and "history file not found" in err
