@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import io  # noqa: E402
 from agents.calibration.backtest import backtest, format_table  # noqa: E402
 from agents.calibration.fit import fit, sample_posterior, scenario_values  # noqa: E402
-from agents.calibration.report import MARK, ensemble_text, extends_reference, fit_table, is_calibrate_output, plot_fit, scenario_text  # noqa: E402
+from agents.calibration.report import MARK, ensemble_text, scenario_reference, fit_table, is_calibrate_output, plot_fit, scenario_text  # noqa: E402
 from agents.cli import OneLineParser  # noqa: E402
 from envs.ensemble import ENSEMBLE_DIR, load_ensemble  # noqa: E402
 from envs.history import load_history  # noqa: E402
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         io.atomic_write_text(args.out, text)
         print(f"wrote {args.out}")
         if posterior is not None:
-            ref = extends_reference(history, ensemble_out)
+            ref = scenario_reference(args.out, ensemble_out)  # the sets vary the fitted scenario
             io.atomic_write_text(ensemble_out, ensemble_text(history, after, best, posterior, ref))
             load_ensemble(ensemble_out)
             print(f"wrote {ensemble_out}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import yaml
@@ -13,6 +14,7 @@ import yaml
 from agents.calibration.backtest import backtest, backtest_json, path_csv
 from agents.calibration.fit import fit, log_posterior, log_residuals
 from agents.calibration.replay import replay, simulated
+from envs import ENV_ID, SocialCommerceVectorEnv
 from envs.ensemble import load_ensemble
 from envs.history import load_history
 from envs.scenario import load_scenario
@@ -89,7 +91,7 @@ def test_calibrate_script_writes_a_scenario_that_extends_and_an_ensemble(tmp_pat
     assert code == 0, err
     text = out.read_text()
     assert text.startswith("# Written by scripts/calibrate.py") and "sha256" in text
-    assert yaml.safe_load(text)["extends"].endswith("global_prior.yaml")
+    assert yaml.safe_load(text)["extends"] == "global_prior"
     sc = load_scenario(out)
     assert sc.regions["us"].sellers_half == pytest.approx(TRUTH["regions.us.sellers_half"], rel=0.15)
     e = load_ensemble(ens)
@@ -115,3 +117,35 @@ def test_backtest_script_outputs(tmp_path, run_script):
     assert out["png"].stat().st_size > 5000
     code, _, err = run_script("backtest", ["--history", tmp_path / "none.yaml"])
     assert code == 2 and err.count("\n") == 1 and "history file not found" in err
+
+
+def test_shipped_ensemble_loads_and_envs_draw_a_set_per_market_at_reset():
+    ens = load_ensemble("global")
+    assert len(ens) >= 16 and ens.values.shape == (len(ens), len(ens.parameters))
+    env = SocialCommerceVectorEnv(16, ensemble="global")
+    env.reset(seed=0)
+    sets = env._batch.state.param_set.copy()
+    assert len(set(sets.tolist())) > 1  # markets draw different parameter sets
+    env.reset(seed=0)
+    np.testing.assert_array_equal(env._batch.state.param_set, sets)  # the same seed, the same draw
+    env.reset(seed=1)
+    assert not np.array_equal(env._batch.state.param_set, sets)
+    nominal = SocialCommerceVectorEnv(16)
+    nominal.reset(seed=1)
+    np.testing.assert_array_equal(nominal._batch.state.shock_z, env._batch.state.shock_z)  # the draw comes after the shocks
+    # a market plays its set's parameters: the same as a nominal env made of that set alone
+    env.reset(seed=0)
+    k = int(sets[0])
+    alone = SocialCommerceVectorEnv(1, scenario=ens.scenarios(load_scenario("global"))[k])
+    alone.reset(seed=0)
+    a = np.zeros((16, env.single_action_space.shape[0]), dtype=np.float32)
+    total, alone_total = 0.0, 0.0
+    for _ in range(12):
+        _, r, _, _, _ = env.step(a)
+        _, r1, _, _, _ = alone.step(a[:1])
+        total += r[0]
+        alone_total += r1[0]
+    assert total == pytest.approx(alone_total, rel=1e-12)
+    single = gym.make(ENV_ID, ensemble="global")
+    single.reset(seed=0)
+    assert single.unwrapped._batch.state.param_set[0] == sets[0]

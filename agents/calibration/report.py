@@ -37,13 +37,13 @@ def _nested(values: dict[str, float]) -> dict:
     return out
 
 
-def extends_reference(history: History, out: Path) -> str:
-    """How the fitted scenario at ``out`` names the history's scenario: a built-in name when both
-    sit in ``configs/scenarios``, else a path relative to ``out``'s folder."""
-    target = history.scenario_path.resolve()
-    if target.parent == SCENARIO_DIR.resolve() and out.resolve().parent == SCENARIO_DIR.resolve():
+def scenario_reference(scenario_path: Path, from_file: Path) -> str:
+    """How a file at ``from_file`` names the scenario at ``scenario_path``: its built-in name when
+    it is one (in ``configs/scenarios``), else a path relative to ``from_file``'s folder."""
+    target = Path(scenario_path).resolve()
+    if target.parent == SCENARIO_DIR.resolve():
         return target.stem
-    return os.path.relpath(target, out.resolve().parent)
+    return os.path.relpath(target, Path(from_file).resolve().parent)
 
 
 def provenance(history: History, bt: Backtest, fit: Fit, posterior: Posterior | None = None) -> dict:
@@ -89,7 +89,7 @@ def _header(history: History, bt: Backtest, fit: Fit, what: str) -> list[str]:
 
 def scenario_text(history: History, bt: Backtest, fit: Fit, out: Path, name: str, description: str | None = None) -> str:
     """The fitted scenario: ``extends`` the history's scenario, the fitted values, a provenance header."""
-    doc = {"extends": extends_reference(history, out), "name": name}
+    doc = {"extends": scenario_reference(history.scenario_path, out), "name": name}
     if description:
         doc["description"] = description
     doc.update(_nested(fit.overrides()))
