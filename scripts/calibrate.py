@@ -44,8 +44,8 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--posterior", type=int, default=0, metavar="N", help="also draw N parameter sets from the posterior (emcee)")
     parser.add_argument("--ensemble-out", type=Path, help="where the ensemble goes (default configs/ensembles/<out name>.yaml)")
     parser.add_argument("--plot", type=Path, help="write the fit (observed against simulated) and the posterior marginals (PNG)")
-    parser.add_argument("--walkers", type=int, default=0, help="posterior walkers (default max(16, 4 x free parameters))")
-    parser.add_argument("--steps", type=int, default=300, help="posterior steps per walker (default 300, the first half burn-in)")
+    parser.add_argument("--walkers", type=int, default=0, help="posterior walkers (default max(32, 4 x free parameters))")
+    parser.add_argument("--steps", type=int, default=5000, help="posterior steps per walker (default 5000, the first fifth burn-in)")
     parser.add_argument("--starts", type=int, default=3, help="least-squares starts: the scenario's values, then random points (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random starts and the sampler (default 0)")
     parser.add_argument("--force", action="store_true", help="replace files calibrate.py wrote before")
@@ -90,9 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.posterior:
             t0 = time.perf_counter()
             posterior = sample_posterior(history, best, args.posterior, walkers=args.walkers or None, steps=args.steps,
-                                         burn=args.steps // 2, seed=args.seed)
+                                         burn=args.steps // 5, seed=args.seed)
             print(f"posterior: {posterior.walkers} walkers x {posterior.steps} steps in {time.perf_counter() - t0:.1f} s, "
-                  f"acceptance {posterior.acceptance:.2f}")
+                  f"acceptance {posterior.acceptance:.2f}, autocorrelation times "
+                  f"{', '.join(f'{t:.0f}' for t in posterior.autocorrelation)} steps"
+                  + ("" if posterior.converged else " (the kept chain is shorter than 50 of them: run more --steps)"))
         print(fit_table(best, prior, posterior), "\n")
         print(format_table(after))
         text = scenario_text(history, after, best, args.out, name=args.out.stem)

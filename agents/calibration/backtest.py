@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from agents.calibration.replay import REGION_SERIES, Replay, replay, simulated
+from agents.calibration.replay import Replay, replay, simulated
 from envs.history import History, Observation
 
 #: Seeds of the stochastic band (``scripts/backtest.py --seeds``).

@@ -123,6 +123,12 @@ class Posterior:
     walkers: int
     steps: int
     burn: int
+    autocorrelation: list[float]  # emcee's integrated autocorrelation time per parameter, in steps
+
+    @property
+    def converged(self) -> bool:
+        """emcee's rule of thumb: the kept chain is at least 50 autocorrelation times long."""
+        return bool(np.all(np.isfinite(self.autocorrelation)) and (self.steps - self.burn) >= 50 * max(self.autocorrelation))
 
     def percentiles(self, q=(10, 50, 90)) -> np.ndarray:
         return np.percentile(self.samples, q, axis=0)
@@ -140,13 +146,13 @@ def log_posterior(history: History, x: np.ndarray, bounds: np.ndarray) -> np.nda
     return out
 
 
-def sample_posterior(history: History, best: Fit, n: int, walkers: int | None = None, steps: int = 300,
-                     burn: int = 150, seed: int = 0) -> Posterior:
+def sample_posterior(history: History, best: Fit, n: int, walkers: int | None = None, steps: int = 5000,
+                     burn: int = 1000, seed: int = 0) -> Posterior:
     """``n`` parameter sets drawn from the posterior: ``emcee`` with ``walkers`` walkers (one batch
     per step) started in a small ball around the fit, ``burn`` steps dropped, the rest thinned to
     ``n`` draws."""
     d = len(best.paths)
-    walkers = walkers or max(16, 4 * d)
+    walkers = walkers or max(32, 4 * d)
     rng = np.random.default_rng(seed)
     width = best.bounds[:, 1] - best.bounds[:, 0]
     p0 = np.clip(best.value + 0.01 * width * rng.standard_normal((walkers, d)),
@@ -157,7 +163,8 @@ def sample_posterior(history: History, best: Fit, n: int, walkers: int | None = 
     sampler.run_mcmc(p0, steps, progress=False)
     seconds = time.perf_counter() - t0
     flat = sampler.get_chain(discard=burn, flat=True)
+    tau = [float(t) for t in emcee.autocorr.integrated_time(sampler.get_chain(discard=burn), quiet=True)]
     pick = rng.choice(len(flat), size=n, replace=len(flat) < n)
     return Posterior(paths=best.paths, samples=flat[pick], chain_shape=sampler.get_chain().shape,
                      acceptance=float(np.mean(sampler.acceptance_fraction)), seconds=seconds,
-                     walkers=walkers, steps=steps, burn=burn)
+                     walkers=walkers, steps=steps, burn=burn, autocorrelation=tau)

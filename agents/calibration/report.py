@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import yaml
@@ -59,7 +58,9 @@ def provenance(history: History, bt: Backtest, fit: Fit, posterior: Posterior | 
     }
     if posterior is not None:
         prov["sampler"] = (f"emcee affine-invariant ensemble, {posterior.walkers} walkers x {posterior.steps} steps, "
-                           f"{posterior.burn} burn-in, acceptance {posterior.acceptance:.2f}; uniform prior on the bounds")
+                           f"{posterior.burn} burn-in, acceptance {posterior.acceptance:.2f}; uniform prior on the bounds; "
+                           f"autocorrelation times {', '.join(f'{t:.0f}' for t in posterior.autocorrelation)} steps"
+                           + ("" if posterior.converged else " (the kept chain is shorter than 50 of them: run more --steps)"))
     return prov
 
 
