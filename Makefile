@@ -1,11 +1,11 @@
 # Flywheel: two commands. `make train` sets up .venv and trains PPO on the default scenario;
-# `make test` sets up .venv and runs the test suite (.ci/run calls it).
+# `make test` sets up .venv and runs the test suite (.ci/run calls it); `make test-fast` the quick part.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test tensorboard benchmark simulate evaluate frontier constraint-benchmark clean
+.PHONY: setup train test test-fast tensorboard benchmark simulate evaluate frontier constraint-benchmark clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ tensorboard: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The edit loop: every test not marked slow (no training, no whole script pipelines).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 simulate: $(STAMP)
 	$(PY) scripts/simulate.py --scenario global --policy merchant_package --seed 0

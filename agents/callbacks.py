@@ -26,6 +26,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import TensorBoardOutputFormat
 
+from agents.rollout import EVAL_TAG_KEYS
 from envs.market import LEVERS
 
 MARKET_TAGS = (
@@ -38,7 +39,7 @@ MARKET_TAGS = (
     "market/sellers_final",
 )
 LEVER_TAGS = tuple(f"levers/{lever}" for lever in LEVERS)
-EVAL_TAGS = ("eval/gmv_mean", "eval/cost_mean", "eval/final_run_rate_mean")
+EVAL_TAGS = tuple(EVAL_TAG_KEYS.values())
 
 
 def tensorboard_writer(logger):
@@ -135,59 +136,68 @@ class MarketLoggerCallback(BaseCallback):
                 self.logger.record(tag, float(value))
 
 
-class EvalCallback(BaseCallback):
-    """Every ``eval_freq`` env steps, evaluate the deterministic policy on held-out seeds.
+def record_eval(logger, figures: dict) -> None:
+    """Record the held-out evaluation's figures under their TensorBoard tags (``eval/``)."""
+    for name, tag in EVAL_TAG_KEYS.items():
+        logger.record(tag, figures[name])
 
-    :param evaluate: ``evaluate(model, vecnormalize) -> dict`` with ``gmv_mean``, ``cost_mean``
-        and ``final_run_rate_mean`` (see :func:`agents.ppo.evaluate_model`).
-    :param eval_freq: env steps between evaluations (summed over parallel envs).
-    """
 
-    def __init__(self, evaluate: Callable[..., dict], eval_freq: int, verbose: int = 0):
+class _Periodic(BaseCallback):
+    """A callback whose work falls due each time the env steps (summed over the parallel envs)
+    pass the next multiple of ``freq``, counted from where training (or a resume) starts."""
+
+    def __init__(self, freq: int, verbose: int = 0):
         super().__init__(verbose)
-        self.evaluate = evaluate
-        self.eval_freq = int(eval_freq)
-        self.last: dict | None = None
+        self.freq = int(freq)
 
     def _on_training_start(self) -> None:
-        self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
+        self._next = (self.num_timesteps // self.freq + 1) * self.freq
 
     def _on_step(self) -> bool:
         return True
 
-    def _on_rollout_end(self) -> None:
+    def _due(self) -> bool:
         if self.num_timesteps < self._next:
-            return
-        self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
-        result = self.evaluate(self.model, self.model.get_vec_normalize_env())
-        self.last = result
-        self.logger.record("eval/gmv_mean", result["gmv_mean"])
-        self.logger.record("eval/cost_mean", result["cost_mean"])
-        self.logger.record("eval/final_run_rate_mean", result["final_run_rate_mean"])
+            return False
+        self._next = (self.num_timesteps // self.freq + 1) * self.freq
+        return True
 
 
-class CheckpointCallback(BaseCallback):
+class PeriodicEvalCallback(_Periodic):
+    """Every ``eval_freq`` env steps, evaluate the deterministic policy on held-out seeds.
+
+    (Not SB3's ``EvalCallback``: this one is handed the evaluation as a function.)
+
+    :param evaluate: ``evaluate(model, vecnormalize) -> dict`` of :func:`agents.rollout.summarise`
+        figures (see :func:`agents.ppo.evaluate_model`).
+    :param eval_freq: env steps between evaluations (summed over parallel envs).
+    """
+
+    def __init__(self, evaluate: Callable[..., dict], eval_freq: int, verbose: int = 0):
+        super().__init__(eval_freq, verbose)
+        self.evaluate = evaluate
+
+    def _on_rollout_end(self) -> None:
+        if self._due():
+            record_eval(self.logger, self.evaluate(self.model, self.model.get_vec_normalize_env()))
+
+
+class PeriodicCheckpointCallback(_Periodic):
     """Save model and normalisation statistics every ``checkpoint_freq`` env steps (atomically).
+
+    (Not SB3's ``CheckpointCallback``: this one is handed the saving as a function.)
 
     :param save: ``save() -> None``, writes one checkpoint (see :func:`agents.runs.save_checkpoint`).
     """
 
     def __init__(self, save: Callable[[], Any], checkpoint_freq: int, verbose: int = 0):
-        super().__init__(verbose)
+        super().__init__(checkpoint_freq, verbose)
         self.save = save
-        self.checkpoint_freq = int(checkpoint_freq)
-
-    def _on_training_start(self) -> None:
-        self._next = (self.num_timesteps // self.checkpoint_freq + 1) * self.checkpoint_freq
-
-    def _on_step(self) -> bool:
-        return True
 
     def _on_rollout_start(self) -> None:
         # here the previous rollout has been trained on: the weights, the statistics and
         # num_timesteps agree, so a resume loses nothing
-        if self.num_timesteps >= self._next:
-            self._next = (self.num_timesteps // self.checkpoint_freq + 1) * self.checkpoint_freq
+        if self._due():
             self.save()
 
 

@@ -222,7 +222,7 @@ def _validate(doc: Mapping, source: str) -> TrainConfig:
         return TrainConfig.model_validate(doc)
     except ValidationError as exc:
         message = format_validation_error(exc, source, TrainConfig)
-        if exc.errors()[0]["type"] == "missing":
+        if all(e["type"] == "missing" for e in exc.errors()):  # reported first only when nothing else is wrong
             message += f" (a training config gives every key; start one with 'extends: {DEFAULT_CONFIG.stem}')"
         raise ConfigError(message) from None
 

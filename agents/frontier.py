@@ -3,20 +3,20 @@
 For a scenario and a list of total budgets ($B over the horizon), the cumulative GMV ($B)
 reached at each budget by
 
-* ``best_static``: the best constant allocation (:func:`agents.planning.best_static`, CMA-ES on
+* ``best_static``: the best constant allocation (:func:`agents.planners.best_static`, CMA-ES on
   training seeds), played on the evaluation episodes;
-* ``oracle``: the clairvoyant per-episode open-loop plan (:func:`agents.planning.oracle`), an
+* ``oracle``: the clairvoyant per-episode open-loop plan (:func:`agents.planners.oracle`), an
   upper bound;
 * ``ppo`` (with ``train=True``): a hard-budget PPO run per budget (``configs/train/ppo.yaml``,
   short training), its deterministic policy on the same episodes.
 
 Every budget is played in ``hard`` mode (the env projects spending onto the budget), on the
-same evaluation episodes (seeds :data:`agents.config.EVAL_SEED_BASE` ``+ k``: common random
+same evaluation episodes (seeds :data:`agents.seeds.EVAL_SEED_BASE` ``+ k``: common random
 numbers). The per-quarter cap scales with the total, keeping the scenario's ratio
 ``per_quarter / total`` (``global``: 0.8 / 4 = 0.2), unless a fixed ``per_quarter`` is given.
 
 Monotone oracle. A larger budget can replay a smaller budget's plan exactly: the intensities
-actually applied under the smaller budget (after its projection, :func:`planning.feasible_plan`)
+actually applied under the smaller budget (after its projection, :func:`agents.planners.model.feasible_plan`)
 spend at most the smaller caps, so under larger caps (total and per-quarter both at least as
 large) nothing is projected and the trajectory, hence the GMV, is the same. After the per-budget
 searches (run in parallel processes), each budget in increasing order takes, episode by
@@ -43,7 +43,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from agents.config import EVAL_SEED_BASE
+from agents import lazy, plots
+from agents.config import load_config
+from agents.io import atomic_write_json, atomic_write_text
+from agents.planners import best_static, oracle
+from agents.planners.model import cumulative_gmv, planning_params, quantise, start_states
+from agents.rollout import episode_totals, rollout_policy
+from agents.runs import create_run_dir, load_run
+from agents.seeds import eval_seeds, training_seeds
+from envs import market
 from envs.scenario import Scenario, load_scenario
 
 DEFAULT_BUDGETS = (1.0, 2.0, 4.0, 8.0)
@@ -95,24 +103,18 @@ def budget_overrides(scenario: Scenario, total: float, per_quarter: float | None
     return {"budget.total": float(total), "budget.per_quarter": float(per_quarter), "budget.mode": "hard"}
 
 
-def episode_seeds(episodes: int) -> list[int]:
-    return [EVAL_SEED_BASE + k for k in range(episodes)]
-
-
 # --------------------------------------------------------------------------- per budget (worker)
 
 
 def _plan_budget(args: tuple) -> dict:
     """best_static and oracle at one budget (runs in a worker process)."""
-    from agents import planning
-
     name, overrides, effort = args
     t0 = time.perf_counter()
     scenario = load_scenario(name, overrides)
-    static = planning.best_static(scenario, iterations=effort.static_iterations, n_seeds=effort.static_seeds)
-    orc = planning.oracle(
-        scenario, episode_seeds(effort.episodes), static.intensity,
-        schedule_seeds=planning.training_seeds(effort.schedule_seeds), schedule_iterations=tuple(effort.schedule_iterations),
+    static = best_static(scenario, iterations=effort.static_iterations, n_seeds=effort.static_seeds)
+    orc = oracle(
+        scenario, eval_seeds(effort.episodes), static.intensity,
+        schedule_seeds=training_seeds(effort.schedule_seeds), schedule_iterations=tuple(effort.schedule_iterations),
         refine_iterations=effort.refine_iterations, scale_iterations=effort.scale_iterations,
         search_episodes=effort.episodes,  # exactly the generations asked for, however few the futures
     )
@@ -121,10 +123,6 @@ def _plan_budget(args: tuple) -> dict:
 
 def _train_budget(args: tuple) -> dict:
     """A short hard-budget PPO run at one budget, evaluated on the frontier's episodes."""
-    from agents.config import load_config
-    from agents.ppo import rollout_policy, train
-    from agents.runs import create_run_dir, load_run
-
     scenario_name, overrides, timesteps, seed, run_dir, episodes = args
     t0 = time.perf_counter()
     sets = {"scenario": scenario_name, "total_timesteps": int(timesteps), "seed": int(seed), "eval_episodes": min(episodes, 64),
@@ -132,10 +130,10 @@ def _train_budget(args: tuple) -> dict:
     config = load_config(sets=sets)
     run_dir = Path(run_dir)
     create_run_dir(run_dir, config)
-    train(config, run_dir, progress="none")
+    lazy.training().train(config, run_dir, progress="none")
     run = load_run(run_dir)
-    result = rollout_policy(run.policy(), run.scenario, episode_seeds(episodes))
-    return {"gmv": result["gmv"], "cost": result["cost"], "run_dir": str(run_dir), "seconds": time.perf_counter() - t0}
+    traj = rollout_policy(run.policy(), run.scenario, eval_seeds(episodes))
+    return {"gmv": episode_totals(traj.gmv), "cost": episode_totals(traj.cost), "run_dir": str(run_dir), "seconds": time.perf_counter() - t0}
 
 
 # --------------------------------------------------------------------------- frontier
@@ -143,6 +141,64 @@ def _train_budget(args: tuple) -> dict:
 
 def _marginals(budgets: Sequence[float], gmv: Sequence[float]) -> list[float | None]:
     return [None] + [(gmv[k] - gmv[k - 1]) / (budgets[k] - budgets[k - 1]) for k in range(1, len(budgets))]
+
+
+def _run_tasks(tasks: list[tuple], train_tasks: list[tuple], workers: int) -> tuple[list[dict], list[dict]]:
+    """Each budget's planning (and training) as one task, in ``workers`` processes."""
+    workers = max(1, int(workers))
+    if workers == 1:
+        return [_plan_budget(t) for t in tasks], [_train_budget(t) for t in train_tasks]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        plan_futures = [pool.submit(_plan_budget, t) for t in tasks]
+        train_futures = [pool.submit(_train_budget, t) for t in train_tasks]
+        return [f.result() for f in plan_futures], [f.result() for f in train_futures]
+
+
+def _budget_rows(budgets: Sequence[float], scenarios: Sequence[Scenario], planned: list[dict], trained: list[dict],
+                 seeds: Sequence[int], effort: Effort) -> list[dict]:
+    """One row per budget, in increasing order; the oracle replays the smaller budget's applied
+    plan where it does better (monotone, see the module docstring)."""
+    rows = []
+    previous_applied = None
+    statics: list[np.ndarray] = []
+    for k, (b, sc, found) in enumerate(zip(budgets, scenarios, planned)):
+        params = planning_params(sc)
+        states = start_states(params, seeds)
+        plans = quantise(found["oracle_plans"])
+        gmv = cumulative_gmv(params, states, plans)
+        own_gmv = gmv.copy()
+        if previous_applied is not None:
+            replay = cumulative_gmv(params, states, previous_applied)
+            better = replay > gmv
+            plans = np.where(better[:, None, None, None], previous_applied, plans)
+            gmv = np.maximum(gmv, replay)
+        applied = market.rollout(params, states, plans)
+        previous_applied = applied["intensity"]
+        oracle_cost = applied["cost"].sum(axis=1)
+
+        # best_static: the best of the constant plans found at this and smaller budgets (training seeds)
+        statics.append(found["static"])
+        train_states = start_states(params, training_seeds(effort.static_seeds))
+        scores = [cumulative_gmv(params, train_states, np.broadcast_to(s, (train_states.n,) + s.shape)).mean() for s in statics]
+        static = statics[int(np.argmax(scores))]
+        static_run = market.rollout(params, states, np.broadcast_to(static, (states.n,) + static.shape))
+        row = {
+            "budget_total": b,
+            "budget_per_quarter": sc.budget.per_quarter,
+            "best_static_gmv": float(static_run["gmv"].sum(axis=1).mean()),
+            "best_static_cost": float(static_run["cost"].sum(axis=1).mean()),
+            "oracle_gmv": float(gmv.mean()),
+            "oracle_gmv_own_search": float(own_gmv.mean()),
+            "oracle_cost": float(oracle_cost.mean()),
+            "oracle_replayed_episodes": int(np.sum(gmv > own_gmv)),
+            "plan_seconds": round(found["seconds"], 1),
+        }
+        if trained:
+            row["ppo_gmv"] = float(np.mean(trained[k]["gmv"]))
+            row["ppo_cost"] = float(np.mean(trained[k]["cost"]))
+            row["ppo_run_dir"] = trained[k]["run_dir"]
+        rows.append(row)
+    return rows
 
 
 def compute_frontier(
@@ -169,9 +225,6 @@ def compute_frontier(
     :param workers: processes; each budget's search (and each training run) is one task.
     :returns: a JSON-ready dict with ``rows`` (one per budget) and the settings.
     """
-    from agents import planning
-    from envs import market
-
     t0 = time.perf_counter()
     budgets = check_budgets(budgets)
     if per_quarter is not None and not per_quarter > 0:
@@ -179,66 +232,17 @@ def compute_frontier(
     base = load_scenario(scenario, dict(overrides or {}))  # ScenarioError: the caller reports it
     budget_sets = [{**dict(overrides or {}), **budget_overrides(base, b, per_quarter)} for b in budgets]
     scenarios = [load_scenario(scenario, o) for o in budget_sets]
-    seeds = episode_seeds(effort.episodes)
+    seeds = eval_seeds(effort.episodes)
 
     tasks = [(scenario, o, effort) for o in budget_sets]
     train_tasks = []
     if train:
         runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "frontier"
         train_tasks = [(scenario, o, timesteps, seed, runs_dir / f"budget_{b:g}", effort.episodes) for b, o in zip(budgets, budget_sets)]
-    workers = max(1, int(workers))
-    if workers == 1:
-        planned = [_plan_budget(t) for t in tasks]
-        trained = [_train_budget(t) for t in train_tasks]
-    else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            plan_futures = [pool.submit(_plan_budget, t) for t in tasks]
-            train_futures = [pool.submit(_train_budget, t) for t in train_tasks]
-            planned = [f.result() for f in plan_futures]
-            trained = [f.result() for f in train_futures]
+    planned, trained = _run_tasks(tasks, train_tasks, workers)
     log(f"planned {len(budgets)} budgets in {time.perf_counter() - t0:.0f}s")
 
-    # Monotone oracle: replay the smaller budget's applied plan (see the module docstring).
-    rows = []
-    previous_applied = None
-    statics: list[np.ndarray] = []
-    for k, (b, sc, found) in enumerate(zip(budgets, scenarios, planned)):
-        params = planning.planning_params(sc)
-        states = planning.start_states(params, seeds)
-        plans = planning.quantise(found["oracle_plans"])
-        gmv = planning.cumulative_gmv(params, states, plans)
-        own_gmv = gmv.copy()
-        if previous_applied is not None:
-            replay = planning.cumulative_gmv(params, states, previous_applied)
-            better = replay > gmv
-            plans = np.where(better[:, None, None, None], previous_applied, plans)
-            gmv = np.maximum(gmv, replay)
-        applied = market.rollout(params, states, plans)
-        previous_applied = applied["intensity"]
-        oracle_cost = applied["cost"].sum(axis=1)
-
-        # best_static: the best of the constant plans found at this and smaller budgets (training seeds)
-        statics.append(found["static"])
-        train_states = planning.start_states(params, planning.training_seeds(effort.static_seeds))
-        scores = [planning.cumulative_gmv(params, train_states, np.broadcast_to(s, (train_states.n,) + s.shape)).mean() for s in statics]
-        static = statics[int(np.argmax(scores))]
-        static_run = market.rollout(params, states, np.broadcast_to(static, (states.n,) + static.shape))
-        row = {
-            "budget_total": b,
-            "budget_per_quarter": sc.budget.per_quarter,
-            "best_static_gmv": float(static_run["gmv"].sum(axis=1).mean()),
-            "best_static_cost": float(static_run["cost"].sum(axis=1).mean()),
-            "oracle_gmv": float(gmv.mean()),
-            "oracle_gmv_own_search": float(own_gmv.mean()),
-            "oracle_cost": float(oracle_cost.mean()),
-            "oracle_replayed_episodes": int(np.sum(gmv > own_gmv)),
-            "plan_seconds": round(found["seconds"], 1),
-        }
-        if train:
-            row["ppo_gmv"] = float(np.mean(trained[k]["gmv"]))
-            row["ppo_cost"] = float(np.mean(trained[k]["cost"]))
-            row["ppo_run_dir"] = trained[k]["run_dir"]
-        rows.append(row)
+    rows = _budget_rows(budgets, scenarios, planned, trained, seeds, effort)
 
     methods = ["best_static", "oracle"] + (["ppo"] if train else [])
     for method in methods:
@@ -278,48 +282,25 @@ def frontier_csv(result: dict) -> str:
     return buffer.getvalue()
 
 
-def plot_frontier(result: dict, path: Path) -> None:
-    """GMV against budget per method; the oracle's marginal GMV per extra $B on each segment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["rows"]
-    budgets = [r["budget_total"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    styles = {"oracle": ("o-", "oracle (clairvoyant plan)"), "best_static": ("s--", "best static allocation"), "ppo": ("^-", "PPO (hard budget)")}
-    for method in result["methods"]:
-        marker, label = styles[method]
-        ax.plot(budgets, [r[f"{method}_gmv"] for r in rows], marker, label=label)
-    annotated = "oracle" if "oracle" in result["methods"] else result["methods"][0]
-    for k in range(1, len(rows)):
-        m = rows[k][f"{annotated}_marginal_gmv_per_b"]
-        x = 0.5 * (budgets[k] + budgets[k - 1])
-        y = 0.5 * (rows[k][f"{annotated}_gmv"] + rows[k - 1][f"{annotated}_gmv"])
-        ax.annotate(f"+{m:.1f} $B GMV\nper extra $B", (x, y), textcoords="offset points", xytext=(0, 10), ha="center", fontsize=8)
-    ax.set_xlabel("total incentive budget over the horizon ($B)")
-    ax.set_ylabel("cumulative GMV ($B, mean over episodes)")
-    ax.set_title(f"Budget frontier, scenario '{result['scenario']}' (hard budget, {result['episodes']} episodes)")
-    ax.set_xticks(budgets)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    from agents.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+def frontier_table(result: dict) -> str:
+    """The terminal table: GMV per budget and method, with the marginal GMV per extra $B."""
+    methods = result["methods"]
+    lines = ["budget $B | " + " | ".join(f"{m} GMV $B (+/$B)" for m in methods)]
+    for row in result["rows"]:
+        cells = []
+        for m in methods:
+            marginal = row[f"{m}_marginal_gmv_per_b"]
+            cells.append(f"{row[f'{m}_gmv']:.2f}" + (f" (+{marginal:.2f})" if marginal is not None else ""))
+        lines.append(f"{row['budget_total']:g} | " + " | ".join(cells))
+    return "\n".join(lines)
 
 
 def write_frontier(result: dict, out: Path) -> dict[str, Path]:
     """Write ``frontier.csv``, ``frontier.json`` and ``frontier.png`` into ``out`` (atomically)."""
-    from agents.io import atomic_write_json, atomic_write_text
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "frontier.csv", "json": out / "frontier.json", "png": out / "frontier.png"}
     atomic_write_text(paths["csv"], frontier_csv(result))
     atomic_write_json(paths["json"], result)
-    plot_frontier(result, paths["png"])
+    plots.plot_frontier(result, paths["png"])
     return paths

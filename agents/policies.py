@@ -108,10 +108,9 @@ def make_policy(name: str, scenario: "Scenario | str") -> Policy:
     return ConstantPolicy(playbook_intensity(name, scenario), name=name)
 
 
-# --------------------------------------------------------------------------- planners (issue 4)
-# best_static and the oracle are computed by agents.planning (CMA-ES on the batched model);
-# these entry points wrap their results in the policy face. Imported lazily: planning imports
-# this module for the playbooks.
+# --------------------------------------------------------------------------- plans and learned models
+# The planners (agents.planners) fit best_static and the oracle; these are the faces their
+# plans, and a trained model, are played through.
 
 
 class OpenLoopPlanPolicy(Policy):
@@ -154,34 +153,23 @@ class OpenLoopPlanPolicy(Policy):
         return (actions[0] if single else actions), None
 
 
-def best_static_policy(scenario: "Scenario | str", seeds=None, **search) -> ConstantPolicy:
-    """``best_static``: the best constant allocation by CMA-ES (:func:`agents.planning.best_static`).
+class NormalizedPolicy(Policy):
+    """A trained model behind the policy face: ``predict(obs) -> (action, None)``.
 
-    :param seeds: training seeds, disjoint from evaluation seeds (default: 64 seeds from
-        :data:`agents.planning.TRAIN_SEED_BASE`).
-    :param search: passed on (``iterations``, ``popsize``, ``sigma0``, ``cma_seed``, ``n_seeds``).
-        The search result is kept as ``policy.plan``.
+    Raw observations (as the envs return them) are normalised with the run's ``VecNormalize``
+    statistics before the model sees them (``normalize_obs`` reads the statistics, it never
+    updates them); actions are deterministic.
     """
-    from agents.planning import best_static
 
-    if isinstance(scenario, str):
-        scenario = load_scenario(scenario)
-    plan = best_static(scenario, seeds, **search)
-    policy = ConstantPolicy(plan.intensity, name="best_static")
-    policy.plan = plan
-    return policy
+    def __init__(self, model, vecnormalize, name: str = "ppo"):
+        self.model = model
+        self.vecnormalize = vecnormalize
+        self.name = name
 
-
-def oracle_policy(scenario: "Scenario | str", episode_seeds, warm_start: np.ndarray, **search) -> OpenLoopPlanPolicy:
-    """``oracle``: per-episode clairvoyant plans (:func:`agents.planning.oracle`) for the
-    episodes ``episode_seeds``, warm-started from ``warm_start`` (e.g. best_static's
-    intensities). Play it on exactly those episodes, in that order. The search result is kept
-    as ``policy.result``."""
-    from agents.planning import oracle
-
-    if isinstance(scenario, str):
-        scenario = load_scenario(scenario)
-    result = oracle(scenario, episode_seeds, warm_start, **search)
-    policy = OpenLoopPlanPolicy(result.plans, len(scenario.regions), name="oracle")
-    policy.result = result
-    return policy
+    def predict(self, obs, state: Any = None, episode_start: Any = None, deterministic: bool = True):
+        obs = np.asarray(obs, dtype=np.float32)
+        single = obs.ndim == 1
+        batch = obs[None] if single else obs
+        normed = self.vecnormalize.normalize_obs(batch) if self.vecnormalize is not None else batch
+        action, _ = self.model.predict(normed, deterministic=deterministic)
+        return (action[0] if single else action), None

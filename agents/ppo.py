@@ -8,9 +8,11 @@ The pipeline, one function each::
         -> PPO
 
 :func:`train` runs that pipeline into a run folder (:mod:`agents.runs`): TensorBoard, periodic
-checkpoints, evaluation on held-out seeds, a checkpoint on Ctrl-C/SIGTERM, ``summary.json``.
-:class:`PPOAlgorithm` is the plug-in face another algorithm extends (``agents/lagrangian.py``
-subclasses it and is selected with ``algo: ppo_lagrangian``, see :mod:`agents.config`).
+checkpoints, evaluation on held-out seeds (:mod:`agents.rollout`), a checkpoint on
+Ctrl-C/SIGTERM, ``summary.json``. :class:`PPOAlgorithm` is the plug-in face another algorithm
+extends (``agents/lagrangian.py`` subclasses it and is selected with ``algo: ppo_lagrangian``,
+see :mod:`agents.config`). This module imports torch: light code reaches it through
+:mod:`agents.lazy`.
 """
 
 from __future__ import annotations
@@ -20,21 +22,24 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
 
-from agents.config import EVAL_SEED_BASE, TrainConfig, get_algorithm
-from agents.policies import PLAYBOOKS, make_policy
-from envs.sb3 import SB3VecEnv
+from agents import callbacks as cb
+from agents import runs
+from agents.config import EVAL_SEED_BASE, TrainConfig, get_algorithm, load_config
+from agents.io import atomic_save, atomic_write_json
+from agents.policies import PLAYBOOKS, NormalizedPolicy, make_policy
+from agents.rollout import SUMMARY_KEYS, measure, publish
+from agents.seeds import eval_seeds
 from envs.scenario import Scenario, load_scenario
+from envs.sb3 import SB3VecEnv
 from envs.social_commerce import SocialCommerceEnv
-from envs.vector import SocialCommerceVectorEnv
 
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}
 
@@ -93,11 +98,27 @@ class PPOAlgorithm:
         """Wrap the monitored env before normalisation (e.g. a reward shaped by a multiplier)."""
         return venv
 
-    def build_model(self, config: TrainConfig, env: VecEnv):
+    def build_model(self, config: TrainConfig, env: VecEnv, scenario: Scenario):
         return self.model_class("MlpPolicy", env, seed=config.seed, device="cpu", verbose=0, **ppo_kwargs(config))
 
     def load_model(self, path: str, env: VecEnv | None = None):
         return self.model_class.load(path, env=env, device="cpu")
+
+    def load_frozen(self, model_path: str, vecnormalize_path: str, config: TrainConfig, scenario: Scenario):
+        """A saved model and its ``VecNormalize`` statistics, frozen (``training=False``, raw
+        rewards), for evaluation. :class:`agents.runs.RunError` if they do not fit ``scenario``."""
+        venv = make_vec_env(config, num_envs=1, scenario=scenario)
+        try:
+            vecnormalize = VecNormalize.load(vecnormalize_path, venv)
+        except (AssertionError, ValueError) as exc:
+            raise runs.RunError(f"{vecnormalize_path}: normalisation statistics do not fit scenario '{config.scenario}' ({exc})") from None
+        vecnormalize.training = False
+        vecnormalize.norm_reward = False
+        try:
+            model = self.load_model(model_path, env=vecnormalize)
+        except (AssertionError, ValueError) as exc:
+            raise runs.RunError(f"{model_path}: model does not fit scenario '{config.scenario}' ({str(exc).splitlines()[0]})") from None
+        return model, vecnormalize
 
     def callbacks(self, config: TrainConfig, scenario: Scenario, run_dir: Path) -> list[BaseCallback]:
         """Extra callbacks (logging the algorithm's own state)."""
@@ -121,70 +142,16 @@ def make_training_env(config: TrainConfig, scenario: Scenario, algorithm=None, v
 # --------------------------------------------------------------------------- evaluation
 
 
-def eval_seeds(episodes: int) -> list[int]:
-    """Evaluation seeds ``EVAL_SEED_BASE + k``: never used in training (see agents.config)."""
-    return [EVAL_SEED_BASE + k for k in range(episodes)]
-
-
-def rollout_policy(policy, scenario: Scenario, seeds: Sequence[int]) -> dict[str, np.ndarray]:
-    """Roll a ``predict(obs) -> (action, None)`` policy out on one batch of markets, one per seed.
-
-    Returns per-episode arrays: ``gmv`` ($B, whole episode), ``cost`` ($B), ``final_run_rate``
-    ($B a year, last quarter), ``revenue`` ($B).
-    """
-    env = SocialCommerceVectorEnv(num_envs=len(seeds), scenario=scenario)
-    obs, _ = env.reset(seed=list(seeds))
-    gmv = np.zeros(len(seeds))
-    revenue = np.zeros(len(seeds))
-    for _ in range(env.params.horizon):
-        action, _ = policy.predict(obs, deterministic=True)
-        obs, reward, terminated, _, info = env.step(action)
-        gmv += reward
-        revenue += info["revenue"]
-    return {"gmv": gmv, "cost": info["cost_total"].copy(), "final_run_rate": info["gmv_run_rate"].copy(), "revenue": revenue}
-
-
-def summarise(result: Mapping[str, np.ndarray], target_run_rate: float) -> dict[str, float]:
-    return {
-        "gmv_mean": float(np.mean(result["gmv"])),
-        "gmv_std": float(np.std(result["gmv"])),
-        "cost_mean": float(np.mean(result["cost"])),
-        "final_run_rate_mean": float(np.mean(result["final_run_rate"])),
-        "target_reached_rate": float(np.mean(result["final_run_rate"] >= target_run_rate)),
-        "revenue_mean": float(np.mean(result["revenue"])),
-    }
-
-
 def evaluate_model(model, vecnormalize: VecNormalize | None, scenario: Scenario, episodes: int, name: str = "ppo") -> dict[str, float]:
-    """Deterministic policy on the held-out seeds, observations normalised with frozen statistics."""
-    from agents.runs import NormalizedPolicy
-
-    frozen = None
-    if vecnormalize is not None:
-        frozen = _FrozenObsNorm(vecnormalize)
-    policy = NormalizedPolicy(model, frozen, name=name)
-    return summarise(rollout_policy(policy, scenario, eval_seeds(episodes)), scenario.target_run_rate)
+    """Deterministic policy on the held-out seeds, observations normalised with the statistics
+    of ``vecnormalize`` (read, never updated); figures of :func:`agents.rollout.summarise`."""
+    return measure(NormalizedPolicy(model, vecnormalize, name=name), scenario, eval_seeds(episodes))
 
 
-class _FrozenObsNorm:
-    """A snapshot of VecNormalize's observation statistics (evaluation must not update them)."""
-
-    def __init__(self, vecnormalize: VecNormalize):
-        self.enabled = vecnormalize.norm_obs
-        self.mean = vecnormalize.obs_rms.mean.copy()
-        self.std = np.sqrt(vecnormalize.obs_rms.var + vecnormalize.epsilon)
-        self.clip = vecnormalize.clip_obs
-
-    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
-        if not self.enabled:
-            return obs
-        return np.clip((obs - self.mean) / self.std, -self.clip, self.clip).astype(np.float32)
-
-
-def playbook_gmv(scenario: Scenario, episodes: int, names: Sequence[str] = PLAYBOOKS) -> dict[str, dict[str, float]]:
+def playbook_figures(scenario: Scenario, episodes: int, names: Sequence[str] = PLAYBOOKS) -> dict[str, dict[str, float]]:
     """Each reference playbook on the same held-out seeds as :func:`evaluate_model`."""
     seeds = eval_seeds(episodes)
-    return {name: summarise(rollout_policy(make_policy(name, scenario), scenario, seeds), scenario.target_run_rate) for name in names}
+    return {name: measure(make_policy(name, scenario), scenario, seeds) for name in names}
 
 
 # --------------------------------------------------------------------------- training
@@ -200,6 +167,49 @@ class TrainResult:
     summary: dict = field(default_factory=dict)
 
 
+def _open_model(config: TrainConfig, scenario: Scenario, algorithm, run_dir: Path, resume: bool):
+    """A fresh model, or the run's latest checkpoint; returns ``(model, wall seconds before)``."""
+    if not resume:
+        env = make_training_env(config, scenario, algorithm)
+        return algorithm.build_model(config, env, scenario), 0.0
+    checkpoint = runs.latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise runs.RunError(f"run {run_dir} has no checkpoint to resume from")
+    env = make_training_env(config, scenario, algorithm, vecnormalize_path=str(checkpoint.vecnormalize_path))
+    model = algorithm.load_model(str(checkpoint.model_path), env=env)
+    # fresh training markets after a resume (still below the evaluation seeds)
+    model.set_random_seed(config.seed + int(model.num_timesteps) % (EVAL_SEED_BASE - config.seed - config.n_envs))
+    return model, checkpoint.wall_seconds
+
+
+def _learn(model, callbacks: list[BaseCallback], stop: cb.StopOnSignal, total_timesteps: int, resume: bool, progress_bar: bool) -> None:
+    """Train to ``total_timesteps``; SIGINT/SIGTERM stop it cleanly (see :class:`StopOnSignal`)."""
+    remaining = total_timesteps - int(model.num_timesteps)
+    stop.install()
+    try:
+        if remaining > 0:
+            model.learn(total_timesteps=remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resume, progress_bar=progress_bar)
+    finally:
+        stop.uninstall()
+
+
+def training_summary(config: TrainConfig, timesteps: int, wall: float, final: dict, playbooks: dict[str, dict]) -> dict:
+    """``summary.json``: the run, its speed, and the final held-out evaluation beside the playbooks'."""
+    return {
+        "algo": config.algo,
+        "scenario": config.scenario,
+        "seed": config.seed,
+        "timesteps": timesteps,
+        "wall_seconds": round(wall, 3),
+        "fps": round(timesteps / max(wall, 1e-9), 1),
+        "eval_episodes": config.eval_episodes,
+        "eval_seeds": [EVAL_SEED_BASE, EVAL_SEED_BASE + config.eval_episodes - 1],
+        **publish(final, SUMMARY_KEYS),
+        "eval_playbooks_gmv_mean": {name: s["gmv_mean"] for name, s in playbooks.items()},
+        "beats_all_playbooks": bool(all(final["gmv_mean"] > s["gmv_mean"] for s in playbooks.values())),
+    }
+
+
 def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: str = "auto", stream=None) -> TrainResult:
     """Train ``config`` into ``run_dir`` (created beforehand by :func:`agents.runs.create_run_dir`).
 
@@ -210,29 +220,12 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     :returns: a :class:`TrainResult`; ``interrupted`` if a signal stopped training (a checkpoint
         was saved, resume with ``--resume``).
     """
-    from agents import callbacks as cb
-    from agents import runs
-
     stream = stream or sys.stdout
     run_dir = Path(run_dir)
     set_torch_threads()
     algorithm = get_algorithm(config.algo)
     scenario = runs.run_scenario(run_dir, config)
-
-    if resume:
-        checkpoint = runs.latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise runs.RunError(f"run {run_dir} has no checkpoint to resume from")
-        env = make_training_env(config, scenario, algorithm, vecnormalize_path=str(checkpoint.vecnormalize_path))
-        model = algorithm.load_model(str(checkpoint.model_path), env=env)
-        # fresh training markets after a resume (still below the evaluation seeds)
-        model.set_random_seed(config.seed + int(model.num_timesteps) % (EVAL_SEED_BASE - config.seed - config.n_envs))
-        wall_before = checkpoint.wall_seconds
-    else:
-        env = make_training_env(config, scenario, algorithm)
-        model = algorithm.build_model(config, env)
-        wall_before = 0.0
-
+    model, wall_before = _open_model(config, scenario, algorithm, run_dir, resume)
     model.set_logger(configure(str(run_dir / runs.TB_DIR), ["tensorboard"]))
     cb.write_run_header(model.logger, config.to_yaml())
 
@@ -253,26 +246,14 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     stop = cb.StopOnSignal()
     callbacks: list[BaseCallback] = [
         market,
-        cb.EvalCallback(evaluate, config.eval_freq),
-        cb.CheckpointCallback(save_checkpoint, config.checkpoint_freq),
+        cb.PeriodicEvalCallback(evaluate, config.eval_freq),
+        cb.PeriodicCheckpointCallback(save_checkpoint, config.checkpoint_freq),
         *algorithm.callbacks(config, scenario, run_dir),
         stop,
     ]
     if progress == "lines":
         callbacks.append(cb.PlainProgress(config.total_timesteps, market, stream=stream))
-
-    remaining = config.total_timesteps - int(model.num_timesteps)
-    stop.install()
-    try:
-        if remaining > 0:
-            model.learn(
-                total_timesteps=remaining,
-                callback=CallbackList(callbacks),
-                reset_num_timesteps=not resume,
-                progress_bar=progress == "bar",
-            )
-    finally:
-        stop.uninstall()
+    _learn(model, callbacks, stop, config.total_timesteps, resume, progress == "bar")
     wall = elapsed()
 
     if stop.signal_received is not None:
@@ -282,37 +263,18 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
 
     vecnormalize = model.get_vec_normalize_env()
     save_checkpoint()
-    runs.atomic_save(run_dir / runs.VECNORM_FILE, vecnormalize.save)
-    runs.atomic_save(run_dir / runs.MODEL_FILE, model.save)
+    atomic_save(run_dir / runs.VECNORM_FILE, vecnormalize.save)
+    atomic_save(run_dir / runs.MODEL_FILE, model.save)
 
     final = evaluate(model, vecnormalize)
-    playbooks = playbook_gmv(scenario, config.eval_episodes)
-    model.logger.record("eval/gmv_mean", final["gmv_mean"])
-    model.logger.record("eval/cost_mean", final["cost_mean"])
-    model.logger.record("eval/final_run_rate_mean", final["final_run_rate_mean"])
+    playbooks = playbook_figures(scenario, config.eval_episodes)
+    cb.record_eval(model.logger, final)
     model.logger.dump(int(model.num_timesteps))
     model.logger.close()
 
     timesteps = int(model.num_timesteps)
-    summary = {
-        "algo": config.algo,
-        "scenario": config.scenario,
-        "seed": config.seed,
-        "timesteps": timesteps,
-        "wall_seconds": round(wall, 3),
-        "fps": round(timesteps / max(wall, 1e-9), 1),
-        "eval_episodes": config.eval_episodes,
-        "eval_seeds": [EVAL_SEED_BASE, EVAL_SEED_BASE + config.eval_episodes - 1],
-        "eval_gmv_mean": final["gmv_mean"],
-        "eval_gmv_std": final["gmv_std"],
-        "eval_cost_mean": final["cost_mean"],
-        "eval_final_run_rate_mean": final["final_run_rate_mean"],
-        "eval_target_reached_rate": final["target_reached_rate"],
-        "eval_revenue_mean": final["revenue_mean"],
-        "eval_playbooks_gmv_mean": {name: s["gmv_mean"] for name, s in playbooks.items()},
-        "beats_all_playbooks": bool(all(final["gmv_mean"] > s["gmv_mean"] for s in playbooks.values())),
-    }
-    runs.atomic_write_json(run_dir / runs.SUMMARY_FILE, summary)
+    summary = training_summary(config, timesteps, wall, final, playbooks)
+    atomic_write_json(run_dir / runs.SUMMARY_FILE, summary)
     return TrainResult(run_dir, timesteps, wall, summary=summary)
 
 
@@ -328,8 +290,6 @@ def measure_fps(vectorized: bool, config: TrainConfig | None = None, timesteps: 
     :param config: the training config (default: ``configs/train/ppo.yaml``).
     :param timesteps: env steps to train for (rounded up to whole rollouts by PPO).
     """
-    from agents.config import load_config
-
     config = config or load_config()
     set_torch_threads()
     scenario = scenario_of(config)

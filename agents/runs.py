@@ -1,4 +1,4 @@
-"""Run folders: creation, atomic files, provenance, and loading a trained run for evaluation.
+"""Run folders: creation, provenance, checkpoints, and loading a trained run for evaluation.
 
 A run folder (default ``runs/<scenario>__<algo>__<seed>__<timestamp>/``) holds::
 
@@ -15,7 +15,9 @@ A run folder (default ``runs/<scenario>__<algo>__<seed>__<timestamp>/``) holds::
 Every file is written atomically (a temporary file in the same folder, then ``os.replace``),
 so a kill never leaves a half-written file. A run folder is never overwritten.
 
-Evaluation (issue 4) uses :func:`load_run`::
+Evaluation uses :func:`load_run`; the run's algorithm (:func:`agents.config.get_algorithm`, or
+one handed in) loads the model and its frozen statistics, so this module knows run folders
+only::
 
     run = load_run("runs/global__ppo__0__20240101-120000")
     run.config, run.scenario            # TrainConfig, envs.scenario.Scenario
@@ -35,11 +37,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from agents.config import ConfigError, TrainConfig, config_from_dict, get_algorithm
 from agents.io import atomic_save, atomic_write_json, atomic_write_text
+from agents.policies import NormalizedPolicy
+from envs.batch import MarketBatch
+from envs.scenario import Scenario, ScenarioError, load_scenario
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = PROJECT_ROOT / "runs"
@@ -80,8 +84,6 @@ def check_new_run_dir(run_dir: str | Path) -> Path:
 
 def create_run_dir(run_dir: str | Path, config: TrainConfig) -> Path:
     """Create the folder and write ``config.yaml``, ``scenario.yaml`` and ``versions.json``."""
-    from envs.scenario import load_scenario
-
     scenario = load_scenario(config.scenario, config.overrides)
     run_dir = check_new_run_dir(run_dir)
     try:
@@ -153,10 +155,8 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
         raise RunError(str(exc)) from None
 
 
-def run_scenario(run_dir: str | Path, config: TrainConfig):
+def run_scenario(run_dir: str | Path, config: TrainConfig) -> Scenario:
     """The scenario a run trained on: its ``scenario.yaml`` snapshot, else the config's scenario."""
-    from envs.scenario import ScenarioError, load_scenario
-
     snapshot = Path(run_dir) / SCENARIO_FILE
     try:
         if snapshot.is_file():
@@ -222,27 +222,6 @@ def open_for_resume(run_dir: str | Path) -> tuple[TrainConfig, Checkpoint]:
 # --------------------------------------------------------------------------- loading for evaluation
 
 
-class NormalizedPolicy:
-    """A trained model behind the reference policies' face: ``predict(obs) -> (action, None)``.
-
-    Raw observations (as the envs return them) are normalised with the run's frozen
-    ``VecNormalize`` statistics before the model sees them; actions are deterministic.
-    """
-
-    def __init__(self, model, vecnormalize, name: str = "ppo"):
-        self.model = model
-        self.vecnormalize = vecnormalize
-        self.name = name
-
-    def predict(self, obs, state: Any = None, episode_start: Any = None, deterministic: bool = True):
-        obs = np.asarray(obs, dtype=np.float32)
-        single = obs.ndim == 1
-        batch = obs[None] if single else obs
-        normed = self.vecnormalize.normalize_obs(batch) if self.vecnormalize is not None else batch
-        action, _ = self.model.predict(normed, deterministic=deterministic)
-        return (action[0] if single else action), None
-
-
 @dataclass
 class LoadedRun:
     """A trained run, ready for evaluation.
@@ -259,7 +238,7 @@ class LoadedRun:
 
     run_dir: Path
     config: TrainConfig
-    scenario: Any
+    scenario: Scenario
     model: Any
     vecnormalize: Any
     summary: dict
@@ -273,44 +252,48 @@ class LoadedRun:
         return NormalizedPolicy(self.model, self.vecnormalize, name=self.config.algo)
 
 
-def load_run(run_dir: str | Path, checkpoint: bool = False) -> LoadedRun:
+def load_run(run_dir: str | Path, checkpoint: bool = False, algorithm=None) -> LoadedRun:
     """Load a run folder's config, scenario, model and frozen normalisation statistics.
 
     :param run_dir: a folder written by ``scripts/train.py``.
     :param checkpoint: load the latest checkpoint instead of the final model (for an
         unfinished run).
+    :param algorithm: the object that loads the run's files (``load_frozen``); default: the
+        registered algorithm the run's config names.
     :raises RunError: one line if the folder is not a (finished) run or its model does not fit
         its scenario's spaces.
     """
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    from agents.ppo import make_vec_env
-
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    model_path, vec_path = _model_files(run_dir, checkpoint)
+    scenario = run_scenario(run_dir, config)
+    algorithm = algorithm or get_algorithm(config.algo)
+    model, vecnormalize = algorithm.load_frozen(str(model_path), str(vec_path), config, scenario)
+    summary_path = run_dir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return LoadedRun(run_dir, config, scenario, model, vecnormalize, summary)
+
+
+def _model_files(run_dir: Path, checkpoint: bool) -> tuple[Path, Path]:
+    """The model and statistics files to load: the final ones, or the latest checkpoint's."""
     if checkpoint:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             raise RunError(f"run {run_dir} has no checkpoint")
-        model_path, vec_path = ckpt.model_path, ckpt.vecnormalize_path
-    else:
-        model_path, vec_path = run_dir / MODEL_FILE, run_dir / VECNORM_FILE
-        for path in (model_path, vec_path):
-            if not path.is_file():
-                raise RunError(f"run {run_dir} is not finished: {path.name} is missing (load_run(..., checkpoint=True) for the latest checkpoint)")
-    scenario = run_scenario(run_dir, config)
-    venv = make_vec_env(config, num_envs=1, scenario=scenario)
-    try:
-        vecnormalize = VecNormalize.load(str(vec_path), venv)
-    except (AssertionError, ValueError) as exc:
-        raise RunError(f"{vec_path}: normalisation statistics do not fit scenario '{config.scenario}' ({exc})") from None
-    vecnormalize.training = False
-    vecnormalize.norm_reward = False
-    algorithm = get_algorithm(config.algo)
-    try:
-        model = algorithm.load_model(str(model_path), env=vecnormalize)
-    except (AssertionError, ValueError) as exc:
-        raise RunError(f"{model_path}: model does not fit scenario '{config.scenario}' ({str(exc).splitlines()[0]})") from None
-    summary_path = run_dir / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return LoadedRun(run_dir, config, scenario, model, vecnormalize, summary)
+        return ckpt.model_path, ckpt.vecnormalize_path
+    model_path, vec_path = run_dir / MODEL_FILE, run_dir / VECNORM_FILE
+    for path in (model_path, vec_path):
+        if not path.is_file():
+            raise RunError(f"run {run_dir} is not finished: {path.name} is missing (load_run(..., checkpoint=True) for the latest checkpoint)")
+    return model_path, vec_path
+
+
+def check_spaces(run: LoadedRun, scenario: Scenario) -> None:
+    """The model's observation and action shapes must be ``scenario``'s; :class:`RunError`."""
+    batch = MarketBatch(scenario)
+    for what, have, want in [
+        ("observation", run.model.observation_space.shape, batch.single_observation_space.shape),
+        ("action", run.model.action_space.shape, batch.single_action_space.shape),
+    ]:
+        if tuple(have) != tuple(want):
+            raise RunError(f"run {run.run_dir}: the model's {what} space has shape {tuple(have)} but scenario '{scenario.name}' needs {tuple(want)}")

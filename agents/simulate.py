@@ -8,9 +8,9 @@ The logic behind ``scripts/simulate.py``::
 
 :func:`simulate` steps the single Gymnasium env (:class:`envs.SocialCommerceEnv`) with a
 policy's ``predict`` and returns one flat row per quarter (a dict of scalars, the columns of
-the CSV); :func:`format_table` prints the rows as three aligned tables (growth, spend, market);
-:func:`write_csv` and :func:`write_plot` write files atomically (a temporary file renamed into
-place, so a failed run never leaves half a file).
+the CSV); :func:`format_table` prints the rows as three aligned tables (growth, spend,
+market); :func:`write_csv` writes them atomically (a temporary file renamed into place, so a
+failed run never leaves half a file); the plot is :func:`agents.plots.plot_simulation`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import io
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
-
-from agents.io import atomic_path
+from agents.cli import existing_folder
+from agents.io import atomic_write_text
 from agents.policies import PLAYBOOKS, Policy, make_policy
 from envs import SocialCommerceEnv
 from envs.scenario import Scenario, ScenarioError, load_scenario
@@ -197,17 +196,6 @@ def format_table(rows: Sequence[Row], target_run_rate: float | None = None) -> s
     return "\n\n".join(parts)
 
 
-def _atomic_write(path: "str | Path", write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"directory does not exist: {directory}")
-    with atomic_path(path) as tmp:
-        write(tmp)
-    return path
-
-
 def write_csv(rows: Sequence[Row], path: "str | Path") -> Path:
     """Write the rows as CSV (one column per row key) atomically."""
     buffer = io.StringIO()
@@ -215,33 +203,9 @@ def write_csv(rows: Sequence[Row], path: "str | Path") -> Path:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    return _atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue()))
-
-
-def write_plot(rows: Sequence[Row], path: "str | Path", target_run_rate: float, title: str = "") -> Path:
-    """PNG of the annualised run rate by region per quarter (stacked), with the target dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    regions = regions_of(rows)
-    x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(9, 4.8))
-    try:
-        ax.stackplot(x, *[[row[f"run_rate.{r}"] for row in rows] for r in regions], labels=regions, alpha=0.85)
-        ax.axhline(target_run_rate, color="black", linestyle="--", linewidth=1.2, label=f"target ${target_run_rate:g}B")
-        ax.set_xticks(x, [row["quarter"] for row in rows], rotation=45, ha="right")
-        ax.set_ylabel("GMV run rate ($B a year)")
-        ax.set_ylim(0, max(target_run_rate, max(row["run_rate"] for row in rows)) * 1.1)
-        ax.set_title(title or "GMV run rate by region")
-        ax.legend(loc="upper left")
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    finally:
-        plt.close(fig)
-    return Path(path)
+    path = existing_folder(path)
+    atomic_write_text(path, buffer.getvalue())
+    return path
 
 
 __all__ = [
@@ -253,5 +217,4 @@ __all__ = [
     "quarter_row",
     "simulate",
     "write_csv",
-    "write_plot",
 ]

@@ -113,17 +113,15 @@ def read_yaml_mapping(path: Path, what: str = "scenario", error: type[ValueError
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
         if path.is_dir():
             raise error(f"{what} path is a directory, not a YAML file: {path}")
-        if size > MAX_FILE_BYTES:
-            raise error(f"{path}: {size} bytes is too large for a {what} file (at most {MAX_FILE_BYTES})")
-        raw = path.read_bytes()
+        with open(path, "rb") as f:  # bounded: a device or a pipe may never end
+            raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise error(f"{what} file not found: {path}") from None
     except OSError as exc:
         raise error(f"cannot read {what} file {path}: {exc.strerror}") from None
-    if len(raw) > MAX_FILE_BYTES:  # a file that grew, or a pipe whose stat said 0
+    if len(raw) > MAX_FILE_BYTES:
         raise error(f"{path}: too large for a {what} file (at most {MAX_FILE_BYTES} bytes)")
     try:
         text = raw.decode("utf-8")
@@ -339,8 +337,12 @@ def _allowed_range(info: Any) -> str:
 
 
 def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
-    """One line naming the first failing field of ``model``, its value and what is allowed."""
-    errors = exc.errors()
+    """One line naming the first failing field of ``model``, its value and what is allowed.
+
+    Unknown keys come first and missing keys last: a mistyped key is reported as the typo,
+    not as the key it should have been.
+    """
+    errors = sorted(exc.errors(), key=lambda e: {"extra_forbidden": 0, "missing": 2}.get(e["type"], 1))
     err = errors[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = str(err["msg"]).removeprefix("Value error, ")

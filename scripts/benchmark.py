@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agents import lazy  # noqa: E402
+from agents.cli import existing_folder  # noqa: E402
+from agents.io import atomic_write_text  # noqa: E402
 from envs.benchmark import format_table, run_benchmark  # noqa: E402
 from envs.scenario import ScenarioError, load_scenario  # noqa: E402
 
@@ -37,27 +38,15 @@ def measure_training(timesteps: int) -> dict[str, float]:
     """
     if timesteps <= 0:
         return {}
-    from agents.ppo import measure_fps
-
+    measure_fps = lazy.training().measure_fps
     vector = measure_fps(True, timesteps=timesteps)
     dummy = measure_fps(False, timesteps=timesteps)
     return {"ppo_fps_vector": vector, "ppo_fps_dummy": dummy, "ppo_speedup": vector / dummy}
 
 
 def write_json(data: dict, path: Path) -> None:
-    """Write ``data`` as JSON atomically (temp file beside ``path``, then rename)."""
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"directory does not exist: {directory}")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``data`` as JSON (sorted keys) atomically, into a folder that must exist."""
+    atomic_write_text(existing_folder(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.cli import OneLineParser  # noqa: E402
-from agents.constraint_benchmark import VARIANT_NAMES  # noqa: E402
+from agents.constraint_benchmark import VARIANT_NAMES, run_benchmark  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,8 +38,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--episodes must be at least 1; got {args.episodes}")
     if any(s < 0 for s in args.seeds) or len(set(args.seeds)) != len(args.seeds):
         parser.error("--seeds must be distinct non-negative integers")
-
-    from agents.constraint_benchmark import run_benchmark
 
     try:
         result = run_benchmark(Path(args.out), variants=args.variants, seeds=args.seeds, timesteps=args.timesteps,

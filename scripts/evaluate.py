@@ -13,7 +13,7 @@ run's frozen observation normalisation. ``best_static`` is fitted by CMA-ES on t
 disjoint from the evaluation seeds; ``oracle`` is planned per evaluation episode on its own
 future (warm-started from ``best_static``). In a soft-budget scenario the reference policies
 (playbooks, ``best_static``, ``oracle``) are computed and played on the same scenario with the
-hard projection (``agents.lagrangian.scaled_to_limit``: spend scaled to the limit), the learned
+hard projection (``agents.constraint.scaled_to_limit``: spend scaled to the limit), the learned
 policy on the soft scenario itself; cost and violation rate are reported for all. Writes ``eval.json``, ``trajectories.json``,
 ``report.md`` and PNG plots into ``--out`` atomically.
 
@@ -35,13 +35,15 @@ from typing import Any, Sequence  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agents import lazy  # noqa: E402
 from agents.cli import OneLineParser  # noqa: E402
-from agents.evaluation import DEFAULT_SEED, evaluate, reference_scenario, write_report  # noqa: E402
-from agents.planning import TRAIN_SEED_BASE, training_seeds  # noqa: E402
-from agents.policies import PLAYBOOKS, best_static_policy, make_policy, oracle_policy  # noqa: E402
+from agents.constraint import scaled_to_limit  # noqa: E402
+from agents.evaluation import PLANNERS, PlannerEffort, evaluate, reference_policies  # noqa: E402
+from agents.policies import PLAYBOOKS  # noqa: E402
+from agents.report import format_table, write_report  # noqa: E402
+from agents.runs import RunError, check_spaces, load_run  # noqa: E402
+from agents.seeds import DEFAULT_EVAL_SEED, TRAIN_SEED_BASE, eval_seeds  # noqa: E402
 from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_pairs  # noqa: E402
-
-PLANNERS = ("best_static", "oracle")
 
 
 class UsageError(ValueError):
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", nargs="?", type=Path, help="run folder written by scripts/train.py (omit with --scenario)")
     parser.add_argument("--scenario", help=f"evaluate the reference policies alone on a scenario ({', '.join(builtin_scenarios())} or a YAML path)")
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes (default 100)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"first episode's seed (default {DEFAULT_SEED}, a range training never uses)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help=f"first episode's seed (default {DEFAULT_EVAL_SEED}, a range training never uses)")
     parser.add_argument("--policies", nargs="+", metavar="NAME", help="policies to evaluate (default: all); names may also be comma-separated")
     parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval, or eval/<scenario> with --scenario)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -97,26 +99,35 @@ def _selected(args: argparse.Namespace, learned: str | None) -> list[str]:
     return [n for n in allowed if n in names]  # canonical order, no duplicates
 
 
+def _load(run_dir: Path):
+    """The run to evaluate; a folder that is not a run, or a corrupt model, is bad input."""
+    try:
+        run = load_run(run_dir)
+    except RunError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # a corrupt model or statistics file is bad input too
+        raise UsageError(f"{run_dir}: cannot load the run's model ({type(exc).__name__}: {exc})") from None
+    lazy.training().set_torch_threads()
+    return run
+
+
+def _effort(args: argparse.Namespace) -> PlannerEffort:
+    return PlannerEffort(static_iterations=args.static_iterations, static_seeds=args.static_seeds,
+                         schedule_iterations=tuple(args.schedule_iterations), oracle_scale_iterations=args.oracle_scale_iterations,
+                         oracle_iterations=args.oracle_iterations, workers=args.workers)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _check(args)
         overrides = parse_set_pairs(args.sets, example="deterministic=true", error=UsageError)
-        learned = None
+        run = learned = None
         if args.run_dir is not None:
-            from agents.ppo import set_torch_threads
-            from agents.runs import RunError, load_run
-
-            try:
-                run = load_run(args.run_dir)
-            except RunError as exc:
-                raise UsageError(str(exc)) from None
-            except Exception as exc:  # a corrupt model or statistics file is bad input too
-                raise UsageError(f"{args.run_dir}: cannot load the run's model ({type(exc).__name__}: {exc})") from None
-            set_torch_threads()
+            run = _load(args.run_dir)
             scenario = load_scenario(run.scenario, overrides) if overrides else run.scenario
             learned = run.algo
-            _check_spaces(run, scenario)
+            check_spaces(run, scenario)
             out = args.out or args.run_dir / "eval"
         else:
             scenario = load_scenario(args.scenario, overrides)
@@ -125,95 +136,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} exists and is not a folder")
 
-        seeds = list(range(args.seed, args.seed + args.episodes))
-        reference = reference_scenario(scenario)  # soft mode: the hard projection (scaled to the limit)
-        policies: dict[str, Any] = {}
+        reference = scaled_to_limit(scenario)  # soft mode: the hard projection (scaled to the limit)
         timings: dict[str, float] = {}
-        if learned in names:
-            policies[learned] = run.policy()
-        for name in PLAYBOOKS:
-            if name in names:
-                policies[name] = make_policy(name, reference)
-        extra: dict[str, Any] = {}
-        static = None
-        if "best_static" in names or "oracle" in names:
-            t0 = time.perf_counter()
-            static = best_static_policy(reference, training_seeds(args.static_seeds), iterations=args.static_iterations)
-            timings["best_static"] = time.perf_counter() - t0
-            plan = static.plan
-            extra["best_static"] = {
-                "intensity": {r: dict(zip(_levers(), row)) for r, row in zip(reference.regions, plan.intensity.tolist())},
-                "train_seeds": len(plan.seeds), "train_gmv_mean": plan.gmv_mean, "started_from": plan.start,
-                "iterations": plan.iterations, "evaluations": plan.evaluations,
-            }
-            if "best_static" in names:
-                policies["best_static"] = static
-        if "oracle" in names:
-            t0 = time.perf_counter()
-            oracle = oracle_policy(
-                reference, seeds, static.intensity, schedule_iterations=tuple(args.schedule_iterations),
-                scale_iterations=args.oracle_scale_iterations, refine_iterations=args.oracle_iterations, workers=args.workers,
-            )
-            timings["oracle"] = time.perf_counter() - t0
-            res = oracle.result
-            extra["oracle"] = {
-                "planned_gmv_mean": float(res.gmv.mean()),
-                "best_static_gmv_mean": float(res.warm_gmv.mean()),
-                "search_start_gmv_mean": float(res.start_gmv.mean()),
-                "distinct_futures": res.unique_episodes,
-                "schedule_iterations": list(args.schedule_iterations),
-                "schedule_train_gmv_mean": res.schedule.gmv_mean if res.schedule else None,
-                "per_episode_scale_iterations": args.oracle_scale_iterations,
-                "per_episode_iterations": res.per_episode_iterations,
-                "gain_last_10_generations": (res.history[-1] - res.history[-11]) if len(res.history) > 10 else None,
-            }
-            policies["oracle"] = oracle
+        policies: dict[str, Any] = {learned: run.policy()} if learned in names else {}
+        references, extra = reference_policies(names, reference, eval_seeds(args.episodes, args.seed), _effort(args), timings)
+        policies.update(references)
         t0 = time.perf_counter()
         played = {name: reference for name in policies if name != learned}
         ev = evaluate(policies, scenario, seed=args.seed, episodes=args.episodes, learned=learned if learned in policies else None,
                       scenarios=played)
         timings["rollouts"] = time.perf_counter() - t0
-        notes = []  # soft mode: report.md says how the reference policies were played (agents.evaluation)
+        notes = []  # soft mode: report.md says how the reference policies were played (agents.report)
         if args.run_dir is not None:
             notes.append(f"Learned policy from run `{args.run_dir}` ({learned}), deterministic actions, frozen observation normalisation.")
         doc = write_report(ev, out, extra=extra, notes=notes)
-    except (ScenarioError, UsageError, OSError) as exc:
+    except (ScenarioError, UsageError, RunError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
-    _print_table(doc)
+    print(format_table(doc))
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     print(f"wrote {out}/ (eval.json, trajectories.json, report.md, run_rate.png, lever_mix.png, cost.png)")
     return 0
-
-
-def _levers() -> tuple[str, ...]:
-    from envs.market import LEVERS
-
-    return LEVERS
-
-
-def _check_spaces(run, scenario) -> None:
-    """The model's observation and action shapes must be the scenario's."""
-    from envs.batch import MarketBatch
-
-    batch = MarketBatch(scenario)
-    for what, have, want in [
-        ("observation", run.model.observation_space.shape, batch.single_observation_space.shape),
-        ("action", run.model.action_space.shape, batch.single_action_space.shape),
-    ]:
-        if tuple(have) != tuple(want):
-            raise UsageError(f"run {run.run_dir}: the model's {what} space has shape {tuple(have)} but scenario '{scenario.name}' needs {tuple(want)}")
-
-
-def _print_table(doc: dict) -> None:
-    print(f"{doc['scenario']}: {doc['episodes']} episodes from seed {doc['seed']}")
-    print(f"{'policy':<18}{'GMV $B':>9}  {'95% CI':<17}{'/oracle':>8}{'run rate':>10}{'target':>8}{'cost':>7}{'viol.':>7}")
-    for name, f in doc["policies"].items():
-        ratio = "n/a" if f["ratio_to_oracle"] is None else f"{f['ratio_to_oracle']:.3f}"
-        ci = f"{f['gmv_ci95'][0]:.2f}-{f['gmv_ci95'][1]:.2f}"
-        print(f"{name:<18}{f['gmv_mean']:>9.2f}  {ci:<17}{ratio:>8}{f['run_rate_final_mean']:>10.2f}"
-              f"{f['target_reached_rate']:>8.0%}{f['cost_mean']:>7.2f}{f['violation_rate']:>7.0%}")
 
 
 if __name__ == "__main__":

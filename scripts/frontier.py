@@ -27,7 +27,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.cli import OneLineParser  # noqa: E402
-from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, check_budgets  # noqa: E402
+from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, budget_overrides, check_budgets, compute_frontier, frontier_table, write_frontier  # noqa: E402
 from envs.scenario import ScenarioError, load_scenario, parse_set_pairs  # noqa: E402
 
 
@@ -63,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
             raise FrontierError(f"--per-quarter must be a positive number of $B; got {args.per_quarter:g}")
         overrides = parse_set_pairs(args.set, example="deterministic=true", error=FrontierError)
         base = load_scenario(args.scenario, overrides)
-        from agents.frontier import budget_overrides
-
         for b in budgets:  # every budget must be a valid scenario (e.g. within the schema's ranges)
             try:
                 load_scenario(args.scenario, {**overrides, **budget_overrides(base, b, args.per_quarter)})
@@ -77,8 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from agents.frontier import compute_frontier, write_frontier
-
     effort = Effort(episodes=args.episodes, static_iterations=args.static_iterations, static_seeds=effort.static_seeds,
                     schedule_seeds=effort.schedule_seeds, schedule_iterations=tuple(args.schedule_iterations),
                     refine_iterations=args.refine_iterations, scale_iterations=args.scale_iterations)
@@ -86,14 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                               workers=args.workers, train=args.train, timesteps=args.timesteps, seed=args.seed,
                               runs_dir=out / "runs", log=lambda m: print(m, flush=True))
     paths = write_frontier(result, out)
-    methods = result["methods"]
-    print("budget $B | " + " | ".join(f"{m} GMV $B (+/$B)" for m in methods))
-    for row in result["rows"]:
-        cells = []
-        for m in methods:
-            marginal = row[f"{m}_marginal_gmv_per_b"]
-            cells.append(f"{row[f'{m}_gmv']:.2f}" + (f" (+{marginal:.2f})" if marginal is not None else ""))
-        print(f"{row['budget_total']:g} | " + " | ".join(cells))
+    print(frontier_table(result))
     print(f"wrote {paths['csv']}, {paths['json']}, {paths['png']} in {result['wall_seconds']:.0f}s", flush=True)
     return 0
 

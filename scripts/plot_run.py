@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.curves import plot_training  # noqa: E402
+from agents.plots import plot_training  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,8 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.policies import PLAYBOOKS  # noqa: E402
-from agents.simulate import format_table, simulate, write_csv, write_plot  # noqa: E402
+from agents.plots import plot_simulation  # noqa: E402
+from agents.simulate import format_table, simulate, write_csv  # noqa: E402
 from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_pairs  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nwrote {write_csv(rows, args.csv)}")
         if args.plot:
             title = f"{scenario.name} / {args.policy} / seed {args.seed}"
-            print(f"wrote {write_plot(rows, args.plot, scenario.target_run_rate, title)}")
+            print(f"wrote {plot_simulation(rows, args.plot, scenario.target_run_rate, scenario.region_names, title)}")
     except (ScenarioError, ValueError, OSError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the source
         print(f"error: {message}", file=sys.stderr)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agents import lazy  # noqa: E402
 from agents.cli import OneLineParser  # noqa: E402
 from agents.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
 from agents.runs import RunError, check_new_run_dir, create_run_dir, default_run_dir, open_for_resume  # noqa: E402
@@ -58,8 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from agents.ppo import train  # heavy imports (torch) only once the input is valid
-
     if args.resume:
         print(f"resuming {run_dir} from step {checkpoint.timesteps} to {config.total_timesteps}", flush=True)
     else:
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"training {config.algo} on '{config.scenario}' for {config.total_timesteps} steps into {run_dir}", flush=True)
-    result = train(config, run_dir, resume=bool(args.resume), progress=args.progress)
+    result = lazy.training().train(config, run_dir, resume=bool(args.resume), progress=args.progress)  # torch only now
     if result.interrupted:
         name = signal.Signals(result.signal).name
         print(f"{name}: stopped at step {result.timesteps}; checkpoint saved. Continue with: python scripts/train.py --resume {run_dir}", flush=True)

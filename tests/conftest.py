@@ -1,7 +1,13 @@
-"""Shared fixtures and helpers for the environment, scenario and property tests."""
+"""Shared fixtures and helpers: the repo root, scripts in subprocesses, one shared trained run.
+
+Markers: ``slow`` marks a test that trains or runs a whole script pipeline; ``make test-fast``
+runs the others (the edit loop), ``make test`` all.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,8 +59,6 @@ def assert_infos_equal(a: dict[str, Any], b: dict[str, Any], index: int | None =
 
 def script_env() -> dict[str, str]:
     """The environment for running a script in a subprocess, with the repo root importable."""
-    import os
-
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
@@ -63,8 +67,6 @@ def script_env() -> dict[str, str]:
 def assert_bad_inputs_exit_2(command: list[str], cases: dict[str, tuple[list[str], str]], out_flag: str, tmp_path: Path) -> None:
     """Run ``command + argv + [out_flag, folder]`` for every bad-input case at once; each must
     exit 2 with one ``error:`` line containing the expected text and write no output folder."""
-    import subprocess
-
     procs = {
         case: subprocess.Popen([*command, *argv, out_flag, str(tmp_path / case.replace(" ", "_"))],
                                cwd=REPO_ROOT, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -94,3 +96,30 @@ def run_script(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+# --------------------------------------------------------------------------- training
+
+TRAIN = REPO_ROOT / "scripts" / "train.py"
+#: 16 markets x 16 quarters = 256 env steps per rollout: a few seconds per run
+TINY_TRAIN = [
+    "--set", "n_envs=16", "--set", "ppo.n_steps=16", "--set", "ppo.batch_size=64", "--set", "ppo.n_epochs=2",
+    "--set", "checkpoint_freq=512", "--set", "eval_freq=512", "--set", "eval_episodes=8",
+]
+#: the shared run: ``scripts/train.py`` with these arguments (and ``--run-dir``)
+SHARED_RUN_ARGS = ["--timesteps", "2048", "--seed", "1", *TINY_TRAIN]
+
+
+def run_train(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``scripts/train.py ARGS`` in a subprocess from the repo root, output captured."""
+    return subprocess.run([sys.executable, str(TRAIN), *args], cwd=REPO_ROOT, env=script_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """One small finished PPO run folder (:data:`SHARED_RUN_ARGS`), trained once per session and
+    shared by every test that needs a trained run. Read it; copy it before changing anything."""
+    run_dir = tmp_path_factory.mktemp("shared_run") / "run"
+    proc = run_train(*SHARED_RUN_ARGS, "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir

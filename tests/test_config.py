@@ -167,6 +167,9 @@ def test_unreadable_files_are_one_line(tmp_path: Path) -> None:
     message = config_error(write(tmp_path, "- 1\n", "list.yaml"))
     assert "mapping" in message
     assert "directory" in config_error(tmp_path)
+    assert "too large" in config_error("/dev/zero")  # reading is bounded: a device never ends
+    message = config_error(write(tmp_path, "extends: ppo\nseed: " + "[" * 5000 + "]" * 5000 + "\n", "deep.yaml"))
+    assert "nested too deeply" in message
 
 
 def test_a_bad_parent_file_is_named(tmp_path: Path) -> None:

@@ -571,7 +571,7 @@ def test_quarter_labels_roll_over_years() -> None:
 
 
 def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path) -> None:
-    from agents.simulate import _atomic_write
+    from agents.io import atomic_path
 
     target = tmp_path / "out.csv"
     target.write_text("old")
@@ -581,11 +581,13 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path) -> None:
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _atomic_write(target, half_write)
+        with atomic_path(target) as tmp:
+            half_write(tmp)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 
 
+@pytest.mark.slow
 def test_benchmark_script_writes_the_json_keys(repo_root, tmp_path) -> None:
     import json
 

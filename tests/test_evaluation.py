@@ -18,9 +18,14 @@ import numpy as np
 import pytest
 import yaml
 
-from agents.evaluation import bootstrap_ci, evaluate, write_report
-from agents.planning import best_static, oracle, quantise, start_states, to_unit, from_unit, training_seeds
-from agents.policies import OpenLoopPlanPolicy, best_static_policy, make_policy, oracle_policy
+from agents.evaluation import evaluate
+from agents.planners import best_static, best_static_policy, oracle, oracle_policy
+from agents.planners.model import quantise, start_states
+from agents.planners.search import from_unit, to_unit
+from agents.policies import OpenLoopPlanPolicy, make_policy
+from agents.report import write_report
+from agents.rollout import bootstrap_ci
+from agents.seeds import training_seeds
 from envs import market
 from envs.scenario import load_scenario
 
@@ -111,12 +116,12 @@ def test_soft_mode_oracle_respects_the_limit():
 def test_soft_mode_overspending_policy_violates_and_scaled_reference_does_not():
     """In soft mode nothing is projected: a full-intensity plan on the soft scenario overspends in
     every episode; the same plan on the reference scenario (scaled to the limit) never does."""
-    from agents.evaluation import reference_scenario
+    from agents.constraint import scaled_to_limit
     from agents.policies import ConstantPolicy
 
     soft = load_scenario("global", {"budget.mode": "soft"})
-    fair = reference_scenario(soft)
-    assert fair.budget.mode == "hard" and reference_scenario(fair) is fair
+    fair = scaled_to_limit(soft)
+    assert fair.budget.mode == "hard" and scaled_to_limit(fair) is fair
     full = np.ones((len(soft.regions), market.N_LEVERS))
     ev = evaluate({"full": ConstantPolicy(full), "full_scaled": ConstantPolicy(full), "uniform": make_policy("uniform", fair)},
                   soft, seed=5, episodes=2, scenarios={"full_scaled": fair, "uniform": fair})
@@ -127,6 +132,7 @@ def test_soft_mode_overspending_policy_violates_and_scaled_reference_does_not():
         assert m[name]["cost_mean"] <= soft.budget.total + 1e-9, name
 
 
+@pytest.mark.slow
 def test_cli_soft_mode_reference_policies_are_scaled_to_the_limit(repo_root, tmp_path):
     out = tmp_path / "eval"
     proc = _evaluate(repo_root, "--scenario", "global", "--set", "budget.mode=soft", "--episodes", "2", "--out", str(out), *TINY_CLI)
@@ -179,6 +185,7 @@ def test_bootstrap_ci_contains_the_mean_even_when_degenerate():
     assert bootstrap_ci(x) == (lo, hi)  # fixed seed
 
 
+@pytest.mark.slow
 def test_eval_json_schema_and_byte_identical_reruns(tmp_path, stochastic):
     seeds = [20, 21, 22]
     docs = []
@@ -223,17 +230,13 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, repo_root) -> Path:
-    run_dir = tmp_path_factory.mktemp("run") / "run"
-    proc = subprocess.run(
-        [sys.executable, "scripts/train.py", "--timesteps", "2048", "--seed", "1", "--run-dir", str(run_dir), "--progress", "none"],
-        cwd=repo_root, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return run_dir
+@pytest.fixture
+def tiny_run(trained_run) -> Path:
+    """The session's shared trained run."""
+    return trained_run
 
 
+@pytest.mark.slow
 def test_cli_evaluates_a_trained_run(tiny_run, repo_root, tmp_path):
     out = tmp_path / "eval"
     proc = _evaluate(repo_root, str(tiny_run), "--episodes", "3", "--out", str(out), *TINY_CLI)
@@ -257,6 +260,7 @@ def test_cli_rejects_a_folder_that_is_not_a_run(repo_root, tmp_path):
     assert not (not_a_run / "eval").exists()
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_model_whose_spaces_do_not_match(tiny_run, repo_root, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_run, broken)

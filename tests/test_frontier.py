@@ -19,6 +19,7 @@ FRONTIER = ROOT / "scripts" / "frontier.py"
 TINY = ["--episodes", "2", "--static-iterations", "3", "--schedule-iterations", "2", "2", "--refine-iterations", "3", "--scale-iterations", "2"]
 
 
+@pytest.mark.slow
 def test_script_writes_csv_json_png_and_the_oracle_does_not_fall(tmp_path: Path):
     out = tmp_path / "fr"
     proc = subprocess.run([sys.executable, str(FRONTIER), "--scenario", "global", "--budgets", "2", "4", "--out", str(out), *TINY],

@@ -239,13 +239,14 @@ def test_fact11_reacting_to_suspensions_pays():
 
 
 # 12 ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fact12_timing_pays():
     """Deterministic default: the best quarter-by-quarter plan beats the best constant plan by >= 5%.
 
     Both found by the project's planners (CMA-ES): ``best_static`` and the ``oracle``, which on
     a deterministic scenario is the best open-loop per-quarter plan.
     """
-    from agents.planning import best_static, oracle
+    from agents.planners import best_static, oracle
 
     sc = load_scenario("global", {"deterministic": True})
     static = best_static(sc, seeds=[0], iterations=150)

@@ -11,27 +11,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import script_env
+from tests.conftest import SHARED_RUN_ARGS, TINY_TRAIN as TINY, TRAIN, run_train, script_env
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAIN = ROOT / "scripts" / "train.py"
-
-# 16 markets x 16 quarters = 256 env steps per rollout: a few seconds per run
-TINY = [
-    "--set", "n_envs=16", "--set", "ppo.n_steps=16", "--set", "ppo.batch_size=64", "--set", "ppo.n_epochs=2",
-    "--set", "checkpoint_freq=512", "--set", "eval_freq=512", "--set", "eval_episodes=8",
-]
 SUMMARY_KEYS = ["timesteps", "wall_seconds", "fps", "eval_gmv_mean", "eval_cost_mean", "eval_final_run_rate_mean", "eval_episodes", "eval_playbooks_gmv_mean"]
-
-
-def run_train(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TRAIN), *args], cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def scalar_events(run_dir: Path) -> dict[str, list]:
@@ -47,17 +36,16 @@ def scalar_events(run_dir: Path) -> dict[str, list]:
     return out
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("train") / "run"
-    proc = run_train("--timesteps", "2048", "--seed", "1", "--run-dir", str(run_dir), *TINY)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return run_dir
+@pytest.fixture
+def smoke_run(trained_run: Path) -> Path:
+    """The session's shared run (2048 steps, seed 1, tiny settings)."""
+    return trained_run
 
 
 # --------------------------------------------------------------------------- smoke run
 
 
+@pytest.mark.slow
 def test_run_folder_has_every_file(smoke_run: Path):
     for name in ["config.yaml", "scenario.yaml", "versions.json", "model.zip", "vecnormalize.pkl", "summary.json"]:
         assert (smoke_run / name).is_file(), name
@@ -82,6 +70,7 @@ def test_run_folder_has_every_file(smoke_run: Path):
     assert "commit" in versions["git"]
 
 
+@pytest.mark.slow
 def test_tensorboard_events_have_market_and_lever_tags(smoke_run: Path):
     from agents.callbacks import EVAL_TAGS, LEVER_TAGS, MARKET_TAGS
 
@@ -95,6 +84,7 @@ def test_tensorboard_events_have_market_and_lever_tags(smoke_run: Path):
     assert all(0 <= e.value <= 1 + 1e-9 for e in events["market/budget_utilisation"])
 
 
+@pytest.mark.slow
 def test_tensorboard_has_layout_and_config_text(smoke_run: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -116,30 +106,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _kill_after(proc: subprocess.Popen, seconds: float) -> threading.Timer:
+    """A watchdog: kill ``proc`` if the test still waits on it after ``seconds``."""
+    timer = threading.Timer(seconds, proc.kill)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _read_until(stream, condition, what: str) -> str:
+    """Lines of ``stream`` until one meets ``condition`` (blocking; a watchdog ends a hang)."""
+    seen = []
+    for line in stream:
+        seen.append(line)
+        if condition(line):
+            return line
+    raise AssertionError(f"{what} never appeared; output: {''.join(seen)[-2000:]}")
+
+
+@pytest.mark.slow
 def test_tensorboard_server_lists_tags(smoke_run: Path):
+    # --reload_task blocking --reload_interval 0: the events are loaded before the server
+    # listens, so its first answer holds every tag (no polling)
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(smoke_run), "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=script_env(),
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(smoke_run), "--host", "127.0.0.1", "--port", str(port),
+         "--load_fast", "false", "--reload_task", "blocking", "--reload_interval", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=script_env(),
     )
+    watchdog = _kill_after(server, 90)
     try:
-        deadline = time.monotonic() + 90
-        tags: set[str] = set()
-        while time.monotonic() < deadline:
-            assert server.poll() is None, "tensorboard exited early"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as resp:
-                    data = json.loads(resp.read())
-                tags = {tag for run in data.values() for tag in run}
-                if "market/gmv_episode" in tags and any(t.startswith("levers/") for t in tags):
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
+        _read_until(server.stderr, lambda line: f"127.0.0.1:{port}" in line, "TensorBoard's serving line")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=30) as resp:
+            data = json.loads(resp.read())
+        tags = {tag for run in data.values() for tag in run}
         assert "market/gmv_episode" in tags and "market/budget_utilisation" in tags, sorted(tags)
         assert len([t for t in tags if t.startswith("levers/")]) == 7
         assert "eval/gmv_mean" in tags
     finally:
+        watchdog.cancel()
         server.terminate()
         try:
             server.wait(timeout=15)
@@ -148,35 +153,35 @@ def test_tensorboard_server_lists_tags(smoke_run: Path):
             server.wait()
 
 
-def test_same_config_and_seed_give_same_evaluation(tmp_path: Path):
-    # both runs at once, so that they see the same code and scenario files
-    dirs = [tmp_path / "first", tmp_path / "second"]
-    procs = [
-        subprocess.Popen([sys.executable, str(TRAIN), "--timesteps", "1024", "--seed", "3", "--run-dir", str(d), *TINY],
-                         cwd=ROOT, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for d in dirs
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err[-2000:]
-    first, second = (json.loads((d / "summary.json").read_text()) for d in dirs)
+@pytest.mark.slow
+def test_same_config_and_seed_give_same_evaluation(smoke_run: Path, tmp_path: Path):
+    again = tmp_path / "again"
+    proc = run_train(*SHARED_RUN_ARGS, "--run-dir", str(again))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second = (json.loads((d / "summary.json").read_text()) for d in (smoke_run, again))
     figures = [k for k in first if k.startswith("eval_")]
     assert "eval_gmv_mean" in figures and {k: first[k] for k in figures} == {k: second[k] for k in figures}
+    assert (smoke_run / "model.zip").read_bytes() != b"" and first["timesteps"] == second["timesteps"]
 
 
+@pytest.mark.slow
 def test_load_run_gives_a_policy_on_raw_observations(smoke_run: Path):
     import numpy as np
 
-    from agents.ppo import evaluate_model, rollout_policy
+    from agents.ppo import evaluate_model
+    from agents.rollout import episode_totals, rollout_policy
     from agents.runs import load_run
 
     run = load_run(smoke_run)
     assert run.config.seed == 1 and run.scenario.name == "global" and run.algo == "ppo"
     assert run.vecnormalize.training is False and run.vecnormalize.norm_reward is False
     policy = run.policy()
-    result = rollout_policy(policy, run.scenario, [10_000_000 + k for k in range(8)])
-    assert np.isclose(result["gmv"].mean(), run.summary["eval_gmv_mean"])
-    assert evaluate_model(run.model, run.vecnormalize, run.scenario, 8)["gmv_mean"] == pytest.approx(run.summary["eval_gmv_mean"])
+    # the held-out episodes of training's final evaluation, replayed from the saved run: the same figure, to the bit
+    traj = rollout_policy(policy, run.scenario, [10_000_000 + k for k in range(8)])
+    assert episode_totals(traj.gmv).mean() == run.summary["eval_gmv_mean"]
+    figures = evaluate_model(run.model, run.vecnormalize, run.scenario, 8)
+    assert figures["gmv_mean"] == run.summary["eval_gmv_mean"]
+    assert figures["run_rate_final_mean"] == run.summary["eval_final_run_rate_mean"]
     obs = np.zeros(run.model.observation_space.shape, np.float32)
     action, state = policy.predict(obs)
     assert action.shape == run.model.action_space.shape and state is None
@@ -185,22 +190,24 @@ def test_load_run_gives_a_policy_on_raw_observations(smoke_run: Path):
 # --------------------------------------------------------------------------- resume
 
 
+@pytest.mark.slow
 def test_resume_after_sigterm_continues_to_full_timesteps(tmp_path: Path):
     from stable_baselines3 import PPO
 
     run_dir = tmp_path / "run"
     total = 8192
-    args = ["--timesteps", str(total), "--seed", "2", "--run-dir", str(run_dir), *TINY, "--set", "eval_freq=100000"]
+    args = ["--timesteps", str(total), "--seed", "2", "--run-dir", str(run_dir), *TINY, "--set", "eval_freq=100000", "--progress", "lines"]
     proc = subprocess.Popen([sys.executable, str(TRAIN), *args], cwd=ROOT, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    latest = run_dir / "checkpoints" / "latest.json"
-    deadline = time.monotonic() + 60
-    while not latest.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    assert latest.exists(), "no checkpoint appeared"
+    watchdog = _kill_after(proc, 120)
+    # the first progress line is printed from inside training (the signal handler is installed):
+    # stop there; the interrupted run saves its checkpoint
+    _read_until(proc.stdout, lambda line: line.startswith("step "), "a progress line")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
+    watchdog.cancel()
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "--resume" in out
+    latest = run_dir / "checkpoints" / "latest.json"
     stopped_at = json.loads(latest.read_text())["timesteps"]
     assert 0 < stopped_at < total
     assert not (run_dir / "model.zip").exists() and not (run_dir / "summary.json").exists()
@@ -326,10 +333,14 @@ def test_default_config_is_valid_and_sets_apply():
 
 
 def test_algorithm_registry_is_pluggable():
-    from agents.config import ALGORITHMS, ConfigError, get_algorithm
+    from agents.config import ConfigError, get_algorithm
+    from agents.lagrangian import LagrangianAlgorithm, LagrangianParams
     from agents.ppo import PPOAlgorithm
 
-    assert isinstance(get_algorithm("ppo"), PPOAlgorithm)
-    assert "ppo_lagrangian" in ALGORITHMS
+    ppo, lagrangian = get_algorithm("ppo"), get_algorithm("ppo_lagrangian")
+    assert type(ppo) is PPOAlgorithm and ppo.params_model is None
+    # a plug-in is found by its name, extends the PPO face and brings its own algo_params schema
+    assert isinstance(lagrangian, LagrangianAlgorithm) and isinstance(lagrangian, PPOAlgorithm)
+    assert lagrangian.name == "ppo_lagrangian" and lagrangian.params_model is LagrangianParams
     with pytest.raises(ConfigError, match="unknown; allowed"):
         get_algorithm("dqn")

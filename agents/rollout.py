@@ -1,0 +1,190 @@
+"""Rollouts and their figures: every policy (learned, playbook, planner) is measured here.
+
+:func:`rollout_policy` plays a policy on a list of episode seeds in one batch through the native
+vector env (:class:`envs.SocialCommerceVectorEnv`): episode i is seeded with ``seeds[i]``, so two
+policies given the same seeds face the same demand shocks and suspensions (common random
+numbers), and a policy's ``predict(obs)`` is called once a quarter with the observations of every
+episode. It returns :class:`Trajectories`: per episode and quarter, GMV, annualised run rate,
+cost, the quarter's cost cap, revenue, spend by region and lever, suspensions.
+
+:func:`summarise` turns them into one set of figures, under these names:
+
+========================  ====================================================================
+``gmv_mean``              cumulative GMV over the horizon, $B, mean over episodes
+``gmv_ci95``              95% bootstrap confidence interval of that mean
+``run_rate_final_mean``   annualised, de-seasonalised GMV run rate of the last quarter, $B
+``target_reached_rate``   share of episodes ending at or above ``target_run_rate``
+``cost_mean``             incentive spend over the horizon, $B
+``violation_rate``        share of episodes spending more than ``budget.total`` (soft mode)
+``revenue_mean``          commission, shop ads and private-label margin over the horizon, $B
+``gmv_std``               standard deviation of cumulative GMV over episodes, $B
+========================  ====================================================================
+
+``eval.json`` (:mod:`agents.report`) publishes them under these names. Training's ``summary.json``,
+its TensorBoard tags and the constraint benchmark publish some of them under older names; the
+maps :data:`SUMMARY_KEYS`, :data:`EVAL_TAG_KEYS` and :data:`BENCHMARK_KEYS` are the one place
+that says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from agents.constraint import over_limit
+from envs import market
+from envs.scenario import Scenario
+from envs.vector import SocialCommerceVectorEnv
+
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 12345
+
+#: figure -> ``summary.json`` key (training's final held-out evaluation)
+SUMMARY_KEYS = {
+    "gmv_mean": "eval_gmv_mean",
+    "gmv_std": "eval_gmv_std",
+    "cost_mean": "eval_cost_mean",
+    "run_rate_final_mean": "eval_final_run_rate_mean",
+    "target_reached_rate": "eval_target_reached_rate",
+    "revenue_mean": "eval_revenue_mean",
+}
+#: figure -> TensorBoard tag (training's periodic held-out evaluation)
+EVAL_TAG_KEYS = {
+    "gmv_mean": "eval/gmv_mean",
+    "cost_mean": "eval/cost_mean",
+    "run_rate_final_mean": "eval/final_run_rate_mean",
+}
+#: figure -> key of a run's row in ``constraint_benchmark.json``
+BENCHMARK_KEYS = {
+    "gmv_mean": "gmv_mean",
+    "cost_mean": "cost_mean",
+    "violation_rate": "violation_rate",
+    "run_rate_final_mean": "final_run_rate_mean",
+}
+
+
+def publish(figures: Mapping[str, float], keys: Mapping[str, str]) -> dict[str, float]:
+    """The figures ``keys`` names, under their public names (in the order of ``keys``)."""
+    return {public: figures[name] for name, public in keys.items()}
+
+
+# --------------------------------------------------------------------------- rollouts
+
+
+@dataclass
+class Trajectories:
+    """One policy's episodes, quarter by quarter. Leading axes ``(n_episodes, T)``; $B."""
+
+    gmv: np.ndarray
+    run_rate: np.ndarray
+    cost: np.ndarray
+    cost_limit: np.ndarray
+    revenue: np.ndarray
+    budget_remaining: np.ndarray
+    gmv_region: np.ndarray
+    """(n, T, R)"""
+    spend: np.ndarray
+    """(n, T, R, L) spend by region and lever after any projection"""
+    intensity: np.ndarray
+    """(n, T, R, L) intensities actually applied"""
+    suspended: np.ndarray
+    """(n, T, R) region suspended during the quarter (known before the decision)"""
+    clipped: np.ndarray
+    """(n,) actions outside [-1, 1] clipped by the env over the episode"""
+
+
+def rollout_policy(policy, scenario: Scenario, seeds: Sequence[int]) -> Trajectories:
+    """Play ``policy`` on the episodes ``seeds`` in one batch through the native vector env.
+
+    ``policy.predict(obs)`` receives the ``(n_episodes, obs_dim)`` observations of every
+    episode, row i being the episode seeded ``seeds[i]``, and returns ``(actions, state)``.
+    """
+    env = SocialCommerceVectorEnv(num_envs=len(seeds), scenario=scenario)
+    p = env.params
+    names = p.region_names
+    obs, info = env.reset(seed=[int(s) for s in seeds])
+    if hasattr(policy, "reset"):
+        policy.reset()
+    rows: dict[str, list] = {k: [] for k in Trajectories.__dataclass_fields__ if k != "clipped"}
+    clipped = np.zeros(len(seeds), dtype=np.int64)
+    for _ in range(p.horizon):
+        suspended = np.stack([info["suspended"][r] for r in names], axis=1)
+        before = env.state
+        action, _ = policy.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, info = env.step(np.asarray(action, dtype=np.float32))
+        rows["gmv"].append(info["gmv"])
+        rows["run_rate"].append(info["gmv_run_rate"])
+        rows["cost"].append(info["cost"])
+        rows["cost_limit"].append(info["cost_limit"])
+        rows["revenue"].append(info["revenue"])
+        rows["budget_remaining"].append(info["budget_remaining"])
+        rows["gmv_region"].append(np.stack([info["gmv_by_region"][r] for r in names], axis=1))
+        rows["intensity"].append(info["lever_intensity"])
+        rows["spend"].append(market.lever_costs(p, before, info["lever_intensity"]))
+        rows["suspended"].append(suspended)
+        clipped += info["clipped_actions"]
+    env.close()
+    arrays = {k: np.stack(v, axis=1).astype(np.float64) for k, v in rows.items()}
+    arrays["suspended"] = arrays["suspended"] > 0
+    return Trajectories(**arrays, clipped=clipped)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def episode_totals(per_quarter: np.ndarray) -> np.ndarray:
+    """Per-episode totals of an ``(n_episodes, T)`` array, summed quarter by quarter (as the env
+    accumulates ``cost_total``, so the totals are the env's to the last bit)."""
+    return np.cumsum(per_quarter, axis=1)[:, -1]
+
+
+def bootstrap_ci(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """95% percentile-bootstrap CI of the mean (fixed seed), widened to contain the mean.
+
+    One episode, or episodes all equal, give the degenerate interval ``[mean, mean]``.
+    """
+    from scipy import stats  # on first use: seconds to import, and the commands' bad-input paths need none of it
+
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if values.size < 2 or np.ptp(values) <= 1e-12 * max(1.0, abs(mean)):
+        return mean, mean
+    res = stats.bootstrap(
+        (values,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
+        method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED), vectorized=True,
+    )
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return mean, mean
+    return min(lo, mean), max(hi, mean)
+
+
+def summarise(traj: Trajectories, params: market.Params) -> dict:
+    """A policy's figures over its episodes (see the module docstring), measured against
+    ``params``' budget and target."""
+    gmv = episode_totals(traj.gmv)
+    cost = episode_totals(traj.cost)
+    final = traj.run_rate[:, -1]
+    revenue = episode_totals(traj.revenue)
+    return {
+        "gmv_mean": float(gmv.mean()),
+        "gmv_ci95": list(bootstrap_ci(gmv)),
+        "run_rate_final_mean": float(final.mean()),
+        "run_rate_final_ci95": list(bootstrap_ci(final)),
+        "target_reached_rate": float((final >= params.target_run_rate).mean()),
+        "cost_mean": float(cost.mean()),
+        "cost_ci95": list(bootstrap_ci(cost)),
+        "violation_rate": float(over_limit(cost, params.budget_total).mean()),
+        "revenue_mean": float(revenue.mean()),
+        "gmv_std": float(gmv.std()),
+    }
+
+
+def measure(policy, scenario: Scenario, seeds: Sequence[int], params: market.Params | None = None) -> dict:
+    """:func:`summarise` of :func:`rollout_policy`: ``policy`` on ``scenario``'s episodes
+    ``seeds``, measured against ``params`` (default: the scenario's own)."""
+    traj = rollout_policy(policy, scenario, seeds)
+    return summarise(traj, scenario.to_params() if params is None else params)
