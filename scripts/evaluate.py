@@ -6,6 +6,12 @@
     python scripts/evaluate.py RUN_DIR --set deterministic=true --out RUN_DIR/eval_det
     python scripts/evaluate.py --scenario global --episodes 100             # -> eval/global/
     python scripts/evaluate.py --scenario us --policies uniform best_static oracle
+    python scripts/evaluate.py RUN_DIR --ensemble global   # across the posterior's parameter sets
+
+With ``--ensemble``, every episode plays a parameter set drawn from the ensemble by its seed (the
+same set for every policy), and each policy's ``gmv_p10``, ``gmv_p50``, ``gmv_p90`` (in every
+``eval.json``) measure the spread across what the calibration leaves unknown; the planners are
+still computed on the nominal scenario.
 
 Every policy plays the same episodes (seeds ``SEED .. SEED + N - 1``: common random numbers).
 The learned policy appears under its algorithm's name (``ppo``, ``ppo_lagrangian``), with the
@@ -43,6 +49,7 @@ from agents.policies import PLAYBOOKS  # noqa: E402
 from agents.report import format_table, write_report  # noqa: E402
 from agents.runs import RunError, check_spaces, load_run  # noqa: E402
 from agents.seeds import DEFAULT_EVAL_SEED, TRAIN_SEED_BASE, eval_seeds  # noqa: E402
+from envs.ensemble import EnsembleError, load_ensemble  # noqa: E402
 from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_pairs  # noqa: E402
 
 
@@ -60,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval, or eval/<scenario> with --scenario)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="scenario override by dotted path, repeatable (e.g. deterministic=true)")
+    parser.add_argument("--ensemble", help="play every episode on a parameter set drawn from this ensemble (a name in "
+                        "configs/ensembles or a path; the same draw for every policy): adds the spread plot gmv_spread.png")
     search = parser.add_argument_group("planner budgets (CMA-ES generations)")
     search.add_argument("--static-iterations", type=int, default=120, help="best_static generations (default 120)")
     search.add_argument("--static-seeds", type=int, default=64, help="training seeds for best_static (default 64)")
@@ -133,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scenario = load_scenario(args.scenario, overrides)
             out = args.out or Path("eval") / scenario.name
         names = _selected(args, learned)
+        ensemble = load_ensemble(args.ensemble) if args.ensemble is not None else None
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} exists and is not a folder")
 
@@ -144,19 +154,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         played = {name: reference for name in policies if name != learned}
         ev = evaluate(policies, scenario, seed=args.seed, episodes=args.episodes, learned=learned if learned in policies else None,
-                      scenarios=played)
+                      scenarios=played, ensemble=ensemble)
         timings["rollouts"] = time.perf_counter() - t0
         notes = []  # soft mode: report.md says how the reference policies were played (agents.report)
         if args.run_dir is not None:
             notes.append(f"Learned policy from run `{args.run_dir}` ({learned}), deterministic actions, frozen observation normalisation.")
         doc = write_report(ev, out, extra=extra, notes=notes)
-    except (ScenarioError, UsageError, RunError, OSError) as exc:
+    except (ScenarioError, EnsembleError, UsageError, RunError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
     print(format_table(doc))
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    print(f"wrote {out}/ (eval.json, trajectories.json, report.md, run_rate.png, lever_mix.png, cost.png)")
+    print(f"wrote {out}/ (eval.json, trajectories.json, report.md, run_rate.png, lever_mix.png, cost.png"
+          + (", gmv_spread.png)" if args.ensemble is not None else ")"))
     return 0
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from SALib.analyze import morris as morris_analyze
 from SALib.sample import morris as morris_sample
 
-from agents.planning import best_static
+from agents.planners import best_static
 from agents.policies import playbook_intensity
 from envs import market
 from envs.ensemble import Ensemble, assumption_ranges, scenario_sets, stack_params, with_values
