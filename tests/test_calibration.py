@@ -11,6 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
+from agents.config import ConfigError, load_config
+from agents.evaluation import evaluate
+from agents.policies import make_policy
+from agents.report import write_report
 from agents.calibration.backtest import backtest, backtest_json, path_csv
 from agents.calibration.fit import fit, log_posterior, log_residuals
 from agents.calibration.replay import replay, simulated
@@ -149,3 +153,28 @@ def test_shipped_ensemble_loads_and_envs_draw_a_set_per_market_at_reset():
     single = gym.make(ENV_ID, ensemble="global")
     single.reset(seed=0)
     assert single.unwrapped._batch.state.param_set[0] == sets[0]
+
+
+def test_evaluation_across_the_ensemble_gains_gmv_percentiles(tmp_path):
+    scenario = load_scenario("global")
+    ens = load_ensemble("global")
+    policies = {name: make_policy(name, scenario) for name in ("zero", "merchant_package")}
+    nominal = evaluate(policies, scenario, seed=0, episodes=16)
+    across = evaluate(policies, scenario, seed=0, episodes=16, ensemble=ens)
+    for ev in (nominal, across):
+        for figures in ev.metrics.values():
+            assert figures["gmv_p10"] <= figures["gmv_p50"] <= figures["gmv_p90"]
+    doc = write_report(across, tmp_path / "eval")
+    assert doc["ensemble"]["sets"] == len(ens) and "gmv_p90" in doc["policies"]["zero"]
+    assert (tmp_path / "eval" / "gmv_spread.png").exists()
+    def spread(ev):
+        return ev.metrics["merchant_package"]["gmv_p90"] - ev.metrics["merchant_package"]["gmv_p10"]
+
+    assert spread(across) > spread(nominal)  # the parameter draws widen the spread
+
+
+def test_training_config_names_an_ensemble():
+    cfg = load_config("ppo_robust")
+    assert cfg.scenario_ensemble == "global"
+    with pytest.raises(ConfigError, match="scenario_ensemble: unknown ensemble 'nope'"):
+        load_config("ppo_robust", ["scenario_ensemble=nope"])
