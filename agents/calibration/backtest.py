@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from agents.plots import pyplot
 from agents.calibration.replay import Replay, replay, simulated
 from envs.history import History, Observation
 
@@ -140,10 +141,7 @@ def format_table(bt: Backtest) -> str:
 def plot_backtest(bt: Backtest, path, fmt: str = "png") -> None:
     """Observed against simulated, by region: quarterly GMV (simulated path and band; each
     observed period drawn at its quarterly average) and sellers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rep, band = bt.path, bt.band
     regions = [*rep.region_names, "all"]

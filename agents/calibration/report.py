@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from agents.plots import pyplot
 from agents.calibration.backtest import Backtest, mape
 from agents.calibration.fit import SIGMA, Fit, Posterior
 from envs.ensemble import Ensemble
@@ -134,10 +135,7 @@ def fit_table(fit: Fit, prior: np.ndarray, posterior: Posterior | None = None) -
 def plot_fit(bt_prior: Backtest, bt_fit: Backtest, fit: Fit, posterior: Posterior | None, path, fmt: str = "png") -> None:
     """Left: every observation, observed against simulated before and after the fit (log axes).
     Right: the posterior marginals (histograms over each parameter's bounds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     d = len(fit.paths)
     cols = 1 + (d if posterior is not None else 0)

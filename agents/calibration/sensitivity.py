@@ -28,6 +28,7 @@ from SALib.analyze import morris as morris_analyze
 from SALib.sample import morris as morris_sample
 
 from agents.planners import best_static
+from agents.plots import pyplot
 from agents.policies import playbook_intensity
 from envs import market
 from envs.ensemble import Ensemble, assumption_ranges, scenario_sets, stack_params, with_values
@@ -279,10 +280,7 @@ def sensitivity_json(s: Sensitivity, target_run_rate: float) -> dict:
 
 def plot_tornado(s: Sensitivity, path, fmt: str = "png", top: int = 15) -> None:
     """One tornado per headline: the relative change at each end of the ``top`` ranges that move it most."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(HEADLINES), figsize=(5.2 * len(HEADLINES), 0.32 * top + 2), squeeze=False)
     for ax, k in zip(axes[0], HEADLINES):
@@ -298,7 +296,7 @@ def plot_tornado(s: Sensitivity, path, fmt: str = "png", top: int = 15) -> None:
             ax.axvline(x, color="k", lw=0.6, ls=":")
         ax.set_yticks(y, [p for p, _ in rows], fontsize=7)
         ax.set_title(f"{k}\n(nominal {s.nominal[k]:.3g})", fontsize=9)
-        ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.xaxis.set_major_formatter(lambda x, _: f"{x:.0%}")
     axes[0, 0].legend(fontsize=7, loc="lower left")
     fig.suptitle(f"Sensitivity of {s.scenario}: one parameter at a time at the ends of its range (dotted: +-25%)")
     fig.tight_layout()
