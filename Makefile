@@ -36,7 +36,7 @@ simulate: $(STAMP)
 	$(PY) scripts/simulate.py --scenario global --policy merchant_package --seed 0
 
 benchmark: $(STAMP)
-	mkdir -p runs && $(PY) scripts/benchmark.py --json runs/benchmark.json
+	mkdir -p runs && $(PY) scripts/benchmark.py --json
 
 # Evaluate the newest run against the playbooks, best_static and the oracle (100 episodes).
 evaluate: $(STAMP)

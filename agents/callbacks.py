@@ -16,7 +16,6 @@ All of them extend SB3 through ``BaseCallback`` and ``self.logger.record``; SB3'
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from collections import deque
@@ -201,34 +200,19 @@ class PeriodicCheckpointCallback(_Periodic):
             self.save()
 
 
-class StopOnSignal(BaseCallback):
-    """Turn SIGINT (Ctrl-C) and SIGTERM into a clean stop: training returns, the caller checkpoints.
+class StopOnRequest(BaseCallback):
+    """End ``learn`` at the next env step once a stop was requested (Ctrl-C, SIGTERM).
 
-    A second signal while stopping raises ``KeyboardInterrupt`` (forced exit).
+    :param shutdown: the command's :class:`agents.shutdown.GracefulShutdown`; the signal
+        handling is its job, this callback only polls :attr:`~GracefulShutdown.requested`.
     """
 
-    def __init__(self, verbose: int = 0):
+    def __init__(self, shutdown, verbose: int = 0):
         super().__init__(verbose)
-        self.signal_received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> "StopOnSignal":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum, frame) -> None:
-        if self.signal_received is not None:
-            raise KeyboardInterrupt
-        self.signal_received = signum
+        self.shutdown = shutdown
 
     def _on_step(self) -> bool:
-        return self.signal_received is None
+        return not self.shutdown.requested
 
 
 class PlainProgress(BaseCallback):

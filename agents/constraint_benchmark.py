@@ -25,6 +25,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,19 +67,55 @@ def variant_config(variant: Variant, seed: int, timesteps: int | None = None) ->
     return load_config(variant.config, sets)
 
 
+class BenchmarkError(ValueError):
+    """The output folder cannot hold this benchmark (a file, foreign content, runs trained
+    otherwise). One line."""
+
+
+#: what this benchmark writes into its folder; anything else there is the user's
+OWN_ENTRIES = ("runs", "constraint_benchmark.json", "constraint_benchmark.md")
+
+
+def check_out(out: Path) -> None:
+    """``out`` is new, or a folder of an earlier (maybe stopped) benchmark, which is continued."""
+    if not os.path.lexists(out):
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise BenchmarkError(f"--out {out} exists and is not a folder; give a folder for the runs, the table and the JSON")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_ENTRIES)
+    if foreign:
+        raise BenchmarkError(f"--out {out} holds {', '.join(foreign[:3])}, which this benchmark did not write; choose another --out")
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            found = _first_difference(va, vb, f"{prefix}{key}.")
+            if found:
+                return found
+        elif va != vb:
+            return f"{prefix}{key}={va!r}, not {vb!r}"
+    return None
+
+
 def train_one(variant: Variant, seed: int, run_dir: Path, timesteps: int | None = None) -> Path:
-    """Train one (variant, seed) into ``run_dir`` unless it already finished there."""
-    train = lazy.training().train
-    if (run_dir / runs.SUMMARY_FILE).is_file() and (run_dir / runs.MODEL_FILE).is_file():
-        return run_dir
+    """Train one (variant, seed) into ``run_dir``; a run there is reused (finished) or continued
+    (interrupted) only if it was trained with exactly this config, else :class:`BenchmarkError`."""
     config = variant_config(variant, seed, timesteps)
-    if run_dir.exists():  # an interrupted run: continue it from its checkpoint
-        if runs.latest_checkpoint(run_dir) is None:
-            raise RuntimeError(f"{run_dir} exists but is neither finished nor resumable; remove it")
-        _finished(train(runs.read_run_config(run_dir), run_dir, resume=True, progress="none"))
+    if run_dir.exists():
+        saved = runs.read_run_config(run_dir)
+        differs = _first_difference(saved.model_dump(mode="json"), config.model_dump(mode="json"))
+        if differs is not None:
+            raise BenchmarkError(f"{run_dir} was trained with {differs} asked now; choose another --out, or the same settings as before")
+        if runs.is_finished(run_dir):
+            return run_dir
+        saved, lock = runs.open_for_resume(run_dir)  # an interrupted run: continue it
+        with lock:
+            _finished(lazy.training().train(saved, run_dir, resume=True, progress="none"))
         return run_dir
-    runs.create_run_dir(run_dir, config)
-    _finished(train(config, run_dir, progress="none"))
+    with runs.create_run_dir(run_dir, config):
+        _finished(lazy.training().train(config, run_dir, progress="none"))
     return run_dir
 
 
@@ -170,6 +207,7 @@ def run_benchmark(
 ) -> dict:
     """Train and evaluate every (variant, seed); write ``constraint_benchmark.json`` and ``.md``."""
     out = Path(out)
+    check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = [v for v in VARIANTS if v.name in variants]
     per_seed: dict[str, list[dict]] = {v.name: [] for v in chosen}

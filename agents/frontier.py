@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import csv
 import io
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -51,6 +49,7 @@ from agents.planners.model import cumulative_gmv, planning_params, quantise, sta
 from agents.rollout import episode_totals, rollout_policy
 from agents.runs import create_run_dir, load_run
 from agents.seeds import eval_seeds, training_seeds
+from agents.workers import worker_pool
 from envs import market
 from envs.scenario import Scenario, load_scenario
 
@@ -129,8 +128,8 @@ def _train_budget(args: tuple) -> dict:
             **{f"overrides.{k}": v for k, v in overrides.items()}}
     config = load_config(sets=sets)
     run_dir = Path(run_dir)
-    create_run_dir(run_dir, config)
-    lazy.training().train(config, run_dir, progress="none")
+    with create_run_dir(run_dir, config):  # locked while it trains
+        lazy.training().train(config, run_dir, progress="none")
     run = load_run(run_dir)
     traj = rollout_policy(run.policy(), run.scenario, eval_seeds(episodes))
     return {"gmv": episode_totals(traj.gmv), "cost": episode_totals(traj.cost), "run_dir": str(run_dir), "seconds": time.perf_counter() - t0}
@@ -148,7 +147,7 @@ def _run_tasks(tasks: list[tuple], train_tasks: list[tuple], workers: int) -> tu
     workers = max(1, int(workers))
     if workers == 1:
         return [_plan_budget(t) for t in tasks], [_train_budget(t) for t in train_tasks]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(workers, "spawn") as pool:  # torch in the tasks: fresh interpreters; they die with this one
         plan_futures = [pool.submit(_plan_budget, t) for t in tasks]
         train_futures = [pool.submit(_train_budget, t) for t in train_tasks]
         return [f.result() for f in plan_futures], [f.result() for f in train_futures]
@@ -296,7 +295,8 @@ def frontier_table(result: dict) -> str:
 
 
 def write_frontier(result: dict, out: Path) -> dict[str, Path]:
-    """Write ``frontier.csv``, ``frontier.json`` and ``frontier.png`` into ``out`` (atomically)."""
+    """Write ``frontier.csv``, ``frontier.json`` and ``frontier.png`` into the folder ``out``
+    (atomically; ``scripts/frontier.py`` hands in a checked one, :func:`agents.io.output_folder`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "frontier.csv", "json": out / "frontier.json", "png": out / "frontier.png"}

@@ -13,9 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from agents.cli import existing_folder
 from agents.evaluation import Evaluation
-from agents.io import atomic_path, atomic_save
+from agents.io import PLOT_FORMATS, Output, as_output, atomic_path, write_output_file
 from envs import market
 
 
@@ -184,8 +183,13 @@ def read_scalars(run_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
     return {tag: (np.array(sorted(d)), np.array([d[k] for k in sorted(d)])) for tag, d in points.items()}
 
 
-def plot_training(run_dir: str | Path, out: str | Path, playbooks: dict[str, float] | None = None) -> Path:
-    """A 2x2 PNG of the market curves of a run; playbook GMVs as dashed reference lines."""
+def plot_training(run_dir: str | Path, out: "Output | str | Path", playbooks: dict[str, float] | None = None) -> Path:
+    """A 2x2 figure of the market curves of a run; playbook GMVs as dashed reference lines.
+
+    :param out: checked beforehand (:func:`agents.io.plan_file`), or a path for a new file; the
+        format follows the extension.
+    """
+    out = as_output(out, "plot", PLOT_FORMATS)
     plt = pyplot()
     scalars = read_scalars(run_dir)
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True)
@@ -203,17 +207,24 @@ def plot_training(run_dir: str | Path, out: str | Path, playbooks: dict[str, flo
         ax.set_xlabel("env steps (quarters)")
     fig.suptitle(f"Training curves from TensorBoard: {Path(run_dir).name}", fontsize=10)
     fig.tight_layout()
-    out = Path(out)
-    atomic_save(out, lambda p: fig.savefig(p, dpi=110, format="png"))
-    plt.close(fig)
-    return out
+    try:
+        write_output_file(out, lambda p: fig.savefig(p, dpi=110, format=out.format))
+    finally:
+        plt.close(fig)
+    return out.path
 
 
 # --------------------------------------------------------------------------- one episode
 
 
-def plot_simulation(rows: Sequence[dict], path: "str | Path", target_run_rate: float, regions: Sequence[str], title: str = "") -> Path:
-    """PNG of the annualised run rate by region per quarter (stacked), with the target dashed."""
+def plot_simulation(rows: Sequence[dict], output: "Output | str | Path", target_run_rate: float, regions: Sequence[str], title: str = "") -> Path:
+    """The annualised run rate by region per quarter (stacked), with the target dashed.
+
+    :param output: checked beforehand (:func:`agents.io.plan_file` with
+        :data:`agents.io.PLOT_FORMATS`), or a path for a new file; the format follows the
+        extension (``.png``, ``.pdf``, ``.svg``...).
+    """
+    output = as_output(output, "plot", PLOT_FORMATS)
     plt = pyplot()
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(9, 4.8))
@@ -227,9 +238,9 @@ def plot_simulation(rows: Sequence[dict], path: "str | Path", target_run_rate: f
         ax.legend(loc="upper left")
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
-        atomic_save(existing_folder(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+        write_output_file(output, lambda tmp: fig.savefig(tmp, format=output.format, dpi=100))
     finally:
         plt.close(fig)
-    return Path(path)
+    return output.path
 
 

@@ -17,6 +17,7 @@ see :mod:`agents.config`). This module imports torch: light code reaches it thro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -33,10 +34,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, Ve
 from agents import callbacks as cb
 from agents import runs
 from agents.config import EVAL_SEED_BASE, TrainConfig, get_algorithm, load_config
-from agents.io import atomic_save, atomic_write_json
+from agents.io import atomic_save, atomic_write_json, stale_temporaries
 from agents.policies import PLAYBOOKS, NormalizedPolicy, make_policy
 from agents.rollout import SUMMARY_KEYS, measure, publish
+from agents.recovery import describe_skipped, find_checkpoints, has_tag, load_newest, truncate_events
 from agents.seeds import eval_seeds
+from agents.shutdown import GracefulShutdown, Interrupted
 from envs.scenario import Scenario, load_scenario
 from envs.sb3 import SB3VecEnv
 from envs.social_commerce import SocialCommerceEnv
@@ -161,38 +164,71 @@ def playbook_figures(scenario: Scenario, episodes: int, names: Sequence[str] = P
 
 @dataclass
 class TrainResult:
+    """What :func:`train` did. ``interrupted``: a signal stopped it in ``phase`` (the state on
+    disk is what :func:`agents.runs.stopped_line` describes); ``forced``: a third signal cut a
+    save short."""
+
     run_dir: Path
     timesteps: int
     wall_seconds: float
     interrupted: bool = False
     signal: int | None = None
     summary: dict = field(default_factory=dict)
+    phase: str | None = None
+    forced: bool = False
 
 
-def _open_model(config: TrainConfig, scenario: Scenario, algorithm, run_dir: Path, resume: bool):
-    """A fresh model, or the run's latest checkpoint; returns ``(model, wall seconds before)``."""
-    if not resume:
-        env = make_training_env(config, scenario, algorithm)
-        return algorithm.build_model(config, env, scenario), 0.0
-    checkpoint = runs.latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise runs.RunError(f"run {run_dir} has no checkpoint to resume from")
-    env = make_training_env(config, scenario, algorithm, vecnormalize_path=str(checkpoint.vecnormalize_path))
-    model = algorithm.load_model(str(checkpoint.model_path), env=env)
-    # fresh training markets after a resume (still below the evaluation seeds)
-    model.set_random_seed(config.seed + int(model.num_timesteps) % (EVAL_SEED_BASE - config.seed - config.n_envs))
-    return model, checkpoint.wall_seconds
+class TrainError(RuntimeError):
+    """Training could not write its files (a full disk, a lost mount). One line, exit status 1."""
 
 
-def _learn(model, callbacks: list[BaseCallback], stop: cb.StopOnSignal, total_timesteps: int, resume: bool, progress_bar: bool) -> None:
-    """Train to ``total_timesteps``; SIGINT/SIGTERM stop it cleanly (see :class:`StopOnSignal`)."""
+def _open_model(config: TrainConfig, scenario: Scenario, algorithm, run_dir: Path, resume: bool, log):
+    """A fresh model, or the newest checkpoint that loads; ``(model, wall seconds before)``.
+
+    On resume every newer checkpoint that does not load is skipped with one line; a run that
+    has no checkpoint at all (stopped before its first) starts again from step 0.
+    """
+    if resume:
+        for note in runs.checkpoint_notes(run_dir):
+            log(note)
+        found = find_checkpoints(run_dir / runs.CHECKPOINT_DIR)
+        if found:
+            def load(ckpt):
+                env = make_training_env(config, scenario, algorithm, vecnormalize_path=str(ckpt.vecnormalize_path))
+                return algorithm.load_model(str(ckpt.model_path), env=env)
+
+            got = load_newest(found, load)
+            for line in describe_skipped(got.skipped):
+                log(line)
+            if got.checkpoint is None:
+                raise runs.RunError(f"run {run_dir}: no checkpoint loads ({'; '.join(describe_skipped(got.skipped))}); nothing was changed")
+            model = got.loaded
+            # fresh training markets after a resume (still below the evaluation seeds)
+            model.set_random_seed(config.seed + int(model.num_timesteps) % (EVAL_SEED_BASE - config.seed - config.n_envs))
+            return model, got.checkpoint.wall_seconds
+    env = make_training_env(config, scenario, algorithm)
+    return algorithm.build_model(config, env, scenario), 0.0
+
+
+def _learn(model, callbacks: list[BaseCallback], total_timesteps: int, resume: bool, progress_bar: bool) -> None:
+    """Train to ``total_timesteps`` (a stop request ends it at the next step: :class:`StopOnRequest`)."""
     remaining = total_timesteps - int(model.num_timesteps)
-    stop.install()
-    try:
-        if remaining > 0:
-            model.learn(total_timesteps=remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resume, progress_bar=progress_bar)
-    finally:
-        stop.uninstall()
+    if remaining > 0:
+        model.learn(total_timesteps=remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resume, progress_bar=progress_bar)
+
+
+def _prepare_resume(run_dir: Path, timesteps: int) -> None:
+    """Before training continues from ``timesteps``: one TensorBoard curve, no stale temporaries.
+
+    Events logged after the checkpoint (steps the resumed run repeats) are dropped from the
+    event files; leftovers of writes killed before their rename are removed (the lock makes
+    them this run's own).
+    """
+    truncate_events(run_dir / runs.TB_DIR, timesteps)
+    for folder in (run_dir, run_dir / runs.CHECKPOINT_DIR, run_dir / runs.TB_DIR):
+        for leftover in stale_temporaries(folder):
+            if leftover.is_file():
+                leftover.unlink()
 
 
 def training_summary(config: TrainConfig, timesteps: int, wall: float, final: dict, playbooks: dict[str, dict]) -> dict:
@@ -212,24 +248,51 @@ def training_summary(config: TrainConfig, timesteps: int, wall: float, final: di
     }
 
 
-def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: str = "auto", stream=None) -> TrainResult:
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: str = "auto", stream=None,
+          shutdown: GracefulShutdown | None = None) -> TrainResult:
     """Train ``config`` into ``run_dir`` (created beforehand by :func:`agents.runs.create_run_dir`).
 
-    :param resume: continue from the run's latest checkpoint to ``config.total_timesteps``,
-        normalisation restored, TensorBoard steps continuing.
+    :param resume: continue from the run's newest checkpoint that loads (from step 0 if it has
+        none) to ``config.total_timesteps``, normalisation restored, TensorBoard one curve.
     :param progress: ``"bar"`` (SB3's progress bar), ``"lines"`` (plain periodic lines), ``"none"``,
         or ``"auto"`` (a bar when ``stream`` is a terminal, lines otherwise).
-    :returns: a :class:`TrainResult`; ``interrupted`` if a signal stopped training (a checkpoint
-        was saved, resume with ``--resume``).
+    :param shutdown: the command's signal handling; by default :func:`train` installs its own.
+        SIGINT/SIGTERM during setup stop at once (the folder is already resumable), during the
+        rollouts at the next step with a checkpoint, during a save after it, during the final
+        evaluation at once (the final model is saved first).
+    :returns: a :class:`TrainResult`; ``interrupted`` if a signal stopped training.
+    :raises TrainError: a file could not be written (one line; the previous checkpoint is intact).
+    :raises agents.runs.RunError: on resume, checkpoints exist but none loads.
     """
-    stream = stream or sys.stdout
-    run_dir = Path(run_dir)
-    set_torch_threads()
-    algorithm = get_algorithm(config.algo)
-    scenario = runs.run_scenario(run_dir, config)
-    model, wall_before = _open_model(config, scenario, algorithm, run_dir, resume)
-    model.set_logger(configure(str(run_dir / runs.TB_DIR), ["tensorboard"]))
-    cb.write_run_header(model.logger, config.to_yaml())
+    own = shutdown is None
+    shutdown = (shutdown or GracefulShutdown()).install() if own else shutdown
+    try:
+        return _train(config, Path(run_dir), resume, progress, stream or sys.stdout, shutdown)
+    except OSError as exc:
+        raise TrainError(runs.write_failure_line(Path(run_dir), exc)) from None
+    finally:
+        if own:
+            shutdown.uninstall()
+
+
+def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stream, shutdown: GracefulShutdown) -> TrainResult:
+    def log(line: str) -> None:
+        print(line, file=stream, flush=True)
+
+    try:
+        with shutdown.interruptible("setup"):
+            set_torch_threads()
+            algorithm = get_algorithm(config.algo)
+            scenario = runs.run_scenario(run_dir, config)
+            model, wall_before = _open_model(config, scenario, algorithm, run_dir, resume, log)
+            if resume:
+                _prepare_resume(run_dir, int(model.num_timesteps))
+                log(f"resuming {run_dir} from step {int(model.num_timesteps)} to {config.total_timesteps}")
+            model.set_logger(configure(str(run_dir / runs.TB_DIR), ["tensorboard"]))
+            if not has_tag(run_dir / runs.TB_DIR, "config"):
+                cb.write_run_header(model.logger, config.to_yaml())
+    except Interrupted as exc:
+        return TrainResult(run_dir, 0, 0.0, interrupted=True, signal=exc.signum, phase="setup", forced=exc.forced)
 
     start = time.monotonic()
 
@@ -237,7 +300,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
         return wall_before + time.monotonic() - start
 
     def save_checkpoint() -> None:
-        runs.save_checkpoint(run_dir, model, model.get_vec_normalize_env(), elapsed())
+        with shutdown.critical("checkpoint"):
+            runs.save_checkpoint(run_dir, model, model.get_vec_normalize_env(), elapsed())
 
     def evaluate(m, vecnormalize) -> dict:
         return evaluate_model(m, vecnormalize, scenario, config.eval_episodes, name=config.algo)
@@ -245,38 +309,46 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     if progress == "auto":
         progress = "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
     market = cb.MarketLoggerCallback(scenario.budget.total)
-    stop = cb.StopOnSignal()
     callbacks: list[BaseCallback] = [
         market,
         cb.PeriodicEvalCallback(evaluate, config.eval_freq),
         cb.PeriodicCheckpointCallback(save_checkpoint, config.checkpoint_freq),
         *algorithm.callbacks(config, scenario, run_dir),
-        stop,
+        cb.StopOnRequest(shutdown),
     ]
     if progress == "lines":
         callbacks.append(cb.PlainProgress(config.total_timesteps, market, stream=stream))
-    _learn(model, callbacks, stop, config.total_timesteps, resume, progress == "bar")
+    try:
+        with shutdown.cooperative("training"):
+            _learn(model, callbacks, config.total_timesteps, resume, progress == "bar")
+            if shutdown.requested:
+                save_checkpoint()
+    except Interrupted as exc:
+        with contextlib.suppress(Exception):
+            model.logger.close()
+        return TrainResult(run_dir, int(model.num_timesteps), elapsed(), interrupted=True, signal=exc.signum, phase=exc.phase, forced=exc.forced)
     wall = elapsed()
 
-    if stop.signal_received is not None:
-        save_checkpoint()
-        model.logger.close()
-        return TrainResult(run_dir, int(model.num_timesteps), wall, interrupted=True, signal=stop.signal_received)
-
-    vecnormalize = model.get_vec_normalize_env()
-    save_checkpoint()
-    atomic_save(run_dir / runs.VECNORM_FILE, vecnormalize.save)
-    atomic_save(run_dir / runs.MODEL_FILE, model.save)
-
-    final = evaluate(model, vecnormalize)
-    playbooks = playbook_figures(scenario, config.eval_episodes)
-    cb.record_eval(model.logger, final)
-    model.logger.dump(int(model.num_timesteps))
-    model.logger.close()
-
-    timesteps = int(model.num_timesteps)
-    summary = training_summary(config, timesteps, wall, final, playbooks)
-    atomic_write_json(run_dir / runs.SUMMARY_FILE, summary)
+    try:
+        vecnormalize = model.get_vec_normalize_env()
+        with shutdown.critical("saving the final model"):
+            save_checkpoint()
+            atomic_save(run_dir / runs.VECNORM_FILE, vecnormalize.save)
+            atomic_save(run_dir / runs.MODEL_FILE, model.save)
+        with shutdown.interruptible("final evaluation"):
+            final = evaluate(model, vecnormalize)
+            playbooks = playbook_figures(scenario, config.eval_episodes)
+            cb.record_eval(model.logger, final)
+            model.logger.dump(int(model.num_timesteps))
+            model.logger.close()
+            timesteps = int(model.num_timesteps)
+            summary = training_summary(config, timesteps, wall, final, playbooks)
+            with shutdown.critical("final evaluation"):
+                atomic_write_json(run_dir / runs.SUMMARY_FILE, summary)
+    except Interrupted as exc:
+        with contextlib.suppress(Exception):
+            model.logger.close()
+        return TrainResult(run_dir, int(model.num_timesteps), wall, interrupted=True, signal=exc.signum, phase=exc.phase, forced=exc.forced)
     return TrainResult(run_dir, timesteps, wall, summary=summary)
 
 

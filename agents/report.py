@@ -11,15 +11,13 @@ from :func:`describe_policy` on what the learned policy, or the oracle, does dif
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from agents import plots
+from agents.io import Output, output_folder, plan_folder
 from agents.evaluation import Evaluation
 from agents.rollout import Trajectories
 from envs import market
@@ -274,18 +272,19 @@ def format_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(ev: Evaluation, out: Path, extra: Mapping | None = None, notes: Sequence[str] = ()) -> dict:
-    """Write eval.json, trajectories.json, report.md and the plots into ``out`` atomically.
+def write_report(ev: Evaluation, output: "Output | str | Path", extra: Mapping | None = None, notes: Sequence[str] = ()) -> dict:
+    """Write eval.json, trajectories.json, report.md and the plots into a checked output folder.
 
-    Everything goes to a temporary sibling folder first, which then replaces ``out``.
-    Returns the eval.json document.
+    :param output: from :func:`agents.io.plan_folder` (checked before the evaluation ran).
+        Everything goes to a temporary sibling folder first, which then becomes the output
+        (:func:`agents.io.output_folder`: an earlier output is replaced only if it is provably
+        this command's). Returns the eval.json document.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if not isinstance(output, Output):  # a path: a new folder (library use)
+        output = plan_folder(output, option="output folder", create_parents=True)
     doc = eval_json(ev, extra)
     mix_policy = ev.learned or ("oracle" if "oracle" in ev.trajectories else next(iter(ev.trajectories), None))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with output_folder(output) as tmp:
         (tmp / "eval.json").write_text(json.dumps(doc, indent=2) + "\n")
         (tmp / "trajectories.json").write_text(json.dumps(trajectories_json(ev)) + "\n")
         plots.plot_run_rate(ev, tmp / "run_rate.png")
@@ -295,15 +294,4 @@ def write_report(ev: Evaluation, out: Path, extra: Mapping | None = None, notes:
         if ev.ensemble is not None:
             plots.plot_gmv_spread(ev, tmp / "gmv_spread.png")
         (tmp / "report.md").write_text(report_markdown(ev, doc, mix_policy, notes))
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.rename(out, old / out.name)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return doc

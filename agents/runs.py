@@ -8,12 +8,15 @@ A run folder (default ``runs/<scenario>__<algo>__<seed>__<timestamp>/``) holds::
     versions.json       Python and package versions, git commit
     tb/                 TensorBoard events (one continuous curve across resumes)
     checkpoints/        model_<steps>.zip + vecnormalize_<steps>.pkl, and latest.json
+    train.lock          the running trainer's PID; locked (fcntl.flock) while it runs
     model.zip           the final model
     vecnormalize.pkl    its VecNormalize statistics
     summary.json        timesteps, wall time, fps, evaluation figures
 
 Every file is written atomically (a temporary file in the same folder, then ``os.replace``),
-so a kill never leaves a half-written file. A run folder is never overwritten.
+so a kill never leaves a half-written file. A run folder is never overwritten. It appears in
+one step, complete and resumable from step 0 (:func:`create_run_dir`), and one trainer at a
+time holds it (:mod:`agents.locks`; POSIX systems).
 
 Evaluation uses :func:`load_run`; the run's algorithm (:func:`agents.config.get_algorithm`, or
 one handed in) loads the model and its frozen statistics, so this module knows run folders
@@ -27,8 +30,11 @@ only::
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -40,8 +46,10 @@ from typing import Any
 import yaml
 
 from agents.config import ConfigError, TrainConfig, config_from_dict, get_algorithm
-from agents.io import atomic_save, atomic_write_json, atomic_write_text
+from agents.io import OutputError, atomic_save, atomic_write_json, atomic_write_text, check_folder_writable, check_name, new_folder
+from agents.locks import RunLock, RunLockedError
 from agents.policies import NormalizedPolicy
+from agents.recovery import check_model_file, find_checkpoints, read_latest
 from envs.batch import MarketBatch
 from envs.scenario import Scenario, ScenarioError, load_scenario
 
@@ -75,28 +83,56 @@ def default_run_dir(config: TrainConfig, root: Path = RUNS_DIR) -> Path:
 
 
 def check_new_run_dir(run_dir: str | Path) -> Path:
-    """Refuse an existing path (never overwrite a run); nothing is created here."""
+    """Refuse an existing path (never overwrite a run), a name the file system cannot hold, or a
+    place nothing can be written; nothing is created here."""
     run_dir = Path(run_dir)
-    if run_dir.exists():
+    if os.path.lexists(run_dir):
         raise RunError(f"run folder {run_dir} already exists; choose another --run-dir or continue it with --resume {run_dir}")
+    try:
+        check_name(run_dir, f"--run-dir {run_dir}")
+        check_folder_writable(run_dir.parent, f"--run-dir {run_dir}", create=True)
+    except OutputError as exc:
+        raise RunError(str(exc)) from None
     return run_dir
 
 
-def create_run_dir(run_dir: str | Path, config: TrainConfig) -> Path:
-    """Create the folder and write ``config.yaml``, ``scenario.yaml`` and ``versions.json``."""
+def create_run_dir(run_dir: str | Path, config: TrainConfig) -> RunLock:
+    """Create the run folder in one step, locked for this process; return the held lock.
+
+    ``config.yaml``, ``scenario.yaml``, ``versions.json`` and ``checkpoints/`` are written into a
+    temporary sibling that is then renamed to ``run_dir``: the folder appears complete, ready
+    for ``--resume`` from step 0, or not at all. The lock (:class:`agents.locks.RunLock`) is taken
+    before the rename, so no other trainer can open the folder in between; it is held until
+    released or the process ends.
+    """
     scenario = load_scenario(config.scenario, config.overrides)
     run_dir = check_new_run_dir(run_dir)
+    lock = None
     try:
-        run_dir.mkdir(parents=True)
-    except FileExistsError:
-        raise RunError(f"run folder {run_dir} already exists") from None
+        with new_folder(run_dir, f"run folder {run_dir}") as tmp:
+            (tmp / CHECKPOINT_DIR).mkdir()
+            atomic_write_text(tmp / CONFIG_FILE, config.to_yaml())
+            atomic_write_text(tmp / SCENARIO_FILE, yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
+            atomic_write_json(tmp / VERSIONS_FILE, versions())
+            lock = RunLock(tmp).acquire()
+    except OutputError as exc:
+        if lock is not None:
+            lock.release()
+        raise RunError(str(exc)) from None
     except OSError as exc:
+        if lock is not None:
+            lock.release()
         raise RunError(f"cannot create run folder {run_dir}: {exc.strerror}") from None
-    (run_dir / CHECKPOINT_DIR).mkdir()
-    atomic_write_text(run_dir / CONFIG_FILE, config.to_yaml())
-    atomic_write_text(run_dir / SCENARIO_FILE, yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
-    atomic_write_json(run_dir / VERSIONS_FILE, versions())
-    return run_dir
+    lock.moved_to(run_dir)
+    return lock
+
+
+def lock_run(run_dir: str | Path) -> RunLock:
+    """Take the run folder's lock for this process; :class:`RunError` naming the holder's PID."""
+    try:
+        return RunLock(run_dir).acquire()
+    except RunLockedError as exc:
+        raise RunError(str(exc)) from None
 
 
 def git_commit(root: Path = PROJECT_ROOT) -> dict[str, Any]:
@@ -195,28 +231,76 @@ def save_checkpoint(run_dir: Path, model, vecnormalize, wall_seconds: float) -> 
 
 
 def latest_checkpoint(run_dir: str | Path) -> Checkpoint | None:
-    """The checkpoint ``latest.json`` points at, or ``None`` if there is none."""
-    ckpt = Path(run_dir) / CHECKPOINT_DIR
-    try:
-        meta = json.loads((ckpt / LATEST_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    model_path, vec_path = ckpt / meta["model"], ckpt / meta["vecnormalize"]
-    if not (model_path.is_file() and vec_path.is_file()):
-        return None
-    return Checkpoint(int(meta["timesteps"]), model_path, vec_path, float(meta.get("wall_seconds", 0.0)))
+    """The newest whole checkpoint in the run (``latest.json`` is only a hint), or ``None``.
+
+    Whole means both files are there and the model is a complete archive; whether it loads
+    is for :func:`agents.recovery.load_newest` to find out.
+    """
+    for found in find_checkpoints(Path(run_dir) / CHECKPOINT_DIR):
+        if check_model_file(found.model_path) is None:
+            return Checkpoint(found.timesteps, found.model_path, found.vecnormalize_path, found.wall_seconds)
+    return None
 
 
-def open_for_resume(run_dir: str | Path) -> tuple[TrainConfig, Checkpoint]:
-    """Check that a run folder can be resumed: it is a run, unfinished, with a checkpoint."""
+def is_finished(run_dir: str | Path) -> bool:
+    run_dir = Path(run_dir)
+    return (run_dir / SUMMARY_FILE).is_file() and (run_dir / MODEL_FILE).is_file()
+
+
+def open_for_resume(run_dir: str | Path) -> tuple[TrainConfig, RunLock]:
+    """Check that a run folder can be resumed (a run, unfinished) and lock it for this process.
+
+    A run without any checkpoint (stopped before its first) resumes from step 0; which
+    checkpoint a resume continues from is chosen when it loads (:func:`agents.ppo.train`).
+    """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    if (run_dir / SUMMARY_FILE).is_file() and (run_dir / MODEL_FILE).is_file():
+    lock = lock_run(run_dir)
+    if is_finished(run_dir):
+        lock.release()
         raise RunError(f"run {run_dir} is already finished ({SUMMARY_FILE} and {MODEL_FILE} exist); nothing to resume")
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise RunError(f"run {run_dir} has no checkpoint to resume from ({CHECKPOINT_DIR}/{LATEST_FILE} missing)")
-    return config, checkpoint
+    return config, lock
+
+
+def checkpoint_notes(run_dir: str | Path) -> list[str]:
+    """What is wrong with ``latest.json``, in one line, when it does not name a whole checkpoint."""
+    ckpt = Path(run_dir) / CHECKPOINT_DIR
+    doc, problem = read_latest(ckpt)
+    if doc is None:
+        return [] if problem.endswith("missing") and not find_checkpoints(ckpt) else [f"{CHECKPOINT_DIR}/{problem}"]
+    missing = [doc.get(key) for key in ("model", "vecnormalize") if isinstance(doc.get(key), str) and not (ckpt / doc[key]).is_file()]
+    return [f"{CHECKPOINT_DIR}/{LATEST_FILE} names {name}, which is missing" for name in missing]
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"python scripts/train.py --resume {run_dir}"
+
+
+def stopped_line(run_dir: str | Path, signum: int, phase: str | None, forced: bool = False) -> str:
+    """The one line a trainer stopped by a signal prints: what is saved, how to continue."""
+    run_dir = Path(run_dir)
+    name = signal.Signals(signum).name
+    ckpt = latest_checkpoint(run_dir)
+    step = ckpt.timesteps if ckpt else 0
+    resume = f"Continue with: {resume_command(run_dir)}"
+    if phase in ("saving the final model", "final evaluation") and (run_dir / MODEL_FILE).is_file():
+        return f"{name}: stopped during the final evaluation; the final model (step {step}) is saved, {SUMMARY_FILE} is not. {resume}"
+    if forced:
+        return f"{name} a third time: stopped without finishing the save; the newest whole checkpoint is at step {step}. {resume}"
+    if ckpt is None:
+        return f"{name}: stopped during {phase or 'setup'}, before the first checkpoint; the run folder is ready to start from step 0. {resume}"
+    if phase == "setup":
+        return f"{name}: stopped during setup; nothing new to save (the checkpoint at step {step} is kept). {resume}"
+    return f"{name}: stopped at step {step}; checkpoint saved. {resume}"
+
+
+def write_failure_line(run_dir: Path, exc: OSError) -> str:
+    """One line for a training that could not write a file: what, why, what is still safe."""
+    what = exc.filename or f"into {run_dir}"
+    ckpt = latest_checkpoint(run_dir)
+    kept = f"the checkpoint at step {ckpt.timesteps} is intact" if ckpt else "no checkpoint was written yet"
+    fix = "Free some space, then" if exc.errno == errno.ENOSPC else "Fix the cause, then"
+    return f"cannot write {what}: {exc.strerror or exc}; {kept}. {fix}: {resume_command(run_dir)}"
 
 
 # --------------------------------------------------------------------------- loading for evaluation
@@ -285,6 +369,11 @@ def _model_files(run_dir: Path, checkpoint: bool) -> tuple[Path, Path]:
     for path in (model_path, vec_path):
         if not path.is_file():
             raise RunError(f"run {run_dir} is not finished: {path.name} is missing (load_run(..., checkpoint=True) for the latest checkpoint)")
+    problem = check_model_file(model_path)
+    if problem is not None:  # say so, rather than let the loader call it a scenario mismatch
+        raise RunError(f"{model_path} {problem}; its checkpoints are in {run_dir / CHECKPOINT_DIR}")
+    if vec_path.stat().st_size == 0:
+        raise RunError(f"{vec_path} is empty (0 bytes): the file is damaged")
     return model_path, vec_path
 
 

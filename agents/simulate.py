@@ -20,8 +20,7 @@ import io
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from agents.cli import existing_folder
-from agents.io import atomic_write_text
+from agents.io import Output, as_output, write_output_text
 from agents.policies import PLAYBOOKS, Policy, make_policy
 from envs import SocialCommerceEnv
 from envs.scenario import Scenario, ScenarioError, load_scenario
@@ -196,17 +195,20 @@ def format_table(rows: Sequence[Row], target_run_rate: float | None = None) -> s
     return "\n\n".join(parts)
 
 
-def write_csv(rows: Sequence[Row], path: "str | Path") -> Path:
-    """Write the rows as CSV (one column per row key) atomically."""
+def write_csv(rows: Sequence[Row], output: "Output | str | Path") -> Path:
+    """Write the rows as CSV (one column per row key) through the output writer.
+
+    :param output: checked beforehand (:func:`agents.io.plan_file`), or a path for a new file.
+    """
     buffer = io.StringIO()
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    path = existing_folder(path)
-    atomic_write_text(path, buffer.getvalue())
-    return path
+    return write_output_text(as_output(output, "csv", CSV_SUFFIXES), buffer.getvalue())
 
+
+CSV_SUFFIXES = ("csv",)
 
 __all__ = [
     "PLAYBOOKS",

@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.cli import OneLineParser  # noqa: E402
-from agents.constraint_benchmark import VARIANT_NAMES, run_benchmark  # noqa: E402
+from agents.constraint_benchmark import VARIANT_NAMES, BenchmarkError, check_out, run_benchmark  # noqa: E402
+from agents.runs import RunError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds must be distinct non-negative integers")
 
     try:
+        check_out(Path(args.out))  # before any training
         result = run_benchmark(Path(args.out), variants=args.variants, seeds=args.seeds, timesteps=args.timesteps,
                                episodes=args.episodes, log=lambda m: print(m, flush=True))
+    except (BenchmarkError, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:
         print(f"interrupted: {exc}", flush=True)
         return 130

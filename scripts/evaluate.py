@@ -44,13 +44,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import lazy  # noqa: E402
 from agents.cli import OneLineParser  # noqa: E402
 from agents.constraint import scaled_to_limit  # noqa: E402
+from agents.io import OutputError, describe_os_error, plan_folder  # noqa: E402
 from agents.evaluation import PLANNERS, PlannerEffort, evaluate, reference_policies  # noqa: E402
 from agents.policies import PLAYBOOKS  # noqa: E402
 from agents.report import format_table, write_report  # noqa: E402
 from agents.runs import RunError, check_spaces, load_run  # noqa: E402
+from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
 from agents.seeds import DEFAULT_EVAL_SEED, TRAIN_SEED_BASE, eval_seeds  # noqa: E402
 from envs.ensemble import EnsembleError, load_ensemble  # noqa: E402
 from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_pairs  # noqa: E402
+
+
+#: upper bound of --episodes: every policy's trajectories are kept in memory (~20 kB an episode
+#: for all policies) and the oracle plans each episode on its own
+MAX_EPISODES = 10_000
 
 
 class UsageError(ValueError):
@@ -64,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes (default 100)")
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help=f"first episode's seed (default {DEFAULT_EVAL_SEED}, a range training never uses)")
     parser.add_argument("--policies", nargs="+", metavar="NAME", help="policies to evaluate (default: all); names may also be comma-separated")
-    parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval, or eval/<scenario> with --scenario)")
+    parser.add_argument("--out", type=Path, help="output folder, must not exist (default RUN_DIR/eval, or eval/<scenario> with --scenario; "
+                                                 "a taken default gets the next free name, eval-2, ...)")
+    parser.add_argument("--force", action="store_true", help="let --out replace an earlier output folder of this command (never a run folder "
+                                                             "or a folder holding anything else)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="scenario override by dotted path, repeatable (e.g. deterministic=true)")
     parser.add_argument("--ensemble", help="play every episode on a parameter set drawn from this ensemble (a name in "
@@ -85,8 +95,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("give a run folder (RUN_DIR) or --scenario NAME")
     if args.run_dir is not None and args.scenario is not None:
         raise UsageError("give either a run folder or --scenario, not both (a run brings its own scenario; use --set to vary it)")
-    if args.episodes < 1:
-        raise UsageError(f"--episodes must be at least 1, got {args.episodes}")
+    if not 1 <= args.episodes <= MAX_EPISODES:
+        raise UsageError(f"--episodes must be in [1, {MAX_EPISODES}], got {args.episodes}")
     if args.seed < 0 or args.seed + args.episodes > TRAIN_SEED_BASE:
         raise UsageError(f"--seed must be in [0, {TRAIN_SEED_BASE - args.episodes}] (best_static trains on seeds from {TRAIN_SEED_BASE})")
     for name, value in [("--static-iterations", args.static_iterations), ("--schedule-iterations", min(args.schedule_iterations)),
@@ -102,6 +112,8 @@ def _selected(args: argparse.Namespace, learned: str | None) -> list[str]:
     if not args.policies:
         return allowed
     names = [n.strip() for item in args.policies for n in item.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"--policies names no policy; allowed: {', '.join(allowed)}")
     unknown = [n for n in names if n not in allowed]
     if unknown:
         raise UsageError(f"unknown policies {', '.join(unknown)}; allowed: {', '.join(allowed)}")
@@ -128,23 +140,34 @@ def _effort(args: argparse.Namespace) -> PlannerEffort:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with GracefulShutdown(phase="evaluation") as shutdown:
+        try:
+            return _run(args, shutdown)
+        except Interrupted as exc:  # the oracle's workers are terminated by then (agents.workers)
+            print(f"{exc.signal_name}: evaluation stopped; nothing was written", file=sys.stderr, flush=True)
+            return exc.exit_code
+
+
+def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
     try:
         _check(args)
         overrides = parse_set_pairs(args.sets, example="deterministic=true", error=UsageError)
+        output = _plan_output(args.out, args) if args.out is not None else None  # before any work
         run = learned = None
         if args.run_dir is not None:
             run = _load(args.run_dir)
             scenario = load_scenario(run.scenario, overrides) if overrides else run.scenario
             learned = run.algo
             check_spaces(run, scenario)
-            out = args.out or args.run_dir / "eval"
+            default = args.run_dir / "eval"
         else:
             scenario = load_scenario(args.scenario, overrides)
-            out = args.out or Path("eval") / scenario.name
+            default = Path("eval") / scenario.name
         names = _selected(args, learned)
         ensemble = load_ensemble(args.ensemble) if args.ensemble is not None else None
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out} exists and is not a folder")
+        output = output or _plan_output(default, args)
+        if output.note:
+            print(output.note, flush=True)
 
         reference = scaled_to_limit(scenario)  # soft mode: the hard projection (scaled to the limit)
         timings: dict[str, float] = {}
@@ -159,16 +182,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes = []  # soft mode: report.md says how the reference policies were played (agents.report)
         if args.run_dir is not None:
             notes.append(f"Learned policy from run `{args.run_dir}` ({learned}), deterministic actions, frozen observation normalisation.")
-        doc = write_report(ev, out, extra=extra, notes=notes)
-    except (ScenarioError, EnsembleError, UsageError, RunError, OSError) as exc:
+        with shutdown.critical("writing the report"):
+            doc = write_report(ev, output, extra=extra, notes=notes)
+    except (ScenarioError, EnsembleError, UsageError, RunError, OutputError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc, str(exc.filename or args.out or 'the report'))}", file=sys.stderr)
+        return 1
 
     print(format_table(doc))
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    print(f"wrote {out}/ (eval.json, trajectories.json, report.md, run_rate.png, lever_mix.png, cost.png"
+    print(f"wrote {output.path}/ (eval.json, trajectories.json, report.md, run_rate.png, lever_mix.png, cost.png"
           + (", gmv_spread.png)" if args.ensemble is not None else ")"))
     return 0
+
+
+def _plan_output(out: Path, args: argparse.Namespace):
+    """The checked output folder: an explicit ``--out`` must not exist (unless ``--force`` on an
+    earlier output); a taken default gets the next free name."""
+    return plan_folder(out, option="--out", explicit=args.out is not None, force=args.force, create_parents=args.out is None)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,13 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.cli import OneLineParser  # noqa: E402
+from agents.io import OutputError, describe_os_error, output_folder, plan_folder  # noqa: E402
+from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
 from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, budget_overrides, check_budgets, compute_frontier, frontier_table, write_frontier  # noqa: E402
 from envs.scenario import ScenarioError, load_scenario, parse_set_pairs  # noqa: E402
+
+
+DEFAULT_OUT = Path("runs") / "frontier"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", type=float, nargs="+", default=list(DEFAULT_BUDGETS), metavar="B", help="total budgets in $B (default 1 2 4 8)")
     parser.add_argument("--per-quarter", type=float, help="fixed per-quarter cap in $B (default: scaled with the total)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="scenario override, repeatable (e.g. deterministic=true)")
-    parser.add_argument("--out", default="runs/frontier", help="output folder (default runs/frontier)")
+    parser.add_argument("--out", help=f"output folder, must not exist (default {DEFAULT_OUT}, or the next free name)")
+    parser.add_argument("--force", action="store_true", help="let --out replace an earlier frontier folder of this command (not one holding trained runs)")
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--episodes", type=int, default=effort.episodes, help=f"evaluation episodes (default {effort.episodes})")
     parser.add_argument("--static-iterations", type=int, default=effort.static_iterations, help="best_static CMA-ES generations")
@@ -62,26 +68,45 @@ def main(argv: list[str] | None = None) -> int:
         if args.per_quarter is not None and not args.per_quarter > 0:
             raise FrontierError(f"--per-quarter must be a positive number of $B; got {args.per_quarter:g}")
         overrides = parse_set_pairs(args.set, example="deterministic=true", error=FrontierError)
+        if str(overrides.get("budget.mode", "hard")) != "hard":
+            raise FrontierError(f"--set budget.mode={overrides['budget.mode']}: the frontier plays every budget in hard mode "
+                                "(each budget is a limit the planners keep exactly); drop this --set")
         base = load_scenario(args.scenario, overrides)
         for b in budgets:  # every budget must be a valid scenario (e.g. within the schema's ranges)
             try:
                 load_scenario(args.scenario, {**overrides, **budget_overrides(base, b, args.per_quarter)})
             except ScenarioError as exc:
                 raise FrontierError(f"--budgets {b:g}: {exc}") from None
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise FrontierError(f"--out {out} exists and is not a folder")
-    except (FrontierError, ScenarioError) as exc:
+        output = plan_folder(args.out or DEFAULT_OUT, option="--out", explicit=args.out is not None, force=args.force,
+                             create_parents=args.out is None)
+        if args.train and output.replace:
+            raise FrontierError(f"--out {output.path} exists: --train writes its runs into a new folder; choose another --out")
+    except (FrontierError, ScenarioError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if output.note:
+        print(output.note, flush=True)
 
     effort = Effort(episodes=args.episodes, static_iterations=args.static_iterations, static_seeds=effort.static_seeds,
                     schedule_seeds=effort.schedule_seeds, schedule_iterations=tuple(args.schedule_iterations),
                     refine_iterations=args.refine_iterations, scale_iterations=args.scale_iterations)
-    result = compute_frontier(args.scenario, budgets, per_quarter=args.per_quarter, overrides=overrides, effort=effort,
-                              workers=args.workers, train=args.train, timesteps=args.timesteps, seed=args.seed,
-                              runs_dir=out / "runs", log=lambda m: print(m, flush=True))
-    paths = write_frontier(result, out)
+    with GracefulShutdown(phase="planning") as shutdown:
+        try:
+            # trained runs are written in place (an interruption keeps them); plans and tables at the end
+            with output_folder(output, in_place=args.train) as out:
+                result = compute_frontier(args.scenario, budgets, per_quarter=args.per_quarter, overrides=overrides, effort=effort,
+                                          workers=args.workers, train=args.train, timesteps=args.timesteps, seed=args.seed,
+                                          runs_dir=out / "runs", log=lambda m: print(m, flush=True))
+                with shutdown.critical("writing the frontier"):
+                    write_frontier(result, out)
+        except Interrupted as exc:  # the workers are terminated by then (agents.workers)
+            kept = f"; the trained runs so far are in {output.path / 'runs'}" if args.train else "; nothing was written"
+            print(f"{exc.signal_name}: frontier stopped{kept}", file=sys.stderr, flush=True)
+            return exc.exit_code
+        except OSError as exc:
+            print(f"error: {describe_os_error(exc, str(exc.filename or output.path))}", file=sys.stderr)
+            return 1
+    paths = {kind: output.path / f"frontier.{kind}" for kind in ("csv", "json", "png")}
     print(frontier_table(result))
     print(f"wrote {paths['csv']}, {paths['json']}, {paths['png']} in {result['wall_seconds']:.0f}s", flush=True)
     return 0

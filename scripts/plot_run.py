@@ -1,4 +1,4 @@
-"""Plot a run's training curves (read from its TensorBoard events) to a PNG.
+"""Plot a run's training curves (read from its TensorBoard events) to a figure (PNG, PDF, SVG...).
 
     python scripts/plot_run.py RUN_DIR --out docs/training.png
 """
@@ -12,18 +12,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agents.io import PLOT_FORMATS, plan_file  # noqa: E402
 from agents.plots import plot_training  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run folder made by scripts/train.py")
-    parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    parser.add_argument("--out", type=Path, required=True, help="figure to write, must not exist (.png, .pdf, .svg, .eps, .ps)")
+    parser.add_argument("--force", action="store_true", help="let --out replace an earlier figure of this command (never another file)")
     args = parser.parse_args(argv)
     try:
+        output = plan_file(args.out, option="--out", force=args.force, suffixes=PLOT_FORMATS)
         summary = args.run_dir / "summary.json"
         playbooks = json.loads(summary.read_text()).get("eval_playbooks_gmv_mean") if summary.exists() else None
-        path = plot_training(args.run_dir, args.out, playbooks)
+        path = plot_training(args.run_dir, output, playbooks)
     except (OSError, ValueError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -7,13 +7,15 @@
     tensorboard --logdir runs
 
 Bad input (config, --set, run folder) prints one line ``error: ...`` and exits 2, writing
-nothing. Ctrl-C or SIGTERM saves a checkpoint and exits (130 / 143); ``--resume`` continues it.
+nothing. Ctrl-C or SIGTERM at any moment ends with a saved state and one line (exit 130 / 143);
+``--resume`` continues it. A run folder is held by one trainer at a time (a second one is
+refused, naming the holder's PID); a damaged checkpoint is skipped for the newest that loads.
+A file that cannot be written (a full disk) is one line, exit 1. See docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
@@ -22,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import lazy  # noqa: E402
 from agents.cli import OneLineParser  # noqa: E402
 from agents.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
-from agents.runs import RunError, check_new_run_dir, create_run_dir, default_run_dir, open_for_resume  # noqa: E402
+from agents.runs import RunError, check_new_run_dir, create_run_dir, default_run_dir, open_for_resume, stopped_line  # noqa: E402
+from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,14 +42,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    with GracefulShutdown(phase="setup") as shutdown:  # from here on, Ctrl-C and SIGTERM are one line
+        try:
+            return _run(args, shutdown)
+        except Interrupted as exc:  # before the run folder exists: nothing was written
+            print(f"{exc.signal_name}: stopped before the run folder was made; nothing was written", file=sys.stderr, flush=True)
+            return exc.exit_code
+
+
+def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
     try:
         if args.resume:
             given = [name for name, value in [("--config", args.config != str(DEFAULT_CONFIG)), ("--timesteps", args.timesteps is not None),
                                               ("--seed", args.seed is not None), ("--run-dir", args.run_dir), ("--set", args.set)] if value]
             if given:
                 raise ConfigError(f"--resume continues a run with its saved config; it cannot be combined with {', '.join(given)}")
-            config, checkpoint = open_for_resume(args.resume)
             run_dir = Path(args.resume)
+            config, lock = open_for_resume(run_dir)
         else:
             sets = list(args.set)
             if args.timesteps is not None:
@@ -55,23 +67,28 @@ def main(argv: list[str] | None = None) -> int:
                 sets.append(f"seed={args.seed}")
             config = load_config(args.config, sets)
             run_dir = check_new_run_dir(args.run_dir or default_run_dir(config))
+            lock = create_run_dir(run_dir, config)  # complete, locked, resumable from step 0
     except (ConfigError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    if args.resume:
-        print(f"resuming {run_dir} from step {checkpoint.timesteps} to {config.total_timesteps}", flush=True)
-    else:
+    with lock:
+        if not args.resume:
+            print(f"training {config.algo} on '{config.scenario}' for {config.total_timesteps} steps into {run_dir}", flush=True)
         try:
-            create_run_dir(run_dir, config)
+            training = lazy.training()  # torch only now
+            result = training.train(config, run_dir, resume=bool(args.resume), progress=args.progress, shutdown=shutdown)
+        except Interrupted as exc:  # while torch was being imported, or between two phases
+            print(stopped_line(run_dir, exc.signum, exc.phase, exc.forced), flush=True)
+            return exc.exit_code
         except RunError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"training {config.algo} on '{config.scenario}' for {config.total_timesteps} steps into {run_dir}", flush=True)
-    result = lazy.training().train(config, run_dir, resume=bool(args.resume), progress=args.progress)  # torch only now
+        except lazy.training().TrainError as exc:  # imported by now
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 1
     if result.interrupted:
-        name = signal.Signals(result.signal).name
-        print(f"{name}: stopped at step {result.timesteps}; checkpoint saved. Continue with: python scripts/train.py --resume {run_dir}", flush=True)
+        print(stopped_line(run_dir, result.signal, result.phase, result.forced), flush=True)
         return 128 + int(result.signal)
     s = result.summary
     playbooks = ", ".join(f"{k} {v:.2f}" for k, v in s["eval_playbooks_gmv_mean"].items())

@@ -500,7 +500,8 @@ def test_simulate_script_prints_the_table_and_writes_csv_and_png(repo_root, tmp_
     assert len(rows) == 12 and rows[0]["quarter"] == "2023Q1" and rows[-1]["quarter"] == "2025Q4"
     assert sum(float(r["spend"]) for r in rows) == pytest.approx(3.0, rel=1e-6)
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.csv", "run.png"], "no temp files left behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.csv.flywheel-output.json", ".run.png.flywheel-output.json", "run.csv", "run.png"], \
+        "no temp files left behind, only the outputs and their manifests (agents.io)"
 
 
 def test_simulate_script_bad_scenario_or_policy_exits_2_with_one_line(repo_root) -> None:

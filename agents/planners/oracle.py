@@ -34,9 +34,7 @@ below the warm start on its own episode.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -47,6 +45,7 @@ from agents.planners.schedule import SchedulePlan, best_schedule
 from agents.planners.search import knot_maps, lockstep, per_quarter, scorer
 from agents.policies import OpenLoopPlanPolicy
 from agents.seeds import training_seeds
+from agents.workers import worker_pool
 from envs import market
 from envs.scenario import Scenario, load_scenario
 
@@ -199,7 +198,7 @@ def search_in_processes(params: market.Params, base: market.State, starts: list[
         (params, base.take(np.arange(a, b)), [s[a:b] for s in starts], dict(search, seed=seed + int(a)))
         for a, b in zip(bounds[:-1], bounds[1:])
     ]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    with worker_pool(workers, "fork") as pool:  # the workers end with this block, or with this process
         parts = list(pool.map(_search_chunk, chunks))
     found = {key: np.concatenate([part[key] for part in parts]) for key in ("plans", "gmv", "warm_gmv", "start_gmv")}
     found["history"] = list(np.average([part["history"] for part in parts], axis=0, weights=np.diff(bounds))) if parts[0]["history"] else []
