@@ -145,7 +145,7 @@ class TrainConfig(_Strict):
 
     scenario: str = Field(description="built-in scenario name or path to a scenario YAML")
     overrides: dict[str, Any] = Field(description="dotted scenario overrides")
-    scenario_ensemble: str | None = Field(default=None, description="ensemble file (a name in configs/ensembles or a path): "
+    scenario_ensemble: str | None = Field(description="ensemble file (a name in configs/ensembles or a path): "
                                           "every training market draws a parameter set from it at every reset; null: the nominal scenario")
     algo: str = Field(description="a name from ALGORITHMS")
     algo_params: dict[str, Any] = Field(description="the algorithm's own section, validated by its params_model")
