@@ -84,7 +84,7 @@ def _playbook_rows(scenario: Scenario) -> dict[str, Callable[[], np.ndarray]]:
         "uniform": lambda: np.where(
             np.arange(market.N_LEVERS) == market.PRIVATE_LABEL, 0.0, uniform_intensity(scenario)
         ),
-        "merchant_package": lambda: _levers(seller_grants=1, shipping_subsidy=1, commission_waiver=1, warehousing=1),
+        "merchant_package": lambda: _levers(seller_grants=1, shipping_subsidy=1, commission_rate=0, warehousing=1),
         "livestream_first": lambda: _levers(creator_incentives=1, user_ads=1, shipping_subsidy=0.5),
         "commerce_first": lambda: _levers(seller_grants=1, warehousing=1, shipping_subsidy=1),
     }
@@ -100,7 +100,10 @@ def playbook_intensity(name: str, scenario: "Scenario | str") -> np.ndarray:
     rows = _playbook_rows(scenario)
     if name not in rows:
         raise ValueError(f"unknown policy '{name}'; allowed: {', '.join(PLAYBOOKS)}")
-    return np.tile(rows[name](), (len(scenario.regions), 1))
+    intensity = np.tile(rows[name](), (len(scenario.regions), 1))
+    if name != "merchant_package":  # the commission at the reference rate: no discount (model v2's null action)
+        intensity[:, market.RATE] = market.null_intensity(scenario.to_params())[:, market.RATE]
+    return intensity
 
 
 def make_policy(name: str, scenario: "Scenario | str") -> Policy:

@@ -31,7 +31,7 @@ START_YEAR = 2023
 Row = dict[str, Any]
 
 SHORT_LEVER = {
-    "commission_waiver": "waiver",
+    "commission_rate": "commission",
     "shipping_subsidy": "shipping",
     "seller_grants": "grants",
     "warehousing": "warehouse",

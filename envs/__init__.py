@@ -1,17 +1,18 @@
 """Flywheel environments: the calibrated social-commerce market and its Gymnasium faces.
 
-Importing this package registers ``flywheel/SocialCommerce-v0`` (with a native
-``vector_entry_point``).
+Importing this package registers ``flywheel/SocialCommerce-v1`` (with a native
+``vector_entry_point``), the environment of market model version :data:`MODEL_VERSION`. The v0
+environment's model no longer exists, so ``-v0`` is not registered.
 """
 
 from gymnasium.envs.registration import register, registry
 
-from envs.market import LEVERS
+from envs.market import LEVERS, MODEL_VERSION
 from envs.scenario import Scenario, ScenarioError, builtin_scenarios, load_scenario
 from envs.social_commerce import SocialCommerceEnv
 from envs.vector import SocialCommerceVectorEnv
 
-ENV_ID = "flywheel/SocialCommerce-v0"
+ENV_ID = "flywheel/SocialCommerce-v1"
 
 if ENV_ID not in registry:
     register(
@@ -34,6 +35,7 @@ def __getattr__(name: str):
 __all__ = [
     "ENV_ID",
     "LEVERS",
+    "MODEL_VERSION",
     "SB3VecEnv",
     "Scenario",
     "ScenarioError",

@@ -27,10 +27,12 @@ from envs import market
 from envs.scenario import Scenario, load_scenario
 
 class InfoTable(NamedTuple):
-    """One step's ``info`` for every market: ``table`` ``(n, entries)`` and ``intensity`` ``(n, R, L)``."""
+    """One step's ``info`` for every market: ``table`` ``(n, entries)``, ``intensity`` and
+    ``spend`` ``(n, R, L)`` (applied intensities and what each lever cost in each region)."""
 
     table: np.ndarray
     intensity: np.ndarray
+    spend: np.ndarray
 
 
 _PARAMS_CACHE: "OrderedDict[int, tuple[Scenario, market.Params]]" = OrderedDict()
@@ -144,21 +146,27 @@ class MarketBatch:
             self._start = self._start_observation_and_info(self.state.take(np.arange(1)))
         obs, column = self._start
         n = self.num_envs
-        info = InfoTable(np.repeat(column, n, axis=0), np.zeros((n, self.params.n_regions, market.N_LEVERS)))
+        zeros = np.zeros((n, self.params.n_regions, market.N_LEVERS))
+        info = InfoTable(np.repeat(column, n, axis=0), zeros, zeros.copy())
         return np.repeat(obs, n, axis=0), info
 
     def _start_observation_and_info(self, start: market.State) -> tuple[np.ndarray, np.ndarray]:
         """Observation ``(1, obs_dim)`` and info table ``(1, entries)`` of one market's start state:
         no GMV, cost or revenue yet; last quarter's run rate."""
         p = self.params
-        zeros = np.zeros(1)
-        lever_zeros = np.zeros((1, p.n_regions, market.N_LEVERS))
-        run_rate = 4.0 * start.gmv_region.sum(1) / p.season_at(start.t - 1)
+        per_market = np.zeros((market.N_MARKET_OUT, 1))
+        per_region = np.zeros((market.N_REGION_OUT, 1, p.n_regions))
+        per_market[market.M_RUN_RATE] = 4.0 * start.gmv_region.sum(1) / p.season_at(start.t - 1)
+        per_market[market.M_CAP] = market.quarter_cap(p, start)
+        per_market[market.M_REMAINING] = start.budget_remaining
+        per_market[market.M_SPENT] = start.spent
+        per_region[market.P_GMV] = start.gmv_region
+        per_region[market.P_ORDERS] = start.orders
+        per_region[market.P_SHARE] = start.share
         table = np.empty((1, self._rows))
         market.fill_info(
-            zeros, run_rate, start.gmv_region, zeros, lever_zeros, market.quarter_cap(p, start), zeros,
-            start.share, np.zeros(1, dtype=np.int64), start.regional, start.t, start.budget_remaining,
-            start.spent, p.budget_total, table,
+            p.packed[0], per_market, per_region, np.zeros((1, p.n_regions, market.N_LEVERS)),
+            np.zeros(1, dtype=np.int64), start.regional, start.t, start.param_set, table,
         )
         return market.observe(p, start), table
 
@@ -175,7 +183,8 @@ class MarketBatch:
         return a
 
     def step(self, action: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, InfoTable]:
-        """Advance every market one quarter: observation, reward (GMV, $B), terminated, info table.
+        """Advance every market one quarter: observation, reward ($B: the objective's value, plus the
+        terminal value at the last step), terminated, info table.
 
         Actions are clipped to [-1, 1] (and counted); NaN or infinite entries raise ``ValueError``
         and leave the state as it was.
@@ -183,8 +192,8 @@ class MarketBatch:
         if self.state is None:
             raise RuntimeError("call reset() before step()")
         a = self.check_action(action)
-        self.state, obs, reward, table, u = market.env_step(self.params, self.state, a)
-        return obs, reward, self.state.t >= self.params.horizon, InfoTable(table, u)
+        self.state, obs, reward, table, u, spend = market.env_step(self.params, self.state, a)
+        return obs, reward, self.state.t >= self.params.horizon, InfoTable(table, u, spend)
 
     # ------------------------------------------------------------------ info faces
     def info_dict(self, info: InfoTable) -> dict:
@@ -197,15 +206,16 @@ class MarketBatch:
             else:
                 out[key] = {name: _column(table[:, row + k], kind) for k, name in enumerate(sub)}
         out["lever_intensity"] = info.intensity
+        out["spend_by_region_lever"] = info.spend
         return out
 
     def info_row(self, info: InfoTable, i: int) -> dict:
         """Market ``i``'s ``info`` as Python scalars (region/lever keys nest)."""
-        return self._row(info.table[i].tolist(), info.intensity[i].copy())
+        return self._row(info.table[i].tolist(), info.intensity[i].copy(), info.spend[i].copy())
 
     def info_rows(self, info: InfoTable) -> list[dict]:
         """Every market's ``info`` as Python scalars, one dict each."""
-        return [self._row(values, info.intensity[i].copy()) for i, values in enumerate(info.table.tolist())]
+        return [self._row(values, info.intensity[i].copy(), info.spend[i].copy()) for i, values in enumerate(info.table.tolist())]
 
 
 
@@ -228,6 +238,7 @@ def _warm_up(batch: MarketBatch) -> None:
         one.reset()
         one.step(np.zeros((1, batch.params.action_dim), dtype=dtype))
     market.step(one.params, one.state, np.zeros((1, one.params.n_regions, market.N_LEVERS)))
+    market.lever_costs(one.params, one.state, np.zeros((1, one.params.n_regions, market.N_LEVERS)))
     market.observe(one.params, one.state)
 
 
@@ -239,6 +250,8 @@ def _row_builder(groups: list[tuple[str, tuple[str, ...] | None, int, type]]):
     """
 
     def scalar(row: int, kind: type) -> str:
+        if kind is str:
+            return f"label(v[{row}])"
         return f"v[{row}]" if kind is float else f"{kind.__name__}(v[{row}])"
 
     items = []
@@ -248,8 +261,8 @@ def _row_builder(groups: list[tuple[str, tuple[str, ...] | None, int, type]]):
         else:
             inner = ", ".join(f"{name!r}: {scalar(row + k, kind)}" for k, name in enumerate(sub))
             items.append(f"{key!r}: {{{inner}}}")
-    source = "lambda v, intensity: {" + ", ".join(items) + ", 'lever_intensity': intensity}"
-    return eval(source, {"bool": bool, "int": int})  # noqa: S307 - keys are repr()-quoted literals
+    source = "lambda v, intensity, spend: {" + ", ".join(items) + ", 'lever_intensity': intensity, 'spend_by_region_lever': spend}"
+    return eval(source, {"bool": bool, "int": int, "label": market.serial_label})  # noqa: S307 - keys are repr()-quoted literals
 
 
 def _column(values: np.ndarray, kind: type) -> np.ndarray:
@@ -257,4 +270,9 @@ def _column(values: np.ndarray, kind: type) -> np.ndarray:
         return values
     if kind is bool:
         return values > 0.0
+    if kind is str:
+        serial = values.astype(np.int64)
+        first = int(serial.min())
+        labels = np.array([market.serial_label(s) for s in range(first, int(serial.max()) + 1)])
+        return labels[serial - first]
     return values.astype(np.int64)

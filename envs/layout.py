@@ -43,8 +43,10 @@ class Feature(NamedTuple):
 
 class Lever(NamedTuple):
     """One lever of the action: ``name``, what its intensity ``u`` in [0, 1] means, its cost this
-    quarter (a formula in $B) and ``kind``: ``"sales"`` (cost scales with last quarter's sales),
-    ``"pool"`` (cost ``u * pool_max``) or ``"free"`` (costs no budget)."""
+    quarter (a formula in $B) and ``kind``: ``"price"`` (a rate charged; its cost is the discount
+    below a reference, on this quarter's sales), ``"sales"`` (cost scales with this quarter's
+    sales), ``"pool"`` (cost ``u * pool_max`` in the open share of a region) or ``"free"``
+    (costs no budget)."""
 
     name: str
     description: str

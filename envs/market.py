@@ -1,4 +1,4 @@
-"""The market model: pure, batched functions over N parallel markets.
+"""The market model (v2): pure, batched functions over N parallel markets.
 
 This module is the only implementation of the dynamics. The planners (best static plan,
 clairvoyant oracle) and the tests call :func:`step`; the single env, the vector env and the SB3
@@ -14,52 +14,74 @@ quarter, one step = one quarter.
 half-point ec about 0.8 of scaled spend, slope 1, so concave). Pool levers are scaled by the
 region's ``pool_max``.
 
+The quarter (the equations of :func:`step`; ``docs/model.md`` gives them with their reasons)
+------------------------------------------------------------------------------------------------
+
+Per region, with season ``s``, ``live = launched * (1 - dark)`` the share of the region where
+the shop is open (``dark``: a random or scripted suspension):
+
+1. Commission is a price: ``rate = u_0 * rate_max``. Below the region's ``reference_rate`` (a
+   scenario value events can change) the difference is a discount counted as incentive spend;
+   above it the premium earns revenue and drags seller joins and retention. The null action (no
+   incentives) is every cash lever at 0 and ``rate = reference_rate``.
+2. Attractiveness ``attr = w_sel*sel + sel*(w_ship*ship + w_fee*fee) + w_speed*fast
+   + w_live*live``: ``ship = Hill(u_1*subsidy_max/ship_cost)``, ``fee`` the concave effect of
+   the discount's share of the reference rate, ``fast`` the share of capacity the platform runs
+   (warehousing), ``live = L*C/(C + C_half)``. The private label's share of GMV ``pl`` is
+   concave in its push; its appeal acts on demand, ``x (1 + w_pl*pl*(appeal - 1))``.
+3. Ad stock ``A = u_5*pool + theta*A``, reach ``Hill(A/pool)``.
+4. Shopping-start share with memory, bounded by competitors:
+   ``share += share_rate*(share_max*attr^2/(attr^2 + c) - share)``.
+5. Buyers, Bass diffusion in two cohorts, innovation raised by ads, share and attention.
+6. Demand ``D = B*f0*(base + attr)*(1 + w_pl*pl*(appeal - 1))*s*shock*live``; capacity follows the season,
+   ``K = (kappa*S + W + P)*s`` (sellers' own fulfilment, platform warehousing, 3PL);
+   served ``min(D, K) + spill*max(D - K, 0)``; the rest is ``orders_lost``.
+7. Money on this quarter's served volume: GMV ``served*AOV``; the discount
+   ``(ref - rate)^+ * gmv_3p``; shipping ``u_1*subsidy_max*served``; pools ``u*pool*live``
+   (nothing is billed into a dark share); revenue ``rate*gmv_3p + ads_max*sel*gmv
+   + margin*gmv_pl``.
+8. Sellers: joins pulled by buyers (weakly), grants and a low rate; churn lowered by buyer
+   penetration (buyers retain sellers: the pull that carries the flywheel past critical mass),
+   raised by low trust, a rate above the reference and suspension.
+9. Creators, livestream affinity, trust (hit convex in the private-label push), warehousing
+   (one quarter's lag), 3PL capacity following unmet demand, users (logistic, faster with
+   creator content), attention (the media stock: toward creators' content, drawn on by
+   shoppable content), Gen Z habit.
+10. Suspensions for the next quarter from this quarter's draws (visible before the decision).
+
+Budget. Volume-priced levers are billed on this quarter's served volume, so cost is not linear
+in the intensities; in hard mode, when the cost exceeds the cap ``min(per_quarter,
+budget_remaining)``, every cash lever and the discount below the reference rate are scaled by
+one factor ``k`` (the charged rate moves toward the reference; a rate above it is never scaled;
+the private label costs nothing) found by a bracketed secant iteration on the monotone
+``cost(k)``: the cost then equals the cap to 1e-12 and never exceeds it. Soft mode scales nothing.
+
 Departures from the reference form in ``docs/model.md`` (each for a reason):
 
 * Randomness. All of an episode's random numbers (a demand shock and a suspension draw per
   region and quarter) are drawn in :func:`init_state` from the environment's generator and kept
-  in the state. :func:`step` itself is deterministic. Each quarter therefore uses the same
-  numbers whatever the actions (common random numbers), and the clairvoyant oracle can plan on
-  the very numbers an episode will see by copying the state.
-* The commission waiver enters attractiveness through a concave curve
-  ``fee(u) = u (1 + ec) / (u + ec)`` (``fee(0) = 0``, ``fee(1) = 1``) instead of linearly, so that
-  every spend lever has diminishing returns (stylised fact 5).
-* Subsidies are complements of selection: the shipping and commission terms of attractiveness
-  are multiplied by the selection index. Free shipping converts demand only where there are
-  sellers to buy from, so a platform below critical mass must build supply before subsidising
-  demand ("subsidise early to reach critical mass"; a source of timing value, fact 12).
+  in the state; :func:`step` itself is deterministic (common random numbers).
+* Subsidies are complements of selection: free shipping and low commission convert demand
+  only where there are sellers to buy from (timing value, fact 12).
 * Selection is S-shaped in sellers (critical mass) instead of logarithmic; see ``_selection``.
-* Suspension (Indonesia, October 2023) shuts a share ``suspension_share`` of a region's demand
-  (Indonesia was about half of TikTok Shop's SEA GMV), not always the whole region; incentives
-  paid into the dark share buy nothing (stylised fact 11: reacting pays).
-* The buyer pull on seller joins is ``(B/U / pen_ref) ** buyer_elasticity``, with the elasticity
-  set so that in SEA the seller pull on buyers is ~3.5 times the buyer pull on sellers (Chu and
-  Manchanda 2016; stylised fact 6).
-* The observation carries last quarter's realised shopping-start share (computed in the step)
-  rather than a share recomputed at zero levers.
-* Orders per buyer use a per-region base rate ``f0`` derived so that the start state reproduces
-  the calibrated orders per buyer per quarter (``docs/calibration.md``):
-  ``f0 = orders_per_buyer / (base_orders + attr0)``.
+* A suspension shuts a share of a region (Indonesia was about half of SEA's GMV), not always
+  all of it.
+* Orders per buyer and sellers' fulfilment per seller use per-region rates derived so that the
+  start state reproduces the scenario's orders per buyer and capacity headroom.
 
 Implementation. A market's quarter is written once, as scalar code over its regions compiled by
-numba (:func:`step_market`; likewise :func:`observe_market` and :func:`clip_market`), and
-loop kernels run it over every market (:func:`_step_kernel`; the environments' one-pass step in
-:mod:`envs.batch` inlines the same bodies). One call advances any number of markets without
-temporaries: a batch of one (the single env) pays a few microseconds, a batch of a thousand
-about half a microsecond per market. The Python functions below (:func:`step`,
-:func:`observe`, :func:`lever_costs`, ...) allocate the outputs and call the kernels.
-Parameters reach the kernels packed in two arrays (:attr:`Params.packed`); the state's
-per-region quantities live in one block ``(n, len(REGIONAL_FIELDS), R)``. Kernels are compiled
-on first use and cached on disk (``envs/__pycache__``): about 25 s once on a fresh checkout.
+numba (:func:`step_market`; likewise :func:`observe_market` and :func:`clip_market`), and loop
+kernels run it over every market. Parameters reach the kernels as per-quarter schedules, one per
+parameter set: ``g`` ``(P, T, G)`` and ``rg`` ``(P, T, K, R)`` (:attr:`Params.packed`); market
+``i`` reads set ``state.param_set[i]`` at its own quarter ``state.t[i]``. Scripted events are
+compiled into these schedules (:func:`_schedules`), so the kernels never interpret events.
 
 Layouts. The levers, the observation features, the info entries, the parameters and the
-regional state are each declared once, as a table at the top of this module (name, unit,
-range or schema, description; entry types in :mod:`envs.layout`). The kernels index through
-named tuples made from the tables (``g[BUYERS.churn]``, ``obs[i, o + OBS.trust]``), which numba
-compiles as constants; the packed arrays, the spaces and :func:`info_layout` are built from the
-same tables; ``tests/test_layout.py`` checks the rest (the info kernel's running offset, the env
-manual's tables) against them. To add a parameter: a row in its table, a field in the scenario
-schema (:mod:`envs.scenario`, which holds its allowed range) and a value in every scenario file.
+regional state are each declared once, as a table at the top of this module (entry types in
+:mod:`envs.layout`). The kernels index through named tuples made from the tables
+(``g[BUYERS.churn]``, ``obs[i, o + OBS.trust]``), which numba compiles as constants. To add a
+parameter: a row in its table, a field in the scenario schema (:mod:`envs.scenario`), a value
+with its source in the scenario files.
 """
 
 from __future__ import annotations
@@ -73,45 +95,53 @@ import numpy as np
 
 from envs.layout import Feature, InfoEntry, Lever, Param, StateField, group_indices, indices, names
 
+MODEL_VERSION = "2"
+"""The model's version: run folders record it and refuse to load a run made on another."""
+
 # ----------------------------------------------------------------------------- layouts
 # Every layout of the model is declared once here (entry types and what is generated from them:
 # envs/layout.py). They sit in the kernels' file on purpose: numba folds these indices into the
 # cached kernels, and only an edit of this file makes it recompile them.
 LEVER_TABLE: tuple[Lever, ...] = (
-    Lever("commission_waiver", "share of the standard commission waived (1 = zero commission)",
-          "`u * commission * G_last * season`", "sales"),
+    Lever("commission_rate", "commission charged, `u * rate_max` (null action: `reference_rate / rate_max`)",
+          "`(reference_rate - rate)^+ * G_3p` (the discount; 0 at or above the reference)", "price"),
     Lever("shipping_subsidy", "subsidy per order `u * subsidy_max` (1 = free shipping)",
-          "`u * subsidy_max * orders_last * season`", "sales"),
-    Lever("seller_grants", "free listings and onboarding grants", "`u * pool_max`", "pool"),
-    Lever("warehousing", "fulfilment capex (capacity from next quarter)", "`u * pool_max`", "pool"),
-    Lever("creator_incentives", "livestream and affiliate bonus pool", "`u * pool_max`", "pool"),
-    Lever("user_ads", "the platform's own marketing (geometric adstock)", "`u * pool_max`", "pool"),
-    Lever("private_label", "share `u * private_label_max` of traffic steered to own products",
-          "0 (paid in GMV and trust)", "free"),
+          "`u * subsidy_max * orders_served`", "sales"),
+    Lever("seller_grants", "free listings and onboarding grants", "`u * pool_max * live`", "pool"),
+    Lever("warehousing", "platform fulfilment capex (capacity from next quarter)", "`u * pool_max * live`", "pool"),
+    Lever("creator_incentives", "livestream and affiliate bonus pool", "`u * pool_max * live`", "pool"),
+    Lever("user_ads", "the platform's own marketing (geometric adstock)", "`u * pool_max * live`", "pool"),
+    Lever("private_label", "push of own products; their GMV share `pl_max * c(u)`, concave", "0 (paid in GMV and trust)", "free"),
 )
 LEVER = indices("LEVER", LEVER_TABLE)
 LEVERS: tuple[str, ...] = names(LEVER_TABLE)
 N_LEVERS = len(LEVERS)
-WAIVER, SHIPPING, PRIVATE_LABEL = LEVER.commission_waiver, LEVER.shipping_subsidy, LEVER.private_label
+RATE, SHIPPING, PRIVATE_LABEL = LEVER.commission_rate, LEVER.shipping_subsidy, LEVER.private_label
+WAIVER = RATE  # the v1 name of lever 0, kept for callers that index it
 POOL_LEVERS = tuple(k for k, lever in enumerate(LEVER_TABLE) if lever.kind == "pool")
 SPEND_LEVERS = tuple(k for k, lever in enumerate(LEVER_TABLE) if lever.kind != "free")
+CASH_LEVERS = tuple(k for k, lever in enumerate(LEVER_TABLE) if lever.kind in ("sales", "pool"))
 # the kernels loop over these as ranges
 assert POOL_LEVERS == tuple(range(POOL_LEVERS[0], POOL_LEVERS[-1] + 1)), "pool levers must be contiguous"
 assert SPEND_LEVERS == tuple(range(SPEND_LEVERS[-1] + 1)), "spend levers must come first"
+assert CASH_LEVERS == tuple(range(1, SPEND_LEVERS[-1] + 1)), "cash levers follow the commission rate"
 
 REGION_FEATURE_TABLE: tuple[Feature, ...] = (
     Feature("buyer_penetration", "buyers / users (penetration)", "share", 0.0, 1.0),
     Feature("selection", "selection index `Hill(S/S_half; n) / Hill(S_pot/S_half; n)` (S-shaped in sellers)", "index", 0.0, 1.0),
     Feature("creator_strength", "creator strength `C / (C + C_half)`", "index", 0.0, 1.0),
     Feature("user_saturation", "users / user ceiling", "share", 0.0, 1.0),
-    Feature("capacity_cover", "capacity cover `K / (orders * season) / 2`", "ratio / 2, clipped", 0.0, 1.0),
+    Feature("capacity_cover", "capacity / last quarter's demand (both de-seasonalised) / 2", "ratio / 2, clipped", 0.0, 1.0),
     Feature("livestream", "livestream affinity / its ceiling", "share", 0.0, 1.0),
     Feature("trust", "seller trust", "index", 0.0, 1.0),
     Feature("ad_reach", "ad reach of the ad stock", "share", 0.0, 1.0),
-    Feature("shopping_share", "last quarter's shopping-start share (the start value at reset)", "share", 0.0, 1.0),
+    Feature("shopping_share", "shopping-start share (a stock; the start value at reset)", "share", 0.0, 1.0),
     Feature("genz_habit", "Gen Z habit stock", "index", 0.0, 1.0),
-    Feature("suspension_left", "suspension quarters left / suspension length (visible before the decision)", "share", 0.0, 1.0),
+    Feature("suspension_left", "suspension quarters left / suspension length (visible before the decision)", "share, clipped", 0.0, 1.0),
     Feature("run_rate_vs_target", "region's annualised run rate / the scenario's target ($20B)", "ratio, clipped", 0.0, 2.0),
+    Feature("reference_rate", "next quarter's reference commission rate / rate_max", "share", 0.0, 1.0),
+    Feature("attention", "attention, the media stock", "index", 0.0, 1.0),
+    Feature("platform_fulfilment", "share of capacity the platform runs (warehousing)", "share", 0.0, 1.0),
 )
 GLOBAL_FEATURE_TABLE: tuple[Feature, ...] = (
     Feature("time_left", "quarters left / horizon", "share", 0.0, 1.0),
@@ -119,6 +149,7 @@ GLOBAL_FEATURE_TABLE: tuple[Feature, ...] = (
     Feature("quarter_cap_left", "this quarter's cap / per-quarter cap", "share", 0.0, 1.0),
     Feature("next_season", "next quarter's season multiplier - 1", "multiplier - 1", -0.1, 0.2),
     Feature("spent_vs_total", "spent / total budget (above 1 only in soft mode)", "ratio, clipped", 0.0, 2.0),
+    Feature("quarter_of_year", "calendar quarter of the next quarter: (Q - 1) / 3", "share", 0.0, 1.0),
 )
 OBS = indices("OBS", REGION_FEATURE_TABLE)
 OBS_GLOBAL = indices("OBS_GLOBAL", GLOBAL_FEATURE_TABLE)
@@ -133,37 +164,49 @@ INFO_TABLE: tuple[InfoEntry, ...] = (
     InfoEntry("gmv", None, float, "$B", "GMV this quarter (third party plus private label)"),
     InfoEntry("gmv_run_rate", None, float, "$B a year", "annualised GMV, de-seasonalised"),
     InfoEntry("gmv_by_region", "region", float, "$B", "GMV this quarter"),
-    InfoEntry("cost", None, float, "$B", "spent this quarter, after any projection"),
-    InfoEntry("cost_by_lever", "lever", float, "$B", "spent this quarter, summed over regions"),
+    InfoEntry("cost", None, float, "$B", "incentive spend this quarter, `cash_spend + commission_discount` (what budgets limit)"),
+    InfoEntry("cost_by_lever", "lever", float, "$B", "cost this quarter, summed over regions (the discount under `commission_rate`)"),
     InfoEntry("cost_limit", None, float, "$B", "this quarter's cap, `min(per_quarter, budget_remaining)` before spending"),
     InfoEntry("budget_remaining", None, float, "$B", "budget left after this quarter"),
-    InfoEntry("cost_total", None, float, "$B", "spent so far"),
-    InfoEntry("cost_limit_exceeded", None, bool, "", "spent > `budget.total` (soft mode only)"),
+    InfoEntry("cost_total", None, float, "$B", "cost so far"),
+    InfoEntry("cost_limit_exceeded", None, bool, "", "cost so far > `budget.total` (soft mode only)"),
+    InfoEntry("cash_spend", None, float, "$B", "paid out: shipping, grants, warehousing, creators, ads"),
+    InfoEntry("commission_discount", None, float, "$B", "commission given up below the reference rates"),
+    InfoEntry("revenue", None, float, "$B", "commission charged, shop ads and private-label margin"),
+    InfoEntry("net_burn", None, float, "$B", "`cash_spend - revenue`"),
+    InfoEntry("objective_value", None, float, "$B", "this quarter's value of the scenario's objective (GMV, revenue or contribution)"),
+    InfoEntry("terminal_value", None, float, "$B", "value of the business left at the horizon (last step only, else 0)"),
+    InfoEntry("orders", "region", float, "M", "orders served this quarter"),
+    InfoEntry("orders_lost", "region", float, "M", "orders demanded but not served (capacity)"),
     InfoEntry("shopping_start_share", "region", float, "share", "share of online shoppers starting here"),
     InfoEntry("buyers", "region", float, "M", "active buyers"),
     InfoEntry("sellers", "region", float, "k", "active sellers"),
     InfoEntry("creators", "region", float, "k", "selling creators"),
-    InfoEntry("suspended", "region", bool, "", "region suspended next quarter"),
-    InfoEntry("revenue", None, float, "$B", "commission, shop ads and private-label margin this quarter"),
+    InfoEntry("suspended", "region", bool, "", "part of the region was dark this quarter (suspension or not yet launched)"),
     InfoEntry("clipped_actions", None, int, "count", "action entries outside [-1, 1], clipped"),
     InfoEntry("quarter", None, int, "quarters", "quarters played"),
+    InfoEntry("quarter_label", None, str, "", "calendar quarter just played, e.g. `2023Q1` (at reset: the start state's)"),
 )
 """The scalar entries of a market's ``info``, in the order of the info table
-(:func:`fill_info_market` writes them in this order; a test checks each against the step's
-outputs). ``lever_intensity`` (an array per market) is kept beside the table."""
+(:func:`fill_info_market` writes them in this order). ``lever_intensity`` and
+``spend_by_region_lever`` (arrays ``(n_regions, n_levers)`` per market) are kept beside the table."""
+
+OBJECTIVES: tuple[str, ...] = ("gmv", "revenue", "contribution")
+"""Objective kinds, in the order of the code ``g[EPISODE.objective_kind]``."""
 
 _PARAMS_BY_GROUP: dict[str, tuple[tuple[str, str, str], ...]] = {
     "attr": (
         ("w_selection", "weight", "weight of selection in attractiveness"),
         ("w_shipping", "weight", "weight of the shipping subsidy (times selection)"),
-        ("w_fee", "weight", "weight of the commission waiver (times selection)"),
-        ("w_speed", "weight", "weight of delivery speed"),
+        ("w_fee", "weight", "weight of the commission discount (times selection)"),
+        ("w_speed", "weight", "weight of platform-run (fast) fulfilment"),
         ("w_live", "weight", "weight of livestream content"),
-        ("w_private_label", "weight", "attractiveness lost per unit private-label share"),
+        ("w_private_label", "weight", "demand per unit private-label share and unit of appeal above 1"),
         ("shipping_ec", "ratio", "Hill half-point of subsidy / shipping cost"),
-        ("fee_ec", "share", "half-point of the waiver's concave effect"),
+        ("fee_ec", "share", "half-point of the discount's concave effect"),
         ("hill_ec", "ratio", "Hill half-point of pool spend / pool_max"),
         ("selection_slope", "slope", "Hill slope of selection in sellers (>1: critical mass)"),
+        ("private_label_ec", "share", "half-point of the private label's concave share"),
     ),
     "buyers": (
         ("bass_p", "per quarter", "Bass innovation"),
@@ -171,20 +214,22 @@ _PARAMS_BY_GROUP: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("ad_lift", "multiplier", "innovation multiplier at full ad reach"),
         ("churn", "per quarter", "buyer churn at zero attractiveness"),
         ("loyalty", "per unit attr", "churn reduction per unit attractiveness"),
-        ("share_sensitivity", "logit slope", "slope of the shopping-start logit in attractiveness"),
+        ("share_rate", "per quarter", "adjustment of the shopping-start share toward its target"),
         ("genz_imitation", "multiplier", "Gen Z imitation multiplier"),
         ("habit_rate", "per quarter", "Gen Z habit stock adjustment"),
         ("habit_loyalty", "share", "Gen Z churn reduction at full habit"),
         ("base_orders", "multiplier", "intercept of the orders multiplier"),
         ("spill", "share", "share of orders over capacity still served"),
+        ("attention_weight", "elasticity", "innovation's response to attention relative to the start"),
     ),
     "sellers": (
         ("join_rate", "per quarter", "organic seller join rate"),
         ("grant_rate", "per quarter", "extra join rate at full grant pool"),
         ("buyer_elasticity", "elasticity", "elasticity of joins to buyer penetration"),
-        ("reference_penetration", "share", "buyer penetration at which the pull is 1"),
-        ("commission_drag", "per unit commission", "join reduction per unit commission"),
-        ("churn", "per quarter", "seller churn at full trust"),
+        ("reference_penetration", "share", "buyer penetration at which the pulls are 1"),
+        ("commission_drag", "per unit rate", "join reduction per unit commission rate charged"),
+        ("rate_churn", "per unit rate", "extra churn per unit rate above the reference"),
+        ("churn", "per quarter", "seller churn at full trust and the reference penetration"),
         ("trust_churn", "multiplier", "extra churn multiplier at zero trust"),
         ("suspended_churn", "per quarter", "extra churn while suspended"),
     ),
@@ -198,12 +243,15 @@ _PARAMS_BY_GROUP: dict[str, tuple[tuple[str, str, str], ...]] = {
     "platform": (
         ("ad_decay", "per quarter", "geometric adstock theta"),
         ("trust_recovery", "per quarter", "trust recovery toward 1"),
-        ("trust_hit", "per quarter", "trust lost at full private-label push"),
-        ("capacity_depreciation", "per quarter", "capacity depreciation"),
-        ("capacity_organic", "per order", "seller-built capacity per served order"),
-        ("capex_per_order", "$ per order/quarter", "capex per unit of capacity"),
-        ("shop_ads_rate", "share of GMV", "shop-ads revenue"),
+        ("trust_hit", "per quarter", "trust lost at full private-label push (times u^2)"),
+        ("warehouse_depreciation", "per quarter", "platform warehousing depreciation"),
+        ("logistics_rate", "per quarter", "3PL capacity added per unit of last quarter's unmet demand"),
+        ("logistics_depreciation", "per quarter", "3PL capacity depreciation"),
+        ("capex_per_order", "$ per order/quarter", "warehousing capex per unit of capacity"),
+        ("shop_ads_max", "share of GMV", "shop-ads revenue at full selection"),
         ("private_label_margin", "share", "margin on private-label GMV"),
+        ("attention_rate", "per quarter", "attention adjustment toward creators' content"),
+        ("attention_draw", "share", "attention drawn by shoppable content at full selection"),
     ),
     "": (
         ("demand_sigma", "log sd", "demand shock per quarter (0 when deterministic)"),
@@ -212,13 +260,16 @@ _PARAMS_BY_GROUP: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("hard_budget", "flag", "1: spend is projected onto the cap; 0: soft mode"),
         ("horizon", "quarters", "quarters in an episode"),
         ("start_quarter", "quarter index", "calendar quarter of the first step, 0-based"),
+        ("start_serial", "quarters", "year * 4 + start_quarter of the first step (for quarter labels)"),
         ("target_run_rate", "$B a year", "the strategic GMV goal"),
+        ("objective_kind", "code", "0 gmv, 1 revenue, 2 contribution (revenue - cash_spend)"),
+        ("terminal_value", "quarters", "quarters of the final quarter's de-seasonalised objective added to the last reward"),
     ),
 }
 GLOBAL_PARAM_TABLE: tuple[Param, ...] = tuple(
     Param(group, name, unit, description) for group, rows in _PARAMS_BY_GROUP.items() for name, unit, description in rows
 )
-"""The scalar coefficients, in the order of :attr:`Params.packed`'s vector ``g``."""
+"""The scalar coefficients, in the order of the last axis of :attr:`Params.packed`'s ``g``."""
 ATTR = group_indices("ATTR", GLOBAL_PARAM_TABLE, "attr")
 BUYERS = group_indices("BUYERS", GLOBAL_PARAM_TABLE, "buyers")
 SELLERS = group_indices("SELLERS", GLOBAL_PARAM_TABLE, "sellers")
@@ -236,22 +287,42 @@ REGION_PARAM_TABLE: tuple[Param, ...] = (
     Param("region", "creators_half", "k", "live half-point"),
     Param("region", "aov", "$", "average order value"),
     Param("region", "livestream_max", "share", "livestream affinity ceiling"),
-    Param("region", "commission", "share", "standard commission rate"),
+    Param("region", "reference_rate", "share", "the commission rate sellers expect (events can change it)"),
+    Param("region", "rate_max", "share", "commission rate at full intensity of lever 0"),
     Param("region", "shipping_cost", "$ per order", "shipping cost"),
     Param("region", "subsidy_max", "$ per order", "subsidy at full shipping intensity"),
     Param("region", "pool_max", "$B per quarter", "cost of a pool lever at full intensity"),
     Param("region", "shopping_share", "share", "shopping-start share at the start"),
-    Param("region", "private_label_max", "share", "traffic share at full private-label push"),
-    Param("region", "private_label_appeal", "ratio", "GMV per $ of displaced third-party demand"),
+    Param("region", "share_max", "share", "ceiling of the shopping-start share (competitors keep the rest)"),
+    Param("region", "private_label_max", "share", "private label's GMV share at full push"),
+    Param("region", "private_label_appeal", "ratio", "demand for the label relative to the sellers' goods it displaces"),
     Param("region", "suspension_hazard", "per quarter", "suspension hazard (0 when deterministic)"),
-    Param("region", "suspension_quarters", "quarters", "length of a suspension"),
-    Param("region", "suspension_share", "share", "share of the region's demand shut off"),
-    Param("derived", "attr0", "index", "attractiveness of the start state at zero levers"),
+    Param("region", "suspension_quarters", "quarters", "length of a random suspension"),
+    Param("region", "suspension_share", "share", "share of the region's demand a random suspension shuts off"),
+    Param("derived", "scripted_dark", "share", "share of the region dark this quarter by a scripted suspension"),
+    Param("derived", "scripted_left", "quarters", "quarters of scripted suspension left, this one included"),
+    Param("derived", "launched", "flag", "1 once the region's shop is live (scripted launch)"),
+    Param("derived", "attr0", "index", "attractiveness of the start state under the null action"),
     Param("derived", "order_rate", "orders per buyer", "base order rate f0 = orders_per_buyer / (base_orders + attr0)"),
-    Param("derived", "share_logit0", "logit", "logit of the start shopping-start share"),
+    Param("derived", "share_c", "attr^2", "competitors' attraction in the share target, set by the start share"),
     Param("derived", "selection_norm", "ratio", "1 / Hill(S_pot/S_half; n): selection is 1 at the seller ceiling"),
+    Param("derived", "seller_capacity", "M orders per k sellers", "sellers' own fulfilment per seller, set by the start headroom"),
+    Param("derived", "attention0", "index", "attention of the start state"),
+    # reciprocals and products the kernels multiply by (a division costs ~15 multiplications)
+    Param("derived", "inv_reference_rate", "1/share", "1 / reference_rate (0 if the reference is 0)"),
+    Param("derived", "inv_rate_max", "1/share", "1 / rate_max"),
+    Param("derived", "subsidy_ratio", "ratio", "subsidy_max / shipping_cost"),
+    Param("derived", "inv_pool", "1/$B", "1 / pool_max (0 if 0)"),
+    Param("derived", "inv_shopping_share", "1/share", "1 / shopping_share"),
+    Param("derived", "inv_attention0", "1/index", "1 / attention0"),
+    Param("derived", "aov_b", "$B per M orders", "aov / 1000"),
+    Param("derived", "subsidy_b", "$B per M orders", "subsidy_max / 1000"),
+    Param("derived", "inv_users_max", "1/M", "1 / users_max"),
+    Param("derived", "inv_sellers_half", "1/k", "1 / sellers_half"),
+    Param("derived", "inv_livestream_max", "1/share", "1 / livestream_max (0 if 0)"),
+    Param("derived", "warehouse_per_intensity", "M orders/quarter", "capacity a full warehousing pool adds: pool_max * 1000 / capex_per_order"),
 )
-"""The per-region coefficients, in the row order of :attr:`Params.packed`'s array ``rg``."""
+"""The per-region coefficients, in the row order of the third axis of :attr:`Params.packed`'s ``rg``."""
 REGION = indices("REGION", REGION_PARAM_TABLE)
 
 STATE_TABLE: tuple[StateField, ...] = (
@@ -261,28 +332,31 @@ STATE_TABLE: tuple[StateField, ...] = (
     StateField("habit", "index", "Gen Z habit stock in [0, 1]"),
     StateField("sellers", "k", "active sellers S"),
     StateField("creators", "k", "selling creators C"),
-    StateField("capacity", "M orders/quarter", "fulfilment capacity K"),
+    StateField("warehouse", "M orders/quarter", "platform warehousing capacity W (de-seasonalised)"),
+    StateField("logistics", "M orders/quarter", "third-party logistics capacity P (de-seasonalised)"),
     StateField("livestream", "share", "livestream affinity L"),
     StateField("trust", "index", "seller trust T"),
     StateField("adstock", "$B", "ad stock A"),
-    StateField("orders", "M per quarter", "last quarter's served orders O"),
-    StateField("gmv_3p", "$B", "last quarter's third-party GMV G"),
+    StateField("attention", "index", "attention E, the media stock"),
+    StateField("orders", "M per quarter", "last quarter's served orders"),
+    StateField("demand", "M per quarter", "last quarter's demand, de-seasonalised"),
     StateField("gmv_region", "$B", "last quarter's GMV"),
-    StateField("suspended", "quarters", "quarters of suspension left X"),
+    StateField("suspended", "quarters", "quarters of random suspension left X"),
     StateField("selection", "index", "selection index of S (computed once a quarter)"),
-    StateField("share", "share", "last quarter's shopping-start share"),
+    StateField("share", "share", "shopping-start share (a stock)"),
 )
 """The per-region state, in the row order of :attr:`State.regional`."""
 F = indices("F", STATE_TABLE)
 REGIONAL_FIELDS: tuple[str, ...] = names(STATE_TABLE)
 
-compiled = numba.njit(cache=True, nogil=True, error_model="numpy")
+_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+compiled = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
 """Compiled, cached on disk, IEEE semantics (x/0 gives inf or nan as in numpy, never raises).
 
 Every kernel that calls the model's compiled functions lives in this module: numba invalidates
 a cached kernel only when its own file changes, so a kernel elsewhere would keep running an
 old copy of the model after an edit here."""
-per_market_kernel = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+per_market_kernel = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always", fastmath=_FAST)
 """As :data:`compiled`, for the per-market bodies the loop kernels call: inlined into each caller
 (a call passing a dozen arrays per market costs as much as the market's arithmetic)."""
 
@@ -295,7 +369,7 @@ def hill(x, ec):
 
 @compiled
 def fee_effect(u, ec):
-    """Concave effect of the commission waiver share ``u``: ``u (1 + ec) / (u + ec)``, 0 at 0, 1 at 1."""
+    """Concave curve ``u (1 + ec) / (u + ec)``: 0 at 0, 1 at 1 (the discount's effect, the private label's share)."""
     return u * (1.0 + ec) / (u + ec)
 
 
@@ -331,7 +405,7 @@ def _selection(sellers, sellers_half, norm, slope):
 
 def selection_norm(region: dict, slope: float) -> np.ndarray:
     """``(1 + x_pot) / x_pot`` with ``x_pot = (S_pot/S_half)^n``: selection is 1 at the seller ceiling."""
-    x_pot = (region["sellers_potential"] / region["sellers_half"]) ** slope
+    x_pot = (np.asarray(region["sellers_potential"]) / np.asarray(region["sellers_half"])) ** slope
     return (1.0 + x_pot) / x_pot
 
 
@@ -340,14 +414,33 @@ def selection_index(sellers: np.ndarray, region: dict, slope: float) -> np.ndarr
     return _selection(sellers, region["sellers_half"], selection_norm(region, slope), slope)
 
 
+# ----------------------------------------------------------------------------- parameters
+class Event(NamedTuple):
+    """A scripted event compiled from a scenario (:mod:`envs.scenario` validates them).
+
+    ``t``: quarter index (0 = the first quarter played); ``region``: region index, or -1 for a
+    scalar parameter; ``kind``: ``"suspend"`` (``value`` = share, ``quarters``), ``"reference_rate"``
+    (``value``), ``"launch"`` or ``"set"`` (``target`` = ``(group, name)`` of a parameter table
+    entry, ``value``: from quarter ``t`` on).
+    """
+
+    t: int
+    region: int
+    kind: str
+    value: float = 0.0
+    quarters: int = 0
+    target: tuple[str, str] = ("", "")
+
+
 @dataclass(frozen=True)
 class Params:
     """Scenario parameters as arrays (built by :meth:`envs.scenario.Scenario.to_params`).
 
     ``region`` maps each per-region field of the scenario to an array of shape ``(R,)``;
     ``attr``, ``buyers``, ``sellers``, ``creators`` and ``platform`` map coefficient names to
-    floats. Derived quantities (start attractiveness, order rate, selection norm) and the packed
-    arrays the kernels read (``derived["g"]``, ``derived["rg"]``) are computed once here.
+    floats. ``start_year`` and ``start_quarter`` (0-based) name the first quarter played;
+    ``events`` are compiled into per-quarter schedules. Derived quantities and the packed arrays
+    the kernels read (:attr:`packed`) are computed once here.
     """
 
     region_names: tuple[str, ...]
@@ -368,42 +461,30 @@ class Params:
     creators: dict
     platform: dict
     region: dict
+    start_year: int = 2023
+    objective_kind: int = 0
+    terminal_value: float = 0.0
+    events: tuple = ()
     derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        r, a = self.region, self.attr
-        norm = selection_norm(r, a["selection_slope"])
-        sel0 = _selection(r["sellers"], r["sellers_half"], norm, a["selection_slope"])
-        speed0 = np.minimum(1.0, r["capacity_headroom"])
-        live0 = r["livestream_affinity"] * r["creators"] / (r["creators"] + r["creators_half"])
-        attr0 = a["w_selection"] * sel0 + a["w_speed"] * speed0 + a["w_live"] * live0
         object.__setattr__(self, "derived", {})  # a fresh dict: dataclasses.replace must not share it
-        self.derived.update(
-            attr0=attr0,
-            order_rate=r["orders_per_buyer"] / (self.buyers["base_orders"] + attr0),
-            share_logit0=np.log(r["shopping_share"] / (1.0 - r["shopping_share"])),
-            selection_norm=norm,
-            selection0=sel0,
-        )
-        groups = {"attr": self.attr, "buyers": self.buyers, "sellers": self.sellers, "creators": self.creators, "platform": self.platform}
-        g = [groups[p.group][p.name] if p.group else getattr(self, p.name) for p in GLOBAL_PARAM_TABLE]
-        per_region = {
-            **r,
-            "suspension_hazard": self.suspension_hazard,
-            "suspension_quarters": self.suspension_quarters,
-            "suspension_share": self.suspension_share,
-            **self.derived,
-        }
-        self.derived["g"] = np.array(g, dtype=np.float64)
-        self.derived["rg"] = np.array([np.broadcast_to(per_region[k], (self.n_regions,)) for k in names(REGION_PARAM_TABLE)], dtype=np.float64)
+        g, rg = _schedules(self)
+        start, derived0 = _start_regional(self, rg[0])
+        self.derived.update(derived0)
+        for name in ("attr0", "order_rate", "share_c", "seller_capacity", "attention0"):
+            rg[:, getattr(REGION, name)] = derived0[name]  # calibrated on the start, the same every quarter
+        rg[:, REGION.inv_attention0] = 1.0 / derived0["attention0"]
+        self.derived["g"], self.derived["rg"] = g[None], rg[None]
         self.derived["season"] = np.asarray(self.season, dtype=np.float64)
-        self.derived["start"] = _start_regional(self)
+        self.derived["start"] = start[None]
         self.derived["packed"] = (self.derived["g"], self.derived["rg"], self.derived["season"])
         self.derived["info_entries"] = sum(1 if sub is None else len(sub) for _, sub, _ in info_layout(self.region_names))
 
     @property
     def packed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(g, rg, season)``: scalar coefficients, per-region coefficients ``(K, R)``, season (4,)."""
+        """``(g, rg, season)``: scalar coefficients ``(P, T, G)``, per-region coefficients
+        ``(P, T, K, R)`` (parameter sets x quarters), season (4,)."""
         return self.derived["packed"]
 
     @property
@@ -418,8 +499,141 @@ class Params:
     def obs_dim(self) -> int:
         return self.n_regions * N_REGION_FEATURES + N_GLOBAL_FEATURES
 
+    @property
+    def objective(self) -> str:
+        return OBJECTIVES[self.objective_kind]
+
     def season_at(self, t: np.ndarray) -> np.ndarray:
         return self.season[(self.start_quarter + t) % 4]
+
+    def quarter_label(self, t: int) -> str:
+        """Calendar label of quarter index ``t`` (0 = the first quarter played, -1 = the start state's)."""
+        return serial_label(self.start_year * 4 + self.start_quarter + int(t))
+
+    def schedule(self, name: str, param_set: int = 0) -> np.ndarray:
+        """A per-region parameter's schedule, shape ``(horizon, R)`` (events applied)."""
+        return self.derived["rg"][param_set, :, getattr(REGION, name)]
+
+
+def serial_label(serial: int) -> str:
+    """``year * 4 + quarter_index`` to ``"2023Q1"``."""
+    serial = int(serial)
+    return f"{serial // 4}Q{serial % 4 + 1}"
+
+
+_GROUP_OF = {"attr": "attr", "buyers": "buyers", "sellers": "sellers", "creators": "creators", "platform": "platform"}
+
+
+def _schedules(p: Params) -> tuple[np.ndarray, np.ndarray]:
+    """The per-quarter parameter arrays of one parameter set, events applied: ``g`` ``(T, G)``
+    and ``rg`` ``(T, K, R)``."""
+    T, R = p.horizon, p.n_regions
+    groups = {"attr": p.attr, "buyers": p.buyers, "sellers": p.sellers, "creators": p.creators, "platform": p.platform}
+    scalars = {
+        "demand_sigma": p.demand_sigma, "budget_per_quarter": p.budget_per_quarter, "budget_total": p.budget_total,
+        "hard_budget": float(p.hard_budget), "horizon": p.horizon, "start_quarter": p.start_quarter,
+        "start_serial": p.start_year * 4 + p.start_quarter,
+        "target_run_rate": p.target_run_rate, "objective_kind": p.objective_kind, "terminal_value": p.terminal_value,
+    }
+    g0 = np.array([groups[q.group][q.name] if q.group else scalars[q.name] for q in GLOBAL_PARAM_TABLE], dtype=np.float64)
+    per_region = {
+        **p.region,
+        "suspension_hazard": p.suspension_hazard,
+        "suspension_quarters": p.suspension_quarters,
+        "suspension_share": p.suspension_share,
+    }
+    rg0 = np.zeros((len(REGION_PARAM_TABLE), R))
+    for k, q in enumerate(REGION_PARAM_TABLE):
+        if q.group == "region":
+            rg0[k] = np.broadcast_to(np.asarray(per_region[q.name], dtype=np.float64), (R,))
+    rg0[REGION.launched] = 1.0
+    g = np.repeat(g0[None], T, axis=0)
+    rg = np.repeat(rg0[None], T, axis=0)
+    for e in sorted(p.events, key=lambda e: e.t):
+        j, t = e.region, e.t
+        if e.kind == "suspend":
+            end = min(T, t + e.quarters)
+            rg[t:end, REGION.scripted_dark, j] = np.maximum(rg[t:end, REGION.scripted_dark, j], e.value)
+            for q in range(t, end):
+                rg[q, REGION.scripted_left, j] = max(rg[q, REGION.scripted_left, j], end - q)
+        elif e.kind == "reference_rate":
+            rg[t:, REGION.reference_rate, j] = e.value
+        elif e.kind == "launch":
+            rg[:t, REGION.launched, j] = 0.0
+        elif e.kind == "set":
+            group, name = e.target
+            if group == "region":
+                rg[t:, getattr(REGION, name), j] = e.value
+            else:
+                g[t:, GLOBAL_PARAM_TABLE.index(next(q for q in GLOBAL_PARAM_TABLE if q.group == group and q.name == name))] = e.value
+        else:  # pragma: no cover - the scenario schema admits no other kind
+            raise ValueError(f"unknown event kind {e.kind!r}")
+    # quantities derived from each quarter's parameters
+    slope = g[:, ATTR.selection_slope][:, None]
+    x_pot = (rg[:, REGION.sellers_potential] / rg[:, REGION.sellers_half]) ** slope
+    rg[:, REGION.selection_norm] = (1.0 + x_pot) / x_pot
+
+    def inverse(x: np.ndarray) -> np.ndarray:
+        return np.divide(1.0, x, out=np.zeros_like(x), where=x > 0.0)
+
+    rg[:, REGION.inv_reference_rate] = inverse(rg[:, REGION.reference_rate])
+    rg[:, REGION.inv_rate_max] = inverse(rg[:, REGION.rate_max])
+    rg[:, REGION.subsidy_ratio] = rg[:, REGION.subsidy_max] / rg[:, REGION.shipping_cost]
+    rg[:, REGION.inv_pool] = inverse(rg[:, REGION.pool_max])
+    rg[:, REGION.inv_shopping_share] = 1.0 / rg[:, REGION.shopping_share]
+    rg[:, REGION.aov_b] = rg[:, REGION.aov] / 1000.0
+    rg[:, REGION.subsidy_b] = rg[:, REGION.subsidy_max] / 1000.0
+    rg[:, REGION.inv_users_max] = 1.0 / rg[:, REGION.users_max]
+    rg[:, REGION.inv_sellers_half] = 1.0 / rg[:, REGION.sellers_half]
+    rg[:, REGION.inv_livestream_max] = inverse(rg[:, REGION.livestream_max])
+    rg[:, REGION.warehouse_per_intensity] = rg[:, REGION.pool_max] * 1000.0 / g[:, PLATFORM.capex_per_order][:, None]
+    return g, rg
+
+
+def _start_regional(p: Params, rq: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The calibrated start of one market's regional state ``(F, R)`` (no randomness), and the
+    derived per-region rates written into ``rq`` (quarter 0's row of every quarter's array).
+
+    The start state is the quarter before the first step (its orders and GMV carry that
+    quarter's season), so run rates and cover ratios are consistent from step 0.
+    """
+    r, a, b = p.region, p.attr, p.buyers
+    slope = a["selection_slope"]
+    season_prev = p.season[(p.start_quarter - 1) % 4]
+    sel0 = _selection(r["sellers"], r["sellers_half"], rq[REGION.selection_norm], slope)
+    content0 = r["creators"] / (r["creators"] + r["creators_half"])
+    live0 = r["livestream_affinity"] * content0
+    attr0 = a["w_selection"] * sel0 + a["w_live"] * live0  # null action, no platform fulfilment yet
+    share0 = r["shopping_share"]
+    attention0 = content0 * (1.0 - p.platform["attention_draw"] * sel0)
+    orders_ds = r["buyers"] * r["orders_per_buyer"]  # de-seasonalised orders of the start quarter
+    derived = dict(
+        attr0=attr0,
+        order_rate=r["orders_per_buyer"] / (b["base_orders"] + attr0),
+        share_c=attr0 * attr0 * (np.asarray(r["share_max"]) / share0 - 1.0),
+        seller_capacity=r["capacity_headroom"] * orders_ds / r["sellers"],
+        attention0=attention0,
+    )
+    start = np.empty((len(REGIONAL_FIELDS), p.n_regions))
+    start[F.users] = r["users"]
+    start[F.buyers_genz] = r["buyers"] * r["genz_buyer_share"]
+    start[F.buyers_older] = r["buyers"] * (1.0 - r["genz_buyer_share"])
+    start[F.habit] = 0.0
+    start[F.sellers] = r["sellers"]
+    start[F.creators] = r["creators"]
+    start[F.warehouse] = 0.0
+    start[F.logistics] = 0.0
+    start[F.livestream] = r["livestream_affinity"]
+    start[F.trust] = 1.0
+    start[F.adstock] = 0.0
+    start[F.attention] = attention0
+    start[F.orders] = orders_ds * season_prev
+    start[F.demand] = orders_ds
+    start[F.gmv_region] = orders_ds * season_prev * r["aov"] / 1000.0
+    start[F.suspended] = 0.0
+    start[F.selection] = sel0
+    start[F.share] = share0
+    return start, {**derived, "selection0": sel0}
 
 
 # ----------------------------------------------------------------------------- state
@@ -428,11 +642,10 @@ class State:
     """State of ``n`` markets; every array has a leading ``n``.
 
     ``regional`` ``(n, len(REGIONAL_FIELDS), R)`` holds the per-region quantities of
-    :data:`STATE_TABLE`, in its order (users, buyers by cohort, sellers, creators, capacity, ...;
-    the selection index and the shopping-start share are kept so that they are computed once a
-    quarter). Each is also an attribute (``state.sellers``, shape ``(n, R)``, a view: assigning to
-    it writes into ``regional``). Per market: quarter index ``t``, budget remaining and spent so
-    far ($B); and the episode's pre-drawn random numbers (``shock_z``, ``suspend_u``, shape
+    :data:`STATE_TABLE`; each is also an attribute (``state.sellers``, shape ``(n, R)``, a view:
+    assigning to it writes into ``regional``). Per market: quarter index ``t`` (quarters played),
+    parameter set ``param_set`` (an index into :attr:`Params.packed`), budget remaining and spent
+    so far ($B); and the episode's pre-drawn random numbers (``shock_z``, ``suspend_u``, shape
     ``(n, horizon, R)``).
     """
 
@@ -442,6 +655,7 @@ class State:
     spent: np.ndarray
     shock_z: np.ndarray
     suspend_u: np.ndarray
+    param_set: np.ndarray
 
     @property
     def n(self) -> int:
@@ -450,6 +664,11 @@ class State:
     @property
     def buyers(self) -> np.ndarray:
         return self.buyers_genz + self.buyers_older
+
+    @property
+    def capacity(self) -> np.ndarray:
+        """Fulfilment capacity outside sellers' own, de-seasonalised: warehousing plus 3PL (M orders/quarter)."""
+        return self.warehouse + self.logistics
 
     def copy(self) -> "State":
         return replace(self, **{f.name: getattr(self, f.name).copy() for f in fields(self)})
@@ -475,36 +694,6 @@ def _regional_property(k: int, name: str) -> property:
 
 for _k, _name in enumerate(REGIONAL_FIELDS):
     setattr(State, _name, _regional_property(_k, _name))
-
-
-def _start_regional(params: "Params") -> np.ndarray:
-    """The calibrated start (no randomness) of one market's regional state, ``(F, R)``.
-
-    The start state describes the quarter before the first step (its orders and GMV carry that
-    quarter's season), so run rates and cover ratios are consistent from step 0.
-    """
-    r = params.region
-    season_prev = params.season[(params.start_quarter - 1) % 4]
-    season0 = params.season[params.start_quarter]
-    orders0 = r["buyers"] * r["orders_per_buyer"] * season_prev
-    start = np.empty((len(REGIONAL_FIELDS), params.n_regions))
-    start[F.users] = r["users"]
-    start[F.buyers_genz] = r["buyers"] * r["genz_buyer_share"]
-    start[F.buyers_older] = r["buyers"] * (1.0 - r["genz_buyer_share"])
-    start[F.habit] = 0.0
-    start[F.sellers] = r["sellers"]
-    start[F.creators] = r["creators"]
-    start[F.capacity] = orders0 / season_prev * season0 * r["capacity_headroom"]
-    start[F.livestream] = r["livestream_affinity"]
-    start[F.trust] = 1.0
-    start[F.adstock] = 0.0
-    start[F.orders] = orders0
-    start[F.gmv_3p] = orders0 * r["aov"] / 1000.0
-    start[F.gmv_region] = orders0 * r["aov"] / 1000.0
-    start[F.suspended] = 0.0
-    start[F.selection] = params.derived["selection0"]
-    start[F.share] = r["shopping_share"]
-    return start
 
 
 class RandomSources(NamedTuple):
@@ -559,325 +748,524 @@ def draw_uniforms(params: "Params", rngs: "list[np.random.Generator] | RandomSou
 
 
 @compiled
-def _start_kernel(start, u, regional, shock_z, suspend_u):
-    """Fill the start state of every market: the calibrated start and the episode's numbers.
+def _start_kernel(start, param_set, u, regional, shock_z, suspend_u):
+    """Fill the start state of every market: its parameter set's calibrated start and the
+    episode's numbers.
 
     Demand shocks are standard normals by the Box-Muller transform of the first two thirds of
     ``u``; suspension draws are its last third.
     """
     n, _, horizon, R = u.shape
-    F = start.shape[0]
+    nf = start.shape[1]
     for i in range(n):
-        for f in range(F):
+        p = param_set[i]
+        for f in range(nf):
             for j in range(R):
-                regional[i, f, j] = start[f, j]
+                regional[i, f, j] = start[p, f, j]
         for q in range(horizon):
             for j in range(R):
                 shock_z[i, q, j] = np.sqrt(-2.0 * np.log1p(-u[i, 0, q, j])) * np.cos(2.0 * np.pi * u[i, 1, q, j])
                 suspend_u[i, q, j] = u[i, 2, q, j]
 
 
-def start_state(params: "Params", u: np.ndarray) -> State:
-    """Start state of ``n`` markets from one episode's uniforms each, ``u`` of shape ``(n, 3, horizon, R)``."""
+def start_state(params: "Params", u: np.ndarray, param_set: np.ndarray | None = None) -> State:
+    """Start state of ``n`` markets from one episode's uniforms each, ``u`` of shape ``(n, 3, horizon, R)``.
+
+    ``param_set``: each market's parameter set (default all 0).
+    """
     n = u.shape[0]
     shape = (n, params.horizon, params.n_regions)
+    sets = np.zeros(n, dtype=np.int64) if param_set is None else np.ascontiguousarray(param_set, dtype=np.int64)
+    g = params.derived["g"]
     state = State(
         regional=np.empty((n, len(REGIONAL_FIELDS), params.n_regions)),
         t=np.zeros(n, dtype=np.int64),
-        budget_remaining=np.full(n, params.budget_total),
+        budget_remaining=g[sets, 0, EPISODE.budget_total].copy(),
         spent=np.zeros(n),
         shock_z=np.empty(shape),
         suspend_u=np.empty(shape),
+        param_set=sets,
     )
-    _start_kernel(params.derived["start"], u, state.regional, state.shock_z, state.suspend_u)
+    _start_kernel(params.derived["start"], sets, u, state.regional, state.shock_z, state.suspend_u)
     return state
 
 
-def init_state(params: "Params", rngs: "list[np.random.Generator] | RandomSources") -> State:
-    """Start state of ``len(rngs)`` markets (the calibrated 2023Q1 start), one generator each,
+def init_state(params: "Params", rngs: "list[np.random.Generator] | RandomSources", param_set: np.ndarray | None = None) -> State:
+    """Start state of ``len(rngs)`` markets (the scenario's calibrated start), one generator each,
     with one episode's random numbers from each (:func:`draw_uniforms`)."""
-    return start_state(params, draw_uniforms(params, rngs))
+    return start_state(params, draw_uniforms(params, rngs), param_set)
 
 
 # ----------------------------------------------------------------------------- kernels
 @compiled
-def _season(season, g, t):
+def _season(season, gq, t):
     """Season multiplier of quarter index ``t`` (``t = -1`` is the quarter before the start)."""
-    return season[(int(g[EPISODE.start_quarter]) + t + 4) % 4]
+    return season[(int(gq[EPISODE.start_quarter]) + t + 4) % 4]
 
 
 @compiled
-def _cap(g, remaining):
+def _cap(gq, remaining):
     """This quarter's spending cap in $B: ``min(per_quarter, budget_remaining)``."""
-    return min(g[EPISODE.budget_per_quarter], remaining)
+    return min(gq[EPISODE.budget_per_quarter], remaining)
+
+
+# rows of per_market
+(M_GMV, M_RUN_RATE, M_COST, M_CAP, M_REVENUE, M_REMAINING, M_SPENT, M_CASH, M_DISCOUNT, M_NET_BURN,
+ M_OBJECTIVE, M_TERMINAL, M_REWARD) = range(13)
+N_MARKET_OUT = 13
+# rows of per_region: outputs, then the kernels' scratch (quantities a quarter computes once and
+# the demand side reads at every trial of the hard-budget scale factor)
+(P_GMV, P_SHARE, P_ATTR, P_NEW_BUYERS, P_NEW_SELLERS, P_ORDERS, P_LOST, P_DARK, P_GMV_3P, P_DEMAND,
+ P_SHOCK, P_LIVE, P_CAPACITY, P_ATTR_BASE, P_PL, P_IMITATION, P_INNOVATION, P_CONTENT, P_PL_DEMAND) = range(19)
+N_REGION_OUT = 19
 
 
 @per_market_kernel
-def _lever_costs_one(rg, reg, i, season, u, cost):
-    """Costs of market ``i``'s intensities ``u[i]`` (``(R, L)``), written to ``cost[i]``; returns their total."""
+def _prepare_market(gq, rq, regional, i, shock, per_region):
+    """The parts of market ``i``'s quarter that do not depend on the intensities' scale: dark and
+    live shares, the demand shock ``shock(j)``-style factor given in ``shock[j]``, capacity
+    (de-seasonalised), the attractiveness terms not driven by cash levers, the private label's
+    share and the Bass rates' fixed factors, written to the scratch rows of ``per_region``."""
+    R = regional.shape[2]
+    for j in range(R):
+        dark = rq[REGION.scripted_dark, j]
+        if regional[i, F.suspended, j] > 0.0 and rq[REGION.suspension_share, j] > dark:
+            dark = rq[REGION.suspension_share, j]
+        if rq[REGION.launched, j] <= 0.0:
+            dark = 1.0
+        per_region[P_DARK, i, j] = dark
+        per_region[P_LIVE, i, j] = 1.0 - dark
+        per_region[P_SHOCK, i, j] = shock[j]
+        sellers, creators, users = regional[i, F.sellers, j], regional[i, F.creators, j], regional[i, F.users, j]
+        platform = regional[i, F.warehouse, j]
+        capacity_ds = rq[REGION.seller_capacity, j] * sellers + platform + regional[i, F.logistics, j]
+        fast = platform / capacity_ds if capacity_ds > 0.0 else 0.0
+        content = creators / (creators + rq[REGION.creators_half, j])
+        u_pl = per_region[P_PL, i, j]  # the caller put the private-label intensity here
+        pl = rq[REGION.private_label_max, j] * fee_effect(u_pl, gq[ATTR.private_label_ec])
+        per_region[P_CAPACITY, i, j] = capacity_ds
+        per_region[P_CONTENT, i, j] = content
+        per_region[P_PL, i, j] = pl
+        per_region[P_ATTR_BASE, i, j] = (
+            gq[ATTR.w_selection] * regional[i, F.selection, j]
+            + gq[ATTR.w_speed] * fast
+            + gq[ATTR.w_live] * regional[i, F.livestream, j] * content
+        )
+        # the label's appeal acts on demand: a label people want adds orders, one they do not loses them
+        per_region[P_PL_DEMAND, i, j] = max(0.0, 1.0 + gq[ATTR.w_private_label] * pl * (rq[REGION.private_label_appeal, j] - 1.0))
+        per_region[P_IMITATION, i, j] = gq[BUYERS.bass_q] * (regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]) / users
+        attention = 1.0 + gq[BUYERS.attention_weight] * (regional[i, F.attention, j] * rq[REGION.inv_attention0, j] - 1.0)
+        per_region[P_INNOVATION, i, j] = gq[BUYERS.bass_p] * attention * rq[REGION.inv_shopping_share, j]
+
+
+@per_market_kernel
+def _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region):
+    """Market ``i``'s demand side of the quarter with every cash lever and the discount below the
+    reference scaled by ``k``: writes the applied intensities ``u[i]``, their costs ``cost[i]``
+    (this quarter's volume), buyers, ad stock and share into ``new[i]`` and the per-region
+    outputs; returns the total cost. :func:`_prepare_market` must have filled the scratch rows.
+
+    Runs once when the budget does not bind and a few times when it does (:func:`step_market`
+    solves ``cost(k) = cap``); everything after demand is computed once, at the final ``k``.
+    """
+    R = u_in.shape[1]
     total = 0.0
-    for j in range(u.shape[1]):
-        cost[i, j, WAIVER] = u[i, j, WAIVER] * (rg[REGION.commission, j] * reg[i, F.gmv_3p, j] * season)
-        cost[i, j, SHIPPING] = u[i, j, SHIPPING] * (rg[REGION.subsidy_max, j] / 1000.0 * reg[i, F.orders, j] * season)
+    for j in range(R):
+        live = per_region[P_LIVE, i, j]
+        ref, rate_max = rq[REGION.reference_rate, j], rq[REGION.rate_max, j]
+        rate = u_in[i, j, RATE] * rate_max
+        if abs(rate - ref) <= 1e-6 * rate_max:
+            rate = ref  # the null action, through a float32 action, charges the reference exactly
+        elif rate < ref:
+            rate = ref - k * (ref - rate)
+        u[i, j, RATE] = rate * rq[REGION.inv_rate_max, j]
+        for lever in range(SHIPPING, LEVER.user_ads + 1):
+            u[i, j, lever] = k * u_in[i, j, lever]
+        u[i, j, PRIVATE_LABEL] = u_in[i, j, PRIVATE_LABEL]
+        u_ship = u[i, j, SHIPPING]
+        pool = rq[REGION.pool_max, j]
+        sel = regional[i, F.selection, j]
+        disc = ref - rate if rate < ref else 0.0
+
+        # attractiveness: the cash-driven terms on top of the prepared ones
+        ship = hill(u_ship * rq[REGION.subsidy_ratio, j], gq[ATTR.shipping_ec])
+        fee = fee_effect(disc * rq[REGION.inv_reference_rate, j], gq[ATTR.fee_ec])
+        attr = per_region[P_ATTR_BASE, i, j] + sel * (gq[ATTR.w_shipping] * ship + gq[ATTR.w_fee] * fee)
+        attr = max(attr, 0.0)
+
+        # ad stock, shopping-start share (a stock bounded by competitors)
+        adstock = u[i, j, LEVER.user_ads] * pool * live + gq[PLATFORM.ad_decay] * regional[i, F.adstock, j]
+        reach = hill(adstock * rq[REGION.inv_pool, j], gq[ATTR.hill_ec])
+        a2 = attr * attr
+        target = rq[REGION.share_max, j] * a2 / (a2 + rq[REGION.share_c, j])
+        share = regional[i, F.share, j] + gq[BUYERS.share_rate] * (target - regional[i, F.share, j])
+
+        # buyers, Bass in two cohorts, in the live share only
+        innovation = per_region[P_INNOVATION, i, j] * (1.0 + gq[BUYERS.ad_lift] * reach) * share
+        imitation = per_region[P_IMITATION, i, j] * attr
+        churn = gq[BUYERS.churn] * (1.0 - gq[BUYERS.loyalty] * min(attr, 1.0))
+        users = regional[i, F.users, j]
+        bg, bo = regional[i, F.buyers_genz, j], regional[i, F.buyers_older, j]
+        users_genz = users * rq[REGION.genz_share, j]
+        users_older = users - users_genz
+        new_genz = (innovation + gq[BUYERS.genz_imitation] * imitation) * max(users_genz - bg, 0.0) * live
+        new_older = (innovation + imitation) * max(users_older - bo, 0.0) * live
+        churn_genz = churn * (1.0 - gq[BUYERS.habit_loyalty] * regional[i, F.habit, j])
+        bg_next = min(bg * (1.0 - churn_genz) + new_genz, users_genz)
+        bo_next = min(bo * (1.0 - churn) + new_older, users_older)
+
+        # orders against capacity that follows the season
+        demand = (bg_next + bo_next) * rq[REGION.order_rate, j] * (gq[BUYERS.base_orders] + attr) * per_region[P_PL_DEMAND, i, j] * se * per_region[P_SHOCK, i, j] * live
+        capacity = per_region[P_CAPACITY, i, j] * se
+        served = min(demand, capacity) + gq[BUYERS.spill] * max(demand - capacity, 0.0)
+        gmv = served * rq[REGION.aov_b, j]
+        gmv_3p = gmv * (1.0 - per_region[P_PL, i, j])
+
+        # this quarter's costs, on this quarter's volume; nothing billed into a dark share
+        cost[i, j, RATE] = disc * gmv_3p
+        cost[i, j, SHIPPING] = u_ship * rq[REGION.subsidy_b, j] * served
+        subtotal = cost[i, j, RATE] + cost[i, j, SHIPPING]
         for lever in range(LEVER.seller_grants, LEVER.user_ads + 1):
-            cost[i, j, lever] = u[i, j, lever] * rg[REGION.pool_max, j]
+            cost[i, j, lever] = u[i, j, lever] * pool * live
+            subtotal += cost[i, j, lever]
         cost[i, j, PRIVATE_LABEL] = 0.0
-        for lever in range(N_LEVERS):
-            total += cost[i, j, lever]
+        total += subtotal
+
+        new[i, F.buyers_genz, j] = bg_next
+        new[i, F.buyers_older, j] = bo_next
+        new[i, F.adstock, j] = adstock
+        new[i, F.share, j] = share
+        per_region[P_GMV, i, j] = gmv
+        per_region[P_GMV_3P, i, j] = gmv_3p
+        per_region[P_SHARE, i, j] = share
+        per_region[P_ATTR, i, j] = attr
+        per_region[P_NEW_BUYERS, i, j] = new_genz + new_older
+        per_region[P_ORDERS, i, j] = served
+        per_region[P_LOST, i, j] = demand - served
+        per_region[P_DEMAND, i, j] = demand
     return total
 
 
-@compiled
-def _lever_costs_kernel(g, rg, season, regional, t, u, cost):
-    for i in range(u.shape[0]):
-        _lever_costs_one(rg, regional, i, _season(season, g, t[i]), u, cost)
+@per_market_kernel
+def _solve_budget(gq, rq, se, regional, i, u_in, cap, u, cost, new, per_region):
+    """The quarter's demand side and its total cost, in hard mode scaled so the cost is the cap.
 
-
-M_GMV, M_RUN_RATE, M_COST, M_CAP, M_REVENUE, M_REMAINING, M_SPENT = range(7)  # rows of per_market
-P_GMV, P_SHARE, P_ATTR, P_NEW_BUYERS, P_NEW_SELLERS = range(5)  # rows of per_region
+    Cost is increasing in the common scale factor ``k`` (more subsidy, more served volume) and
+    nearly ``a k + b k^2`` (pools are linear in ``k``, volume costs are ``k`` times a volume that
+    grows slowly with ``k``). When the requested intensities cost ``C1 > cap``: a pass at
+    ``k = cap / C1`` (feasible), then the root of the quadratic through ``(0, 0)``, that point and
+    ``(1, C1)``, then secant steps bracketed in ``[0, 1]`` until ``cost = cap (1 - 2e-10)`` to
+    1e-10 (typically three passes in all; the bracket's feasible end if it ever fails). The
+    arrays are left holding the pass at the final ``k``.
+    """
+    if gq[EPISODE.hard_budget] > 0.0 and cap <= 0.0:
+        return _demand_pass(gq, rq, se, regional, i, u_in, 0.0, u, cost, new, per_region)
+    c1 = _demand_pass(gq, rq, se, regional, i, u_in, 1.0, u, cost, new, per_region)
+    if gq[EPISODE.hard_budget] <= 0.0 or c1 <= cap:
+        return c1
+    target = cap * (1.0 - 2e-10)
+    tol = 1e-10 * cap
+    k0 = target / c1
+    c0 = _demand_pass(gq, rq, se, regional, i, u_in, k0, u, cost, new, per_region)
+    if abs(c0 - target) <= tol:
+        return c0
+    lo, hi = 0.0, 1.0
+    if c0 < target:
+        lo = k0
+    else:
+        hi = k0
+    # the quadratic a k + b k^2 through (k0, c0) and (1, c1)
+    b = (c0 - c1 * k0) / (k0 * (k0 - 1.0)) if 0.0 < k0 < 1.0 else 0.0
+    a = c1 - b
+    disc = a * a + 4.0 * b * target
+    x = 2.0 * target / (a + np.sqrt(disc)) if disc > 0.0 and a + np.sqrt(disc) > 0.0 else 0.5 * (lo + hi)
+    x0, f0 = k0, c0 - target
+    for _ in range(40):
+        if not (lo < x < hi):
+            x = 0.5 * (lo + hi)
+        f = _demand_pass(gq, rq, se, regional, i, u_in, x, u, cost, new, per_region) - target
+        if abs(f) <= tol:
+            return f + target
+        if f < 0.0:
+            lo = x
+        else:
+            hi = x
+        x_next = x - f * (x - x0) / (f - f0) if f != f0 else 0.5 * (lo + hi)
+        x0, f0, x = x, f, x_next
+    return _demand_pass(gq, rq, se, regional, i, u_in, lo, u, cost, new, per_region)
 
 
 @per_market_kernel
-def step_market(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u_in,
+def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
                 new, new_t, u, cost, per_market, per_region, i):
-    """Market ``i``'s quarter (the equations of :func:`step`).
+    """Market ``i``'s quarter (the equations of the module docstring).
 
-    Reads the state arrays and the requested intensities ``u_in`` at row ``i``; writes the new
-    regional state ``new[i]`` and quarter ``new_t[i]``, the applied intensities ``u[i]`` and their
-    costs ``cost[i]``, ``per_market[:, i]`` (rows ``M_*``: GMV, run rate, cost, cap, revenue,
-    budget remaining, spent) and ``per_region[:, i]`` (rows ``P_*``). ``u`` may be ``u_in``.
+    Reads the state arrays and the requested intensities ``u_in`` at row ``i`` and the market's
+    parameters at its quarter; writes the new regional state ``new[i]`` and quarter ``new_t[i]``,
+    the applied intensities ``u[i]`` and their costs ``cost[i]``, ``per_market[:, i]`` (rows
+    ``M_*``) and ``per_region[:, i]`` (rows ``P_*``). ``u`` must not be ``u_in``.
     """
     R = u_in.shape[1]
-    horizon = int(g[EPISODE.horizon])
-    sigma = g[EPISODE.demand_sigma]
-    se = _season(season, g, t[i])
+    gp = g[param_set[i]]
+    horizon = gp.shape[0]
     tc = min(t[i], horizon - 1)
-    cap = _cap(g, remaining[i])
+    gq = gp[tc]
+    rq = rg[param_set[i], tc]
+    sigma = gq[EPISODE.demand_sigma]
+    se = _season(season, gq, t[i])
+    inv_se = 1.0 / se
+    cap = _cap(gq, remaining[i])
     per_market[M_CAP, i] = cap
-    # costs, known before the quarter, and the exact hard-budget projection
+    shock = per_region[P_SHOCK, i]  # a view, filled here
     for j in range(R):
-        for lever in range(N_LEVERS):
-            u[i, j, lever] = u_in[i, j, lever]
-    total = _lever_costs_one(rg, regional, i, se, u, cost)
-    if g[EPISODE.hard_budget] > 0.0 and total > cap:
-        k = cap / max(total, 1e-300)
-        total = 0.0
-        for j in range(R):
-            for lever in range(WAIVER, LEVER.user_ads + 1):  # the spend levers; private label costs nothing
-                u[i, j, lever] *= k
-                cost[i, j, lever] *= k
-                total += cost[i, j, lever]
+        shock[j] = np.exp(sigma * shock_z[i, tc, j] - 0.5 * sigma * sigma) if sigma > 0.0 else 1.0
+        per_region[P_PL, i, j] = u_in[i, j, PRIVATE_LABEL]
+    _prepare_market(gq, rq, regional, i, shock, per_region)
+    total = _solve_budget(gq, rq, se, regional, i, u_in, cap, u, cost, new, per_region)
     per_market[M_COST, i] = total
     spent_i = spent[i] + total
 
     gmv_i = 0.0
     revenue_i = 0.0
+    discount_i = 0.0
+    hill_ec = gq[ATTR.hill_ec]
+    ref_pen = gq[SELLERS.reference_penetration]
+    inv_ref_pen = 1.0 / ref_pen
     for j in range(R):
-        # Suspension: the share of demand that is dark this quarter. Incentives paid into
-        # the dark share buy nothing (the shop is closed there), but they are still paid for.
-        dark = rg[REGION.suspension_share, j] if regional[i, F.suspended, j] > 0.0 else 0.0
-        live_share = 1.0 - dark
-        u_waive = u[i, j, WAIVER] * live_share
-        u_ship = u[i, j, SHIPPING] * live_share
-        u_grant = u[i, j, LEVER.seller_grants] * live_share
-        u_wh = u[i, j, LEVER.warehousing] * live_share
-        u_cre = u[i, j, LEVER.creator_incentives] * live_share
-        u_ads = u[i, j, LEVER.user_ads] * live_share
-        u_pl = u[i, j, PRIVATE_LABEL] * live_share
-        pool = rg[REGION.pool_max, j]
-        rho = u_pl * rg[REGION.private_label_max, j]
-        appeal = rg[REGION.private_label_appeal, j]
-        users, bg, bo = regional[i, F.users, j], regional[i, F.buyers_genz, j], regional[i, F.buyers_older, j]
-        sellers, creators, capacity = regional[i, F.sellers, j], regional[i, F.creators, j], regional[i, F.capacity, j]
+        dark = per_region[P_DARK, i, j]
+        live = per_region[P_LIVE, i, j]
+        users = regional[i, F.users, j]
+        sellers, creators = regional[i, F.sellers, j], regional[i, F.creators, j]
         livestream, trust = regional[i, F.livestream, j], regional[i, F.trust, j]
-        c_half = rg[REGION.creators_half, j]
-
-        # 1. attractiveness
+        ref = rq[REGION.reference_rate, j]
+        rate = u[i, j, RATE] * rq[REGION.rate_max, j]
         sel = regional[i, F.selection, j]
-        ship = hill(u_ship * rg[REGION.subsidy_max, j] / rg[REGION.shipping_cost, j], g[ATTR.shipping_ec])
-        speed = min(1.0, capacity / max(regional[i, F.orders, j] * se, 1e-9))
-        live = livestream * creators / (creators + c_half)
-        fee = fee_effect(u_waive, g[ATTR.fee_ec])
-        attr = (
-            g[ATTR.w_selection] * sel
-            + sel * (g[ATTR.w_shipping] * ship + g[ATTR.w_fee] * fee)
-            + g[ATTR.w_speed] * speed
-            + g[ATTR.w_live] * live
-            - g[ATTR.w_private_label] * rho * (1.0 - appeal)
+        attr = per_region[P_ATTR, i, j]
+        buyers = new[i, F.buyers_genz, j] + new[i, F.buyers_older, j]
+        gmv = per_region[P_GMV, i, j]
+        gmv_3p = per_region[P_GMV_3P, i, j]
+        demand_ds = per_region[P_DEMAND, i, j] * inv_se
+        content = per_region[P_CONTENT, i, j]
+
+        # money
+        gmv_i += gmv
+        discount_i += cost[i, j, RATE]
+        revenue_i += rate * gmv_3p + gq[PLATFORM.shop_ads_max] * sel * gmv + gq[PLATFORM.private_label_margin] * (gmv - gmv_3p)
+
+        # sellers: the buyer pull on joins is weak, buyers' pull on retention carries the flywheel
+        penetration = buyers / users
+        buyer_pull = _power(penetration * inv_ref_pen, gq[SELLERS.buyer_elasticity])
+        join = (gq[SELLERS.join_rate] * buyer_pull + gq[SELLERS.grant_rate] * hill(u[i, j, LEVER.seller_grants], hill_ec)) * max(
+            0.0, 1.0 - gq[SELLERS.commission_drag] * rate
         )
-        attr = max(attr, 0.0)
-
-        # 2. ad stock and reach
-        adstock = u_ads * pool + g[PLATFORM.ad_decay] * regional[i, F.adstock, j]
-        reach = hill(adstock / max(pool, 1e-12), g[ATTR.hill_ec])
-
-        # 3. shopping-start share
-        share = 1.0 / (1.0 + np.exp(-(rg[REGION.share_logit0, j] + g[BUYERS.share_sensitivity] * (attr - rg[REGION.attr0, j]))))
-
-        # 4. buyers (two cohorts)
-        innovation = g[BUYERS.bass_p] * (1.0 + g[BUYERS.ad_lift] * reach) * (share / rg[REGION.shopping_share, j])
-        churn_base = g[BUYERS.churn] * max(0.0, 1.0 - g[BUYERS.loyalty] * attr)
-        users_genz = users * rg[REGION.genz_share, j]
-        users_older = users - users_genz
-        penetration = (bg + bo) / users
-        new_genz = (innovation + g[BUYERS.genz_imitation] * g[BUYERS.bass_q] * attr * penetration) * max(users_genz - bg, 0.0)
-        new_older = (innovation + g[BUYERS.bass_q] * attr * penetration) * max(users_older - bo, 0.0)
-        new_genz *= live_share
-        new_older *= live_share
-        churn_genz = churn_base * (1.0 - g[BUYERS.habit_loyalty] * regional[i, F.habit, j])
-        bg_next = min(bg * (1.0 - churn_genz) + new_genz, users_genz)
-        bo_next = min(bo * (1.0 - churn_base) + new_older, users_older)
-        habit = regional[i, F.habit, j] + g[BUYERS.habit_rate] * (min(attr, 1.0) - regional[i, F.habit, j])
-
-        # 5. orders and capacity
-        shock = np.exp(sigma * shock_z[i, tc, j] - 0.5 * sigma * sigma)
-        demand = (bg_next + bo_next) * rg[REGION.order_rate, j] * (g[BUYERS.base_orders] + attr) * se * shock * live_share
-        served = min(demand, capacity) + g[BUYERS.spill] * max(demand - capacity, 0.0)
-
-        # 6. GMV and revenue
-        gmv_3p = served * rg[REGION.aov, j] * (1.0 - rho) / 1000.0
-        gmv_pl = served * rg[REGION.aov, j] * rho * appeal / 1000.0
-        gmv_j = gmv_3p + gmv_pl
-        gmv_i += gmv_j
-        take = rg[REGION.commission, j] * (1.0 - u_waive)
-        revenue_i += take * gmv_3p + g[PLATFORM.private_label_margin] * gmv_pl
-
-        # 7. sellers
-        buyer_pull = _power((bg_next + bo_next) / users / g[SELLERS.reference_penetration], g[SELLERS.buyer_elasticity])
-        join = (g[SELLERS.join_rate] * buyer_pull + g[SELLERS.grant_rate] * hill(u_grant, g[ATTR.hill_ec])) * max(0.0, 1.0 - g[SELLERS.commission_drag] * take)
-        seller_churn = g[SELLERS.churn] * (1.0 + g[SELLERS.trust_churn] * (1.0 - trust)) + g[SELLERS.suspended_churn] * dark
-        joined = join * (rg[REGION.sellers_potential, j] - sellers) * live_share
+        retention = 2.0 * ref_pen / (ref_pen + penetration)
+        seller_churn = (
+            gq[SELLERS.churn] * retention * (1.0 + gq[SELLERS.trust_churn] * (1.0 - trust))
+            + gq[SELLERS.rate_churn] * max(rate - ref, 0.0)
+            + gq[SELLERS.suspended_churn] * dark
+        )
+        joined = join * (rq[REGION.sellers_potential, j] - sellers) * live
         sellers_next = sellers * (1.0 - min(seller_churn, 1.0)) + joined
-        sellers_next = min(max(sellers_next, 1e-6), rg[REGION.sellers_potential, j])
+        sellers_next = min(max(sellers_next, 1e-6), rq[REGION.sellers_potential, j])
 
-        # 8. creators
-        affinity = livestream / max(rg[REGION.livestream_max, j], 1e-9)
-        c_join = (g[CREATORS.join_rate] + g[CREATORS.pool_rate] * hill(u_cre, g[ATTR.hill_ec])) * (0.25 + 0.75 * affinity)
-        creators_next = creators * (1.0 - g[CREATORS.churn]) + c_join * (rg[REGION.creators_potential, j] - creators)
-        creators_next = min(max(creators_next, 1e-6), rg[REGION.creators_potential, j])
-
-        # 9. livestream affinity
-        activity = creators / (creators + c_half)
-        livestream_next = livestream + g[CREATORS.live_rate] * activity * (rg[REGION.livestream_max, j] - livestream)
-
-        # 10. trust
-        trust_next = min(max(trust + g[PLATFORM.trust_recovery] * (1.0 - trust) - g[PLATFORM.trust_hit] * u_pl, 0.0), 1.0)
-
-        # 11. capacity (capex adds capacity from next quarter)
-        capacity_next = (
-            capacity * (1.0 - g[PLATFORM.capacity_depreciation]) + g[PLATFORM.capacity_organic] * served + u_wh * pool * 1000.0 / g[PLATFORM.capex_per_order]
+        # creators
+        affinity = livestream * rq[REGION.inv_livestream_max, j]
+        c_join = (gq[CREATORS.join_rate] + gq[CREATORS.pool_rate] * hill(u[i, j, LEVER.creator_incentives], hill_ec) * live) * (
+            0.25 + 0.75 * affinity
         )
+        creators_next = creators * (1.0 - gq[CREATORS.churn]) + c_join * (rq[REGION.creators_potential, j] - creators)
+        creators_next = min(max(creators_next, 1e-6), rq[REGION.creators_potential, j])
 
-        # 12. users
-        user_rate = g[CREATORS.user_boost] * creators / (creators + c_half)
-        users_next = users + rg[REGION.user_growth, j] * (1.0 + user_rate) * users * (1.0 - users / rg[REGION.users_max, j])
-        users_next = min(users_next, rg[REGION.users_max, j])
+        # livestream affinity, trust (a full private-label push costs four times a moderate one)
+        livestream_next = livestream + gq[CREATORS.live_rate] * content * (rq[REGION.livestream_max, j] - livestream)
+        u_pl = u[i, j, PRIVATE_LABEL]
+        trust_next = min(max(trust + gq[PLATFORM.trust_recovery] * (1.0 - trust) - gq[PLATFORM.trust_hit] * u_pl * u_pl * live, 0.0), 1.0)
 
-        # 13. suspensions for the next quarter
+        # capacity stocks, de-seasonalised: warehousing (one quarter's lag), 3PL following unmet demand
+        gap = demand_ds - per_region[P_CAPACITY, i, j]
+        warehouse_next = regional[i, F.warehouse, j] * (1.0 - gq[PLATFORM.warehouse_depreciation]) + (
+            u[i, j, LEVER.warehousing] * rq[REGION.warehouse_per_intensity, j] * live
+        )
+        logistics_next = regional[i, F.logistics, j] * (1.0 - gq[PLATFORM.logistics_depreciation]) + gq[PLATFORM.logistics_rate] * max(gap, 0.0)
+
+        # media: users grow with creator content; attention moves toward it, drawn on by shoppable content
+        user_rate = gq[CREATORS.user_boost] * content
+        users_next = users + rq[REGION.user_growth, j] * (1.0 + user_rate) * users * (1.0 - users * rq[REGION.inv_users_max, j])
+        users_next = min(users_next, rq[REGION.users_max, j])
+        attention = regional[i, F.attention, j]
+        attention_next = attention + gq[PLATFORM.attention_rate] * (content * (1.0 - gq[PLATFORM.attention_draw] * sel) - attention)
+        habit = regional[i, F.habit, j] + gq[BUYERS.habit_rate] * (min(attr, 1.0) - regional[i, F.habit, j])
+
+        # random suspensions for the next quarter
         if regional[i, F.suspended, j] > 0.0:
             suspended = regional[i, F.suspended, j] - 1.0
-        elif suspend_u[i, tc, j] < rg[REGION.suspension_hazard, j]:
-            suspended = rg[REGION.suspension_quarters, j]
+        elif suspend_u[i, tc, j] < rq[REGION.suspension_hazard, j]:
+            suspended = rq[REGION.suspension_quarters, j]
         else:
             suspended = 0.0
 
+        x = _power(sellers_next * rq[REGION.inv_sellers_half, j], gq[ATTR.selection_slope])
         new[i, F.users, j] = users_next
-        new[i, F.buyers_genz, j] = bg_next
-        new[i, F.buyers_older, j] = bo_next
         new[i, F.habit, j] = habit
         new[i, F.sellers, j] = sellers_next
         new[i, F.creators, j] = creators_next
-        new[i, F.capacity, j] = capacity_next
+        new[i, F.warehouse, j] = warehouse_next
+        new[i, F.logistics, j] = logistics_next
         new[i, F.livestream, j] = livestream_next
         new[i, F.trust, j] = trust_next
-        new[i, F.adstock, j] = adstock
-        new[i, F.orders, j] = served
-        new[i, F.gmv_3p, j] = gmv_3p
-        new[i, F.gmv_region, j] = gmv_j
+        new[i, F.attention, j] = attention_next
+        new[i, F.orders, j] = per_region[P_ORDERS, i, j]
+        new[i, F.demand, j] = demand_ds
+        new[i, F.gmv_region, j] = gmv
         new[i, F.suspended, j] = suspended
-        new[i, F.selection, j] = _selection(sellers_next, rg[REGION.sellers_half, j], rg[REGION.selection_norm, j], g[ATTR.selection_slope])
-        new[i, F.share, j] = share
-        per_region[P_GMV, i, j] = gmv_j
-        per_region[P_SHARE, i, j] = share
-        per_region[P_ATTR, i, j] = attr
-        per_region[P_NEW_BUYERS, i, j] = new_genz + new_older
+        new[i, F.selection, j] = x / (1.0 + x) * rq[REGION.selection_norm, j]
         per_region[P_NEW_SELLERS, i, j] = joined
 
+    cash_i = total - discount_i
     per_market[M_GMV, i] = gmv_i
-    per_market[M_REVENUE, i] = revenue_i + g[PLATFORM.shop_ads_rate] * gmv_i
-    per_market[M_RUN_RATE, i] = 4.0 * gmv_i / se
+    per_market[M_REVENUE, i] = revenue_i
+    per_market[M_CASH, i] = cash_i
+    per_market[M_DISCOUNT, i] = discount_i
+    per_market[M_NET_BURN, i] = cash_i - revenue_i
+    kind = gq[EPISODE.objective_kind]
+    objective = gmv_i if kind == 0.0 else (revenue_i if kind == 1.0 else revenue_i - cash_i)
+    terminal = gq[EPISODE.terminal_value] * objective * inv_se if t[i] + 1 == horizon else 0.0
+    per_market[M_OBJECTIVE, i] = objective
+    per_market[M_TERMINAL, i] = terminal
+    per_market[M_REWARD, i] = objective + terminal
+    per_market[M_RUN_RATE, i] = 4.0 * gmv_i * inv_se
     per_market[M_SPENT, i] = spent_i
-    per_market[M_REMAINING, i] = max(g[EPISODE.budget_total] - spent_i, 0.0)
+    per_market[M_REMAINING, i] = max(gq[EPISODE.budget_total] - spent_i, 0.0)
     new_t[i] = t[i] + 1
 
 
 @compiled
-def _step_kernel(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u_in,
+def _step_kernel(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
                  new, new_t, u, cost, per_market, per_region):
     for i in range(u_in.shape[0]):
-        step_market(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u_in,
+        step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
                     new, new_t, u, cost, per_market, per_region, i)
 
 
 @per_market_kernel
-def observe_market(g, rg, season, regional, t, remaining, spent, obs, i):
+def observe_market(g, rg, season, regional, t, param_set, remaining, spent, obs, i):
     """Write market ``i``'s observation into ``obs[i]`` (see :func:`observe`)."""
     R = regional.shape[2]
-    horizon, budget_q, budget_total = g[EPISODE.horizon], g[EPISODE.budget_per_quarter], g[EPISODE.budget_total]
-    se = _season(season, g, t[i])
-    se_prev = _season(season, g, t[i] - 1)
+    gp = g[param_set[i]]
+    horizon = gp.shape[0]
+    tc = min(t[i], horizon - 1)
+    gq, rq = gp[tc], rg[param_set[i], tc]
+    budget_q, budget_total = gq[EPISODE.budget_per_quarter], gq[EPISODE.budget_total]
+    se = _season(season, gq, t[i])
+    se_prev = _season(season, gq, t[i] - 1)
+    run_rate_scale = 4.0 / (gq[EPISODE.target_run_rate] * se_prev)
     for j in range(R):
         o = j * N_REGION_FEATURES
-        obs[i, o + OBS.buyer_penetration] = (regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]) / regional[i, F.users, j]
+        users, creators = regional[i, F.users, j], regional[i, F.creators, j]
+        own = rq[REGION.seller_capacity, j] * regional[i, F.sellers, j]
+        platform = regional[i, F.warehouse, j]
+        capacity_ds = own + platform + regional[i, F.logistics, j]
+        obs[i, o + OBS.buyer_penetration] = (regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]) / users
         obs[i, o + OBS.selection] = regional[i, F.selection, j]
-        obs[i, o + OBS.creator_strength] = regional[i, F.creators, j] / (regional[i, F.creators, j] + rg[REGION.creators_half, j])
-        obs[i, o + OBS.user_saturation] = regional[i, F.users, j] / rg[REGION.users_max, j]
-        obs[i, o + OBS.capacity_cover] = min(1.0, 0.5 * regional[i, F.capacity, j] / max(regional[i, F.orders, j] * se, 1e-9))
-        obs[i, o + OBS.livestream] = regional[i, F.livestream, j] / max(rg[REGION.livestream_max, j], 1e-9)
+        obs[i, o + OBS.creator_strength] = creators / (creators + rq[REGION.creators_half, j])
+        obs[i, o + OBS.user_saturation] = users * rq[REGION.inv_users_max, j]
+        obs[i, o + OBS.capacity_cover] = min(1.0, 0.5 * capacity_ds / max(regional[i, F.demand, j], 1e-9))
+        obs[i, o + OBS.livestream] = regional[i, F.livestream, j] * rq[REGION.inv_livestream_max, j]
         obs[i, o + OBS.trust] = regional[i, F.trust, j]
-        obs[i, o + OBS.ad_reach] = hill(regional[i, F.adstock, j] / max(rg[REGION.pool_max, j], 1e-12), g[ATTR.hill_ec])
+        pool = rq[REGION.pool_max, j]
+        obs[i, o + OBS.ad_reach] = hill(regional[i, F.adstock, j] * rq[REGION.inv_pool, j], gq[ATTR.hill_ec])
         obs[i, o + OBS.shopping_share] = regional[i, F.share, j]
         obs[i, o + OBS.genz_habit] = regional[i, F.habit, j]
-        obs[i, o + OBS.suspension_left] = regional[i, F.suspended, j] / rg[REGION.suspension_quarters, j]
-        obs[i, o + OBS.run_rate_vs_target] = min(4.0 / g[EPISODE.target_run_rate] * regional[i, F.gmv_region, j] / se_prev, 2.0)
+        left = max(regional[i, F.suspended, j], rq[REGION.scripted_left, j] if t[i] < horizon else 0.0)
+        obs[i, o + OBS.suspension_left] = min(1.0, left / rq[REGION.suspension_quarters, j])
+        obs[i, o + OBS.run_rate_vs_target] = min(run_rate_scale * regional[i, F.gmv_region, j], 2.0)
+        obs[i, o + OBS.reference_rate] = min(1.0, rq[REGION.reference_rate, j] * rq[REGION.inv_rate_max, j])
+        obs[i, o + OBS.attention] = regional[i, F.attention, j]
+        obs[i, o + OBS.platform_fulfilment] = platform / capacity_ds if capacity_ds > 0.0 else 0.0
     o = R * N_REGION_FEATURES
     obs[i, o + OBS_GLOBAL.time_left] = 1.0 - t[i] / horizon
     obs[i, o + OBS_GLOBAL.budget_left] = remaining[i] / budget_total
-    obs[i, o + OBS_GLOBAL.quarter_cap_left] = _cap(g, remaining[i]) / budget_q
+    obs[i, o + OBS_GLOBAL.quarter_cap_left] = _cap(gq, remaining[i]) / budget_q
     obs[i, o + OBS_GLOBAL.next_season] = se - 1.0
     obs[i, o + OBS_GLOBAL.spent_vs_total] = min(spent[i] / budget_total, 2.0)
+    obs[i, o + OBS_GLOBAL.quarter_of_year] = ((int(gq[EPISODE.start_quarter]) + t[i]) % 4) / 3.0
 
 
 @compiled
-def _observe_kernel(g, rg, season, regional, t, remaining, spent, obs):
+def _observe_kernel(g, rg, season, regional, t, param_set, remaining, spent, obs):
     for i in range(regional.shape[0]):
-        observe_market(g, rg, season, regional, t, remaining, spent, obs, i)
+        observe_market(g, rg, season, regional, t, param_set, remaining, spent, obs, i)
 
 
 # ----------------------------------------------------------------------------- Python face
-def lever_costs(params: Params, state: State, intensity: np.ndarray) -> np.ndarray:
-    """Cost of each lever this quarter in $B, shape ``(n, R, L)``, known before the quarter.
-
-    ``commission_waiver``: ``u * c_std * G * season`` (commission forgone on last quarter's
-    third-party GMV); ``shipping_subsidy``: ``u * s_max * O * season`` (per-order subsidy on last
-    quarter's orders); pool levers: ``u * pool_max``; ``private_label``: 0 (paid in GMV and trust).
-    Linear in the intensities, so a budget can be enforced exactly by scaling.
-    """
+def _check_intensity(params: Params, state: State, intensity: np.ndarray) -> np.ndarray:
     u = np.ascontiguousarray(intensity, dtype=np.float64)
     if u.shape != (state.n, params.n_regions, N_LEVERS):
         raise ValueError(f"intensity has shape {u.shape}; expected {(state.n, params.n_regions, N_LEVERS)}")
-    cost = np.empty_like(u)
-    _lever_costs_kernel(*params.packed, state.regional, state.t, u, cost)
+    if not np.all(np.isfinite(u)):
+        raise ValueError("intensity contains NaN or infinite values")
+    return u
+
+
+def lever_costs(params: Params, state: State, intensity: np.ndarray) -> np.ndarray:
+    """Cost of each lever this quarter in $B, shape ``(n, R, L)``, if ``intensity`` were played unscaled.
+
+    Volume-priced levers are billed on the quarter's own served volume, so this runs the
+    quarter's demand side: ``commission_rate`` the discount ``(reference - rate)^+ * G_3p``,
+    ``shipping_subsidy`` ``u * subsidy_max * served``, pool levers ``u * pool_max * live``,
+    ``private_label`` 0. For the intensities an env step applied (``info["lever_intensity"]``)
+    these are the costs it billed (``info["spend_by_region_lever"]``).
+    """
+    u_in = _check_intensity(params, state, intensity)
+    n, R = state.n, params.n_regions
+    u, cost = np.empty_like(u_in), np.empty_like(u_in)
+    scratch = np.empty_like(state.regional)
+    per_region = np.empty((N_REGION_OUT, n, R))
+    g, rg, season = params.packed
+    tc = np.minimum(state.t, params.horizon - 1)
+    shock = np.exp(g[state.param_set, tc, EPISODE.demand_sigma][:, None] * state.shock_z[np.arange(n), tc]
+                   - 0.5 * g[state.param_set, tc, EPISODE.demand_sigma][:, None] ** 2)
+    _lever_costs_with_shock(g, rg, season, state.regional, state.t, state.param_set, shock, u_in, u, cost, scratch, per_region)
     return cost
+
+
+@compiled
+def _lever_costs_with_shock(g, rg, season, regional, t, param_set, shock, u_in, u, cost, new, per_region):
+    for i in range(u_in.shape[0]):
+        gp = g[param_set[i]]
+        tc = min(t[i], gp.shape[0] - 1)
+        gq, rq = gp[tc], rg[param_set[i], tc]
+        for j in range(u_in.shape[1]):
+            per_region[P_PL, i, j] = u_in[i, j, PRIVATE_LABEL]
+        _prepare_market(gq, rq, regional, i, shock[i], per_region)
+        _demand_pass(gq, rq, _season(season, gq, t[i]), regional, i, u_in, 1.0, u, cost, new, per_region)
+
+
+def null_intensity(params: Params, t: int = 0, param_set: int = 0) -> np.ndarray:
+    """The null action's intensities ``(R, L)`` at quarter index ``t``: no incentives (every cash
+    lever 0, no private-label push) and the commission at the region's reference rate."""
+    rq = params.derived["rg"][param_set, min(max(int(t), 0), params.horizon - 1)]
+    u = np.zeros((params.n_regions, N_LEVERS))
+    u[:, RATE] = np.minimum(rq[REGION.reference_rate] / rq[REGION.rate_max], 1.0)
+    return u
+
+
+def null_plan(params: Params) -> np.ndarray:
+    """The null action for every quarter, ``(T, R, L)`` (reference rates may change by events)."""
+    return np.stack([null_intensity(params, t) for t in range(params.horizon)])
 
 
 def quarter_cap(params: Params, state: State) -> np.ndarray:
     """This quarter's spending cap in $B: ``min(per_quarter, budget_remaining)``."""
-    return np.minimum(params.budget_per_quarter, state.budget_remaining)
+    g = params.derived["g"]
+    tc = np.minimum(state.t, params.horizon - 1)
+    return np.minimum(g[state.param_set, tc, EPISODE.budget_per_quarter], state.budget_remaining)
 
 
-_MARKET_OUT = ("gmv", "run_rate", "cost", "cost_limit", "revenue")  # rows M_GMV ... M_REVENUE
-_REGION_OUT = ("gmv_region", "share", "attractiveness", "new_buyers", "new_sellers")  # rows P_*
+_MARKET_OUT = ("gmv", "run_rate", "cost", "cost_limit", "revenue", "budget_remaining", "spent", "cash_spend",
+               "commission_discount", "net_burn", "objective_value", "terminal_value", "reward")  # rows M_*
+_REGION_OUT = ("gmv_region", "share", "attractiveness", "new_buyers", "new_sellers", "orders", "orders_lost",
+               "dark", "gmv_3p", "demand")  # rows P_GMV ... P_DEMAND (the scratch rows after them are not outputs)
 
 
 def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, dict]:
@@ -885,51 +1273,19 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
 
     Returns the new state (the input is not modified) and the quarter's outputs, all arrays
     with a leading ``n``: ``gmv`` ($B), ``gmv_region`` (n, R), ``run_rate`` ($B a year,
-    de-seasonalised), ``cost`` ($B), ``cost_lever`` (n, R, L), ``cost_limit`` (the quarter's cap
-    before spending), ``revenue`` ($B), ``intensity`` (after any projection), ``share`` (n, R),
-    ``attractiveness``, ``new_buyers`` (M) and ``new_sellers`` (k) (gross acquisitions, (n, R)).
-
-    Before the quarter: costs (:func:`lever_costs`) against the cap
-    ``min(per_quarter, budget_remaining)``; in hard budget mode, when they exceed it, every spend
-    lever is scaled by ``k = cap / cost`` so that the cost equals the cap exactly (private label
-    costs nothing and is never scaled). Soft mode scales nothing.
-
-    One quarter, in order (the numbered steps of ``docs/model.md``):
-
-    1. attractiveness ``attr = w_sel*sel + sel*(w_ship*ship + w_fee*fee(u_waiver))
-       + w_speed*speed + w_live*live - w_pl*rho*(1 - appeal_pl)`` with ``sel`` the selection index,
-       ``ship = Hill(subsidy/ship_cost; ec_ship)``, ``speed = min(1, K/(O*season))``,
-       ``live = L*C/(C + C_half)``.
-    2. ad stock ``A = ads + theta*A`` (Robyn's geometric adstock), reach ``Hill(A/pool_max; ec)``.
-    3. shopping-start share: logit against fixed competitors,
-       ``logit(share) = logit(share0) + beta*(attr - attr0)`` (US share0 = 17%, Jungle Scout).
-    4. buyers, Bass diffusion per cohort (Gen Z imitates faster; its churn falls with a habit
-       stock that forms with attractiveness), ``new = (p*(1 + k_ad*reach)*share/share0 +
-       q*attr*B/U)*(U - B)``, churn ``d_B*(1 - loyalty*attr)``; no new buyers in the dark share
-       of a suspended region.
-    5. orders ``B*f0*(base + attr)*season*shock``, served ``min(O, K) + spill*max(O - K, 0)``.
-    6. GMV: third party ``served*AOV*(1 - rho)``, private label ``served*AOV*rho*appeal``;
-       revenue: commission charged, shop ads, private-label margin.
-    7. sellers: joins pulled by grants and by buyer penetration relative to a reference
-       (``(B/U / pen_ref) ** buyer_elasticity``: the buyer pull on sellers), net of commission, churn raised by low trust and by suspension.
-    8. creators: joins pulled by the creator pool, scaled by livestream affinity; churn.
-    9. livestream affinity moves toward ``L_max`` with creator activity.
-    10. trust recovers toward 1 and falls with the private-label push.
-    11. capacity depreciates, grows with sellers' own fulfilment and with warehousing capex
-        (used from the next quarter: a one-quarter lag).
-    12. users grow logistically toward ``U_max``, faster with creator content.
-    13. shocks: suspensions start from this quarter's draws and are visible before the next
-        decision; the demand shock of step 5 is log-normal with mean 1. While a share of a
-        region is suspended, the incentives paid into that share have no effect.
+    de-seasonalised), ``cost`` ($B, ``cash_spend + commission_discount``), ``cost_lever``
+    (n, R, L), ``cost_limit`` (the quarter's cap before spending), ``cash_spend``,
+    ``commission_discount``, ``revenue``, ``net_burn``, ``objective_value``, ``terminal_value``,
+    ``reward`` (their sum), ``intensity`` (after any projection), ``share``, ``attractiveness``,
+    ``new_buyers`` (M) and ``new_sellers`` (k) (gross acquisitions), ``orders`` and
+    ``orders_lost`` (M), ``dark`` (share of each region dark this quarter), ``gmv_3p``, ``demand``
+    (n, R). See the module docstring for the equations and the hard-budget projection.
     """
-    u = np.ascontiguousarray(intensity, dtype=np.float64)
-    n, R = state.n, params.n_regions
-    if u.shape != (n, R, N_LEVERS):
-        raise ValueError(f"intensity has shape {u.shape}; expected {(n, R, N_LEVERS)}")
+    u_in = _check_intensity(params, state, intensity)
     new, applied, cost, per_market, per_region = allocate_step(params, state)
     s = state
     _step_kernel(
-        *params.packed, s.regional, s.t, s.budget_remaining, s.spent, s.shock_z, s.suspend_u, u,
+        *params.packed, s.regional, s.t, s.param_set, s.budget_remaining, s.spent, s.shock_z, s.suspend_u, u_in,
         new.regional, new.t, applied, cost, per_market, per_region,
     )
     return new, _outputs(per_market, per_region, applied, cost)
@@ -937,9 +1293,9 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
 
 def allocate_step(params: Params, state: State) -> tuple[State, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Uninitialised outputs of one step of ``state``: the new state (sharing the episode's
-    random numbers), applied intensities, their costs, ``per_market`` and ``per_region``."""
+    random numbers and parameter sets), applied intensities, their costs, ``per_market`` and ``per_region``."""
     n, R = state.n, params.n_regions
-    per_market = np.empty((7, n))
+    per_market = np.empty((N_MARKET_OUT, n))
     new = State(
         regional=np.empty_like(state.regional),
         t=np.empty_like(state.t),
@@ -947,9 +1303,10 @@ def allocate_step(params: Params, state: State) -> tuple[State, np.ndarray, np.n
         spent=per_market[M_SPENT],
         shock_z=state.shock_z,
         suspend_u=state.suspend_u,
+        param_set=state.param_set,
     )
     lever_shape = (n, R, N_LEVERS)
-    return new, np.empty(lever_shape), np.empty(lever_shape), per_market, np.empty((len(_REGION_OUT), n, R))
+    return new, np.empty(lever_shape), np.empty(lever_shape), per_market, np.empty((N_REGION_OUT, n, R))
 
 
 def _outputs(per_market: np.ndarray, per_region: np.ndarray, applied: np.ndarray, cost: np.ndarray) -> dict:
@@ -962,12 +1319,13 @@ def _outputs(per_market: np.ndarray, per_region: np.ndarray, applied: np.ndarray
 
 
 def observe(params: Params, state: State) -> np.ndarray:
-    """Observation ``(n, obs_dim)`` float32: per region (region-major) the features of
-    :data:`REGION_FEATURE_TABLE`, then the platform's :data:`GLOBAL_FEATURE_TABLE`, each within
-    its declared range (:func:`observe_market` computes them).
+    """Observation ``(n, obs_dim)`` float32, every entry roughly in [0, 1].
+
+    Per region (region-major), in :data:`REGION_FEATURE_TABLE` order, then
+    :data:`GLOBAL_FEATURE_TABLE` (each entry's description says how it is computed).
     """
     obs = np.empty((state.n, params.obs_dim), dtype=np.float32)
-    _observe_kernel(*params.packed, state.regional, state.t, state.budget_remaining, state.spent, obs)
+    _observe_kernel(*params.packed, state.regional, state.t, state.param_set, state.budget_remaining, state.spent, obs)
     return obs
 
 
@@ -1038,17 +1396,21 @@ def intensity_to_action(intensity: np.ndarray) -> np.ndarray:
     return (2.0 * np.asarray(intensity) - 1.0).reshape(intensity.shape[0], -1).astype(np.float32)
 
 
+ROLLOUT_KEYS: tuple[str, ...] = ("gmv", "run_rate", "cost", "intensity", "gmv_region", "reward", "revenue",
+                                 "cash_spend", "commission_discount", "objective_value", "terminal_value")
+
+
 def rollout(params: Params, state: State, plan: np.ndarray) -> dict:
     """Play open-loop plans from ``state`` to the horizon, all markets at once.
 
     ``plan``: intensities of shape ``(n, T, R, L)`` (one per remaining quarter) or ``(n, R, L)``
-    (constant). Returns stacked outputs ``gmv`` (n, T), ``run_rate`` (n, T), ``cost`` (n, T),
-    ``intensity`` (n, T, R, L) and the final state under ``"state"``. Used by planners.
+    (constant). Returns the stacked outputs of :data:`ROLLOUT_KEYS` (``gmv`` (n, T), ``reward``
+    (n, T), ``intensity`` (n, T, R, L), ...) and the final state under ``"state"``. Used by planners.
     """
     s = state
     steps = params.horizon - int(s.t.max())
     plan = np.asarray(plan, dtype=np.float64)
-    outs: dict[str, list] = {"gmv": [], "run_rate": [], "cost": [], "intensity": [], "gmv_region": []}
+    outs: dict[str, list] = {key: [] for key in ROLLOUT_KEYS}
     for k in range(steps):
         u = plan[:, k] if plan.ndim == 4 else plan
         s, o = step(params, s, u)
@@ -1064,26 +1426,32 @@ def info_layout(region_names: tuple[str, ...]) -> list[tuple[str, tuple[str, ...
     """Entries of a market's ``info`` (the environment contract, :data:`INFO_TABLE`) in table
     order: ``(key, sub-keys or None, type)``, with the sub-keys of a per-region or per-lever key.
 
-    A key with sub-keys takes one column of the info table per sub-key.
+    A key with sub-keys takes one column of the info table per sub-key. A ``str`` entry
+    (``quarter_label``) holds the quarter's serial number ``year * 4 + quarter_index``
+    (:func:`serial_label` makes the label).
     """
     per = {None: None, "region": tuple(region_names), "lever": LEVERS}
     return [(e.name, per[e.per], e.kind) for e in INFO_TABLE]
 
 
 @per_market_kernel
-def fill_info_market(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
-                     regional, t, remaining, spent, budget_total, table, i):
-    """Write market ``i``'s entries of :func:`info_layout`, in order, into ``table[i]``."""
+def fill_info_market(g, per_market, per_region, cost_lever, clipped, regional, t, param_set, table, i):
+    """Write market ``i``'s entries of :func:`info_layout`, in order, into ``table[i]``.
+
+    ``per_market``/``per_region``: the step's outputs (rows ``M_*``/``P_*``); ``regional``, ``t``:
+    the new state.
+    """
     R, L = cost_lever.shape[1], cost_lever.shape[2]
-    exceeded = budget_total * (1.0 + 1e-9)
+    gq = g[param_set[i], 0]
+    spent = per_market[M_SPENT, i]
     k = 0
-    table[i, k] = gmv[i]
-    table[i, k + 1] = run_rate[i]
+    table[i, k] = per_market[M_GMV, i]
+    table[i, k + 1] = per_market[M_RUN_RATE, i]
     k += 2
     for j in range(R):
-        table[i, k + j] = gmv_region[i, j]
+        table[i, k + j] = per_region[P_GMV, i, j]
     k += R
-    table[i, k] = cost[i]
+    table[i, k] = per_market[M_COST, i]
     k += 1
     for lever in range(L):
         total = 0.0
@@ -1091,78 +1459,81 @@ def fill_info_market(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, re
             total += cost_lever[i, j, lever]
         table[i, k + lever] = total
     k += L
-    table[i, k] = cost_limit[i]
-    table[i, k + 1] = remaining[i]
-    table[i, k + 2] = spent[i]
-    table[i, k + 3] = 1.0 if spent[i] > exceeded else 0.0
-    k += 4
+    table[i, k] = per_market[M_CAP, i]
+    table[i, k + 1] = per_market[M_REMAINING, i]
+    table[i, k + 2] = spent
+    table[i, k + 3] = 1.0 if spent > gq[EPISODE.budget_total] * (1.0 + 1e-9) else 0.0
+    table[i, k + 4] = per_market[M_CASH, i]
+    table[i, k + 5] = per_market[M_DISCOUNT, i]
+    table[i, k + 6] = per_market[M_REVENUE, i]
+    table[i, k + 7] = per_market[M_NET_BURN, i]
+    table[i, k + 8] = per_market[M_OBJECTIVE, i]
+    table[i, k + 9] = per_market[M_TERMINAL, i]
+    k += 10
     for j in range(R):
-        table[i, k + j] = share[i, j]
-        table[i, k + R + j] = regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]
-        table[i, k + 2 * R + j] = regional[i, F.sellers, j]
-        table[i, k + 3 * R + j] = regional[i, F.creators, j]
-        table[i, k + 4 * R + j] = 1.0 if regional[i, F.suspended, j] > 0.0 else 0.0
-    k += 5 * R
-    table[i, k] = revenue[i]
-    table[i, k + 1] = clipped[i]
-    table[i, k + 2] = t[i]
+        table[i, k + j] = per_region[P_ORDERS, i, j]
+        table[i, k + R + j] = per_region[P_LOST, i, j]
+        table[i, k + 2 * R + j] = per_region[P_SHARE, i, j]
+        table[i, k + 3 * R + j] = regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]
+        table[i, k + 4 * R + j] = regional[i, F.sellers, j]
+        table[i, k + 5 * R + j] = regional[i, F.creators, j]
+        table[i, k + 6 * R + j] = 1.0 if per_region[P_DARK, i, j] > 0.0 else 0.0
+    k += 7 * R
+    table[i, k] = clipped[i]
+    table[i, k + 1] = t[i]
+    table[i, k + 2] = gq[EPISODE.start_serial] + t[i] - 1.0
 
 
 @compiled
-def fill_info(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
-              regional, t, remaining, spent, budget_total, table):
+def fill_info(g, per_market, per_region, cost_lever, clipped, regional, t, param_set, table):
     """Every market's row of the info table (:func:`fill_info_market`)."""
     for i in range(table.shape[0]):
-        fill_info_market(gmv, run_rate, gmv_region, cost, cost_lever, cost_limit, revenue, share, clipped,
-                         regional, t, remaining, spent, budget_total, table, i)
+        fill_info_market(g, per_market, per_region, cost_lever, clipped, regional, t, param_set, table, i)
 
 
 @compiled
-def _env_step_kernel(g, rg, season, action, regional, t, remaining, spent, shock_z, suspend_u, budget_total,
-                     u, clipped, new, new_t, cost, per_market, per_region, obs, table):
+def _env_step_kernel(g, rg, season, action, regional, t, param_set, remaining, spent, shock_z, suspend_u,
+                     u_in, u, clipped, new, new_t, cost, per_market, per_region, obs, table):
     """One environment step of every market in one pass: clip the actions (returning the count of
     NaN/inf entries, and doing nothing else, if there are any), step the model, observe, fill
     the info table: the per-market bodies of :func:`step`, :func:`observe` and :func:`fill_info`."""
     n = action.shape[0]
     non_finite = 0
     for i in range(n):
-        non_finite += clip_market(action, u, clipped, i)
+        non_finite += clip_market(action, u_in, clipped, i)
     if non_finite > 0:
         return non_finite
     new_remaining, new_spent = per_market[M_REMAINING], per_market[M_SPENT]
-    gmv, run_rate, cost_total = per_market[M_GMV], per_market[M_RUN_RATE], per_market[M_COST]
-    cap, revenue = per_market[M_CAP], per_market[M_REVENUE]
-    gmv_region, share = per_region[P_GMV], per_region[P_SHARE]
     for i in range(n):
-        step_market(g, rg, season, regional, t, remaining, spent, shock_z, suspend_u, u,
+        step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
                     new, new_t, u, cost, per_market, per_region, i)
-        observe_market(g, rg, season, new, new_t, new_remaining, new_spent, obs, i)
-        fill_info_market(gmv, run_rate, gmv_region, cost_total, cost, cap, revenue, share, clipped,
-                         new, new_t, new_remaining, new_spent, budget_total, table, i)
+        observe_market(g, rg, season, new, new_t, param_set, new_remaining, new_spent, obs, i)
+        fill_info_market(g, per_market, per_region, cost, clipped, new, new_t, param_set, table, i)
     return 0
 
 
-def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The environments' step of every market, in one compiled pass.
 
     ``action``: float32 or float64, shape ``(n, R*L)``, region-major, clipped to [-1, 1] (the
     count clipped per market is in the info table). Returns the new state, the observation
-    ``(n, obs_dim)`` float32, the reward (GMV, $B, ``(n,)``), the info table ``(n, entries)`` in
-    :func:`info_layout` order and the applied intensities ``(n, R, L)``. NaN or infinite
-    actions raise ``ValueError`` and compute nothing.
+    ``(n, obs_dim)`` float32, the reward (``objective_value + terminal_value``, $B, ``(n,)``), the
+    info table ``(n, entries)`` in :func:`info_layout` order, the applied intensities and their
+    costs ``(n, R, L)``. NaN or infinite actions raise ``ValueError`` and compute nothing.
     """
     n = state.n
     if action.shape != (n, params.action_dim) or action.dtype not in (np.float32, np.float64):
         raise ValueError(f"action must be float32 or float64 of shape {(n, params.action_dim)}, got {action.dtype} {action.shape}")
     new, u, cost, per_market, per_region = allocate_step(params, state)
+    u_in = np.empty_like(u)
     clipped = np.empty(n, dtype=np.int64)
     obs = np.empty((n, params.obs_dim), dtype=np.float32)
     table = np.empty((n, params.derived["info_entries"]))
     s = state
     non_finite = _env_step_kernel(
-        *params.packed, action, s.regional, s.t, s.budget_remaining, s.spent, s.shock_z, s.suspend_u,
-        params.budget_total, u, clipped, new.regional, new.t, cost, per_market, per_region, obs, table,
+        *params.packed, action, s.regional, s.t, s.param_set, s.budget_remaining, s.spent, s.shock_z, s.suspend_u,
+        u_in, u, clipped, new.regional, new.t, cost, per_market, per_region, obs, table,
     )
     if non_finite:
         raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
-    return new, obs, per_market[M_GMV], table, u
+    return new, obs, per_market[M_REWARD], table, u, cost

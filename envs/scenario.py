@@ -21,6 +21,7 @@ what is wrong, where, and what is allowed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
@@ -61,10 +62,11 @@ class Attractiveness(_Strict):
     w_speed: Float = Field(ge=0, le=5)
     w_live: Float = Field(ge=0, le=5)
     w_fee: Float = Field(ge=0, le=5)
-    w_private_label: Float = Field(ge=0, le=5)
+    w_private_label: Float = Field(ge=0, le=5, description="demand per unit label share and unit of appeal above 1")
     shipping_ec: Float = Field(gt=0, le=10, description="Hill half-point of subsidy/shipping cost")
-    fee_ec: Float = Field(gt=0, le=10, description="half-point of the waiver's concave effect")
+    fee_ec: Float = Field(gt=0, le=10, description="half-point of the discount's concave effect")
     hill_ec: Float = Field(gt=0, le=10, description="Hill half-point of pool spend / pool_max")
+    private_label_ec: Float = Field(gt=0, le=10, description="half-point of the private label's concave GMV share")
 
 
 class Buyers(_Strict):
@@ -73,12 +75,13 @@ class Buyers(_Strict):
     ad_lift: Float = Field(ge=0, le=20, description="innovation multiplier at full ad reach")
     churn: Float = Field(ge=0, le=1, description="buyer churn per quarter at zero attractiveness")
     loyalty: Float = Field(ge=0, le=1, description="churn reduction per unit attractiveness")
-    share_sensitivity: Float = Field(ge=0, le=20, description="logit slope of share in attr")
+    share_rate: Float = Field(ge=0, le=1, description="shopping-start share adjustment toward its target per quarter")
     genz_imitation: Float = Field(ge=0, le=5, description="Gen Z imitation multiplier")
     habit_rate: Float = Field(ge=0, le=1, description="Gen Z habit stock adjustment per quarter")
     habit_loyalty: Float = Field(ge=0, le=1, description="Gen Z churn reduction at full habit")
-    base_orders: Float = Field(ge=0, le=2, description="orders multiplier intercept (0.6 in the reference form, docs/model.md)")
+    base_orders: Float = Field(ge=0, le=2, description="orders multiplier intercept (0.6 in DESIGN)")
     spill: Float = Field(ge=0, le=1, description="share of orders over capacity still served")
+    attention_weight: Float = Field(ge=0, le=2, description="innovation's response to attention relative to the start")
 
 
 class Sellers(_Strict):
@@ -86,7 +89,8 @@ class Sellers(_Strict):
     grant_rate: Float = Field(ge=0, le=1, description="extra join rate at full grant pool")
     buyer_elasticity: Float = Field(ge=0, le=3, description="elasticity of joins to buyer penetration")
     reference_penetration: Float = Field(gt=0, le=1, description="buyer penetration at which the pull is 1")
-    commission_drag: Float = Field(ge=0, le=50, description="join reduction per unit commission")
+    commission_drag: Float = Field(ge=0, le=50, description="join reduction per unit commission rate charged")
+    rate_churn: Float = Field(ge=0, le=10, description="extra churn per unit rate above the reference")
     churn: Float = Field(ge=0, le=1)
     trust_churn: Float = Field(ge=0, le=10, description="extra churn multiplier at zero trust")
     suspended_churn: Float = Field(ge=0, le=1, description="extra churn per quarter while suspended")
@@ -104,11 +108,14 @@ class Platform(_Strict):
     ad_decay: Float = Field(ge=0, lt=1, description="geometric adstock theta per quarter")
     trust_recovery: Float = Field(ge=0, le=1)
     trust_hit: Float = Field(ge=0, le=1, description="trust lost per quarter at full private-label push")
-    capacity_depreciation: Float = Field(ge=0, le=1)
-    capacity_organic: Float = Field(ge=0, le=2, description="seller-built capacity per served order")
+    warehouse_depreciation: Float = Field(ge=0, le=1, description="platform warehousing depreciation per quarter")
+    logistics_rate: Float = Field(ge=0, le=2, description="3PL capacity added per unit of last quarter's unmet demand")
+    logistics_depreciation: Float = Field(ge=0, le=1, description="3PL capacity depreciation per quarter")
     capex_per_order: Float = Field(gt=0, le=1000, description="$ of capex per order/quarter of capacity")
-    shop_ads_rate: Float = Field(ge=0, le=0.05, description="shop-ads revenue share of GMV (cap 5%)")
+    shop_ads_max: Float = Field(ge=0, le=0.1, description="shop-ads revenue share of GMV at full selection")
     private_label_margin: Float = Field(ge=0, le=1)
+    attention_rate: Float = Field(ge=0, le=1, description="attention adjustment toward creators' content per quarter")
+    attention_draw: Float = Field(ge=0, le=1, description="attention drawn by shoppable content at full selection")
 
 
 class Region(_Strict):
@@ -128,14 +135,16 @@ class Region(_Strict):
     orders_per_buyer: Float = Field(gt=0, le=50, description="orders per buyer per quarter at start")
     livestream_affinity: Float = Field(ge=0, le=1)
     livestream_max: Float = Field(ge=0, le=1)
-    commission: Float = Field(ge=0, le=0.5, description="standard commission rate")
+    reference_rate: Float = Field(ge=0, le=0.5, description="commission rate sellers expect (events can change it)")
+    rate_max: Float = Field(gt=0, le=0.5, description="commission rate at full intensity of lever 0")
     shipping_cost: Float = Field(gt=0, le=100, description="$ per order")
     subsidy_max: Float = Field(ge=0, le=100, description="$ per order at full shipping subsidy")
     pool_max: Float = Field(ge=0, le=50, description="$B per quarter at full intensity, per pool lever")
-    capacity_headroom: Float = Field(gt=0, le=10, description="start capacity / start orders")
+    capacity_headroom: Float = Field(gt=0, le=10, description="sellers' own capacity at the start / start orders")
     shopping_share: Float = Field(gt=0, lt=1, description="share of online shoppers starting here")
-    private_label_max: Float = Field(ge=0, le=1, description="rho_max: traffic share at full push")
-    private_label_appeal: Float = Field(ge=0, le=3, description="GMV per $ of displaced 3P demand")
+    share_max: Float = Field(gt=0, lt=1, description="ceiling of the shopping-start share (competitors keep the rest)")
+    private_label_max: Float = Field(ge=0, le=1, description="the label's GMV share at full push")
+    private_label_appeal: Float = Field(ge=0, le=3, description="demand for the label relative to the goods it displaces")
     suspension_hazard: Float = Field(ge=0, le=1, description="per-quarter hazard")
     suspension_quarters: Int = Field(ge=1, le=12)
     suspension_share: Float = Field(ge=0, le=1, description="share of the region's demand shut off")
@@ -151,14 +160,56 @@ class Region(_Strict):
         ]:
             if value > cap:
                 raise ValueError(f"{name} = {value} must not exceed its ceiling {cap}")
+        if self.reference_rate > self.rate_max:
+            raise ValueError(f"reference_rate = {self.reference_rate} must not exceed rate_max = {self.rate_max}")
+        if self.shopping_share >= self.share_max:
+            raise ValueError(f"shopping_share = {self.shopping_share} must be below share_max = {self.share_max}")
         return self
+
+
+_QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
+
+
+def parse_quarter(text: Any) -> tuple[int, int] | None:
+    """``"2023Q4"`` -> ``(2023, 3)`` (year, 0-based quarter); ``None`` if it is not such a label."""
+    m = _QUARTER.match(str(text).strip())
+    return (int(m.group(1)), int(m.group(2)) - 1) if m else None
+
+
+class Suspend(_Strict):
+    quarters: Int = Field(description="quarters the suspension lasts")
+    share: Float = Field(description="share of the region's demand shut off")
+
+
+class SetParameter(_Strict):
+    path: str = Field(description="dotted path of a model parameter: 'sellers.churn' or 'regions.us.aov'")
+    value: Float
+
+
+class Event(_Strict):
+    """A scripted event: in calendar ``quarter``, in ``region``, exactly one change."""
+
+    quarter: str = Field(description="calendar quarter, e.g. 2023Q4")
+    region: str | None = None
+    suspend: Suspend | None = None
+    reference_rate: Float | None = None
+    launch: bool | None = None
+    set: SetParameter | None = None
+
+
+EVENT_KINDS = ("suspend", "reference_rate", "launch", "set")
+
+
+class Objective(_Strict):
+    kind: Literal["gmv", "revenue", "contribution"] = "gmv"
+    terminal_value: Float = Field(default=0.0, ge=0, le=40, description="quarters of the final quarter's de-seasonalised value added at the end")
 
 
 class Scenario(_Strict):
     name: str
     description: str = ""
     horizon: Int = Field(ge=1, le=40, description="quarters in an episode")
-    start_quarter: Int = Field(ge=1, le=4, description="calendar quarter of the first step")
+    start: str = Field(description="calendar quarter of the first step, e.g. 2023Q1 (the start state is the quarter before)")
     season: tuple[Float, Float, Float, Float]
     target_run_rate: Float = Field(gt=0, description="$B annual GMV goal")
     deterministic: bool = False
@@ -170,12 +221,89 @@ class Scenario(_Strict):
     creators: Creators
     platform: Platform
     regions: dict[str, Region] = Field(min_length=1)
+    objective: Objective = Objective()
+    events: list[Event] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _checks(self) -> "Scenario":
         if any(s <= 0 for s in self.season):
             raise ValueError("season multipliers must all be > 0")
+        if parse_quarter(self.start) is None:
+            raise ValueError(f"start = {self.start!r} is not a calendar quarter like 2023Q1")
+        self.compiled_events()  # every event checked here, with a message naming it
         return self
+
+    @property
+    def start_year(self) -> int:
+        return parse_quarter(self.start)[0]
+
+    @property
+    def start_quarter(self) -> int:
+        """Calendar quarter of the first step, 1-4."""
+        return parse_quarter(self.start)[1] + 1
+
+    def compiled_events(self) -> tuple[market.Event, ...]:
+        """The events as :class:`envs.market.Event` (quarter indices, region indices); a bad
+        event raises ``ValueError`` with one line naming it."""
+        year, q0 = parse_quarter(self.start)
+        first = year * 4 + q0
+        names = list(self.regions)
+        out = []
+        for k, ev in enumerate(self.events):
+            label = f"events[{k}] ({ev.quarter}{', ' + ev.region if ev.region else ''})"
+            parsed = parse_quarter(ev.quarter)
+            if parsed is None:
+                raise ValueError(f"{label}: quarter {ev.quarter!r} is not a calendar quarter like 2023Q4")
+            t = parsed[0] * 4 + parsed[1] - first
+            if not 0 <= t < self.horizon:
+                last = market.serial_label(first + self.horizon - 1)
+                raise ValueError(f"{label}: quarter {ev.quarter} is outside the horizon {self.start}..{last}")
+            kinds = [kind for kind in EVENT_KINDS if getattr(ev, kind) is not None]
+            if len(kinds) != 1:
+                raise ValueError(f"{label}: an event makes exactly one change, one of {', '.join(EVENT_KINDS)} (got {kinds or 'none'})")
+            kind = kinds[0]
+            if kind == "set":
+                out.append(self._compile_set(label, t, ev))
+                continue
+            if ev.region not in self.regions:
+                raise ValueError(f"{label}: region {ev.region!r} is not in the scenario's regions ({', '.join(names)})")
+            j = names.index(ev.region)
+            if kind == "suspend":
+                if not 0.0 <= ev.suspend.share <= 1.0:
+                    raise ValueError(f"{label}: suspend.share = {ev.suspend.share} must be in [0, 1]")
+                if not 1 <= ev.suspend.quarters <= 40:
+                    raise ValueError(f"{label}: suspend.quarters = {ev.suspend.quarters} must be in 1..40")
+                out.append(market.Event(t, j, "suspend", value=ev.suspend.share, quarters=ev.suspend.quarters))
+            elif kind == "reference_rate":
+                rate_max = self.regions[ev.region].rate_max
+                if not 0.0 <= ev.reference_rate <= rate_max:
+                    raise ValueError(f"{label}: reference_rate = {ev.reference_rate} must be in [0, rate_max = {rate_max}]")
+                out.append(market.Event(t, j, "reference_rate", value=ev.reference_rate))
+            else:
+                if ev.launch is not True:
+                    raise ValueError(f"{label}: launch must be true")
+                out.append(market.Event(t, j, "launch"))
+        return tuple(out)
+
+    def _compile_set(self, label: str, t: int, ev: Event) -> market.Event:
+        parts = ev.set.path.split(".")
+        tables = {"attractiveness": "attr", "buyers": "buyers", "sellers": "sellers", "creators": "creators", "platform": "platform"}
+        region_fields = [p.name for p in market.REGION_PARAM_TABLE if p.group == "region"]
+        if len(parts) == 3 and parts[0] == "regions":
+            if parts[1] not in self.regions:
+                raise ValueError(f"{label}: set.path {ev.set.path!r} names region {parts[1]!r}, not in the scenario's regions ({', '.join(self.regions)})")
+            if parts[2] not in region_fields:
+                raise ValueError(f"{label}: set.path {ev.set.path!r} is not a parameter that can change; per region: {', '.join(region_fields)}")
+            return market.Event(t, list(self.regions).index(parts[1]), "set", value=ev.set.value, target=("region", parts[2]))
+        if len(parts) == 2 and parts[0] in tables:
+            group = tables[parts[0]]
+            allowed = [p.name for p in market.GLOBAL_PARAM_TABLE if p.group == group]
+            if parts[1] in allowed:
+                return market.Event(t, -1, "set", value=ev.set.value, target=(group, parts[1]))
+        raise ValueError(
+            f"{label}: set.path {ev.set.path!r} is not a model parameter; use '<section>.<name>' "
+            f"({', '.join(tables)}) or 'regions.<region>.<name>'"
+        )
 
     @property
     def region_names(self) -> list[str]:
@@ -193,6 +321,10 @@ class Scenario(_Strict):
             region_names=tuple(self.regions),
             horizon=self.horizon,
             start_quarter=self.start_quarter - 1,
+            start_year=self.start_year,
+            objective_kind=market.OBJECTIVES.index(self.objective.kind),
+            terminal_value=self.objective.terminal_value,
+            events=self.compiled_events(),
             season=np.array(self.season, dtype=np.float64),
             target_run_rate=self.target_run_rate,
             hard_budget=self.budget.mode == "hard",

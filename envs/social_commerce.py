@@ -20,18 +20,20 @@ class SocialCommerceEnv(gym.Env):
 
     A social-commerce platform (TikTok Shop in 2023 is the reference case) spends a limited
     incentive budget, quarter by quarter, across regions and levers to grow gross merchandise
-    value (GMV). The market answers as a two-sided flywheel: sellers bring buyers (selection),
-    buyers bring sellers, creators bring attention and users. Buyers diffuse as a Bass process
-    in two cohorts (Gen Z, whose habits are still forming, and older users); orders are limited
-    by fulfilment capacity; demand shocks and regulatory suspensions (Indonesia, October 2023)
-    hit at random. The equations and their sources are in :mod:`envs.market`; every parameter is
-    in a scenario file under ``configs/scenarios/`` with its source.
+    value (GMV), and sets its commission. The market answers as a flywheel of media, advertising
+    and commerce: creators grow users and their attention, sellers bring buyers (selection),
+    buyers bring and keep sellers; past critical mass it turns by itself. Buyers diffuse as a Bass
+    process in two cohorts (Gen Z, whose habits are still forming, and older users); orders are
+    served by sellers' own fulfilment, third-party logistics and platform warehousing, all
+    following the season; demand shocks and regulatory suspensions (Indonesia, October 2023) hit
+    at random, and scenarios may script events (suspensions, commission changes, launches). The
+    equations are in :mod:`envs.market` and ``docs/model.md``; every parameter is in a scenario
+    file under ``configs/scenarios/`` with its source.
 
-    The default scenario ``global`` starts in 2023Q1 with Southeast Asia (``sea``), the US
-    (``us``) and the UK (``uk``), $3.8B of annualised GMV (the starting table of
-    ``docs/calibration.md``: buyers x orders x AOV; that file quotes ~$4.7B for the same table), and
-    $4B of budget over 12 quarters ($0.8B a quarter at most). The strategic goal is a $20B
-    annual run rate.
+    The default scenario ``global`` starts in 2023Q1 from the 2022Q4 exit state of Southeast Asia
+    (``sea``), the US (``us``) and the UK (``uk``): about $7.4B of annualised GMV (``docs/calibration.md``:
+    $0.6B in 2021, $4.4B in 2022), and $4B of budget over 12 quarters ($0.8B a quarter at most).
+    The strategic goal is a $20B annual run rate.
 
     ## Action Space
 
@@ -40,26 +42,31 @@ class SocialCommerceEnv(gym.Env):
 
     | lever | index | intensity u means | cost this quarter ($B) |
     |---|---|---|---|
-    | `commission_waiver` | 0 | share of the standard commission waived (1 = zero commission) | `u * commission * G_last * season` |
-    | `shipping_subsidy` | 1 | subsidy per order `u * subsidy_max` (1 = free shipping) | `u * subsidy_max * orders_last * season` |
-    | `seller_grants` | 2 | free listings and onboarding grants | `u * pool_max` |
-    | `warehousing` | 3 | fulfilment capex (capacity from next quarter) | `u * pool_max` |
-    | `creator_incentives` | 4 | livestream and affiliate bonus pool | `u * pool_max` |
-    | `user_ads` | 5 | the platform's own marketing (geometric adstock) | `u * pool_max` |
-    | `private_label` | 6 | share `u * private_label_max` of traffic steered to own products | 0 (paid in GMV and trust) |
+    | `commission_rate` | 0 | commission charged, `u * rate_max` (null action: `reference_rate / rate_max`) | `(reference_rate - rate)^+ * G_3p` (the discount; 0 at or above the reference) |
+    | `shipping_subsidy` | 1 | subsidy per order `u * subsidy_max` (1 = free shipping) | `u * subsidy_max * orders_served` |
+    | `seller_grants` | 2 | free listings and onboarding grants | `u * pool_max * live` |
+    | `warehousing` | 3 | platform fulfilment capex (capacity from next quarter) | `u * pool_max * live` |
+    | `creator_incentives` | 4 | livestream and affiliate bonus pool | `u * pool_max * live` |
+    | `user_ads` | 5 | the platform's own marketing (geometric adstock) | `u * pool_max * live` |
+    | `private_label` | 6 | push of own products; their GMV share `pl_max * c(u)`, concave | 0 (paid in GMV and trust) |
 
-    Costs are known before the quarter. In ``hard`` budget mode, when the cost exceeds
-    ``min(per_quarter, budget_remaining)`` every spend lever is scaled by the same factor so
-    that the cost equals that cap exactly; the budget is never exceeded. In ``soft`` mode
-    nothing is scaled: the episode's cost limit ``budget.total`` is for the agent to respect
-    (constrained RL, ``info["cost"]`` is the cost signal).
+    The null action (no incentives) is every cash lever at 0, no private-label push and the
+    commission at each region's reference rate (``envs.market.null_intensity``); the observation
+    carries each region's reference rate. Costs are billed on this quarter's served volume:
+    ``cost = cash_spend + commission_discount`` (``info``). In ``hard`` budget mode, when the cost
+    would exceed ``min(per_quarter, budget_remaining)``, every cash lever and the discount below
+    the reference are scaled by one factor (found by a few secant steps: cost is monotone in it)
+    so that the cost equals that cap to 1e-9; a rate above the reference and the private label
+    are never scaled; the budget is never exceeded. In ``soft`` mode nothing is scaled: the
+    episode's cost limit ``budget.total`` is for the agent to respect (constrained RL,
+    ``info["cost"]`` is the cost signal).
 
     NaN or infinite actions raise ``ValueError``; a wrong shape raises ``ValueError``; finite
     values outside [-1, 1] are clipped and counted in ``info["clipped_actions"]``.
 
     ## Observation Space
 
-    ``Box(-1, 2, (n_regions * 12 + 5,), float32)``. For each region, in order:
+    ``Box(-1, 2, (n_regions * 15 + 6,), float32)``. For each region, in order:
 
     | index | feature | range |
     |---|---|---|
@@ -67,37 +74,45 @@ class SocialCommerceEnv(gym.Env):
     | 1 | selection index `Hill(S/S_half; n) / Hill(S_pot/S_half; n)` (S-shaped in sellers) | [0, 1] |
     | 2 | creator strength `C / (C + C_half)` | [0, 1] |
     | 3 | users / user ceiling | [0, 1] |
-    | 4 | capacity cover `K / (orders * season) / 2` | [0, 1] |
+    | 4 | capacity / last quarter's demand (both de-seasonalised) / 2 | [0, 1] |
     | 5 | livestream affinity / its ceiling | [0, 1] |
     | 6 | seller trust | [0, 1] |
     | 7 | ad reach of the ad stock | [0, 1] |
-    | 8 | last quarter's shopping-start share (the start value at reset) | [0, 1] |
+    | 8 | shopping-start share (a stock; the start value at reset) | [0, 1] |
     | 9 | Gen Z habit stock | [0, 1] |
     | 10 | suspension quarters left / suspension length (visible before the decision) | [0, 1] |
     | 11 | region's annualised run rate / the scenario's target ($20B) | [0, 2] |
+    | 12 | next quarter's reference commission rate / rate_max | [0, 1] |
+    | 13 | attention, the media stock | [0, 1] |
+    | 14 | share of capacity the platform runs (warehousing) | [0, 1] |
 
     then, for the whole platform:
 
     | index | feature | range |
     |---|---|---|
-    | 12R + 0 | quarters left / horizon | [0, 1] |
-    | 12R + 1 | budget left / total budget | [0, 1] |
-    | 12R + 2 | this quarter's cap / per-quarter cap | [0, 1] |
-    | 12R + 3 | next quarter's season multiplier - 1 | [-0.1, 0.2] |
-    | 12R + 4 | spent / total budget (above 1 only in soft mode) | [0, 2] |
+    | 15R + 0 | quarters left / horizon | [0, 1] |
+    | 15R + 1 | budget left / total budget | [0, 1] |
+    | 15R + 2 | this quarter's cap / per-quarter cap | [0, 1] |
+    | 15R + 3 | next quarter's season multiplier - 1 | [-0.1, 0.2] |
+    | 15R + 4 | spent / total budget (above 1 only in soft mode) | [0, 2] |
+    | 15R + 5 | calendar quarter of the next quarter: (Q - 1) / 3 | [0, 1] |
 
     ## Rewards
 
-    The quarter's GMV in $B (third-party plus private label). Cost is not subtracted: cost
-    limits are the budget (hard mode) or a constraint (soft mode). ``info["revenue"]`` beside
-    ``info["cost"]`` gives the platform's net burn.
+    ``info["objective_value"] + info["terminal_value"]`` in $B. The scenario's ``objective``
+    says what a quarter is worth: ``kind: gmv`` (the quarter's GMV), ``revenue`` or
+    ``contribution`` (revenue - cash_spend); ``terminal_value: N`` adds, at the last step, N
+    quarters of the final quarter's de-seasonalised value (the business left at the horizon;
+    4 in ``global``). With ``kind: gmv`` and ``terminal_value: 0`` the reward is the quarter's
+    GMV exactly. Cost is not subtracted under ``gmv``: cost limits are the budget (hard mode) or
+    a constraint (soft mode).
 
     ## Starting State
 
-    The calibrated 2023Q1 market of the scenario (no randomness in the start). At reset, the
-    episode's random numbers (one demand shock and one suspension draw per region and quarter)
-    are drawn from the generator seeded by ``reset(seed=...)``; they do not depend on actions,
-    so two policies on one seed face the same future (common random numbers).
+    The scenario's calibrated start (the quarter before ``start``; no randomness in the start).
+    At reset, the episode's random numbers (one demand shock and one suspension draw per region
+    and quarter) are drawn from the generator seeded by ``reset(seed=...)``; they do not depend on
+    actions, so two policies on one seed face the same future (common random numbers).
 
     ## Episode End
 
@@ -117,29 +132,39 @@ class SocialCommerceEnv(gym.Env):
     | `gmv` |  | float | $B | GMV this quarter (third party plus private label) |
     | `gmv_run_rate` |  | float | $B a year | annualised GMV, de-seasonalised |
     | `gmv_by_region` | region | float | $B | GMV this quarter |
-    | `cost` |  | float | $B | spent this quarter, after any projection |
-    | `cost_by_lever` | lever | float | $B | spent this quarter, summed over regions |
+    | `cost` |  | float | $B | incentive spend this quarter, `cash_spend + commission_discount` (what budgets limit) |
+    | `cost_by_lever` | lever | float | $B | cost this quarter, summed over regions (the discount under `commission_rate`) |
     | `cost_limit` |  | float | $B | this quarter's cap, `min(per_quarter, budget_remaining)` before spending |
     | `budget_remaining` |  | float | $B | budget left after this quarter |
-    | `cost_total` |  | float | $B | spent so far |
-    | `cost_limit_exceeded` |  | bool |  | spent > `budget.total` (soft mode only) |
+    | `cost_total` |  | float | $B | cost so far |
+    | `cost_limit_exceeded` |  | bool |  | cost so far > `budget.total` (soft mode only) |
+    | `cash_spend` |  | float | $B | paid out: shipping, grants, warehousing, creators, ads |
+    | `commission_discount` |  | float | $B | commission given up below the reference rates |
+    | `revenue` |  | float | $B | commission charged, shop ads and private-label margin |
+    | `net_burn` |  | float | $B | `cash_spend - revenue` |
+    | `objective_value` |  | float | $B | this quarter's value of the scenario's objective (GMV, revenue or contribution) |
+    | `terminal_value` |  | float | $B | value of the business left at the horizon (last step only, else 0) |
+    | `orders` | region | float | M | orders served this quarter |
+    | `orders_lost` | region | float | M | orders demanded but not served (capacity) |
     | `shopping_start_share` | region | float | share | share of online shoppers starting here |
     | `buyers` | region | float | M | active buyers |
     | `sellers` | region | float | k | active sellers |
     | `creators` | region | float | k | selling creators |
-    | `suspended` | region | bool |  | region suspended next quarter |
-    | `revenue` |  | float | $B | commission, shop ads and private-label margin this quarter |
+    | `suspended` | region | bool |  | part of the region was dark this quarter (suspension or not yet launched) |
     | `clipped_actions` |  | int | count | action entries outside [-1, 1], clipped |
     | `quarter` |  | int | quarters | quarters played |
+    | `quarter_label` |  | str |  | calendar quarter just played, e.g. `2023Q1` (at reset: the start state's) |
 
-    and ``lever_intensity``, an array ``(n_regions, 7)`` of the intensities after projection.
-    The vector env gives the same keys with arrays over its markets.
+    and ``lever_intensity`` and ``spend_by_region_lever``, arrays ``(n_regions, 7)`` of the
+    intensities after projection and of what each lever cost in each region ($B; the commission
+    discount in column 0; they sum to ``cost``). The vector env gives the same keys with arrays
+    over its markets.
 
     ## Arguments
 
     ```python
     import gymnasium as gym, envs
-    env = gym.make("flywheel/SocialCommerce-v0", scenario="global",
+    env = gym.make("flywheel/SocialCommerce-v1", scenario="global",
                    overrides={"budget.mode": "soft", "deterministic": True})
     ```
 
@@ -148,11 +173,14 @@ class SocialCommerceEnv(gym.Env):
       overrides: load it once and hand the object to every env; its ``Params`` are then built
       once, see :func:`envs.batch.resolve`).
     * ``overrides``: ``{"dotted.path": value}`` changes to the scenario, validated like the file
-      (``budget.mode``, ``budget.total``, ``deterministic``, ``regions.us.aov``, ...).
+      (``budget.mode``, ``budget.total``, ``deterministic``, ``regions.us.aov``,
+      ``objective.kind``, ...); ``{"events": [...]}`` replaces the scenario's scripted events,
+      each ``{"quarter": "2023Q4", "region": "sea", "suspend": {"quarters": 1, "share": 0.5}}``
+      (or ``reference_rate: 0.06``, ``launch: true``, ``set: {path: "sellers.churn", value: 0.05}``).
 
     ## Vectorized environment
 
-    ``gym.make_vec("flywheel/SocialCommerce-v0", num_envs=N, vectorization_mode="vector_entry_point")``
+    ``gym.make_vec("flywheel/SocialCommerce-v1", num_envs=N, vectorization_mode="vector_entry_point")``
     gives :class:`envs.SocialCommerceVectorEnv`, which steps N markets as numpy arrays in one call
     of the same model. ``reset(seed=s)`` seeds market i with ``s + i`` and gives exactly the
     results of N single envs so seeded. :class:`envs.sb3.SB3VecEnv` hands it to
@@ -160,7 +188,11 @@ class SocialCommerceEnv(gym.Env):
 
     ## Version History
 
-    * v0: initial version (TikTok Shop 2023 calibration).
+    * v1: market model 2: commission as a price (lever 0 ``commission_rate``), accounting on
+      this quarter's served volume, capacity from sellers, 3PL and warehousing, a self-sustaining
+      flywheel past critical mass, scripted events and calendar quarters, objectives with a
+      terminal value, the 2022Q4 exit start state.
+    * v0: initial version (TikTok Shop 2023 calibration); its model no longer exists.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}

@@ -63,17 +63,24 @@ def test_spaces_have_the_dimensions_of_the_tables() -> None:
 
 
 def test_lever_kinds_give_the_cost_structure() -> None:
-    """Pool levers cost ``u * pool_max``, the free lever nothing, the others scale with sales."""
+    """Pool levers cost ``u * pool_max``, the free lever nothing, the sales lever scales with sales;
+    the price lever costs its discount below the reference and nothing at or above it."""
     params = load_scenario("global").to_params()
     state = market.init_state(params, [np.random.default_rng(0)])
+    null = market.null_intensity(params)
     for k, lever in enumerate(market.LEVER_TABLE):
-        u = np.zeros((1, params.n_regions, market.N_LEVERS))
+        u = null[None].copy()
         u[..., k] = 1.0
         cost = market.lever_costs(params, state, u)[0, :, k]
         if lever.kind == "pool":
             np.testing.assert_allclose(cost, params.region["pool_max"])
         elif lever.kind == "free":
             np.testing.assert_array_equal(cost, 0.0)
+        elif lever.kind == "price":
+            np.testing.assert_array_equal(cost, 0.0)  # the top rate is above every reference
+            u[..., k] = 0.0
+            assert np.all(market.lever_costs(params, state, u)[0, :, k] > 0), lever.name
+            np.testing.assert_array_equal(market.lever_costs(params, state, null[None])[0, :, k], 0.0)
         else:
             assert lever.kind == "sales" and np.all(cost > 0), lever.name
 
@@ -83,7 +90,9 @@ _SECTIONS = {"attr": schema.Attractiveness, "buyers": schema.Buyers, "sellers": 
              "creators": schema.Creators, "platform": schema.Platform}
 _TOP = {"demand_sigma": ("noise", "demand_sigma"), "budget_per_quarter": ("budget", "per_quarter"),
         "budget_total": ("budget", "total"), "hard_budget": ("budget", "mode"), "horizon": ("horizon",),
-        "start_quarter": ("start_quarter",), "target_run_rate": ("target_run_rate",)}
+        "start_quarter": ("start_quarter",), "target_run_rate": ("target_run_rate",),
+        "start_serial": ("start_serial",), "objective_kind": ("objective", "kind"),
+        "terminal_value": ("objective", "terminal_value")}
 
 
 def test_every_parameter_of_the_tables_is_a_field_of_the_scenario_schema() -> None:
@@ -106,22 +115,34 @@ def test_every_parameter_of_the_tables_is_a_field_of_the_scenario_schema() -> No
 @pytest.mark.parametrize("name", BUILTIN_SCENARIOS)
 def test_packed_parameters_hold_each_scenario_value_at_its_table_index(name: str) -> None:
     sc = load_scenario(name, {"deterministic": False})
-    g, rg, _ = sc.to_params().packed
     params = sc.to_params()
-    assert g.shape == (len(market.GLOBAL_PARAM_TABLE),) and rg.shape == (len(market.REGION_PARAM_TABLE), params.n_regions)
+    g, rg, _ = params.packed
+    T = params.horizon
+    assert g.shape == (1, T, len(market.GLOBAL_PARAM_TABLE)) and rg.shape == (1, T, len(market.REGION_PARAM_TABLE), params.n_regions)
+    assert not sc.events, "the built-in scenarios script no events: every quarter holds the file's values"
     for k, p in enumerate(market.GLOBAL_PARAM_TABLE):
         if p.group:
             want = getattr(getattr(sc, {"attr": "attractiveness"}.get(p.group, p.group)), p.name)
+        elif p.name == "start_serial":
+            want = sc.start_year * 4 + sc.start_quarter - 1
         else:
             node = sc
             for part in _TOP[p.name]:
                 node = getattr(node, part)
-            want = {"hard": 1.0, "soft": 0.0}.get(node, node)
+            want = {"hard": 1.0, "soft": 0.0, **{kind: float(i) for i, kind in enumerate(market.OBJECTIVES)}}.get(node, node)
             want = want - 1 if p.name == "start_quarter" else want
-        assert g[k] == want, p.name
+        np.testing.assert_array_equal(g[0, :, k], want, err_msg=p.name)
+    derived_elsewhere = {"scripted_dark": 0.0, "scripted_left": 0.0, "launched": 1.0}
     for k, p in enumerate(market.REGION_PARAM_TABLE):
-        want = params.derived[p.name] if p.group == "derived" else [getattr(r, p.name) for r in sc.regions.values()]
-        np.testing.assert_array_equal(rg[k], want, err_msg=p.name)
+        if p.group == "region":
+            want = [getattr(r, p.name) for r in sc.regions.values()]
+        elif p.name in derived_elsewhere:
+            want = derived_elsewhere[p.name]
+        elif p.name in params.derived:
+            want = params.derived[p.name]
+        else:  # reciprocals and products of the table's own rows
+            continue
+        np.testing.assert_array_equal(rg[0, :, k], np.broadcast_to(want, (T, params.n_regions)), err_msg=p.name)
 
 
 # ----------------------------------------------------------------------------- observation and info
@@ -131,19 +152,23 @@ def _reference_observation(params: market.Params, s: market.State) -> np.ndarray
     season = params.season_at(s.t)[:, None]
     season_prev = params.season_at(s.t - 1)[:, None]
     hill_ec = params.attr["hill_ec"]
+    capacity = params.derived["seller_capacity"] * s.sellers + s.warehouse + s.logistics
     region = {
         "buyer_penetration": s.buyers / s.users,
         "selection": s.selection,
         "creator_strength": s.creators / (s.creators + r["creators_half"]),
         "user_saturation": s.users / r["users_max"],
-        "capacity_cover": np.minimum(1.0, 0.5 * s.capacity / np.maximum(s.orders * season, 1e-9)),
+        "capacity_cover": np.minimum(1.0, 0.5 * capacity / np.maximum(s.demand, 1e-9)),
         "livestream": s.livestream / np.maximum(r["livestream_max"], 1e-9),
         "trust": s.trust,
         "ad_reach": market.hill(s.adstock / np.maximum(r["pool_max"], 1e-12), hill_ec),
         "shopping_share": s.share,
         "genz_habit": s.habit,
-        "suspension_left": s.suspended / params.suspension_quarters,
+        "suspension_left": np.minimum(1.0, s.suspended / params.suspension_quarters),
         "run_rate_vs_target": np.minimum(4.0 / params.target_run_rate * s.gmv_region / season_prev, 2.0),
+        "reference_rate": np.broadcast_to(r["reference_rate"] / r["rate_max"], s.sellers.shape),
+        "attention": s.attention,
+        "platform_fulfilment": s.warehouse / capacity,
     }
     platform = {
         "time_left": 1.0 - s.t / params.horizon,
@@ -151,6 +176,7 @@ def _reference_observation(params: market.Params, s: market.State) -> np.ndarray
         "quarter_cap_left": market.quarter_cap(params, s) / params.budget_per_quarter,
         "next_season": season[:, 0] - 1.0,
         "spent_vs_total": np.minimum(s.spent / params.budget_total, 2.0),
+        "quarter_of_year": ((params.start_quarter + s.t) % 4) / 3.0,
     }
     assert set(region) == set(market.REGION_FEATURES) and set(platform) == set(market.GLOBAL_FEATURES)
     per_region = np.stack([region[k] for k in market.REGION_FEATURES], axis=-1)  # (n, R, features)
@@ -180,7 +206,7 @@ def test_info_entries_are_what_the_table_says() -> None:
         intensity = market.action_to_intensity(np.clip(a, -1, 1).astype(np.float64), params.n_regions)
         after, out = market.step(params, before, intensity)
         info = vec.step(a)[4]
-        assert [e.name for e in market.INFO_TABLE] == [k for k in info if k != "lever_intensity"]
+        assert [e.name for e in market.INFO_TABLE] == [k for k in info if k not in ("lever_intensity", "spend_by_region_lever")]
         regions = params.region_names
         expected = {
             "gmv": out["gmv"], "gmv_run_rate": out["run_rate"], "cost": out["cost"],
@@ -188,10 +214,15 @@ def test_info_entries_are_what_the_table_says() -> None:
             "cost_by_lever": dict(zip(market.LEVERS, out["cost_lever"].sum(axis=1).T)),
             "cost_limit": out["cost_limit"], "budget_remaining": after.budget_remaining, "cost_total": after.spent,
             "cost_limit_exceeded": after.spent > params.budget_total * (1 + 1e-9),
+            "cash_spend": out["cash_spend"], "commission_discount": out["commission_discount"],
+            "revenue": out["revenue"], "net_burn": out["net_burn"],
+            "objective_value": out["objective_value"], "terminal_value": out["terminal_value"],
+            "orders": dict(zip(regions, out["orders"].T)), "orders_lost": dict(zip(regions, out["orders_lost"].T)),
             "shopping_start_share": dict(zip(regions, out["share"].T)),
             "buyers": dict(zip(regions, after.buyers.T)), "sellers": dict(zip(regions, after.sellers.T)),
-            "creators": dict(zip(regions, after.creators.T)), "suspended": dict(zip(regions, (after.suspended > 0).T)),
-            "revenue": out["revenue"], "clipped_actions": ((a < -1) | (a > 1)).sum(axis=1), "quarter": after.t,
+            "creators": dict(zip(regions, after.creators.T)), "suspended": dict(zip(regions, (out["dark"] > 0).T)),
+            "clipped_actions": ((a < -1) | (a > 1)).sum(axis=1), "quarter": after.t,
+            "quarter_label": np.array([params.quarter_label(t - 1) for t in after.t]),
         }
         assert set(expected) == {e.name for e in market.INFO_TABLE}
         for entry in market.INFO_TABLE:
@@ -200,9 +231,13 @@ def test_info_entries_are_what_the_table_says() -> None:
                 got, want = {"": got}, {"": want}
             assert list(got) == list(want), entry.name
             for sub in want:
+                if entry.kind is str:
+                    np.testing.assert_array_equal(got[sub], want[sub], err_msg=entry.name)
+                    continue
                 np.testing.assert_allclose(got[sub], want[sub], rtol=1e-12, err_msg=f"{entry.name}/{sub}")
                 assert np.asarray(got[sub]).dtype.kind == {float: "f", bool: "b", int: "i"}[entry.kind], entry.name
         np.testing.assert_allclose(info["lever_intensity"], out["intensity"], rtol=1e-12)
+        np.testing.assert_allclose(info["spend_by_region_lever"], out["cost_lever"], rtol=1e-12)
 
 
 def test_state_fields_are_views_of_the_regional_block_in_table_order() -> None:

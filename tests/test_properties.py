@@ -2,8 +2,10 @@
 
 Whatever an agent does (including actions far out of range) and whatever valid values a user
 sets through overrides (budgets, noise, hazards, order values, churn, pools), every quarter:
-no NaN or inf anywhere, populations stay within their ceilings, cost is never negative and
-adds up over levers, and a hard budget is never exceeded, per quarter or in total.
+no NaN or inf anywhere, populations stay within their ceilings, every accounting line of the
+info holds (cost = cash_spend + commission_discount, net_burn = cash_spend - revenue, the
+spend table sums to cost, reward = objective_value + terminal_value), and a hard budget is
+never exceeded, per quarter or in total, and spent exactly when it binds.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ REGION_OVERRIDES: dict[str, st.SearchStrategy] = {
     "suspension_share": st.floats(0.0, 1.0),
     "pool_max": st.floats(0.0, 50.0),
     "subsidy_max": st.floats(0.0, 100.0),
-    "commission": st.floats(0.0, 0.5),
+    "reference_rate": st.floats(0.0, 0.1),
     "private_label_appeal": st.floats(0.0, 3.0),
 }
 GLOBAL_OVERRIDES: dict[str, st.SearchStrategy] = {
@@ -44,7 +46,10 @@ GLOBAL_OVERRIDES: dict[str, st.SearchStrategy] = {
     "sellers.trust_churn": st.floats(0.0, 10.0),
     "creators.churn": st.floats(0.0, 1.0),
     "platform.trust_hit": st.floats(0.0, 1.0),
-    "platform.capacity_depreciation": st.floats(0.0, 1.0),
+    "platform.warehouse_depreciation": st.floats(0.0, 1.0),
+    "platform.logistics_rate": st.floats(0.0, 2.0),
+    "objective.kind": st.sampled_from(["gmv", "revenue", "contribution"]),
+    "objective.terminal_value": st.floats(0.0, 8.0),
 }
 
 
@@ -78,6 +83,9 @@ def check_finite(obs: np.ndarray, reward: np.ndarray, info: dict) -> None:
     assert np.all(np.isfinite(obs)), "observation has NaN/inf"
     assert np.all(np.isfinite(reward)), "reward has NaN/inf"
     for key, value in flatten_info(info).items():
+        if value.dtype.kind == "U":  # quarter_label
+            assert all(len(v) == 6 and v[4] == "Q" for v in value.ravel()), key
+            continue
         assert np.all(np.isfinite(value.astype(np.float64))), f"info[{key!r}] has NaN/inf"
 
 
@@ -95,6 +103,33 @@ def check_populations(vec: SocialCommerceVectorEnv) -> None:
         assert np.all((arr >= 0) & (arr <= 1 + eps)), name
     assert np.all(s.capacity >= 0) and np.all(s.orders >= 0) and np.all(s.gmv_region >= 0)
     assert np.all(s.suspended >= 0)
+
+
+def check_accounting(params, info: dict, reward: np.ndarray, last: bool) -> None:
+    """Every accounting line of the info, identity by identity (model v2)."""
+    close = lambda a, b, what: np.testing.assert_allclose(a, b, rtol=REL, atol=1e-15, err_msg=what)
+    close(info["cost"], info["cash_spend"] + info["commission_discount"], "cost = cash_spend + commission_discount")
+    close(info["net_burn"], info["cash_spend"] - info["revenue"], "net_burn = cash_spend - revenue")
+    spend = info["spend_by_region_lever"]
+    assert spend.shape == (N_ENVS, params.n_regions, len(LEVERS))
+    close(spend.sum(axis=(1, 2)), info["cost"], "spend_by_region_lever sums to cost")
+    close(spend[:, :, 0].sum(axis=1), info["commission_discount"], "column 0 is the commission discount")
+    for j, lever in enumerate(LEVERS):
+        close(info["cost_by_lever"][lever], spend[:, :, j].sum(axis=1), f"cost_by_lever[{lever}]")
+    assert np.all(spend >= 0) and np.all(info["revenue"] >= 0) and np.all(info["commission_discount"] >= 0)
+    for region in params.region_names:
+        assert np.all(info["orders"][region] >= 0) and np.all(info["orders_lost"][region] >= 0)
+    kind = params.objective
+    want = {"gmv": info["gmv"], "revenue": info["revenue"], "contribution": info["revenue"] - info["cash_spend"]}[kind]
+    close(info["objective_value"], want, f"objective_value is the quarter's {kind}")
+    if last:
+        season = params.season[(params.start_quarter + params.horizon - 1) % 4]
+        close(info["terminal_value"], params.terminal_value * info["objective_value"] / season, "terminal_value")
+    else:
+        np.testing.assert_array_equal(info["terminal_value"], 0.0)
+    np.testing.assert_allclose(reward, info["objective_value"] + info["terminal_value"], rtol=1e-12, atol=1e-15)
+    if kind == "gmv" and params.terminal_value == 0:
+        np.testing.assert_array_equal(reward, info["gmv"])
 
 
 @SETTINGS
@@ -119,8 +154,7 @@ def test_invariants_hold_for_any_actions_seeds_and_valid_parameters(case, seed: 
         check_finite(obs, reward, info)
         check_populations(vec)
         assert vec.observation_space.contains(obs), "observation left its declared Box"
-        assert np.all(reward >= 0)
-        np.testing.assert_array_equal(reward, info["gmv"])
+        check_accounting(params, info, reward, last=k == params.horizon - 1)
         np.testing.assert_array_equal(info["clipped_actions"], ((actions[k] < -1) | (actions[k] > 1)).sum(axis=1))
 
         cost = info["cost"]
@@ -137,7 +171,7 @@ def test_invariants_hold_for_any_actions_seeds_and_valid_parameters(case, seed: 
             assert np.all(cap <= params.budget_per_quarter)
             assert np.all(spent <= params.budget_total * (1 + REL)), "hard budget: total exceeded"
             # the projection is exact: spend what was asked, or exactly the cap
-            np.testing.assert_allclose(cost, np.minimum(requested, cap), rtol=1e-7, atol=1e-15)
+            np.testing.assert_allclose(cost, np.minimum(requested, cap), rtol=1e-9, atol=1e-15)
             np.testing.assert_allclose(info["budget_remaining"], np.maximum(params.budget_total - spent, 0), rtol=1e-7, atol=1e-12)
             assert not np.any(info["cost_limit_exceeded"])
         else:

@@ -187,9 +187,9 @@ def test_out_of_range_override_names_field_value_and_bound(overrides, field: str
 
 
 def test_out_of_range_in_file_names_file_field_and_bound(tmp_path: Path) -> None:
-    path = write_yaml(tmp_path, "extends: global\nregions:\n  us:\n    commission: 0.9\n")
+    path = write_yaml(tmp_path, "extends: global\nregions:\n  us:\n    reference_rate: 0.9\n")
     message = scenario_error(str(path))
-    assert str(path) in message and "regions.us.commission" in message and "0.5" in message
+    assert str(path) in message and "regions.us.reference_rate" in message and "0.5" in message
 
 
 def test_population_above_its_ceiling_is_rejected() -> None:

@@ -1,0 +1,135 @@
+"""Scripted events, calendar quarters and objectives (model v2).
+
+Events fire in their calendar quarter and region and nowhere else; a bad event is one line naming
+it; each objective's reward is its info terms; the start quarter names the calendar.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from envs import SocialCommerceEnv, market
+from envs.scenario import ScenarioError, load_scenario
+
+DET = {"deterministic": True}
+
+
+def _run(overrides: dict, plan=None) -> dict:
+    params = load_scenario("global", {**DET, **overrides}).to_params()
+    state = market.init_state(params, [np.random.default_rng(0)])
+    plan = market.null_plan(params)[None] if plan is None else plan
+    return market.rollout(params, state, plan) | {"params": params}
+
+
+def test_quarter_labels_follow_the_start_quarter() -> None:
+    env = SocialCommerceEnv("global", {"start": "2024Q3", "horizon": 6})
+    _, info = env.reset(seed=0)
+    assert info["quarter_label"] == "2024Q2"  # the start state is the quarter before
+    labels = [env.step(np.zeros(env.action_space.shape, np.float32))[4]["quarter_label"] for _ in range(6)]
+    assert labels == ["2024Q3", "2024Q4", "2025Q1", "2025Q2", "2025Q3", "2025Q4"]
+
+
+def test_a_scripted_suspension_fires_in_its_quarter_and_region_only() -> None:
+    ev = [{"quarter": "2023Q3", "region": "sea", "suspend": {"quarters": 2, "share": 0.5}}]
+    base, hit = _run({}), _run({"events": ev})
+    dark = hit["state"].suspended  # random suspensions stay off in the deterministic variant
+    assert np.all(dark == 0)
+    params = hit["params"]
+    np.testing.assert_array_equal(params.schedule("scripted_dark")[:, 0], [0, 0, 0.5, 0.5] + [0] * 8)
+    sea, us = 0, 1
+    np.testing.assert_array_equal(hit["gmv_region"][0, :2], base["gmv_region"][0, :2])  # nothing before
+    assert np.all(hit["gmv_region"][0, 2:4, sea] < 0.6 * base["gmv_region"][0, 2:4, sea])
+    np.testing.assert_allclose(hit["gmv_region"][0, 2, us], base["gmv_region"][0, 2, us], rtol=1e-12)  # the US untouched that quarter
+
+
+def test_the_observation_shows_a_scripted_suspension_before_its_quarter() -> None:
+    ev = [{"quarter": "2023Q2", "region": "us", "suspend": {"quarters": 1, "share": 1.0}}]
+    env = SocialCommerceEnv("global", {**DET, "events": ev})
+    obs, _ = env.reset(seed=0)
+    k = market.N_REGION_FEATURES + market.OBS.suspension_left  # the US block
+    assert obs[k] == 0.0
+    obs, _, _, _, info = env.step(np.zeros(env.action_space.shape, np.float32))
+    assert obs[k] > 0.0 and not info["suspended"]["us"]
+    _, _, _, _, info = env.step(np.zeros(env.action_space.shape, np.float32))
+    assert info["suspended"]["us"] and info["gmv_by_region"]["us"] == 0.0
+    assert np.all(info["spend_by_region_lever"][1] == 0.0) and info["cost"] > 0.0  # a dark region is billed nothing
+
+
+def test_a_reference_rate_event_moves_the_null_action_and_the_observation() -> None:
+    ev = [{"quarter": "2024Q2", "region": "us", "reference_rate": 0.06}, {"quarter": "2024Q3", "region": "us", "reference_rate": 0.08}]
+    params = load_scenario("global", {**DET, "events": ev}).to_params()
+    ref = params.schedule("reference_rate")[:, 1]
+    np.testing.assert_array_equal(ref, [0.029] * 5 + [0.06] + [0.08] * 6)
+    assert market.null_intensity(params, 6)[1, market.RATE] == pytest.approx(0.8)
+    res = _run({"events": ev})
+    assert np.all(res["commission_discount"] == 0.0)  # the null plan follows the reference
+    env = SocialCommerceEnv("global", {**DET, "events": ev})
+    obs, _ = env.reset(seed=0)
+    k = market.N_REGION_FEATURES + market.OBS.reference_rate
+    for t in range(6):
+        obs = env.step(np.zeros(env.action_space.shape, np.float32))[0]
+    assert obs[k] == pytest.approx(0.8)  # after 2024Q2 is played, the next quarter's 8% shows
+
+
+def test_a_launch_keeps_a_region_dark_until_its_quarter() -> None:
+    ev = [{"quarter": "2023Q3", "region": "us", "launch": True}]
+    res = _run({"events": ev}, plan=None)
+    assert np.all(res["gmv_region"][0, :2, 1] == 0.0) and np.all(res["gmv_region"][0, 2:, 1] > 0.0)
+    full = np.ones((1, 12, 3, 7))
+    spent = _run({"events": ev, "budget.mode": "soft"}, plan=full)["intensity"]  # nothing billed before the launch
+    assert spent.shape == (1, 12, 3, 7)
+
+
+def test_a_parameter_event_changes_the_value_from_its_quarter_on() -> None:
+    ev = [{"quarter": "2024Q1", "region": "us", "set": {"path": "regions.us.aov", "value": 40}},
+          {"quarter": "2024Q1", "set": {"path": "sellers.churn", "value": 0.03}}]
+    params = load_scenario("global", {**DET, "events": ev}).to_params()
+    np.testing.assert_array_equal(params.schedule("aov")[:, 1], [35] * 4 + [40] * 8)
+    g = params.packed[0][0, :, market.SELLERS.churn]
+    np.testing.assert_array_equal(g, [0.06] * 4 + [0.03] * 8)
+
+
+@pytest.mark.parametrize(
+    "event, message",
+    [
+        ({"quarter": "2023Q4", "region": "mars", "suspend": {"quarters": 1, "share": 0.5}}, "region 'mars' is not in the scenario's regions"),
+        ({"quarter": "2027Q1", "region": "sea", "suspend": {"quarters": 1, "share": 0.5}}, "outside the horizon 2023Q1..2025Q4"),
+        ({"quarter": "2022Q4", "region": "sea", "launch": True}, "outside the horizon"),
+        ({"quarter": "Q4 2023", "region": "sea", "launch": True}, "is not a calendar quarter"),
+        ({"quarter": "2023Q4", "region": "sea", "suspend": {"quarters": 1, "share": 1.5}}, "suspend.share = 1.5 must be in [0, 1]"),
+        ({"quarter": "2023Q4", "region": "sea", "set": {"path": "sellers.nonsense", "value": 1}}, "is not a model parameter"),
+        ({"quarter": "2023Q4", "region": "us", "reference_rate": 0.2}, "must be in [0, rate_max = 0.1]"),
+        ({"quarter": "2023Q4", "region": "us", "reference_rate": 0.05, "launch": True}, "exactly one change"),
+        ({"quarter": "2023Q4", "region": "us", "bogus": 1}, "unknown key"),
+    ],
+)
+def test_bad_events_are_one_line_errors_naming_the_event(event: dict, message: str) -> None:
+    with pytest.raises(ScenarioError) as err:
+        load_scenario("global", {"events": [{"quarter": "2023Q2", "region": "us", "launch": True}, event]})
+    text = str(err.value)
+    assert "\n" not in text and message in text, text
+    assert "events" in text and ("events[1]" in text or "events.1" in text), text
+
+
+@pytest.mark.parametrize("kind", ["gmv", "revenue", "contribution"])
+@pytest.mark.parametrize("terminal", [0.0, 4.0])
+def test_each_objective_rewards_its_info_terms(kind: str, terminal: float) -> None:
+    env = SocialCommerceEnv("global", {"objective.kind": kind, "objective.terminal_value": terminal})
+    env.reset(seed=2)
+    rng = np.random.default_rng(2)
+    for t in range(env.params.horizon):
+        _, reward, done, _, info = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+        value = {"gmv": info["gmv"], "revenue": info["revenue"], "contribution": info["revenue"] - info["cash_spend"]}[kind]
+        assert info["objective_value"] == pytest.approx(value, rel=1e-12, abs=1e-15)
+        season = env.params.season_at(t)
+        assert info["terminal_value"] == pytest.approx(terminal * value / season if done else 0.0, rel=1e-12, abs=1e-15)
+        assert reward == pytest.approx(info["objective_value"] + info["terminal_value"], rel=1e-12, abs=1e-15)
+        if kind == "gmv" and terminal == 0.0:
+            assert reward == info["gmv"]
+
+
+def test_a_bad_objective_is_one_line() -> None:
+    with pytest.raises(ScenarioError) as err:
+        load_scenario("global", {"objective.kind": "happiness"})
+    assert "\n" not in str(err.value) and "objective.kind" in str(err.value)
