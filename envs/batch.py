@@ -24,6 +24,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 
 from envs import market
+from envs.ensemble import Ensemble, load_ensemble
 from envs.scenario import Scenario, load_scenario
 
 class InfoTable(NamedTuple):
@@ -80,12 +81,22 @@ class MarketBatch:
 
     ``scenario``: a built-in name, a YAML path or a :class:`Scenario` (see :func:`resolve`; with
     no ``overrides`` a ``Scenario`` is neither copied nor validated again).
+
+    ``ensemble``: an ensemble file (a name in ``configs/ensembles``, a path) or an
+    :class:`~envs.ensemble.Ensemble`. Its parameter sets are applied to the scenario and packed
+    into the one model; at every reset each market draws one set, uniformly, from its own
+    generator right after the episode's other random numbers (the same seed, the same set; the
+    demand shocks and suspensions are those of the nominal env with that seed).
     """
 
-    def __init__(self, scenario: "str | Path | Scenario" = "global", overrides: Mapping[str, Any] | None = None, num_envs: int = 1):
+    def __init__(self, scenario: "str | Path | Scenario" = "global", overrides: Mapping[str, Any] | None = None, num_envs: int = 1,
+                 ensemble: "str | Path | Ensemble | None" = None):
         if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.scenario, self.params = resolve(scenario, overrides)
+        self.ensemble = None if ensemble is None else (ensemble if isinstance(ensemble, Ensemble) else load_ensemble(ensemble))
+        if self.ensemble is not None:
+            self.params = self.ensemble.params(self.scenario)
         self.num_envs = int(num_envs)
         p = self.params
         self.single_action_space = spaces.Box(-1.0, 1.0, (p.action_dim,), np.float32)
@@ -101,7 +112,7 @@ class MarketBatch:
         self._rows = rows
         self._action_shape = (self.num_envs, p.action_dim)
         self._row = _row_builder(self._groups)
-        self._start: tuple[np.ndarray, np.ndarray] | None = None  # observation and info column at reset
+        self._start: tuple[np.ndarray, np.ndarray] | None = None  # observation and info row of each parameter set at reset
         _warm_up(self)
 
     def __getstate__(self) -> dict:
@@ -141,21 +152,28 @@ class MarketBatch:
         """
         if self.rngs is None:
             self.seed_generators([None] * self.num_envs)
-        self.state = market.init_state(self.params, self._sources)
+        u = market.draw_uniforms(self.params, self._sources)
+        sets = None
+        if self.ensemble is not None:  # drawn after the episode's numbers: part of them
+            sets = np.array([int(g.integers(len(self.ensemble))) for g in self._rngs], dtype=np.int64)
+        self.state = market.start_state(self.params, u, sets)
         if self._start is None:
-            self._start = self._start_observation_and_info(self.state.take(np.arange(1)))
-        obs, column = self._start
+            n_sets = 1 if self.ensemble is None else len(self.ensemble)
+            one_each = market.start_state(self.params, u[:1].repeat(n_sets, axis=0), np.arange(n_sets))
+            self._start = self._start_observation_and_info(one_each)
+        obs, rows = self._start
         n = self.num_envs
         zeros = np.zeros((n, self.params.n_regions, market.N_LEVERS))
-        info = InfoTable(np.repeat(column, n, axis=0), zeros, zeros.copy())
-        return np.repeat(obs, n, axis=0), info
+        pick = np.zeros(n, dtype=np.int64) if sets is None else sets
+        return obs[pick], InfoTable(rows[pick], zeros, zeros.copy())
 
     def _start_observation_and_info(self, start: market.State) -> tuple[np.ndarray, np.ndarray]:
-        """Observation ``(1, obs_dim)`` and info table ``(1, entries)`` of one market's start state:
-        no GMV, cost or revenue yet; last quarter's run rate."""
+        """Observation ``(n, obs_dim)`` and info table ``(n, entries)`` of start states (one market
+        per parameter set): no GMV, cost or revenue yet; last quarter's run rate."""
         p = self.params
-        per_market = np.zeros((market.N_MARKET_OUT, 1))
-        per_region = np.zeros((market.N_REGION_OUT, 1, p.n_regions))
+        n = start.n
+        per_market = np.zeros((market.N_MARKET_OUT, n))
+        per_region = np.zeros((market.N_REGION_OUT, n, p.n_regions))
         per_market[market.M_RUN_RATE] = 4.0 * start.gmv_region.sum(1) / p.season_at(start.t - 1)
         per_market[market.M_CAP] = market.quarter_cap(p, start)
         per_market[market.M_REMAINING] = start.budget_remaining
@@ -163,10 +181,10 @@ class MarketBatch:
         per_region[market.P_GMV] = start.gmv_region
         per_region[market.P_ORDERS] = start.orders
         per_region[market.P_SHARE] = start.share
-        table = np.empty((1, self._rows))
+        table = np.empty((n, self._rows))
         market.fill_info(
-            p.packed[0], per_market, per_region, np.zeros((1, p.n_regions, market.N_LEVERS)),
-            np.zeros(1, dtype=np.int64), start.regional, start.t, start.param_set, table,
+            p.packed[0], per_market, per_region, np.zeros((n, p.n_regions, market.N_LEVERS)),
+            np.zeros(n, dtype=np.int64), start.regional, start.t, start.param_set, table,
         )
         return market.observe(p, start), table
 

@@ -29,10 +29,11 @@ class SocialCommerceVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, num_envs: int = 1, scenario: "str | Path | Scenario" = "global", overrides: Mapping[str, Any] | None = None, **kwargs: Any):
+    def __init__(self, num_envs: int = 1, scenario: "str | Path | Scenario" = "global", overrides: Mapping[str, Any] | None = None,
+                 ensemble: "str | Path | None" = None, **kwargs: Any):
         if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}; allowed: num_envs, scenario, overrides")
-        self._batch = MarketBatch(scenario, overrides, num_envs=num_envs)
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}; allowed: num_envs, scenario, overrides, ensemble")
+        self._batch = MarketBatch(scenario, overrides, num_envs=num_envs, ensemble=ensemble)
         self.scenario = self._batch.scenario
         self.params = self._batch.params
         self.num_envs = self._batch.num_envs
