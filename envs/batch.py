@@ -16,6 +16,7 @@ single env, the SB3 adapter).
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -146,6 +147,25 @@ class MarketBatch:
         n = self.num_envs
         info = InfoTable(np.repeat(column, n, axis=0), np.zeros((n, self.params.n_regions, market.N_LEVERS)))
         return np.repeat(obs, n, axis=0), info
+
+    def reset_markets(self, mask: np.ndarray) -> tuple[np.ndarray, InfoTable]:
+        """Start a new episode in the markets where ``mask`` (bool, ``(num_envs,)``) is true; the
+        others go on where they are. Returns the observation and info table of the reset markets
+        only (in market order). Each reset market draws its episode from its own generator, as
+        :meth:`reset` does, so resetting market i alone gives what a reset of all gives market i.
+        Before the first :meth:`reset` every market starts.
+        """
+        index = np.flatnonzero(mask)
+        if self.state is None or index.size == self.num_envs:
+            obs, info = self.reset()
+            return obs[index], InfoTable(info.table[index], info.intensity[index])
+        fresh = market.init_state(self.params, market.random_sources([self._rngs[i] for i in index]))
+        for f in fields(fresh):
+            getattr(self.state, f.name)[index] = getattr(fresh, f.name)
+        obs, column = self._start
+        k = index.size
+        info = InfoTable(np.repeat(column, k, axis=0), np.zeros((k, self.params.n_regions, market.N_LEVERS)))
+        return np.repeat(obs, k, axis=0), info
 
     def _start_observation_and_info(self, start: market.State) -> tuple[np.ndarray, np.ndarray]:
         """Observation ``(1, obs_dim)`` and info table ``(1, entries)`` of one market's start state:
