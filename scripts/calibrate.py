@@ -45,7 +45,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--ensemble-out", type=Path, help="where the ensemble goes (default configs/ensembles/<out name>.yaml)")
     parser.add_argument("--plot", type=Path, help="write the fit (observed against simulated) and the posterior marginals (PNG)")
     parser.add_argument("--walkers", type=int, default=0, help="posterior walkers (default max(32, 4 x free parameters))")
-    parser.add_argument("--steps", type=int, default=5000, help="posterior steps per walker (default 5000, the first fifth burn-in)")
+    parser.add_argument("--steps", type=int, default=2000, help="posterior steps per walker (default 2000, the first fifth burn-in)")
     parser.add_argument("--starts", type=int, default=3, help="least-squares starts: the scenario's values, then random points (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random starts and the sampler (default 0)")
     parser.add_argument("--force", action="store_true", help="replace files calibrate.py wrote before")

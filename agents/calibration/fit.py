@@ -13,6 +13,7 @@ batch of the model (:func:`agents.calibration.replay.replay`).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -146,8 +147,8 @@ def log_posterior(history: History, x: np.ndarray, bounds: np.ndarray) -> np.nda
     return out
 
 
-def sample_posterior(history: History, best: Fit, n: int, walkers: int | None = None, steps: int = 5000,
-                     burn: int = 1000, seed: int = 0) -> Posterior:
+def sample_posterior(history: History, best: Fit, n: int, walkers: int | None = None, steps: int = 2000,
+                     burn: int = 400, seed: int = 0) -> Posterior:
     """``n`` parameter sets drawn from the posterior: ``emcee`` with ``walkers`` walkers (one batch
     per step) started in a small ball around the fit, ``burn`` steps dropped, the rest thinned to
     ``n`` draws."""
@@ -163,7 +164,12 @@ def sample_posterior(history: History, best: Fit, n: int, walkers: int | None = 
     sampler.run_mcmc(p0, steps, progress=False)
     seconds = time.perf_counter() - t0
     flat = sampler.get_chain(discard=burn, flat=True)
-    tau = [float(t) for t in emcee.autocorr.integrated_time(sampler.get_chain(discard=burn), quiet=True)]
+    quiet = logging.getLogger("emcee")  # its warning about short chains: Posterior.converged says it once
+    level, quiet.level = quiet.level, logging.ERROR
+    try:
+        tau = [float(t) for t in emcee.autocorr.integrated_time(sampler.get_chain(discard=burn), quiet=True)]
+    finally:
+        quiet.setLevel(level)
     pick = rng.choice(len(flat), size=n, replace=len(flat) < n)
     return Posterior(paths=best.paths, samples=flat[pick], chain_shape=sampler.get_chain().shape,
                      acceptance=float(np.mean(sampler.acceptance_fraction)), seconds=seconds,
