@@ -5,17 +5,29 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-fast tensorboard benchmark simulate evaluate frontier constraint-benchmark clean
+.PHONY: setup lock train test test-fast tensorboard benchmark simulate evaluate frontier constraint-benchmark clean
 
 setup: $(STAMP)
 
-# torch is pinned to 2.13.0, the CPU build these machines install offline; pip takes it
-# first so that no other package pulls a CUDA build.
-$(STAMP): pyproject.toml
+# The tested versions are requirements.lock (exact pins of everything installed, made by
+# `make lock`); pyproject.toml declares the compatible ranges. torch 2.13.0, the CPU build these
+# machines install offline, goes first so that no other package pulls a CUDA build.
+TORCH := torch==2.13.0
+LOCK := requirements.lock
+
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[test,zoo]"
+	touch $(STAMP)
+
+# Re-pin after changing pyproject.toml's dependencies: install the new ranges, then freeze.
+lock:
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[test,zoo]"
+	{ echo "# The exact versions tested (make lock: pip freeze); pyproject.toml declares the ranges."; \
+	  $(PY) -m pip freeze --exclude-editable --local; } > $(LOCK)
 	touch $(STAMP)
 
 train: $(STAMP)

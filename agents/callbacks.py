@@ -11,7 +11,17 @@ All of them extend SB3 through ``BaseCallback`` and ``self.logger.record``; SB3'
 * ``levers/<lever>``: mean intensity in [0, 1] of each lever over the rollout's quarters,
   markets and regions, after the budget projection (what was actually spent).
 * ``eval/gmv_mean``, ``eval/cost_mean``, ``eval/final_run_rate_mean``: deterministic policy on
-  held-out seeds every ``eval_freq`` env steps.
+  held-out seeds at step 0, every ``eval_freq`` env steps and at the end.
+* ``baselines/<playbook>`` ($B per episode): each reference playbook's GMV on the same held-out
+  seeds, and ``baselines/budget_total`` ($B): logged at the first and the last step, so each
+  draws a flat line beside the learned policy's.
+
+Every one of these tags carries a description (TensorBoard shows it beside the chart; see
+:data:`TAG_DESCRIPTIONS`); the custom-scalars layout (:func:`custom_scalars_layout`) puts them on
+charts a strategist reads: GMV against the baselines, spend against the budget, the seven
+levers on one chart with one named line each, buyers and sellers on charts of their own. The
+HParams tab holds the config's hyperparameters against the final ``eval/gmv_mean`` and
+``eval/final_run_rate_mean`` (:func:`hparams`).
 """
 
 from __future__ import annotations
@@ -19,11 +29,12 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import TensorBoardOutputFormat
+from stable_baselines3.common.logger import HParam, HumanOutputFormat, Logger, TensorBoardOutputFormat
+from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 
 from agents.rollout import EVAL_TAG_KEYS
 from envs.market import LEVERS
@@ -39,6 +50,83 @@ MARKET_TAGS = (
 )
 LEVER_TAGS = tuple(f"levers/{lever}" for lever in LEVERS)
 EVAL_TAGS = tuple(EVAL_TAG_KEYS.values())
+BUDGET_TAG = "baselines/budget_total"
+
+
+def baseline_tag(name: str) -> str:
+    return f"baselines/{name}"
+
+
+_LEVER_MEANING = {
+    "commission_waiver": "share of the standard commission waived",
+    "shipping_subsidy": "shipping subsidy per order, as a share of its maximum",
+    "seller_grants": "seller grants pool, as a share of its maximum",
+    "warehousing": "fulfilment capex pool, as a share of its maximum",
+    "creator_incentives": "creator bonus pool, as a share of its maximum",
+    "user_ads": "platform marketing pool, as a share of its maximum",
+    "private_label": "share of traffic steered to private-label products, as a share of its maximum",
+}
+
+#: tag -> the description TensorBoard shows with its chart (prefixes: ``baselines/`` for any playbook)
+TAG_DESCRIPTIONS: dict[str, str] = {
+    "market/gmv_episode": "GMV of a training episode, $B (third party plus private label), mean over the episodes that ended in the rollout.",
+    "market/gmv_run_rate_final": "Annualised, de-seasonalised GMV run rate in the last quarter of a training episode, $B a year; the target is the scenario's target_run_rate ($20B by default).",
+    "market/cost_episode": "Incentive spend over a training episode, $B (after the hard-budget projection).",
+    "market/budget_utilisation": "Spend over the episode / budget.total: 1 spends the whole budget (above 1 only in soft-budget mode).",
+    "market/revenue_episode": "Platform revenue over a training episode, $B: commission, shop ads and private-label margin.",
+    "market/buyers_final": "Active buyers at the end of a training episode, M, all regions.",
+    "market/sellers_final": "Active sellers at the end of a training episode, k, all regions.",
+    **{f"levers/{lever}": f"Mean intensity of {lever} in [0, 1] over the rollout's quarters, markets and regions, after the budget projection: {meaning}."
+       for lever, meaning in _LEVER_MEANING.items()},
+    "eval/gmv_mean": "GMV per episode of the deterministic policy on held-out seeds (never trained on), $B; logged at step 0, every eval_freq steps and at the end.",
+    "eval/cost_mean": "Spend per episode of the deterministic policy on the held-out seeds, $B.",
+    "eval/final_run_rate_mean": "Annualised GMV run rate in the last quarter on the held-out seeds, $B a year (target: the scenario's target_run_rate).",
+    BUDGET_TAG: "The scenario's total incentive budget over an episode, $B (budget.total): the line spend is measured against.",
+    "constraint/episode_cost": "Cost-constrained PPO: mean spend per training episode, $B.",
+    "constraint/violation_rate": "Cost-constrained PPO: share of training episodes whose spend exceeded the cost limit.",
+    "constraint/lambda": "Cost-constrained PPO: the Lagrange multiplier on spend ($ of GMV per $ of spend over the limit).",
+    "constraint/cost_limit": "Cost-constrained PPO: the episode cost limit, $B.",
+}
+
+
+def describe(tag: str) -> str | None:
+    """The description of a Flywheel tag (``None`` for SB3's own ``rollout/``, ``train/``, ``time/``)."""
+    if tag in TAG_DESCRIPTIONS:
+        return TAG_DESCRIPTIONS[tag]
+    if tag.startswith("baselines/"):
+        name = tag.split("/", 1)[1]
+        return f"GMV per episode of the reference policy {name} on the same held-out seeds as eval/gmv_mean, $B; logged at the first and the last step (a flat line)."
+    return None
+
+
+class DescribedTensorBoardOutputFormat(TensorBoardOutputFormat):
+    """SB3's TensorBoard output, writing each Flywheel scalar's first value with its description
+    (``SummaryMetadata.summary_description``: TensorBoard keeps the metadata of a tag's first event)."""
+
+    def __init__(self, folder: str):
+        super().__init__(folder)
+        self._described: set[str] = set()
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
+        first = {k: v for k, v in key_values.items() if k not in self._described and describe(k) is not None
+                 and isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)}
+        if first:
+            values = [Summary.Value(tag=k, simple_value=float(v), metadata=SummaryMetadata(display_name=k, summary_description=describe(k),
+                                                                                   plugin_data=SummaryMetadata.PluginData(plugin_name="scalars")))
+                      for k, v in sorted(first.items())]
+            self.writer.file_writer.add_summary(Summary(value=values), step)
+            self._described.update(first)
+        rest = {k: v for k, v in key_values.items() if k not in first}
+        super().write(rest, {k: key_excluded[k] for k in rest}, step)
+
+
+def make_logger(folder: str, verbose: int = 0) -> Logger:
+    """An SB3 logger writing described TensorBoard events to ``folder`` (and SB3's tables on
+    stdout when ``verbose >= 1``)."""
+    formats = [DescribedTensorBoardOutputFormat(folder)]
+    if verbose >= 1:
+        formats.insert(0, HumanOutputFormat(sys.stdout))
+    return Logger(folder, formats)
 
 
 def tensorboard_writer(logger):
@@ -49,27 +137,60 @@ def tensorboard_writer(logger):
     return None
 
 
-def custom_scalars_layout() -> dict:
-    """The TensorBoard custom-scalars layout: market charts together, then levers, then eval."""
+def custom_scalars_layout(baselines: Sequence[str] = ()) -> dict:
+    """The TensorBoard custom-scalars layout: the market against its references, then the levers
+    (one line per lever), then the evaluation. ``baselines``: the reference policies logged as
+    ``baselines/<name>``."""
+    gmv_refs = [baseline_tag(name) for name in baselines]
     return {
         "Market": {
-            "GMV ($B per episode, eval vs training)": ["Multiline", ["market/gmv_episode", "eval/gmv_mean"]],
+            "GMV ($B per episode): training, held-out eval and the baselines": ["Multiline", ["market/gmv_episode", "eval/gmv_mean", *gmv_refs]],
             "Final run rate ($B a year)": ["Multiline", ["market/gmv_run_rate_final", "eval/final_run_rate_mean"]],
-            "Spend ($B per episode)": ["Multiline", ["market/cost_episode", "eval/cost_mean"]],
-            "Budget utilisation": ["Multiline", ["market/budget_utilisation"]],
+            "Spend against the budget ($B per episode)": ["Multiline", ["market/cost_episode", "eval/cost_mean", BUDGET_TAG]],
+            "Budget utilisation (spend / budget)": ["Multiline", ["market/budget_utilisation"]],
             "Revenue ($B per episode)": ["Multiline", ["market/revenue_episode"]],
-            "Buyers (M) and sellers (k), final": ["Multiline", ["market/buyers_final", "market/sellers_final"]],
+            "Buyers (M), final": ["Multiline", ["market/buyers_final"]],
+            "Sellers (k), final": ["Multiline", ["market/sellers_final"]],
         },
-        "Levers": {"Mean intensity by lever": ["Multiline", list(LEVER_TAGS)]},
+        "Levers": {"Mean intensity by lever (0 = off, 1 = full)": ["Multiline", list(LEVER_TAGS)]},
     }
 
 
-def write_run_header(logger, config_yaml: str) -> None:
+def hparams(config) -> dict:
+    """The config's hyperparameters as the HParams tab shows them (scalars and strings only)."""
+    flat: dict[str, Any] = {"algo": config.algo, "scenario": str(config.scenario), "n_envs": config.n_envs,
+                            "total_timesteps": config.total_timesteps, "seed": config.seed}
+    for key, value in config.ppo.model_dump().items():
+        if key == "policy_kwargs":
+            for k, v in value.items():
+                flat[f"ppo.policy_kwargs.{k}"] = "x".join(map(str, v)) if isinstance(v, list) else v
+        elif value is not None:
+            flat[f"ppo.{key}"] = value
+    for key, value in config.vecnormalize.model_dump().items():
+        flat[f"vecnormalize.{key}"] = value
+    return flat
+
+
+def record_hparams(logger, config, figures: dict) -> None:
+    """Fill the HParams tab: the config against the final held-out figures (the metrics are the
+    ``eval/`` tags, so TensorBoard reads their last values)."""
+    metrics = {EVAL_TAG_KEYS["gmv_mean"]: figures["gmv_mean"], EVAL_TAG_KEYS["run_rate_final_mean"]: figures["run_rate_final_mean"]}
+    logger.record("hparams", HParam(hparams(config), metrics), exclude=("stdout", "log", "json", "csv"))
+
+
+def record_baselines(logger, baselines: dict[str, dict], budget_total: float) -> None:
+    """``baselines/<name>`` (GMV per episode on the held-out seeds) and ``baselines/budget_total``."""
+    for name, figures in baselines.items():
+        logger.record(baseline_tag(name), figures["gmv_mean"])
+    logger.record(BUDGET_TAG, float(budget_total))
+
+
+def write_run_header(logger, config_yaml: str, baselines: Sequence[str] = ()) -> None:
     """Write the custom-scalars layout and the resolved config (as text) into the TB events."""
     writer = tensorboard_writer(logger)
     if writer is None:
         return
-    writer.add_custom_scalars(custom_scalars_layout())
+    writer.add_custom_scalars(custom_scalars_layout(baselines))
     # four-space indent: TensorBoard renders text summaries as Markdown
     writer.add_text("config", "\n".join("    " + line for line in config_yaml.splitlines()), global_step=0)
     writer.flush()
@@ -172,9 +293,19 @@ class PeriodicEvalCallback(_Periodic):
     :param eval_freq: env steps between evaluations (summed over parallel envs).
     """
 
-    def __init__(self, evaluate: Callable[..., dict], eval_freq: int, verbose: int = 0):
+    def __init__(self, evaluate: Callable[..., dict], eval_freq: int, verbose: int = 0, at_start: Callable[[dict], None] | None = None):
         super().__init__(eval_freq, verbose)
         self.evaluate = evaluate
+        self.at_start = at_start
+
+    def _on_training_start(self) -> None:
+        super()._on_training_start()
+        if self.num_timesteps == 0:  # a fresh run: the untrained policy is the first point of every eval curve
+            figures = self.evaluate(self.model, self.model.get_vec_normalize_env())
+            record_eval(self.logger, figures)
+            if self.at_start is not None:
+                self.at_start(figures)
+            self.logger.dump(0)
 
     def _on_rollout_end(self) -> None:
         if self._due():
@@ -216,7 +347,10 @@ class StopOnRequest(BaseCallback):
 
 
 class PlainProgress(BaseCallback):
-    """Plain progress lines for logs (when stdout is not a terminal), every ``every_seconds``."""
+    """Plain progress lines for logs (when stdout is not a terminal), every ``every_seconds``.
+
+    ``total_timesteps`` is what training will run (:func:`agents.ppo.planned_timesteps`: whole
+    rollouts), so the last line reads 100%."""
 
     def __init__(self, total_timesteps: int, market: MarketLoggerCallback, every_seconds: float = 10.0, stream=None):
         super().__init__(0)
@@ -241,5 +375,5 @@ class PlainProgress(BaseCallback):
         fps = (self.num_timesteps - self._start_steps) / max(now - self._start_time, 1e-9)
         recent = list(self.market._recent)[-self.training_env.num_envs :]
         gmv = f" gmv_episode {np.mean([e['market/gmv_episode'] for e in recent]):.2f}$B" if recent else ""
-        pct = 100.0 * self.num_timesteps / max(self.total, 1)
+        pct = min(100.0, 100.0 * self.num_timesteps / max(self.total, 1))
         print(f"step {self.num_timesteps}/{self.total} ({pct:.0f}%) fps {fps:.0f}{gmv}", file=self.stream, flush=True)

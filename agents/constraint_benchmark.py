@@ -19,8 +19,9 @@ and the standard deviation of those over training seeds. Targets: ``ppo_lagrangi
 mean episode cost at most 1.05 x the limit, GMV at least 0.97 x ``ppo_hard``'s;
 ``ppo_soft`` overspends.
 
-A finished run (its ``summary.json`` present) is reused, so an interrupted benchmark continues
-where it stopped.
+The trainings are one sweep on Ray Tune (:mod:`agents.sweep`): on this machine one run per core
+at a time, or on a Ray cluster. An interrupted benchmark continues where it stopped (finished
+runs are kept, unfinished ones continue from their last checkpoint).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from agents import lazy, runs
-from agents.config import CONFIG_DIR, TrainConfig, load_config
+from agents import runs, sweep
+from agents.config import CONFIG_DIR, parse_sets
 from agents.constraint import over_limit
 from agents.io import atomic_write_json, atomic_write_text
 from agents.rollout import BENCHMARK_KEYS, episode_totals, publish, rollout_policy, summarise
@@ -60,24 +61,31 @@ COST_TOLERANCE = 1.05  # cost-constrained PPO: mean episode cost at most 5% over
 GMV_RATIO_TARGET = 0.97  # ... and GMV at least 0.97 of hard-budget PPO's
 
 
-def variant_config(variant: Variant, seed: int, timesteps: int | None = None) -> TrainConfig:
-    sets = list(variant.sets) + [f"seed={seed}"]
+def benchmark_spec(variants: Sequence[str] = VARIANT_NAMES, seeds: Sequence[int] = (0, 1, 2), timesteps: int | None = None) -> sweep.SweepSpec:
+    """The benchmark as one sweep: the chosen variants crossed with the training seeds."""
+    chosen = [v for v in VARIANTS if v.name in variants]
+    doc: dict = {
+        "name": "constraint_benchmark",
+        "baseline": None,  # the ratio to best_static is not needed here
+        "seeds": [int(s) for s in seeds],
+        "variants": {v.name: {"config": str(v.config), "set": parse_sets(v.sets)} for v in chosen},
+    }
     if timesteps is not None:
-        sets.append(f"total_timesteps={timesteps}")
-    return load_config(variant.config, sets)
+        doc["set"] = {"total_timesteps": int(timesteps)}
+    return sweep.spec_from_dict(doc, source="constraint benchmark")
 
 
 class BenchmarkError(ValueError):
-    """The output folder cannot hold this benchmark (a file, foreign content, runs trained
-    otherwise). One line."""
+    """The output folder cannot hold this benchmark (a file, or foreign content). One line."""
 
 
 #: what this benchmark writes into its folder; anything else there is the user's
-OWN_ENTRIES = ("runs", "constraint_benchmark.json", "constraint_benchmark.md")
+OWN_ENTRIES = ("sweep", "constraint_benchmark.json", "constraint_benchmark.md")
 
 
 def check_out(out: Path) -> None:
-    """``out`` is new, or a folder of an earlier (maybe stopped) benchmark, which is continued."""
+    """``out`` is new, or a folder of an earlier (maybe stopped) benchmark, which is continued
+    (its sweep must have the same settings: :func:`agents.sweep.check_sweep_dir`)."""
     if not os.path.lexists(out):
         return
     if out.is_symlink() or not out.is_dir():
@@ -85,43 +93,6 @@ def check_out(out: Path) -> None:
     foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_ENTRIES)
     if foreign:
         raise BenchmarkError(f"--out {out} holds {', '.join(foreign[:3])}, which this benchmark did not write; choose another --out")
-
-
-def _first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            found = _first_difference(va, vb, f"{prefix}{key}.")
-            if found:
-                return found
-        elif va != vb:
-            return f"{prefix}{key}={va!r}, not {vb!r}"
-    return None
-
-
-def train_one(variant: Variant, seed: int, run_dir: Path, timesteps: int | None = None) -> Path:
-    """Train one (variant, seed) into ``run_dir``; a run there is reused (finished) or continued
-    (interrupted) only if it was trained with exactly this config, else :class:`BenchmarkError`."""
-    config = variant_config(variant, seed, timesteps)
-    if run_dir.exists():
-        saved = runs.read_run_config(run_dir)
-        differs = _first_difference(saved.model_dump(mode="json"), config.model_dump(mode="json"))
-        if differs is not None:
-            raise BenchmarkError(f"{run_dir} was trained with {differs} asked now; choose another --out, or the same settings as before")
-        if runs.is_finished(run_dir):
-            return run_dir
-        saved, lock = runs.open_for_resume(run_dir)  # an interrupted run: continue it
-        with lock:
-            _finished(lazy.training().train(saved, run_dir, resume=True, progress="none"))
-        return run_dir
-    with runs.create_run_dir(run_dir, config):
-        _finished(lazy.training().train(config, run_dir, progress="none"))
-    return run_dir
-
-
-def _finished(result) -> None:
-    if result.interrupted:  # Ctrl-C / SIGTERM: a checkpoint was saved, rerun to continue
-        raise KeyboardInterrupt(f"stopped at step {result.timesteps}; rerun the same command to continue")
 
 
 def evaluate_run(run_dir: Path, episodes: int) -> dict[str, float]:
@@ -203,37 +174,50 @@ def run_benchmark(
     seeds: Sequence[int] = (0, 1, 2),
     timesteps: int | None = None,
     episodes: int = 64,
+    address: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Train and evaluate every (variant, seed); write ``constraint_benchmark.json`` and ``.md``."""
+    """Train every (variant, seed) as one sweep on Ray Tune (:mod:`agents.sweep`; a local Ray, or
+    the cluster at ``address``) in ``out/sweep``, evaluate each run; write
+    ``constraint_benchmark.json`` and ``.md``. An existing sweep folder is continued: its
+    finished runs are kept.
+
+    :raises KeyboardInterrupt: the sweep was stopped (Ctrl-C); rerun to continue.
+    """
     out = Path(out)
     check_out(out)
-    out.mkdir(parents=True, exist_ok=True)
-    chosen = [v for v in VARIANTS if v.name in variants]
-    per_seed: dict[str, list[dict]] = {v.name: [] for v in chosen}
+    spec = benchmark_spec(variants, seeds, timesteps)
+    sweep_dir = (out / "sweep").resolve()
     t0 = time.monotonic()
-    result: dict = {}
-    # seed-major order: after each seed the table holds every variant (written as it grows)
-    for seed in seeds:
-        for variant in chosen:
-            run_dir = out / "runs" / f"{variant.name}__{seed}"
-            start = time.monotonic()
-            train_one(variant, seed, run_dir, timesteps)
+    trained = sweep.run_sweep(spec, sweep_dir, resume=(sweep_dir / sweep.SWEEP_FILE).is_file(), address=address, log=log)
+    if trained.interrupted:
+        raise KeyboardInterrupt(f"the sweep stopped; rerun the same command to continue it ({sweep_dir})")
+    failed = [r for r in trained.rows if r["status"] != "finished"]
+    if failed:
+        raise sweep.SweepError(f"{len(failed)} runs failed, e.g. {failed[0][sweep.VARIANT_AXIS]} seed {failed[0]['seed']}: "
+                               f"{failed[0].get('error', failed[0]['status'])} (see {sweep_dir / sweep.REPORT_MD})")
+    by_trial = {(r[sweep.VARIANT_AXIS], r["seed"]): r for r in trained.rows}
+    per_seed: dict[str, list[dict]] = {name: [] for name in spec.variants}
+    for name in spec.variants:
+        for seed in seeds:
+            run_dir = sweep_dir / by_trial[(name, seed)]["run_dir"]
             row = {"seed": int(seed), "run_dir": str(run_dir), **evaluate_run(run_dir, episodes)}
-            per_seed[variant.name].append(row)
-            log(f"{variant.name} seed {seed}: GMV {row['gmv_mean']:.2f}$B, cost {row['cost_mean']:.2f}$B "
-                f"(limit {row['cost_limit']:g}), violations {row['violation_rate']:.2f} [{time.monotonic() - start:.0f}s]")
-            summary = aggregate({name: rows for name, rows in per_seed.items() if rows})
-            result = {
-                "episodes": episodes,
-                "seeds": list(seeds),
-                "complete": all(len(rows) == len(seeds) for rows in per_seed.values()),
-                "timesteps": timesteps,
-                "wall_seconds": round(time.monotonic() - t0, 1),
-                "variants": summary,
-                "per_seed": per_seed,
-                "targets": targets(summary),
-            }
-            atomic_write_json(out / "constraint_benchmark.json", result)
-            atomic_write_text(out / "constraint_benchmark.md", markdown_table(summary, episodes))
+            per_seed[name].append(row)
+            log(f"{name} seed {seed}: GMV {row['gmv_mean']:.2f}$B, cost {row['cost_mean']:.2f}$B "
+                f"(limit {row['cost_limit']:g}), violations {row['violation_rate']:.2f}")
+    summary = aggregate(per_seed)
+    result = {
+        "episodes": episodes,
+        "seeds": list(seeds),
+        "complete": True,
+        "timesteps": timesteps,
+        "wall_seconds": round(time.monotonic() - t0, 1),
+        "sweep_dir": str(sweep_dir),
+        "variants": summary,
+        "per_seed": per_seed,
+        "targets": targets(summary),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "constraint_benchmark.json", result)
+    atomic_write_text(out / "constraint_benchmark.md", markdown_table(summary, episodes))
     return result

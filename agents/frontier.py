@@ -8,7 +8,9 @@ reached at each budget by
 * ``oracle``: the clairvoyant per-episode open-loop plan (:func:`agents.planners.oracle`), an
   upper bound;
 * ``ppo`` (with ``train=True``): a hard-budget PPO run per budget (``configs/train/ppo.yaml``,
-  short training), its deterministic policy on the same episodes.
+  short training), its deterministic policy on the same episodes. The runs are one sweep on
+  Ray Tune (:mod:`agents.sweep`: a local Ray, or a cluster), in a sweep folder that a rerun
+  of the same command continues.
 
 Every budget is played in ``hard`` mode (the env projects spending onto the budget), on the
 same evaluation episodes (seeds :data:`agents.seeds.EVAL_SEED_BASE` ``+ k``: common random
@@ -41,13 +43,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from agents import lazy, plots
-from agents.config import load_config
+from agents import plots, sweep
 from agents.io import atomic_write_json, atomic_write_text
 from agents.planners import best_static, oracle
 from agents.planners.model import cumulative_gmv, planning_params, quantise, start_states
 from agents.rollout import episode_totals, rollout_policy
-from agents.runs import create_run_dir, load_run
+from agents.runs import load_run
 from agents.seeds import eval_seeds, training_seeds
 from agents.workers import worker_pool
 from envs import market
@@ -97,9 +98,7 @@ def check_budgets(budgets: Sequence[float]) -> list[float]:
 
 def budget_overrides(scenario: Scenario, total: float, per_quarter: float | None = None) -> dict[str, Any]:
     """Overrides that give ``scenario`` the total budget ``total`` ($B), in hard mode."""
-    if per_quarter is None:
-        per_quarter = total * scenario.budget.per_quarter / scenario.budget.total
-    return {"budget.total": float(total), "budget.per_quarter": float(per_quarter), "budget.mode": "hard"}
+    return sweep.budget_overrides(scenario, total, per_quarter, mode="hard")
 
 
 # --------------------------------------------------------------------------- per budget (worker)
@@ -120,19 +119,34 @@ def _plan_budget(args: tuple) -> dict:
     return {"static": static.intensity, "oracle_plans": orc.plans, "seconds": time.perf_counter() - t0}
 
 
-def _train_budget(args: tuple) -> dict:
-    """A short hard-budget PPO run at one budget, evaluated on the frontier's episodes."""
-    scenario_name, overrides, timesteps, seed, run_dir, episodes = args
-    t0 = time.perf_counter()
-    sets = {"scenario": scenario_name, "total_timesteps": int(timesteps), "seed": int(seed), "eval_episodes": min(episodes, 64),
-            **{f"overrides.{k}": v for k, v in overrides.items()}}
-    config = load_config(sets=sets)
-    run_dir = Path(run_dir)
-    with create_run_dir(run_dir, config):  # locked while it trains
-        lazy.training().train(config, run_dir, progress="none")
-    run = load_run(run_dir)
-    traj = rollout_policy(run.policy(), run.scenario, eval_seeds(episodes))
-    return {"gmv": episode_totals(traj.gmv), "cost": episode_totals(traj.cost), "run_dir": str(run_dir), "seconds": time.perf_counter() - t0}
+def _train_budgets(scenario_name: str, budgets: Sequence[float], budget_sets: Sequence[Mapping[str, Any]], timesteps: int, seed: int,
+                   sweep_dir: Path, episodes: int, address: str | None, log: Callable[[str], None]) -> list[dict]:
+    """A short hard-budget PPO run per budget, as one sweep on Ray Tune (:mod:`agents.sweep`; an
+    existing sweep folder is resumed), each run evaluated on the frontier's episodes."""
+    spec = sweep.spec_from_dict({
+        "name": "frontier_ppo",
+        "baseline": None,  # the ratio to best_static is not needed here
+        "set": {"scenario": scenario_name, "total_timesteps": int(timesteps), "seed": int(seed), "eval_episodes": min(episodes, 64)},
+        "variants": {_variant(b): {"set": {f"overrides.{k}": v for k, v in o.items()}} for b, o in zip(budgets, budget_sets)},
+    }, source="frontier --train")
+    result = sweep.run_sweep(spec, sweep_dir, resume=(sweep_dir / sweep.SWEEP_FILE).is_file(), address=address, log=log)
+    if result.interrupted:
+        raise KeyboardInterrupt(f"PPO sweep stopped; rerun the same command to continue it ({sweep_dir})")
+    rows = {r[sweep.VARIANT_AXIS]: r for r in result.rows}
+    trained = []
+    for b in budgets:
+        row = rows.get(_variant(b))
+        if row is None or row["status"] != "finished":
+            raise FrontierError(f"PPO at budget {b:g} failed: {(row or {}).get('error', 'no result')} (see {sweep_dir / sweep.REPORT_MD})")
+        run_dir = sweep_dir / row["run_dir"]
+        run = load_run(run_dir)
+        traj = rollout_policy(run.policy(), run.scenario, eval_seeds(episodes))
+        trained.append({"gmv": episode_totals(traj.gmv), "cost": episode_totals(traj.cost), "run_dir": str(run_dir)})
+    return trained
+
+
+def _variant(budget: float) -> str:
+    return f"budget_{budget:g}"
 
 
 # --------------------------------------------------------------------------- frontier
@@ -142,15 +156,13 @@ def _marginals(budgets: Sequence[float], gmv: Sequence[float]) -> list[float | N
     return [None] + [(gmv[k] - gmv[k - 1]) / (budgets[k] - budgets[k - 1]) for k in range(1, len(budgets))]
 
 
-def _run_tasks(tasks: list[tuple], train_tasks: list[tuple], workers: int) -> tuple[list[dict], list[dict]]:
-    """Each budget's planning (and training) as one task, in ``workers`` processes."""
+def _plan_all(tasks: list[tuple], workers: int) -> list[dict]:
+    """Each budget's planning as one task, in ``workers`` processes."""
     workers = max(1, int(workers))
     if workers == 1:
-        return [_plan_budget(t) for t in tasks], [_train_budget(t) for t in train_tasks]
-    with worker_pool(workers, "spawn") as pool:  # torch in the tasks: fresh interpreters; they die with this one
-        plan_futures = [pool.submit(_plan_budget, t) for t in tasks]
-        train_futures = [pool.submit(_train_budget, t) for t in train_tasks]
-        return [f.result() for f in plan_futures], [f.result() for f in train_futures]
+        return [_plan_budget(t) for t in tasks]
+    with worker_pool(workers, "spawn") as pool:  # fresh interpreters; they die with this one
+        return [f.result() for f in [pool.submit(_plan_budget, t) for t in tasks]]
 
 
 def _budget_rows(budgets: Sequence[float], scenarios: Sequence[Scenario], planned: list[dict], trained: list[dict],
@@ -212,6 +224,7 @@ def compute_frontier(
     timesteps: int = 50_000,
     seed: int = 0,
     runs_dir: Path | None = None,
+    address: str | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict:
     """GMV against total budget for ``best_static``, ``oracle`` (and ``ppo`` if ``train``).
@@ -221,7 +234,9 @@ def compute_frontier(
     :param per_quarter: a fixed per-quarter cap in $B for every budget (default: scaled with
         the total, keeping the scenario's ratio).
     :param overrides: further scenario overrides (the budget keys are set here).
-    :param workers: processes; each budget's search (and each training run) is one task.
+    :param workers: processes for the planners; each budget's search is one task.
+    :param train: also train a hard-budget PPO per budget: one sweep on Ray Tune (a local Ray, or
+        the cluster at ``address``) into the sweep folder ``runs_dir``, resumed if it exists.
     :returns: a JSON-ready dict with ``rows`` (one per budget) and the settings.
     """
     t0 = time.perf_counter()
@@ -233,13 +248,12 @@ def compute_frontier(
     scenarios = [load_scenario(scenario, o) for o in budget_sets]
     seeds = eval_seeds(effort.episodes)
 
-    tasks = [(scenario, o, effort) for o in budget_sets]
-    train_tasks = []
-    if train:
-        runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "frontier"
-        train_tasks = [(scenario, o, timesteps, seed, runs_dir / f"budget_{b:g}", effort.episodes) for b, o in zip(budgets, budget_sets)]
-    planned, trained = _run_tasks(tasks, train_tasks, workers)
+    planned = _plan_all([(scenario, o, effort) for o in budget_sets], workers)
     log(f"planned {len(budgets)} budgets in {time.perf_counter() - t0:.0f}s")
+    trained = []
+    if train:
+        sweep_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "frontier" / "ppo"
+        trained = _train_budgets(scenario, budgets, budget_sets, timesteps, seed, sweep_dir.resolve(), effort.episodes, address, log)
 
     rows = _budget_rows(budgets, scenarios, planned, trained, seeds, effort)
 

@@ -160,8 +160,8 @@ class LagrangianAlgorithm(PPOAlgorithm):
         self.check_config(config, scenario)
         return CostPenaltyWrapper(venv, multiplier=self.params(config).lambda_init)
 
-    def build_model(self, config: TrainConfig, env: VecEnv, scenario: Scenario):
-        model = super().build_model(config, env, scenario)
+    def build_model(self, config: TrainConfig, env: VecEnv, scenario: Scenario, device: str = "cpu", verbose: int = 0):
+        model = super().build_model(config, env, scenario, device=device, verbose=verbose)
         model.lagrangian = None  # set by LagrangianCallback; saved with the model
         if self.params(config).start_at_limit:
             u0 = intensity_at_limit(scenario, self.cost_limit(config, scenario))

@@ -17,3 +17,10 @@ def training() -> ModuleType:
     import agents.ppo
 
     return agents.ppo
+
+
+def foreign() -> ModuleType:
+    """:mod:`agents.foreign` (models trained elsewhere: plain SB3 files, rl-zoo3 folders), imported now."""
+    import agents.foreign
+
+    return agents.foreign

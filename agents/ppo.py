@@ -23,12 +23,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
 
 from agents import callbacks as cb
@@ -103,11 +102,11 @@ class PPOAlgorithm:
         """Wrap the monitored env before normalisation (e.g. a reward shaped by a multiplier)."""
         return venv
 
-    def build_model(self, config: TrainConfig, env: VecEnv, scenario: Scenario):
-        return self.model_class("MlpPolicy", env, seed=config.seed, device="cpu", verbose=0, **ppo_kwargs(config))
+    def build_model(self, config: TrainConfig, env: VecEnv, scenario: Scenario, device: str = "cpu", verbose: int = 0):
+        return self.model_class("MlpPolicy", env, seed=config.seed, device=device, verbose=verbose, **ppo_kwargs(config))
 
-    def load_model(self, path: str, env: VecEnv | None = None):
-        return self.model_class.load(path, env=env, device="cpu")
+    def load_model(self, path: str, env: VecEnv | None = None, device: str = "cpu"):
+        return self.model_class.load(path, env=env, device=device)
 
     def load_frozen(self, model_path: str, vecnormalize_path: str, config: TrainConfig, scenario: Scenario):
         """A saved model and its ``VecNormalize`` statistics, frozen (``training=False``, raw
@@ -182,7 +181,29 @@ class TrainError(RuntimeError):
     """Training could not write its files (a full disk, a lost mount). One line, exit status 1."""
 
 
-def _open_model(config: TrainConfig, scenario: Scenario, algorithm, run_dir: Path, resume: bool, log):
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def check_device(device: str) -> str:
+    """``device`` as SB3 reads it (``auto``: CUDA when available, else the CPU), or a one-line
+    ``ValueError``. The CPU is the default: SB3 advises it for MLP policies, which a GPU does not speed up."""
+    if device not in DEVICES:
+        raise ValueError(f"--device {device!r}: allowed {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False); use cpu or auto")
+    return device
+
+
+def planned_timesteps(model, total_timesteps: int) -> int:
+    """The env steps :meth:`learn` will run to reach ``total_timesteps``: PPO collects whole
+    rollouts (``n_steps`` x ``n_envs``), so it stops at the first multiple at or above it."""
+    done = int(model.num_timesteps)
+    rollout = int(getattr(model, "n_steps", 1)) * int(model.n_envs)
+    remaining = max(int(total_timesteps) - done, 0)
+    return done + -(-remaining // rollout) * rollout
+
+
+def _open_model(config: TrainConfig, scenario: Scenario, algorithm, run_dir: Path, resume: bool, log, device: str = "cpu", verbose: int = 0):
     """A fresh model, or the newest checkpoint that loads; ``(model, wall seconds before)``.
 
     On resume every newer checkpoint that does not load is skipped with one line; a run that
@@ -195,7 +216,7 @@ def _open_model(config: TrainConfig, scenario: Scenario, algorithm, run_dir: Pat
         if found:
             def load(ckpt):
                 env = make_training_env(config, scenario, algorithm, vecnormalize_path=str(ckpt.vecnormalize_path))
-                return algorithm.load_model(str(ckpt.model_path), env=env)
+                return algorithm.load_model(str(ckpt.model_path), env=env, device=device)
 
             got = load_newest(found, load)
             for line in describe_skipped(got.skipped):
@@ -203,29 +224,31 @@ def _open_model(config: TrainConfig, scenario: Scenario, algorithm, run_dir: Pat
             if got.checkpoint is None:
                 raise runs.RunError(f"run {run_dir}: no checkpoint loads ({'; '.join(describe_skipped(got.skipped))}); nothing was changed")
             model = got.loaded
+            model.verbose = verbose
             # fresh training markets after a resume (still below the evaluation seeds)
             model.set_random_seed(config.seed + int(model.num_timesteps) % (EVAL_SEED_BASE - config.seed - config.n_envs))
             return model, got.checkpoint.wall_seconds
     env = make_training_env(config, scenario, algorithm)
-    return algorithm.build_model(config, env, scenario), 0.0
+    return algorithm.build_model(config, env, scenario, device=device, verbose=verbose), 0.0
 
 
 def _learn(model, callbacks: list[BaseCallback], total_timesteps: int, resume: bool, progress_bar: bool) -> None:
     """Train to ``total_timesteps`` (a stop request ends it at the next step: :class:`StopOnRequest`)."""
-    remaining = total_timesteps - int(model.num_timesteps)
+    # whole rollouts, said up front: the progress bar's total is what will run (never > 100%)
+    remaining = planned_timesteps(model, total_timesteps) - int(model.num_timesteps)
     if remaining > 0:
         model.learn(total_timesteps=remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resume, progress_bar=progress_bar)
 
 
-def _prepare_resume(run_dir: Path, timesteps: int) -> None:
+def _prepare_resume(run_dir: Path, timesteps: int, tb_dir: Path) -> None:
     """Before training continues from ``timesteps``: one TensorBoard curve, no stale temporaries.
 
     Events logged after the checkpoint (steps the resumed run repeats) are dropped from the
     event files; leftovers of writes killed before their rename are removed (the lock makes
     them this run's own).
     """
-    truncate_events(run_dir / runs.TB_DIR, timesteps)
-    for folder in (run_dir, run_dir / runs.CHECKPOINT_DIR, run_dir / runs.TB_DIR):
+    truncate_events(tb_dir, timesteps)
+    for folder in (run_dir, run_dir / runs.CHECKPOINT_DIR, tb_dir):
         for leftover in stale_temporaries(folder):
             if leftover.is_file():
                 leftover.unlink()
@@ -249,7 +272,8 @@ def training_summary(config: TrainConfig, timesteps: int, wall: float, final: di
 
 
 def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: str = "auto", stream=None,
-          shutdown: GracefulShutdown | None = None) -> TrainResult:
+          shutdown: GracefulShutdown | None = None, on_evaluation: Callable[[int, dict, float], None] | None = None,
+          device: str = "cpu", tensorboard_log: str | Path | None = None, verbose: int = 0) -> TrainResult:
     """Train ``config`` into ``run_dir`` (created beforehand by :func:`agents.runs.create_run_dir`).
 
     :param resume: continue from the run's newest checkpoint that loads (from step 0 if it has
@@ -260,6 +284,15 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
         SIGINT/SIGTERM during setup stop at once (the folder is already resumable), during the
         rollouts at the next step with a checkpoint, during a save after it, during the final
         evaluation at once (the final model is saved first).
+    :param on_evaluation: called after every held-out evaluation (the periodic ones and the final
+        one) with ``(timesteps, figures, train_seconds)``: the figures of :func:`evaluate_model`
+        and the training wall time so far with the evaluation pauses left out (a sweep reports
+        it to Ray Tune).
+    :param device: ``cpu``, ``cuda`` or ``auto``, as SB3 reads it (:func:`check_device`).
+    :param tensorboard_log: write the TensorBoard events to ``tensorboard_log/<run folder name>``
+        (as SB3's ``tensorboard_log``, one subfolder per run) instead of ``run_dir/tb``.
+    :param verbose: SB3's verbosity: 0 quiet, 1 also SB3's tables of ``rollout/`` and ``train/``
+        on stdout, 2 also SB3's debug messages.
     :returns: a :class:`TrainResult`; ``interrupted`` if a signal stopped training.
     :raises TrainError: a file could not be written (one line; the previous checkpoint is intact).
     :raises agents.runs.RunError: on resume, checkpoints exist but none loads.
@@ -267,7 +300,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     own = shutdown is None
     shutdown = (shutdown or GracefulShutdown()).install() if own else shutdown
     try:
-        return _train(config, Path(run_dir), resume, progress, stream or sys.stdout, shutdown)
+        return _train(config, Path(run_dir), resume, progress, stream or sys.stdout, shutdown, on_evaluation,
+                      check_device(device), None if tensorboard_log is None else Path(tensorboard_log), int(verbose))
     except OSError as exc:
         raise TrainError(runs.write_failure_line(Path(run_dir), exc)) from None
     finally:
@@ -275,7 +309,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
             shutdown.uninstall()
 
 
-def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stream, shutdown: GracefulShutdown) -> TrainResult:
+def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stream, shutdown: GracefulShutdown,
+           on_evaluation: Callable[[int, dict, float], None] | None = None,
+           device: str = "cpu", tensorboard_log: Path | None = None, verbose: int = 0) -> TrainResult:
     def log(line: str) -> None:
         print(line, file=stream, flush=True)
 
@@ -284,17 +320,23 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stre
             set_torch_threads()
             algorithm = get_algorithm(config.algo)
             scenario = runs.run_scenario(run_dir, config)
-            model, wall_before = _open_model(config, scenario, algorithm, run_dir, resume, log)
+            model, wall_before = _open_model(config, scenario, algorithm, run_dir, resume, log, device=device, verbose=verbose)
+            tb_dir = run_dir / runs.TB_DIR if tensorboard_log is None else tensorboard_log / run_dir.name
             if resume:
-                _prepare_resume(run_dir, int(model.num_timesteps))
+                _prepare_resume(run_dir, int(model.num_timesteps), tb_dir)
                 log(f"resuming {run_dir} from step {int(model.num_timesteps)} to {config.total_timesteps}")
-            model.set_logger(configure(str(run_dir / runs.TB_DIR), ["tensorboard"]))
-            if not has_tag(run_dir / runs.TB_DIR, "config"):
-                cb.write_run_header(model.logger, config.to_yaml())
+            model.set_logger(cb.make_logger(str(tb_dir), verbose))
+            # the reference playbooks on the held-out seeds: the best one is drawn beside the learned policy
+            playbooks = playbook_figures(scenario, config.eval_episodes)
+            best = max(playbooks, key=lambda name: playbooks[name]["gmv_mean"])
+            baselines = {best: playbooks[best]}
+            if not has_tag(tb_dir, "config"):
+                cb.write_run_header(model.logger, config.to_yaml(), baselines=list(baselines))
     except Interrupted as exc:
         return TrainResult(run_dir, 0, 0.0, interrupted=True, signal=exc.signum, phase="setup", forced=exc.forced)
 
     start = time.monotonic()
+    paused = [0.0]  # seconds spent evaluating in this process (not training)
 
     def elapsed() -> float:
         return wall_before + time.monotonic() - start
@@ -304,20 +346,25 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stre
             runs.save_checkpoint(run_dir, model, model.get_vec_normalize_env(), elapsed())
 
     def evaluate(m, vecnormalize) -> dict:
-        return evaluate_model(m, vecnormalize, scenario, config.eval_episodes, name=config.algo)
+        t0 = time.monotonic()
+        figures = evaluate_model(m, vecnormalize, scenario, config.eval_episodes, name=config.algo)
+        paused[0] += time.monotonic() - t0
+        if on_evaluation is not None:
+            on_evaluation(int(m.num_timesteps), figures, elapsed() - paused[0])
+        return figures
 
     if progress == "auto":
         progress = "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
     market = cb.MarketLoggerCallback(scenario.budget.total)
     callbacks: list[BaseCallback] = [
         market,
-        cb.PeriodicEvalCallback(evaluate, config.eval_freq),
+        cb.PeriodicEvalCallback(evaluate, config.eval_freq, at_start=lambda figures: cb.record_baselines(model.logger, baselines, scenario.budget.total)),
         cb.PeriodicCheckpointCallback(save_checkpoint, config.checkpoint_freq),
         *algorithm.callbacks(config, scenario, run_dir),
         cb.StopOnRequest(shutdown),
     ]
     if progress == "lines":
-        callbacks.append(cb.PlainProgress(config.total_timesteps, market, stream=stream))
+        callbacks.append(cb.PlainProgress(planned_timesteps(model, config.total_timesteps), market, stream=stream))
     try:
         with shutdown.cooperative("training"):
             _learn(model, callbacks, config.total_timesteps, resume, progress == "bar")
@@ -337,8 +384,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stre
             atomic_save(run_dir / runs.MODEL_FILE, model.save)
         with shutdown.interruptible("final evaluation"):
             final = evaluate(model, vecnormalize)
-            playbooks = playbook_figures(scenario, config.eval_episodes)
             cb.record_eval(model.logger, final)
+            cb.record_baselines(model.logger, baselines, scenario.budget.total)
+            cb.record_hparams(model.logger, config, final)
             model.logger.dump(int(model.num_timesteps))
             model.logger.close()
             timesteps = int(model.num_timesteps)

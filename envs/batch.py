@@ -16,6 +16,7 @@ single env, the SB3 adapter).
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -148,24 +149,50 @@ class MarketBatch:
         """Start a new episode in every market: observation and info table.
 
         The start state is the calibrated one whatever the seed (only the episode's random
-        numbers differ), so its observation and info are computed once and repeated.
+        numbers differ), so its observation and info are computed once (per parameter set) and repeated.
         """
         if self.rngs is None:
             self.seed_generators([None] * self.num_envs)
-        u = market.draw_uniforms(self.params, self._sources)
-        sets = None
-        if self.ensemble is not None:  # drawn after the episode's numbers: part of them
-            sets = np.array([int(g.integers(len(self.ensemble))) for g in self._rngs], dtype=np.int64)
-        self.state = market.start_state(self.params, u, sets)
+        self.state, sets = self._fresh(np.arange(self.num_envs))
+        return self._start_rows(sets)
+
+    def reset_markets(self, mask: np.ndarray) -> tuple[np.ndarray, InfoTable]:
+        """Start a new episode in the markets where ``mask`` (bool, ``(num_envs,)``) is true; the
+        others go on where they are. Returns the observation and info table of the reset markets
+        only (in market order). Each reset market draws its episode from its own generator, as
+        :meth:`reset` does, so resetting market i alone gives what a reset of all gives market i.
+        Before the first :meth:`reset` every market starts.
+        """
+        index = np.flatnonzero(mask)
+        if self.state is None or index.size == self.num_envs:
+            obs, info = self.reset()
+            return obs[index], InfoTable(*(x[index] for x in info))
+        fresh, sets = self._fresh(index)
+        for f in fields(fresh):
+            getattr(self.state, f.name)[index] = getattr(fresh, f.name)
+        return self._start_rows(sets)
+
+    def _fresh(self, index: np.ndarray) -> tuple[market.State, np.ndarray]:
+        """New episodes of the markets ``index``: their start state and parameter sets. Each
+        market draws its episode's numbers from its own generator and then, with an ensemble, its
+        parameter set (uniformly), so the set is part of the episode's random numbers."""
+        rngs = [self._rngs[i] for i in index]
+        sources = self._sources if index.size == self.num_envs else market.random_sources(rngs)
+        u = market.draw_uniforms(self.params, sources)
+        sets = np.zeros(index.size, dtype=np.int64)
+        if self.ensemble is not None:
+            sets = np.array([int(g.integers(len(self.ensemble))) for g in rngs], dtype=np.int64)
+        return market.start_state(self.params, u, sets), sets
+
+    def _start_rows(self, sets: np.ndarray) -> tuple[np.ndarray, InfoTable]:
+        """Observation and info table at reset of markets playing parameter sets ``sets``."""
         if self._start is None:
             n_sets = 1 if self.ensemble is None else len(self.ensemble)
-            one_each = market.start_state(self.params, u[:1].repeat(n_sets, axis=0), np.arange(n_sets))
-            self._start = self._start_observation_and_info(one_each)
+            u = np.full((n_sets, 3, self.params.horizon, self.params.n_regions), 0.5)  # the start does not depend on them
+            self._start = self._start_observation_and_info(market.start_state(self.params, u, np.arange(n_sets)))
         obs, rows = self._start
-        n = self.num_envs
-        zeros = np.zeros((n, self.params.n_regions, market.N_LEVERS))
-        pick = np.zeros(n, dtype=np.int64) if sets is None else sets
-        return obs[pick], InfoTable(rows[pick], zeros, zeros.copy())
+        zeros = np.zeros((sets.size, self.params.n_regions, market.N_LEVERS))
+        return obs[sets], InfoTable(rows[sets], zeros, zeros.copy())
 
     def _start_observation_and_info(self, start: market.State) -> tuple[np.ndarray, np.ndarray]:
         """Observation ``(n, obs_dim)`` and info table ``(n, entries)`` of start states (one market

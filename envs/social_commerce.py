@@ -11,6 +11,7 @@ from gymnasium.error import ResetNeeded
 
 from envs import market
 from envs.batch import MarketBatch
+from envs.render import Dashboard, EpisodeTrace, Window, ansi_line
 from envs.scenario import Scenario
 
 
@@ -195,7 +196,7 @@ class SocialCommerceEnv(gym.Env):
     * v0: initial version (TikTok Shop 2023 calibration); its model no longer exists.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    metadata = {"render_modes": ["ansi", "rgb_array", "human"], "render_fps": 4}
 
     def __init__(
         self,
@@ -214,6 +215,10 @@ class SocialCommerceEnv(gym.Env):
         self.observation_space = self._batch.single_observation_space
         self._last_info: dict | None = None
         self._ended = False
+        # the dashboard (envs.render) is made on the first frame, only for the modes that draw it
+        self._trace = EpisodeTrace(self.params.region_names) if render_mode in ("rgb_array", "human") else None
+        self._dashboard: Dashboard | None = None
+        self._window: Window | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -222,6 +227,10 @@ class SocialCommerceEnv(gym.Env):
         obs, info = self._batch.reset()
         self._ended = False
         self._last_info = self._batch.info_row(info, 0)
+        if self._trace is not None:
+            self._trace.record(self._last_info, start=True)
+            if self.render_mode == "human":
+                self.render()
         return obs[0], self._last_info
 
     def step(self, action):
@@ -233,6 +242,10 @@ class SocialCommerceEnv(gym.Env):
         obs, reward, terminated, info = self._batch.step(a[None])
         self._ended = bool(terminated[0])
         self._last_info = self._batch.info_row(info, 0)
+        if self._trace is not None:
+            self._trace.record(self._last_info)
+            if self.render_mode == "human":
+                self.render()
         return obs[0], float(reward[0]), self._ended, False, self._last_info
 
     @property
@@ -241,11 +254,33 @@ class SocialCommerceEnv(gym.Env):
         return self._batch.state
 
     def render(self):
-        if self.render_mode != "ansi" or self._last_info is None:
+        """The render mode's view of the market (gymnasium's render API).
+
+        * ``ansi``: one line of text for the last quarter;
+        * ``rgb_array``: the dashboard (:mod:`envs.render`: GMV by region against the target run
+          rate, spend by lever, budget left) as an ``(H, W, 3)`` uint8 array;
+        * ``human``: the dashboard in a window, drawn at every reset and step (``render()``
+          returns ``None``); where no display exists nothing is shown and nothing fails;
+        * ``None``: nothing.
+
+        Before the first ``reset()`` there is nothing to draw: ``None``.
+        """
+        if self.render_mode is None or self._last_info is None:
             return None
-        i = self._last_info
-        regions = ", ".join(f"{r} {v:.2f}" for r, v in i["gmv_by_region"].items())
-        return (
-            f"Q{i['quarter']}: GMV ${i['gmv']:.2f}B (run rate ${i['gmv_run_rate']:.1f}B; {regions}), "
-            f"cost ${i['cost']:.2f}B, budget left ${i['budget_remaining']:.2f}B"
-        )
+        if self.render_mode == "ansi":
+            return ansi_line(self._last_info)
+        if self._dashboard is None:
+            self._dashboard = Dashboard(self.params, title=self.scenario.name)
+        frame = self._dashboard.frame(self._trace)
+        if self.render_mode == "rgb_array":
+            return frame
+        if self._window is None:
+            self._window = Window(f"Flywheel: {self.scenario.name}")
+        self._window.show(frame)
+        return None
+
+    def close(self):
+        if self._window is not None:
+            self._window.close()
+            self._window = None
+        super().close()

@@ -5,10 +5,11 @@
     python scripts/constraint_benchmark.py --seeds 0 --timesteps 20000 --out /tmp/cb  # a quick look
 
 Trains PPO (hard budget), PPO on soft mode without the constraint, and cost-constrained PPO
-(``configs/train/ppo_lagrangian.yaml``), one run per seed, one after another (each uses one
-core), evaluates each on held-out episodes, and writes ``constraint_benchmark.md`` (the table)
-and ``constraint_benchmark.json`` into ``--out``. Finished runs under ``--out/runs`` are reused,
-so a stopped benchmark continues where it was. See :mod:`agents.constraint_benchmark`.
+(``configs/train/ppo_lagrangian.yaml``), one run per seed, as one sweep on Ray Tune in
+``--out/sweep`` (one run per core at a time, or on the cluster at ``--address``), evaluates
+each on held-out episodes, and writes ``constraint_benchmark.md`` (the table) and
+``constraint_benchmark.json`` into ``--out``. Rerunning the same command continues a stopped
+benchmark (finished runs are kept). See :mod:`agents.constraint_benchmark`.
 Bad input prints one line ``error: ...`` and exits 2.
 """
 
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents.cli import OneLineParser  # noqa: E402
 from agents.constraint_benchmark import VARIANT_NAMES, BenchmarkError, check_out, run_benchmark  # noqa: E402
 from agents.runs import RunError  # noqa: E402
+from agents.sweep import SweepError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=64, help="held-out evaluation episodes per run (default 64)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANT_NAMES), choices=VARIANT_NAMES, metavar="NAME",
                         help=f"subset of {', '.join(VARIANT_NAMES)}")
+    parser.add_argument("--address", help="run the trainings on this Ray cluster ('auto' or HOST:PORT; default a local Ray)")
     args = parser.parse_args(argv)
     if args.timesteps is not None and args.timesteps < 1:
         parser.error(f"--timesteps must be a positive number of env steps; got {args.timesteps}")
@@ -43,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_out(Path(args.out))  # before any training
         result = run_benchmark(Path(args.out), variants=args.variants, seeds=args.seeds, timesteps=args.timesteps,
-                               episodes=args.episodes, log=lambda m: print(m, flush=True))
-    except (BenchmarkError, RunError) as exc:
+                               episodes=args.episodes, address=args.address, log=lambda m: print(m, flush=True))
+    except (BenchmarkError, RunError, SweepError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

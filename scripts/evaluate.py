@@ -7,6 +7,8 @@
     python scripts/evaluate.py --scenario global --episodes 100             # -> eval/global/
     python scripts/evaluate.py --scenario us --policies uniform best_static oracle
     python scripts/evaluate.py RUN_DIR --ensemble global   # across the posterior's parameter sets
+    python scripts/evaluate.py --model sac.zip --vecnormalize vecnormalize.pkl --scenario global   # plain SB3
+    python scripts/evaluate.py logs/ppo/flywheel-SocialCommerce-v1_1                              # rl-zoo3
 
 With ``--ensemble``, every episode plays a parameter set drawn from the ensemble by its seed (the
 same set for every policy), and each policy's ``gmv_p10``, ``gmv_p50``, ``gmv_p90`` (in every
@@ -66,7 +68,7 @@ class UsageError(ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description="Evaluate a learned policy against playbooks, best_static and a clairvoyant oracle.")
-    parser.add_argument("run_dir", nargs="?", type=Path, help="run folder written by scripts/train.py (omit with --scenario)")
+    parser.add_argument("run_dir", nargs="?", type=Path, help="run folder written by scripts/train.py, or an rl-zoo3 experiment folder (omit with --scenario)")
     parser.add_argument("--scenario", help=f"evaluate the reference policies alone on a scenario ({', '.join(builtin_scenarios())} or a YAML path)")
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes (default 100)")
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help=f"first episode's seed (default {DEFAULT_EVAL_SEED}, a range training never uses)")
@@ -79,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scenario override by dotted path, repeatable (e.g. deterministic=true)")
     parser.add_argument("--ensemble", help="play every episode on a parameter set drawn from this ensemble (a name in "
                         "configs/ensembles or a path; the same draw for every policy): adds the spread plot gmv_spread.png")
+    foreign = parser.add_argument_group("a model trained elsewhere (pickles run code when loaded: load only your own files)")
+    foreign.add_argument("--model", type=Path, metavar="PATH.zip", help="a stable-baselines3 or sb3-contrib model file, played on --scenario")
+    foreign.add_argument("--vecnormalize", type=Path, metavar="PATH.pkl", help="the VecNormalize statistics the --model was trained with")
+    foreign.add_argument("--algo", help="the --model's algorithm, rl-zoo3's name (ppo, sac, td3, a2c, tqc, trpo, ppo_lstm, ...; default: read from the file)")
     search = parser.add_argument_group("planner budgets (CMA-ES generations)")
     search.add_argument("--static-iterations", type=int, default=120, help="best_static generations (default 120)")
     search.add_argument("--static-seeds", type=int, default=64, help="training seeds for best_static (default 64)")
@@ -93,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _check(args: argparse.Namespace) -> None:
     if args.run_dir is None and args.scenario is None:
         raise UsageError("give a run folder (RUN_DIR) or --scenario NAME")
+    if args.model is not None and args.run_dir is not None:
+        raise UsageError("give either a folder (RUN_DIR) or --model PATH.zip, not both")
+    if args.model is not None and args.scenario is None:
+        raise UsageError("--model needs --scenario NAME: the scenario the model plays")
+    if args.model is None and (args.vecnormalize is not None or args.algo is not None):
+        raise UsageError("--vecnormalize and --algo go with --model PATH.zip")
     if args.run_dir is not None and args.scenario is not None:
         raise UsageError("give either a run folder or --scenario, not both (a run brings its own scenario; use --set to vary it)")
     if not 1 <= args.episodes <= MAX_EPISODES:
@@ -132,6 +144,15 @@ def _load(run_dir: Path):
     return run
 
 
+def _load_foreign(args: argparse.Namespace, overrides: dict):
+    """A model trained elsewhere: ``--model`` on ``--scenario``, or an rl-zoo3 folder (its own scenario)."""
+    foreign = lazy.foreign()
+    lazy.training().set_torch_threads()
+    if args.model is not None:
+        return foreign.load_model_file(args.model, load_scenario(args.scenario, overrides), args.vecnormalize, algo=args.algo)
+    return foreign.load_zoo_experiment(args.run_dir, overrides)
+
+
 def _effort(args: argparse.Namespace) -> PlannerEffort:
     return PlannerEffort(static_iterations=args.static_iterations, static_seeds=args.static_seeds,
                          schedule_iterations=tuple(args.schedule_iterations), oracle_scale_iterations=args.oracle_scale_iterations,
@@ -154,7 +175,11 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
         overrides = parse_set_pairs(args.sets, example="deterministic=true", error=UsageError)
         output = _plan_output(args.out, args) if args.out is not None else None  # before any work
         run = learned = None
-        if args.run_dir is not None:
+        if args.model is not None or (args.run_dir is not None and lazy.foreign().zoo_files(args.run_dir)):
+            run = _load_foreign(args, overrides)
+            scenario, learned = run.scenario, run.name
+            default = args.run_dir / "eval" if args.run_dir is not None else Path("eval") / f"{scenario.name}__{args.model.stem}"
+        elif args.run_dir is not None:
             run = _load(args.run_dir)
             scenario = load_scenario(run.scenario, overrides) if overrides else run.scenario
             learned = run.algo
@@ -180,7 +205,10 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
                       scenarios=played, ensemble=ensemble)
         timings["rollouts"] = time.perf_counter() - t0
         notes = []  # soft mode: report.md says how the reference policies were played (agents.report)
-        if args.run_dir is not None:
+        if learned is not None and not hasattr(run, "run_dir"):
+            notes.append(f"Learned policy from `{run.source}` ({learned}), deterministic actions, frozen observation normalisation."
+                         + ("" if run.vecnormalize is not None else " No VecNormalize statistics: raw observations."))
+        elif args.run_dir is not None:
             notes.append(f"Learned policy from run `{args.run_dir}` ({learned}), deterministic actions, frozen observation normalisation.")
         with shutdown.critical("writing the report"):
             doc = write_report(ev, output, extra=extra, notes=notes)

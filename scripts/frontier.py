@@ -8,7 +8,8 @@
 Budgets are total $B over the horizon (default 1 2 4 8); the per-quarter cap scales with the
 total at the scenario's ratio (``global``: 0.2 of the total) unless ``--per-quarter`` fixes it.
 Every budget is played in hard mode on the same evaluation episodes; each budget's planning
-(and each PPO run) is one task for ``--workers`` processes. The oracle's GMV never falls as the
+is one task for ``--workers`` processes; with ``--train`` the PPO runs (one per budget) are one
+sweep on Ray Tune in ``--out/ppo`` (``--address`` for a cluster). The oracle's GMV never falls as the
 budget grows (see :mod:`agents.frontier`). Writes ``frontier.csv``, ``frontier.json`` and
 ``frontier.png`` into ``--out``. Planner effort: ``--episodes``, ``--static-iterations``,
 ``--refine-iterations``, ``--scale-iterations``, ``--schedule-iterations``. Bad input prints one line ``error: ...`` and
@@ -30,6 +31,7 @@ from agents.cli import OneLineParser  # noqa: E402
 from agents.io import OutputError, describe_os_error, output_folder, plan_folder  # noqa: E402
 from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
 from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, budget_overrides, check_budgets, compute_frontier, frontier_table, write_frontier  # noqa: E402
+from agents.sweep import SweepError  # noqa: E402
 from envs.scenario import ScenarioError, load_scenario, parse_set_pairs  # noqa: E402
 
 
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", action="store_true", help="also train a hard-budget PPO per budget")
     parser.add_argument("--timesteps", type=int, default=50_000, help="PPO env steps per budget with --train (default 50000)")
     parser.add_argument("--seed", type=int, default=0, help="PPO seed with --train")
+    parser.add_argument("--address", help="with --train: run the PPO sweep on this Ray cluster ('auto' or HOST:PORT; default a local Ray)")
     args = parser.parse_args(argv)
 
     try:
@@ -96,13 +99,19 @@ def main(argv: list[str] | None = None) -> int:
             with output_folder(output, in_place=args.train) as out:
                 result = compute_frontier(args.scenario, budgets, per_quarter=args.per_quarter, overrides=overrides, effort=effort,
                                           workers=args.workers, train=args.train, timesteps=args.timesteps, seed=args.seed,
-                                          runs_dir=out / "runs", log=lambda m: print(m, flush=True))
+                                          runs_dir=out / "ppo", address=args.address, log=lambda m: print(m, flush=True))
                 with shutdown.critical("writing the frontier"):
                     write_frontier(result, out)
         except Interrupted as exc:  # the workers are terminated by then (agents.workers)
-            kept = f"; the trained runs so far are in {output.path / 'runs'}" if args.train else "; nothing was written"
+            kept = f"; the trained runs so far are in {output.path / 'ppo'}" if args.train else "; nothing was written"
             print(f"{exc.signal_name}: frontier stopped{kept}", file=sys.stderr, flush=True)
             return exc.exit_code
+        except KeyboardInterrupt as exc:  # Ctrl-C while Ray Tune ran the PPO sweep (it saved its state)
+            print(f"interrupted: {exc}", file=sys.stderr, flush=True)
+            return 130
+        except (FrontierError, SweepError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         except OSError as exc:
             print(f"error: {describe_os_error(exc, str(exc.filename or output.path))}", file=sys.stderr)
             return 1

@@ -4,6 +4,7 @@
     python scripts/train.py                                   # configs/train/ppo.yaml
     python scripts/train.py --timesteps 50000 --seed 3 --set ppo.learning_rate=1e-4
     python scripts/train.py --resume runs/global__ppo__0__20240101-120000
+    python scripts/train.py -n 20000 --n-envs 16 --eval-freq 5000 --save-freq 10000 --device auto -v 1 --tensorboard-log tb
     tensorboard --logdir runs
 
 Bad input (config, --set, run folder) prints one line ``error: ...`` and exits 2, writing
@@ -31,12 +32,19 @@ from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(description="Train a PPO agent on a Flywheel scenario (see configs/train/).")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="training config YAML (default: configs/train/ppo.yaml)")
-    parser.add_argument("--timesteps", type=int, help="total env steps (overrides total_timesteps)")
+    parser.add_argument("-n", "--timesteps", type=int, help="total env steps (overrides total_timesteps)")
     parser.add_argument("--seed", type=int, help="seed (overrides seed)")
     parser.add_argument("--run-dir", help="run folder (default: runs/<scenario>__<algo>__<seed>__<timestamp>)")
     parser.add_argument("--resume", metavar="DIR", help="continue an interrupted run folder to its total timesteps")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted config override, repeatable (e.g. ppo.n_steps=24, overrides.budget.mode=soft)")
     parser.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto", help="progress display (auto: a bar on a terminal)")
+    # the flags SB3 and rl-zoo3 users type: config keys, and how this run is executed
+    parser.add_argument("--n-envs", type=int, help="parallel markets (overrides n_envs)")
+    parser.add_argument("--eval-freq", type=int, help="env steps between held-out evaluations (overrides eval_freq)")
+    parser.add_argument("--save-freq", type=int, help="env steps between checkpoints (overrides checkpoint_freq)")
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="torch device, as SB3 reads it (auto: CUDA when available; default cpu, best for MLP policies)")
+    parser.add_argument("--tensorboard-log", metavar="DIR", help="write TensorBoard events to DIR/<run folder name> instead of the run folder's tb/")
+    parser.add_argument("-v", "--verbose", type=int, choices=[0, 1, 2], default=0, help="SB3 verbosity: 1 prints SB3's rollout/train tables, 2 also its debug messages")
     return parser.parse_args(argv)
 
 
@@ -50,25 +58,26 @@ def main(argv: list[str] | None = None) -> int:
             return exc.exit_code
 
 
+CONFIG_FLAGS = {"timesteps": "total_timesteps", "seed": "seed", "n_envs": "n_envs", "eval_freq": "eval_freq", "save_freq": "checkpoint_freq"}
+
+
 def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
     try:
+        if args.device != "cpu":
+            lazy.training().check_device(args.device)  # needs torch; before anything is written
         if args.resume:
-            given = [name for name, value in [("--config", args.config != str(DEFAULT_CONFIG)), ("--timesteps", args.timesteps is not None),
-                                              ("--seed", args.seed is not None), ("--run-dir", args.run_dir), ("--set", args.set)] if value]
+            given = [name for name, value in [("--config", args.config != str(DEFAULT_CONFIG)), ("--run-dir", args.run_dir), ("--set", args.set)] if value]
+            given += ["--" + flag.replace("_", "-") for flag in CONFIG_FLAGS if getattr(args, flag) is not None]
             if given:
                 raise ConfigError(f"--resume continues a run with its saved config; it cannot be combined with {', '.join(given)}")
             run_dir = Path(args.resume)
             config, lock = open_for_resume(run_dir)
         else:
-            sets = list(args.set)
-            if args.timesteps is not None:
-                sets.append(f"total_timesteps={args.timesteps}")
-            if args.seed is not None:
-                sets.append(f"seed={args.seed}")
+            sets = list(args.set) + [f"{key}={getattr(args, flag)}" for flag, key in CONFIG_FLAGS.items() if getattr(args, flag) is not None]
             config = load_config(args.config, sets)
             run_dir = check_new_run_dir(args.run_dir or default_run_dir(config))
             lock = create_run_dir(run_dir, config)  # complete, locked, resumable from step 0
-    except (ConfigError, RunError) as exc:
+    except (ConfigError, RunError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -77,7 +86,8 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
             print(f"training {config.algo} on '{config.scenario}' for {config.total_timesteps} steps into {run_dir}", flush=True)
         try:
             training = lazy.training()  # torch only now
-            result = training.train(config, run_dir, resume=bool(args.resume), progress=args.progress, shutdown=shutdown)
+            result = training.train(config, run_dir, resume=bool(args.resume), progress=args.progress, shutdown=shutdown,
+                                    device=args.device, tensorboard_log=args.tensorboard_log, verbose=args.verbose)
         except Interrupted as exc:  # while torch was being imported, or between two phases
             print(stopped_line(run_dir, exc.signum, exc.phase, exc.forced), flush=True)
             return exc.exit_code
@@ -98,7 +108,8 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
         f"(playbooks: {playbooks}); run folder {run_dir}",
         flush=True,
     )
-    print(f"TensorBoard: .venv/bin/tensorboard --logdir {run_dir.parent}  (or: make tensorboard)", flush=True)
+    logdir = args.tensorboard_log or run_dir.parent
+    print(f"TensorBoard: .venv/bin/tensorboard --logdir {logdir}  (or: make tensorboard)", flush=True)
     return 0
 
 

@@ -49,8 +49,13 @@ def flatten_info(info: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def assert_infos_equal(a: dict[str, Any], b: dict[str, Any], index: int | None = None) -> None:
-    """Two ``info`` dicts hold exactly the same keys and values (``b`` row ``index`` if batched)."""
+    """Two ``info`` dicts hold exactly the same keys and values (``b`` row ``index`` if batched;
+    a batched ``info``'s ``_key`` masks must be true there)."""
     fa, fb = flatten_info(a), flatten_info(b)
+    if index is not None:
+        masks = {k for k in fb if k.rsplit("/", 1)[-1].startswith("_")}
+        assert all(bool(fb[k][index]) for k in masks), "a _key mask is false for a market that has the entry"
+        fb = {k: v for k, v in fb.items() if k not in masks}
     assert fa.keys() == fb.keys()
     for key in fa:
         vb = fb[key] if index is None else fb[key][index]

@@ -192,8 +192,9 @@ def test_pool_workers_die_with_their_parent(how) -> None:
                     futures = [pool.submit(_sleep_task, 600) for _ in range(2)]
                     while len(live_children()) < 2:
                         time.sleep(0.01)
-                    print(" ".join(map(str, live_children())), flush=True)
                     with shutdown.interruptible("planning"):
+                        # announced inside the interruptible phase, so the signal cannot land before it
+                        print(" ".join(map(str, live_children())), flush=True)
                         futures[0].result()
             except Interrupted as exc:
                 print(f"error: {exc}", flush=True)

@@ -386,13 +386,15 @@ def test_simulate_writes_the_format_its_extension_names_and_force_replaces_only_
 
 
 def test_a_constraint_benchmark_run_trained_otherwise_is_not_reused(tmp_path) -> None:
-    from agents import constraint_benchmark as cb
-    from agents import runs
+    import yaml
 
-    variant = cb.VARIANTS[0]
-    run_dir = tmp_path / "runs" / f"{variant.name}__0"
-    runs.create_run_dir(run_dir, cb.variant_config(variant, 0, 256)).release()
+    from agents import constraint_benchmark as cb
+    from agents import sweep
+
+    started = cb.benchmark_spec(["ppo_hard"], [0], 256)  # a benchmark folder begun with 256 steps per run
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / sweep.SWEEP_FILE).write_text(yaml.safe_dump(sweep.spec_document(started)))
     before = snapshot(tmp_path)
-    with pytest.raises(cb.BenchmarkError, match="total_timesteps=256, not 512"):
-        cb.train_one(variant, 0, run_dir, 512)
+    with pytest.raises(sweep.SweepError, match="total_timesteps=256, not 512"):
+        cb.run_benchmark(tmp_path, variants=["ppo_hard"], seeds=[0], timesteps=512, log=lambda m: None)
     assert snapshot(tmp_path) == before

@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Run a sweep of trainings on Ray Tune: on this machine, or on a Ray cluster.
+
+    python scripts/sweep.py --config configs/sweeps/tiny.yaml                  # local Ray, 2 tiny trials
+    python scripts/sweep.py --config configs/sweeps/ppo_speed.yaml --resume    # continue an interrupted sweep
+    python scripts/sweep.py --config configs/sweeps/ppo_speed.yaml --address auto --storage /shared/sweeps
+
+The sweep file (see ``agents/sweep.py`` and ``configs/sweeps/``) names a base training config,
+the axes, the metric and how many trials run at once. Without ``--address`` a local Ray starts
+with one CPU per core (``--cpus`` to change) and one trial per CPU. Each trial is a normal run
+folder under ``<storage>/<name>/runs/``; the sweep writes ``results.csv``, ``results.json``,
+``results.png`` and ``report.md`` beside them. Bad input (sweep file, address, folder) prints
+one line ``error: ...`` and exits 2, writing nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agents.cli import OneLineParser  # noqa: E402
+from agents.sweep import SweepError, check_sweep_dir, copy_spec, default_sweep_dir, load_sweep, run_sweep  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(description="Run a sweep of trainings on Ray Tune (configs/sweeps/*.yaml).")
+    parser.add_argument("--config", required=True, help="sweep file, e.g. configs/sweeps/tiny.yaml")
+    parser.add_argument("--address", help="an existing Ray cluster: 'auto' or HOST:PORT (default: start a local Ray)")
+    parser.add_argument("--storage", help="folder the sweep folder goes in (default runs/sweeps); on a multi-node cluster, one every node mounts")
+    parser.add_argument("--cpus", type=int, help="CPUs of the local Ray (default: the cores); not with --address")
+    parser.add_argument("--max-concurrent", type=int, metavar="N", help="trials at a time (overrides the sweep file's max_concurrent)")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this file in its folder")
+    args = parser.parse_args(argv)
+    try:
+        if args.cpus is not None and (args.cpus < 1 or args.address):
+            raise SweepError("--cpus must be at least 1 and is for a local Ray only (not with --address)")
+        spec = load_sweep(args.config)
+        if args.max_concurrent is not None:
+            if args.max_concurrent < 1:
+                raise SweepError(f"--max-concurrent must be at least 1; got {args.max_concurrent}")
+            spec = copy_spec(spec, max_concurrent=args.max_concurrent)
+        sweep_dir = default_sweep_dir(spec, args.storage)
+        check_sweep_dir(spec, sweep_dir, args.resume)
+        result = run_sweep(spec, sweep_dir, resume=args.resume, address=args.address, cpus=args.cpus, log=lambda m: print(m, flush=True))
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result.interrupted:
+        finished = sum(r["status"] == "finished" for r in result.rows)
+        print(f"interrupted: {finished} of {result.expected} trials finished; continue with: python scripts/sweep.py --config {args.config} --resume"
+              + (f" --storage {args.storage}" if args.storage else ""), flush=True)
+        return 130
+    best = result.best
+    failed = [r for r in result.rows if r["status"] == "error"]
+    print(f"done: {len(result.rows)} trials in {result.wall_seconds:.0f}s; results in {result.sweep_dir}", flush=True)
+    if best is not None:
+        print(f"best: {spec.metric} {best[spec.metric]:.4g} ({best['run_dir']})", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
