@@ -150,6 +150,13 @@ def test_shipped_ensemble_loads_and_envs_draw_a_set_per_market_at_reset():
         total += r[0]
         alone_total += r1[0]
     assert total == pytest.approx(alone_total, rel=1e-12)
+    # a market reset alone draws the set a reset of all would give it
+    env.reset(seed=0)
+    env._batch.reset_markets(np.arange(16) == 3)
+    again = SocialCommerceVectorEnv(16, ensemble="global")
+    again.reset(seed=0)
+    again._batch.reset_markets(np.arange(16) == 3)
+    np.testing.assert_array_equal(again._batch.state.param_set, env._batch.state.param_set)
     single = gym.make(ENV_ID, ensemble="global")
     single.reset(seed=0)
     assert single.unwrapped._batch.state.param_set[0] == sets[0]
