@@ -21,10 +21,6 @@ import sys
 from typing import Any, Mapping
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import PolyCollection
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from envs import market
 
@@ -94,6 +90,11 @@ class Dashboard:
     """
 
     def __init__(self, params: market.Params, title: str = ""):
+        # matplotlib (~2 s to import) is loaded by the first dashboard, not by ``import envs``
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.collections import PolyCollection
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
         self.params = params
         self.region_names = tuple(params.region_names)
         self.levers = tuple(market.LEVERS)
