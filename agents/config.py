@@ -11,6 +11,8 @@ to the extending file's folder), then only what differs (mappings merge key by k
 
 * ``scenario``: a built-in scenario name or a path to a scenario YAML; ``overrides``: dotted
   scenario overrides (``{"budget.mode": "soft"}``), the same keys the env's ``overrides`` take.
+  ``scenario_ensemble``: train across parameter sets (:mod:`envs.ensemble`), each market drawing
+  one at every reset; ``null``: the nominal scenario. Periodic evaluation stays nominal.
 * ``algo``: a name from :data:`ALGORITHMS` (``ppo``, ``ppo_lagrangian``). ``algo_params``: the
   algorithm's own section, validated by that algorithm's schema (``PPO`` has none;
   ``ppo_lagrangian``: :class:`LagrangianParams`).
@@ -44,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from envs.config_files import (Float, Int, apply_overrides, format_validation_error, load_document, parse_set_pairs,
                                resolve_reference)
+from envs.ensemble import EnsembleError, load_ensemble
 from envs.scenario import Scenario, ScenarioError, load_scenario
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
@@ -142,6 +145,8 @@ class TrainConfig(_Strict):
 
     scenario: str = Field(description="built-in scenario name or path to a scenario YAML")
     overrides: dict[str, Any] = Field(description="dotted scenario overrides")
+    scenario_ensemble: str | None = Field(description="ensemble file (a name in configs/ensembles or a path): "
+                                          "every training market draws a parameter set from it at every reset; null: the nominal scenario")
     algo: str = Field(description="a name from ALGORITHMS")
     algo_params: dict[str, Any] = Field(description="the algorithm's own section, validated by its params_model")
     total_timesteps: Int = Field(ge=1, le=1_000_000_000)
@@ -237,7 +242,12 @@ def _scenario(cfg: TrainConfig, source: str) -> Scenario:
 def validate_config(cfg: TrainConfig, source: str = "config") -> TrainConfig:
     """Check what the schema alone cannot: the scenario (and its overrides), ``algo_params`` and the
     algorithm's own ``check_config(cfg)`` if it has one (``ppo_lagrangian``: the budget must be soft)."""
-    _scenario(cfg, source)
+    scenario = _scenario(cfg, source)
+    if cfg.scenario_ensemble is not None:
+        try:
+            load_ensemble(cfg.scenario_ensemble).scenarios(scenario)
+        except EnsembleError as exc:
+            raise ConfigError(f"{source}: scenario_ensemble: {exc}") from None
     algorithm = get_algorithm(cfg.algo)
     params_model = getattr(algorithm, "params_model", None)
     if params_model is None:

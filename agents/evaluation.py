@@ -22,14 +22,19 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from agents.planners import best_static_policy, oracle_policy
 from agents.policies import PLAYBOOKS, make_policy
 from agents.rollout import bootstrap_ci, episode_totals, rollout_policy, summarise
 from agents.seeds import eval_seeds, training_seeds
 from envs import market
+from envs.ensemble import Ensemble
 from envs.scenario import Scenario
 
 PLANNERS = ("best_static", "oracle")
+#: percentiles of cumulative GMV over episodes in every policy's figures (``gmv_p10``, ...)
+PERCENTILES = (10, 50, 90)
 
 
 @dataclass
@@ -47,6 +52,8 @@ class Evaluation:
     """name -> the scenario the policy was played on, where it is not :attr:`scenario`"""
     params: market.Params | None = None
     """the scenario's model parameters (resolved once)"""
+    ensemble: Ensemble | None = None
+    """the parameter sets the episodes drew from, if any"""
 
     def __post_init__(self) -> None:
         if self.params is None:
@@ -61,6 +68,7 @@ def evaluate(
     oracle_name: str = "oracle",
     learned: str | None = None,
     scenarios: Mapping[str, Scenario] | None = None,
+    ensemble: Ensemble | None = None,
 ) -> Evaluation:
     """Roll out every policy on the episodes ``seed .. seed + episodes - 1`` and measure them.
 
@@ -70,6 +78,11 @@ def evaluate(
         soft mode, ``scaled_to_limit(scenario)`` for the reference policies). It must differ from
         ``scenario`` in nothing the figures depend on (same regions, horizon, ``budget.total``):
         every policy is measured against ``scenario``'s limit and target.
+    :param ensemble: parameter sets (:mod:`envs.ensemble`): every episode draws one from its seed,
+        the same for every policy, so the spread of GMV over episodes includes what is not known.
+
+    Besides :func:`agents.rollout.summarise`'s figures, every policy gets ``gmv_p10``,
+    ``gmv_p50`` and ``gmv_p90``: percentiles of cumulative GMV over the episodes ($B).
     """
     params = scenario.to_params()
     seeds = eval_seeds(episodes, seed)
@@ -80,13 +93,15 @@ def evaluate(
         if other.budget.total != scenario.budget.total or other.horizon != scenario.horizon or list(other.regions) != list(scenario.regions):
             raise ValueError(f"the scenario of '{name}' differs from the evaluation's in budget.total, horizon or regions")
         played[name] = other
-    trajectories = {name: rollout_policy(policy, played[name], seeds) for name, policy in policies.items()}
+    trajectories = {name: rollout_policy(policy, played[name], seeds, ensemble) for name, policy in policies.items()}
     metrics = {name: summarise(traj, params) for name, traj in trajectories.items()}
     for name, figures in metrics.items():
         figures["budget_mode"] = played[name].budget.mode
+        p10, p50, p90 = np.percentile(episode_totals(trajectories[name].gmv), PERCENTILES)
+        figures.update(gmv_p10=float(p10), gmv_p50=float(p50), gmv_p90=float(p90))
     _add_ratios_to_oracle(metrics, trajectories, oracle_name)
     moved = {name: sc for name, sc in played.items() if sc is not scenario}
-    return Evaluation(scenario, int(seed), seeds, metrics, trajectories, learned, moved or None, params)
+    return Evaluation(scenario, int(seed), seeds, metrics, trajectories, learned, moved or None, params, ensemble)
 
 
 def _add_ratios_to_oracle(metrics: dict, trajectories: dict, oracle_name: str) -> None:

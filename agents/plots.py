@@ -107,6 +107,23 @@ def plot_cost(ev: Evaluation, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_gmv_spread(ev: Evaluation, path: Path) -> None:
+    """Cumulative GMV over the episodes of every policy: box (p25-p75), whiskers p10-p90, the
+    median; with an ensemble the spread includes the parameter draws."""
+    plt = pyplot()
+    totals = {name: tr.gmv.sum(1) for name, tr in ev.trajectories.items()}
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(totals) + 2), 4.5))
+    ax.boxplot(list(totals.values()), whis=(10, 90), showfliers=False)
+    ax.set_xticks(np.arange(1, len(totals) + 1), list(totals), rotation=20, fontsize=8)
+    ax.set_ylabel("cumulative GMV, $B")
+    what = f"{len(ev.ensemble)} parameter sets" if ev.ensemble is not None else "the nominal parameters"
+    ax.set_title(f"Spread over {len(ev.seeds)} episodes and {what} (whiskers p10-p90)")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------- frontier
 
 

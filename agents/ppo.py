@@ -68,10 +68,12 @@ def scenario_of(config: TrainConfig) -> Scenario:
     return load_scenario(config.scenario, config.overrides)
 
 
-def make_vec_env(config: TrainConfig, num_envs: int | None = None, scenario: Scenario | None = None) -> VecEnv:
-    """The native batched env as an SB3 VecEnv, with ``VecMonitor`` for SB3's episode stats."""
+def make_vec_env(config: TrainConfig, num_envs: int | None = None, scenario: Scenario | None = None,
+                 ensemble: str | None = None) -> VecEnv:
+    """The native batched env as an SB3 VecEnv, with ``VecMonitor`` for SB3's episode stats;
+    with an ``ensemble`` each market draws a parameter set from it at every reset."""
     scenario = scenario or scenario_of(config)
-    return VecMonitor(SB3VecEnv(num_envs or config.n_envs, scenario))
+    return VecMonitor(SB3VecEnv(num_envs or config.n_envs, scenario, ensemble=ensemble))
 
 
 def ppo_kwargs(config: TrainConfig) -> dict[str, Any]:
@@ -133,7 +135,7 @@ ALGORITHM = PPOAlgorithm()
 def make_training_env(config: TrainConfig, scenario: Scenario, algorithm=None, vecnormalize_path: str | None = None) -> VecNormalize:
     """Monitored, wrapped, normalised training env: fresh, or with saved statistics."""
     algorithm = algorithm or get_algorithm(config.algo)
-    venv = algorithm.wrap_env(make_vec_env(config, scenario=scenario), config, scenario)
+    venv = algorithm.wrap_env(make_vec_env(config, scenario=scenario, ensemble=config.scenario_ensemble), config, scenario)
     if vecnormalize_path is not None:
         env = VecNormalize.load(vecnormalize_path, venv)
         env.training = True

@@ -51,6 +51,8 @@ def eval_json(ev: Evaluation, extra: Mapping | None = None) -> dict:
     doc["budget"] = {"total": ev.scenario.budget.total, "per_quarter": ev.scenario.budget.per_quarter, "mode": ev.scenario.budget.mode}
     if ev.learned:
         doc["learned_policy"] = ev.learned
+    if ev.ensemble is not None:
+        doc["ensemble"] = {"path": str(ev.ensemble.path), "sets": len(ev.ensemble), "parameters": list(ev.ensemble.parameters)}
     if extra:
         doc.update(_round(dict(extra)))
     return doc
@@ -298,5 +300,7 @@ def write_report(ev: Evaluation, output: "Output | str | Path", extra: Mapping |
         if mix_policy:
             plots.plot_lever_mix(ev, mix_policy, tmp / "lever_mix.png")
         plots.plot_cost(ev, tmp / "cost.png")
+        if ev.ensemble is not None:
+            plots.plot_gmv_spread(ev, tmp / "gmv_spread.png")
         (tmp / "report.md").write_text(report_markdown(ev, doc, mix_policy, notes))
     return doc

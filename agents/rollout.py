@@ -41,6 +41,7 @@ import numpy as np
 
 from agents.constraint import over_limit
 from envs import market
+from envs.ensemble import Ensemble
 from envs.scenario import Scenario
 from envs.vector import SocialCommerceVectorEnv
 
@@ -128,13 +129,15 @@ class Trajectories:
     """(n,) actions outside [-1, 1] clipped by the env over the episode"""
 
 
-def rollout_policy(policy, scenario: Scenario, seeds: Sequence[int]) -> Trajectories:
+def rollout_policy(policy, scenario: Scenario, seeds: Sequence[int], ensemble: Ensemble | None = None) -> Trajectories:
     """Play ``policy`` on the episodes ``seeds`` in one batch through the native vector env.
 
     ``policy.predict(obs)`` receives the ``(n_episodes, obs_dim)`` observations of every
     episode, row i being the episode seeded ``seeds[i]``, and returns ``(actions, state)``.
+    With an ``ensemble``, each episode plays the parameter set its seed draws (the same set for
+    every policy given the same seeds).
     """
-    env = SocialCommerceVectorEnv(num_envs=len(seeds), scenario=scenario)
+    env = SocialCommerceVectorEnv(num_envs=len(seeds), scenario=scenario, ensemble=ensemble)
     p = env.params
     names = p.region_names
     obs, info = env.reset(seed=[int(s) for s in seeds])

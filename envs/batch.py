@@ -25,6 +25,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 
 from envs import market
+from envs.ensemble import Ensemble, load_ensemble
 from envs.scenario import Scenario, load_scenario
 
 class InfoTable(NamedTuple):
@@ -81,12 +82,22 @@ class MarketBatch:
 
     ``scenario``: a built-in name, a YAML path or a :class:`Scenario` (see :func:`resolve`; with
     no ``overrides`` a ``Scenario`` is neither copied nor validated again).
+
+    ``ensemble``: an ensemble file (a name in ``configs/ensembles``, a path) or an
+    :class:`~envs.ensemble.Ensemble`. Its parameter sets are applied to the scenario and packed
+    into the one model; at every reset each market draws one set, uniformly, from its own
+    generator right after the episode's other random numbers (the same seed, the same set; the
+    demand shocks and suspensions are those of the nominal env with that seed).
     """
 
-    def __init__(self, scenario: "str | Path | Scenario" = "global", overrides: Mapping[str, Any] | None = None, num_envs: int = 1):
+    def __init__(self, scenario: "str | Path | Scenario" = "global", overrides: Mapping[str, Any] | None = None, num_envs: int = 1,
+                 ensemble: "str | Path | Ensemble | None" = None):
         if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.scenario, self.params = resolve(scenario, overrides)
+        self.ensemble = None if ensemble is None else (ensemble if isinstance(ensemble, Ensemble) else load_ensemble(ensemble))
+        if self.ensemble is not None:
+            self.params = self.ensemble.params(self.scenario)
         self.num_envs = int(num_envs)
         p = self.params
         self.single_action_space = spaces.Box(-1.0, 1.0, (p.action_dim,), np.float32)
@@ -102,7 +113,7 @@ class MarketBatch:
         self._rows = rows
         self._action_shape = (self.num_envs, p.action_dim)
         self._row = _row_builder(self._groups)
-        self._start: tuple[np.ndarray, np.ndarray] | None = None  # observation and info column at reset
+        self._start: tuple[np.ndarray, np.ndarray] | None = None  # observation and info row of each parameter set at reset
         _warm_up(self)
 
     def __getstate__(self) -> dict:
@@ -138,18 +149,12 @@ class MarketBatch:
         """Start a new episode in every market: observation and info table.
 
         The start state is the calibrated one whatever the seed (only the episode's random
-        numbers differ), so its observation and info are computed once and repeated.
+        numbers differ), so its observation and info are computed once (per parameter set) and repeated.
         """
         if self.rngs is None:
             self.seed_generators([None] * self.num_envs)
-        self.state = market.init_state(self.params, self._sources)
-        if self._start is None:
-            self._start = self._start_observation_and_info(self.state.take(np.arange(1)))
-        obs, column = self._start
-        n = self.num_envs
-        zeros = np.zeros((n, self.params.n_regions, market.N_LEVERS))
-        info = InfoTable(np.repeat(column, n, axis=0), zeros, zeros.copy())
-        return np.repeat(obs, n, axis=0), info
+        self.state, sets = self._fresh(np.arange(self.num_envs))
+        return self._start_rows(sets)
 
     def reset_markets(self, mask: np.ndarray) -> tuple[np.ndarray, InfoTable]:
         """Start a new episode in the markets where ``mask`` (bool, ``(num_envs,)``) is true; the
@@ -161,21 +166,41 @@ class MarketBatch:
         index = np.flatnonzero(mask)
         if self.state is None or index.size == self.num_envs:
             obs, info = self.reset()
-            return obs[index], InfoTable(info.table[index], info.intensity[index])
-        fresh = market.init_state(self.params, market.random_sources([self._rngs[i] for i in index]))
+            return obs[index], InfoTable(*(x[index] for x in info))
+        fresh, sets = self._fresh(index)
         for f in fields(fresh):
             getattr(self.state, f.name)[index] = getattr(fresh, f.name)
-        obs, column = self._start
-        k = index.size
-        info = InfoTable(np.repeat(column, k, axis=0), np.zeros((k, self.params.n_regions, market.N_LEVERS)))
-        return np.repeat(obs, k, axis=0), info
+        return self._start_rows(sets)
+
+    def _fresh(self, index: np.ndarray) -> tuple[market.State, np.ndarray]:
+        """New episodes of the markets ``index``: their start state and parameter sets. Each
+        market draws its episode's numbers from its own generator and then, with an ensemble, its
+        parameter set (uniformly), so the set is part of the episode's random numbers."""
+        rngs = [self._rngs[i] for i in index]
+        sources = self._sources if index.size == self.num_envs else market.random_sources(rngs)
+        u = market.draw_uniforms(self.params, sources)
+        sets = np.zeros(index.size, dtype=np.int64)
+        if self.ensemble is not None:
+            sets = np.array([int(g.integers(len(self.ensemble))) for g in rngs], dtype=np.int64)
+        return market.start_state(self.params, u, sets), sets
+
+    def _start_rows(self, sets: np.ndarray) -> tuple[np.ndarray, InfoTable]:
+        """Observation and info table at reset of markets playing parameter sets ``sets``."""
+        if self._start is None:
+            n_sets = 1 if self.ensemble is None else len(self.ensemble)
+            u = np.full((n_sets, 3, self.params.horizon, self.params.n_regions), 0.5)  # the start does not depend on them
+            self._start = self._start_observation_and_info(market.start_state(self.params, u, np.arange(n_sets)))
+        obs, rows = self._start
+        zeros = np.zeros((sets.size, self.params.n_regions, market.N_LEVERS))
+        return obs[sets], InfoTable(rows[sets], zeros, zeros.copy())
 
     def _start_observation_and_info(self, start: market.State) -> tuple[np.ndarray, np.ndarray]:
-        """Observation ``(1, obs_dim)`` and info table ``(1, entries)`` of one market's start state:
-        no GMV, cost or revenue yet; last quarter's run rate."""
+        """Observation ``(n, obs_dim)`` and info table ``(n, entries)`` of start states (one market
+        per parameter set): no GMV, cost or revenue yet; last quarter's run rate."""
         p = self.params
-        per_market = np.zeros((market.N_MARKET_OUT, 1))
-        per_region = np.zeros((market.N_REGION_OUT, 1, p.n_regions))
+        n = start.n
+        per_market = np.zeros((market.N_MARKET_OUT, n))
+        per_region = np.zeros((market.N_REGION_OUT, n, p.n_regions))
         per_market[market.M_RUN_RATE] = 4.0 * start.gmv_region.sum(1) / p.season_at(start.t - 1)
         per_market[market.M_CAP] = market.quarter_cap(p, start)
         per_market[market.M_REMAINING] = start.budget_remaining
@@ -183,10 +208,10 @@ class MarketBatch:
         per_region[market.P_GMV] = start.gmv_region
         per_region[market.P_ORDERS] = start.orders
         per_region[market.P_SHARE] = start.share
-        table = np.empty((1, self._rows))
+        table = np.empty((n, self._rows))
         market.fill_info(
-            p.packed[0], per_market, per_region, np.zeros((1, p.n_regions, market.N_LEVERS)),
-            np.zeros(1, dtype=np.int64), start.regional, start.t, start.param_set, table,
+            p.packed[0], per_market, per_region, np.zeros((n, p.n_regions, market.N_LEVERS)),
+            np.zeros(n, dtype=np.int64), start.regional, start.t, start.param_set, table,
         )
         return market.observe(p, start), table
 

@@ -23,8 +23,9 @@ class SB3VecEnv(VecEnv):
     the next reset, exactly as the Gymnasium faces do.
     """
 
-    def __init__(self, num_envs: int = 1, scenario: "str | Path | Scenario" = "global", overrides: Mapping[str, Any] | None = None):
-        self._batch = MarketBatch(scenario, overrides, num_envs=num_envs)
+    def __init__(self, num_envs: int = 1, scenario: "str | Path | Scenario" = "global", overrides: Mapping[str, Any] | None = None,
+                 ensemble: "str | Path | None" = None):
+        self._batch = MarketBatch(scenario, overrides, num_envs=num_envs, ensemble=ensemble)
         self.scenario = self._batch.scenario
         self.params = self._batch.params
         self.render_mode = None  # read by VecEnv.__init__ through get_attr; without it SB3 warns

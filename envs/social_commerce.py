@@ -203,11 +203,12 @@ class SocialCommerceEnv(gym.Env):
         scenario: "str | Path | Scenario" = "global",
         overrides: Mapping[str, Any] | None = None,
         render_mode: str | None = None,
+        ensemble: "str | Path | None" = None,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
-        self._batch = MarketBatch(scenario, overrides, num_envs=1)
+        self._batch = MarketBatch(scenario, overrides, num_envs=1, ensemble=ensemble)
         self.scenario = self._batch.scenario
         self.params = self._batch.params
         self.action_space = self._batch.single_action_space

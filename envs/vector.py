@@ -60,6 +60,7 @@ class SocialCommerceVectorEnv(VectorEnv):
         render_mode: str | None = None,
         autoreset_mode: "AutoresetMode | str" = AutoresetMode.NEXT_STEP,
         max_episode_steps: int | None = None,
+        ensemble: "str | Path | None" = None,
     ):
         if render_mode is not None and render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode must be one of {list(RENDER_MODES)} or None, got {render_mode!r}")
@@ -69,7 +70,7 @@ class SocialCommerceVectorEnv(VectorEnv):
             raise ValueError(f"autoreset_mode must be one of {[m.value for m in AutoresetMode]}, got {autoreset_mode!r}") from None
         if max_episode_steps is not None and (isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps must be a positive integer or None, got {max_episode_steps!r}")
-        self._batch = MarketBatch(scenario, overrides, num_envs=num_envs)
+        self._batch = MarketBatch(scenario, overrides, num_envs=num_envs, ensemble=ensemble)
         self.scenario = self._batch.scenario
         self.params = self._batch.params
         self.num_envs = self._batch.num_envs

@@ -6,8 +6,14 @@
     python scripts/evaluate.py RUN_DIR --set deterministic=true --out RUN_DIR/eval_det
     python scripts/evaluate.py --scenario global --episodes 100             # -> eval/global/
     python scripts/evaluate.py --scenario us --policies uniform best_static oracle
+    python scripts/evaluate.py RUN_DIR --ensemble global   # across the posterior's parameter sets
     python scripts/evaluate.py --model sac.zip --vecnormalize vecnormalize.pkl --scenario global   # plain SB3
     python scripts/evaluate.py logs/ppo/flywheel-SocialCommerce-v1_1                              # rl-zoo3
+
+With ``--ensemble``, every episode plays a parameter set drawn from the ensemble by its seed (the
+same set for every policy), and each policy's ``gmv_p10``, ``gmv_p50``, ``gmv_p90`` (in every
+``eval.json``) measure the spread across what the calibration leaves unknown; the planners are
+still computed on the nominal scenario.
 
 Every policy plays the same episodes (seeds ``SEED .. SEED + N - 1``: common random numbers).
 The learned policy appears under its algorithm's name (``ppo``, ``ppo_lagrangian``), with the
@@ -47,6 +53,7 @@ from agents.report import format_table, write_report  # noqa: E402
 from agents.runs import RunError, check_spaces, load_run  # noqa: E402
 from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
 from agents.seeds import DEFAULT_EVAL_SEED, TRAIN_SEED_BASE, eval_seeds  # noqa: E402
+from envs.ensemble import EnsembleError, load_ensemble  # noqa: E402
 from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_pairs  # noqa: E402
 
 
@@ -72,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "or a folder holding anything else)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="scenario override by dotted path, repeatable (e.g. deterministic=true)")
+    parser.add_argument("--ensemble", help="play every episode on a parameter set drawn from this ensemble (a name in "
+                        "configs/ensembles or a path; the same draw for every policy): adds the spread plot gmv_spread.png")
     foreign = parser.add_argument_group("a model trained elsewhere (pickles run code when loaded: load only your own files)")
     foreign.add_argument("--model", type=Path, metavar="PATH.zip", help="a stable-baselines3 or sb3-contrib model file, played on --scenario")
     foreign.add_argument("--vecnormalize", type=Path, metavar="PATH.pkl", help="the VecNormalize statistics the --model was trained with")
@@ -180,6 +189,7 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
             scenario = load_scenario(args.scenario, overrides)
             default = Path("eval") / scenario.name
         names = _selected(args, learned)
+        ensemble = load_ensemble(args.ensemble) if args.ensemble is not None else None
         output = output or _plan_output(default, args)
         if output.note:
             print(output.note, flush=True)
@@ -192,7 +202,7 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
         t0 = time.perf_counter()
         played = {name: reference for name in policies if name != learned}
         ev = evaluate(policies, scenario, seed=args.seed, episodes=args.episodes, learned=learned if learned in policies else None,
-                      scenarios=played)
+                      scenarios=played, ensemble=ensemble)
         timings["rollouts"] = time.perf_counter() - t0
         notes = []  # soft mode: report.md says how the reference policies were played (agents.report)
         if learned is not None and not hasattr(run, "run_dir"):
@@ -202,7 +212,7 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
             notes.append(f"Learned policy from run `{args.run_dir}` ({learned}), deterministic actions, frozen observation normalisation.")
         with shutdown.critical("writing the report"):
             doc = write_report(ev, output, extra=extra, notes=notes)
-    except (ScenarioError, UsageError, RunError, OutputError) as exc:
+    except (ScenarioError, EnsembleError, UsageError, RunError, OutputError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -211,7 +221,8 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
 
     print(format_table(doc))
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    print(f"wrote {output.path}/ (eval.json, trajectories.json, report.md, run_rate.png, lever_mix.png, cost.png)")
+    print(f"wrote {output.path}/ (eval.json, trajectories.json, report.md, run_rate.png, lever_mix.png, cost.png"
+          + (", gmv_spread.png)" if args.ensemble is not None else ")"))
     return 0
 
 

@@ -85,6 +85,24 @@ def assert_bad_inputs_exit_2(command: list[str], cases: dict[str, tuple[list[str
         assert not (tmp_path / case.replace(" ", "_")).exists()
 
 
+@pytest.fixture
+def run_script(capsys):
+    """Run ``scripts/NAME.py``'s ``main(argv)`` in this process (no interpreter start-up, the
+    compiled kernels already loaded): returns ``(exit status, stdout, stderr)``."""
+    import importlib.util
+
+    def run(name: str, argv: list[str]) -> tuple[int, str, str]:
+        spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO_ROOT / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        capsys.readouterr()
+        code = module.main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
 # --------------------------------------------------------------------------- training
 
 TRAIN = REPO_ROOT / "scripts" / "train.py"

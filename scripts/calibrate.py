@@ -1,0 +1,118 @@
+"""Fit a history file's free parameters and write the fitted scenario (and a posterior ensemble).
+
+Example::
+
+    python scripts/calibrate.py --history configs/history/tiktok_shop.yaml --out my_fit.yaml
+    python scripts/calibrate.py --history tiktok_shop --out configs/scenarios/global.yaml \\
+        --posterior 64 --ensemble-out configs/ensembles/global.yaml --plot docs/calibration_fit.png --force
+
+The fit minimises the log errors of the in-sample observations (bounded least squares, every
+Jacobian one batch of the model; error model: log-normal, sigma 0.15, see
+``agents/calibration/fit.py``). ``--out`` gets a scenario that ``extends`` the history's scenario
+with the fitted values and a provenance header (the history file, its SHA-256, the fit errors,
+the date). ``--posterior N`` samples the posterior with emcee (walkers as one batch) and writes N
+parameter sets to ``configs/ensembles/<out name>.yaml`` (or ``--ensemble-out``). Prints the fit
+table and the back-test before and after the fit.
+
+An output that exists is refused unless ``--force``, which replaces only files calibrate.py wrote
+(their first line says so). Bad input prints one line ``error: ...`` and exits 2, writing nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agents import io  # noqa: E402
+from agents.calibration.backtest import backtest, format_table  # noqa: E402
+from agents.calibration.fit import fit, sample_posterior, scenario_values  # noqa: E402
+from agents.calibration.report import MARK, ensemble_text, scenario_reference, fit_table, is_calibrate_output, plot_fit, scenario_text  # noqa: E402
+from agents.cli import OneLineParser  # noqa: E402
+from envs.ensemble import ENSEMBLE_DIR, load_ensemble  # noqa: E402
+from envs.history import load_history  # noqa: E402
+from envs.scenario import load_scenario  # noqa: E402
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(description="Fit a history's free parameters; write the fitted scenario and a posterior ensemble.")
+    parser.add_argument("--history", required=True, help="history file (a path, or a name in configs/history)")
+    parser.add_argument("--out", type=Path, required=True, help="the fitted scenario to write (.yaml)")
+    parser.add_argument("--posterior", type=int, default=0, metavar="N", help="also draw N parameter sets from the posterior (emcee)")
+    parser.add_argument("--ensemble-out", type=Path, help="where the ensemble goes (default configs/ensembles/<out name>.yaml)")
+    parser.add_argument("--plot", type=Path, help="write the fit (observed against simulated) and the posterior marginals (PNG)")
+    parser.add_argument("--walkers", type=int, default=0, help="posterior walkers (default max(32, 4 x free parameters))")
+    parser.add_argument("--steps", type=int, default=2000, help="posterior steps per walker (default 2000, the first fifth burn-in)")
+    parser.add_argument("--starts", type=int, default=3, help="least-squares starts: the scenario's values, then random points (default 3)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random starts and the sampler (default 0)")
+    parser.add_argument("--force", action="store_true", help="replace files calibrate.py wrote before")
+    return parser
+
+
+def _plan_yaml(path: Path, option: str, force: bool) -> None:
+    """Refuse an existing output unless ``--force`` and calibrate.py wrote it."""
+    if path.suffix not in (".yaml", ".yml"):
+        raise ValueError(f"{option} {path}: a scenario or ensemble file ends in .yaml")
+    if not path.exists():
+        io.check_folder_writable(path.parent, f"{option} {path}")
+        return
+    if not force:
+        raise ValueError(f"{option} {path} exists; choose another path, or add --force to replace a file calibrate.py wrote")
+    if not is_calibrate_output(path):
+        raise ValueError(f"{option} {path} exists and was not written by calibrate.py (its first line is not '{MARK}'); "
+                         "--force replaces only those")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.posterior < 0 or args.walkers < 0 or args.steps < 2 or args.starts < 1:
+            raise ValueError("--posterior and --walkers must be >= 0, --steps >= 2, --starts >= 1")
+        ensemble_out = args.ensemble_out or (ENSEMBLE_DIR / f"{args.out.stem}.yaml" if args.posterior else None)
+        _plan_yaml(args.out, "--out", args.force)
+        if ensemble_out is not None:
+            _plan_yaml(ensemble_out, "--ensemble-out", args.force)
+            if ensemble_out.resolve() == args.out.resolve():
+                raise ValueError("--out and --ensemble-out name the same file")
+        plot = io.plan_file(args.plot, option="--plot", force=args.force, suffixes=io.PLOT_FORMATS) if args.plot else None
+        history = load_history(args.history)
+        if not history.free:
+            raise ValueError(f"{history.path}: free is empty; name the parameters to fit as dotted.path: [low, high]")
+        prior = scenario_values(history)
+        before = backtest(history, seeds=0)
+        print(format_table(before), "\n")
+        best = fit(history, starts=args.starts, seed=args.seed)
+        after = backtest(history, best.overrides(), seeds=0)
+        posterior = None
+        if args.posterior:
+            t0 = time.perf_counter()
+            posterior = sample_posterior(history, best, args.posterior, walkers=args.walkers or None, steps=args.steps,
+                                         burn=args.steps // 5, seed=args.seed)
+            print(f"posterior: {posterior.walkers} walkers x {posterior.steps} steps in {time.perf_counter() - t0:.1f} s, "
+                  f"acceptance {posterior.acceptance:.2f}, autocorrelation times "
+                  f"{', '.join(f'{t:.0f}' for t in posterior.autocorrelation)} steps"
+                  + ("" if posterior.converged else " (the kept chain is shorter than 50 of them: run more --steps)"))
+        print(fit_table(best, prior, posterior), "\n")
+        print(format_table(after))
+        text = scenario_text(history, after, best, args.out, name=args.out.stem)
+        load_scenario(history.scenario_path, best.overrides())  # what --out means, validated before writing
+        io.atomic_write_text(args.out, text)
+        print(f"wrote {args.out}")
+        if posterior is not None:
+            ref = scenario_reference(args.out, ensemble_out)  # the sets vary the fitted scenario
+            io.atomic_write_text(ensemble_out, ensemble_text(history, after, best, posterior, ref))
+            load_ensemble(ensemble_out)
+            print(f"wrote {ensemble_out}")
+        if plot is not None:
+            print(f"wrote {io.write_output_file(plot, lambda tmp: plot_fit(before, after, best, posterior, tmp, plot.format))}")
+    except (ValueError, OSError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
