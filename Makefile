@@ -66,10 +66,13 @@ clean:
 
 # Fit the default scenario to the public record (configs/history/tiktok_shop.yaml): rewrites
 # configs/scenarios/global.yaml (extends global_prior) and configs/ensembles/global.yaml
-# (64 posterior draws), then the back-test figures in docs/ (~2-4 min on 2 cores).
+# (64 posterior draws), then the back-test figures in docs/ (~2-4 min on 2 cores). The fitted
+# global sets the problem's goal too: the record passed the seed's $20B in 2024 ($33.2B), so the
+# calibrated scenario aims at a $45B run rate by 2025Q4 (ASSUMPTION: a goal ~1.35x the 2024
+# record, reachable by a plan under the budget but not without incentives; docs/calibration.md).
 .PHONY: calibrate
 calibrate: $(STAMP)
 	nice -n 5 $(PY) scripts/calibrate.py --history configs/history/tiktok_shop.yaml --out configs/scenarios/global.yaml \
-		--posterior 64 --ensemble-out configs/ensembles/global.yaml --plot docs/calibration_fit.png --force
+		--set target_run_rate=45 --posterior 64 --ensemble-out configs/ensembles/global.yaml --plot docs/calibration_fit.png --force
 	$(PY) scripts/backtest.py --history configs/history/tiktok_shop.yaml --scenario global \
 		--json docs/backtest.json --csv docs/backtest.csv --plot docs/backtest.png --force

@@ -318,6 +318,6 @@ def _column(values: np.ndarray, kind: type) -> np.ndarray:
     if kind is str:
         serial = values.astype(np.int64)
         first = int(serial.min())
-        labels = np.array([market.serial_label(s) for s in range(first, int(serial.max()) + 1)])
+        labels = np.array([market.serial_label(s) for s in range(first, int(serial.max()) + 1)], dtype=object)  # as SyncVectorEnv stacks str
         return labels[serial - first]
     return values.astype(np.int64)

@@ -152,11 +152,19 @@ class Dashboard:
 
         self._status = self.figure.text(0.985, 0.925, "", ha="right", va="bottom", fontsize=9, animated=True, parse_math=False)
         self._background = None
+        self._initial_limits = (self._gmv_top, self._spend_right, self.ax_budget.get_ylim())
         self._animated = [self._gmv_bars, self._spend_bars, self._budget_line, self._status]
 
     def _fit_axes(self, trace: EpisodeTrace) -> None:
-        """Widen an axis (and redraw the background) when a value would leave it."""
+        """Widen an axis (and redraw the background) when a value would leave it; a new episode
+        starts again from the scenario's axes."""
         changed = False
+        if len(trace) <= 1 and (self._gmv_top, self._spend_right, self.ax_budget.get_ylim()) != self._initial_limits:
+            self._gmv_top, self._spend_right, budget_limits = self._initial_limits
+            self.ax_gmv.set_ylim(0.0, self._gmv_top)
+            self.ax_spend.set_xlim(0.0, self._spend_right)
+            self.ax_budget.set_ylim(*budget_limits)
+            changed = True
         if trace.gmv_run_rate and max(trace.gmv_run_rate) > self._gmv_top:
             self._gmv_top = 1.25 * max(trace.gmv_run_rate)
             self.ax_gmv.set_ylim(0.0, self._gmv_top)

@@ -187,10 +187,11 @@ class SocialCommerceVectorEnv(VectorEnv):
     def _merge(info: InfoTable | None, rows: InfoTable, mask: np.ndarray) -> InfoTable:
         if info is None:
             n = mask.shape[0]
-            info = InfoTable(np.zeros((n, rows.table.shape[1])), np.zeros((n, *rows.intensity.shape[1:])))
-        table, intensity = info.table.copy(), info.intensity.copy()
-        table[mask], intensity[mask] = rows.table, rows.intensity
-        return InfoTable(table, intensity)
+            info = InfoTable(np.zeros((n, rows.table.shape[1])), np.zeros((n, *rows.intensity.shape[1:])),
+                             np.zeros((n, *rows.spend.shape[1:])))
+        table, intensity, spend = info.table.copy(), info.intensity.copy(), info.spend.copy()
+        table[mask], intensity[mask], spend[mask] = rows.table, rows.intensity, rows.spend
+        return InfoTable(table, intensity, spend)
 
     # ------------------------------------------------------------------ info
     def _vector_info(self, info: InfoTable, present: np.ndarray) -> dict:
@@ -267,7 +268,7 @@ def _masked(info: dict, present: np.ndarray, everyone: bool | None = None) -> di
             out[key] = value
         else:
             value = np.array(value)
-            value[~present] = 0
+            value[~present] = None if value.dtype == object else 0  # SyncVectorEnv's blank for each dtype
             out[key] = value
         out[f"_{key}"] = present.copy()
     return out

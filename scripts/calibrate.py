@@ -34,7 +34,7 @@ from agents.calibration.report import MARK, ensemble_text, scenario_reference, f
 from agents.cli import OneLineParser  # noqa: E402
 from envs.ensemble import ENSEMBLE_DIR, load_ensemble  # noqa: E402
 from envs.history import load_history  # noqa: E402
-from envs.scenario import load_scenario  # noqa: E402
+from envs.scenario import load_scenario, parse_set_pairs  # noqa: E402
 
 
 def build_parser() -> OneLineParser:
@@ -48,6 +48,8 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--steps", type=int, default=2000, help="posterior steps per walker (default 2000, the first fifth burn-in)")
     parser.add_argument("--starts", type=int, default=3, help="least-squares starts: the scenario's values, then random points (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random starts and the sampler (default 0)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a value of the problem the fitted scenario also sets (not fitted), repeatable (e.g. target_run_rate=45)")
     parser.add_argument("--force", action="store_true", help="replace files calibrate.py wrote before")
     return parser
 
@@ -78,7 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if ensemble_out.resolve() == args.out.resolve():
                 raise ValueError("--out and --ensemble-out name the same file")
         plot = io.plan_file(args.plot, option="--plot", force=args.force, suffixes=io.PLOT_FORMATS) if args.plot else None
+        settings = parse_set_pairs(args.sets, example="target_run_rate=45", error=ValueError)
         history = load_history(args.history)
+        if settings:
+            load_scenario(history.scenario_path, settings)  # a bad --set fails before the fit
         if not history.free:
             raise ValueError(f"{history.path}: free is empty; name the parameters to fit as dotted.path: [low, high]")
         prior = scenario_values(history)
@@ -97,8 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + ("" if posterior.converged else " (the kept chain is shorter than 50 of them: run more --steps)"))
         print(fit_table(best, prior, posterior), "\n")
         print(format_table(after))
-        text = scenario_text(history, after, best, args.out, name=args.out.stem)
-        load_scenario(history.scenario_path, best.overrides())  # what --out means, validated before writing
+        text = scenario_text(history, after, best, args.out, name=args.out.stem, settings=settings)
+        load_scenario(history.scenario_path, {**best.overrides(), **settings})  # what --out means, validated before writing
         io.atomic_write_text(args.out, text)
         print(f"wrote {args.out}")
         if posterior is not None:

@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # scripts' tests import from the repo root
     sys.path.insert(0, str(REPO_ROOT))
 
-import envs  # noqa: E402  (registers flywheel/SocialCommerce-v0)
+import envs  # noqa: E402  (registers flywheel/SocialCommerce-v1)
 
 BUILTIN_SCENARIOS: list[str] = envs.builtin_scenarios()
 

@@ -109,7 +109,7 @@ def test_penalty_wrapper_subtracts_lambda_times_cost_and_sums_episode_cost():
 
 @pytest.mark.parametrize("mode", ["soft", "hard"])
 def test_soft_mode_never_projects_hard_mode_keeps_the_cap_and_cost_is_the_sum_of_levers(mode: str):
-    env = gym.make("flywheel/SocialCommerce-v0", scenario="global", overrides={"budget.mode": mode})
+    env = gym.make("flywheel/SocialCommerce-v1", scenario="global", overrides={"budget.mode": mode})
     env.reset(seed=3)
     over = False
     for _ in range(env.unwrapped.scenario.horizon):

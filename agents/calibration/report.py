@@ -20,6 +20,7 @@ from agents.calibration.backtest import Backtest, mape
 from agents.calibration.fit import SIGMA, Fit, Posterior
 from envs.ensemble import Ensemble
 from envs.history import History
+from envs.config_files import deep_merge
 from envs.scenario import SCENARIO_DIR
 
 #: First line of every file calibrate.py writes.
@@ -27,13 +28,17 @@ MARK = "# Written by scripts/calibrate.py"
 
 
 def _nested(values: dict[str, float]) -> dict:
+    return _nested_any({path: float(f"{value:.6g}") for path, value in values.items()})
+
+
+def _nested_any(values: dict) -> dict:
     out: dict = {}
     for dotted, value in values.items():
         node = out
         keys = dotted.split(".")
         for key in keys[:-1]:
             node = node.setdefault(key, {})
-        node[keys[-1]] = float(f"{value:.6g}")
+        node[keys[-1]] = value
     return out
 
 
@@ -89,14 +94,25 @@ def _header(history: History, bt: Backtest, fit: Fit, what: str) -> list[str]:
     return lines
 
 
-def scenario_text(history: History, bt: Backtest, fit: Fit, out: Path, name: str, description: str | None = None) -> str:
-    """The fitted scenario: ``extends`` the history's scenario, the fitted values, a provenance header."""
+def scenario_text(history: History, bt: Backtest, fit: Fit, out: Path, name: str, description: str | None = None,
+                  settings: dict | None = None) -> str:
+    """The fitted scenario: ``extends`` the history's scenario, the fitted values, a provenance header.
+
+    :param settings: values of the problem (not fitted) the scenario also sets, by dotted path
+        (``calibrate.py --set target_run_rate=45``); the header lists them apart.
+    """
     doc = {"extends": scenario_reference(history.scenario_path, out), "name": name}
     if description:
         doc["description"] = description
-    doc.update(_nested(fit.overrides()))
+    doc = deep_merge(doc, _nested(fit.overrides()))
+    if settings:
+        doc = deep_merge(doc, _nested_any(settings))
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
-    return "\n".join(_header(history, bt, fit, f"{name}: {history.scenario_path.stem} with the parameters fitted to the record.")) + "\n" + body
+    header = _header(history, bt, fit, f"{name}: {history.scenario_path.stem} with the parameters fitted to the record.")
+    if settings:
+        header.append("# Set on the command line (the problem, not fitted; see the Makefile's calibrate target):")
+        header += [f"#   {path} = {value}" for path, value in settings.items()]
+    return "\n".join(header) + "\n" + body
 
 
 def ensemble_text(history: History, bt: Backtest, fit: Fit, posterior: Posterior, scenario_ref: str) -> str:
