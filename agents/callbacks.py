@@ -42,7 +42,7 @@ from stable_baselines3.common.logger import HParam, HumanOutputFormat, Logger, T
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 
 from agents.rollout import EVAL_TAG_KEYS, MARKET_TAG_KEYS, publish
-from envs.market import LEVERS
+from envs.market import LEVER_TABLE, LEVERS
 
 MARKET_TAGS = (
     *MARKET_TAG_KEYS.values(),
@@ -59,15 +59,8 @@ def baseline_tag(name: str) -> str:
     return f"baselines/{name}"
 
 
-_LEVER_MEANING = {
-    "commission_waiver": "share of the standard commission waived",
-    "shipping_subsidy": "shipping subsidy per order, as a share of its maximum",
-    "seller_grants": "seller grants pool, as a share of its maximum",
-    "warehousing": "fulfilment capex pool, as a share of its maximum",
-    "creator_incentives": "creator bonus pool, as a share of its maximum",
-    "user_ads": "platform marketing pool, as a share of its maximum",
-    "private_label": "share of traffic steered to private-label products, as a share of its maximum",
-}
+#: what each lever's intensity means, from the one lever table (backticks dropped for TensorBoard's text)
+_LEVER_MEANING = {lever.name: lever.description.replace("`", "") for lever in LEVER_TABLE}
 
 #: tag -> the description TensorBoard shows with its chart (prefixes: ``baselines/`` for any playbook)
 TAG_DESCRIPTIONS: dict[str, str] = {

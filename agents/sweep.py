@@ -406,7 +406,7 @@ def best_static_gmv(scenario: Scenario, seeds: Sequence[int], baseline: Baseline
         intensity = plan.intensity
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, {"scenario": reference.name, "iterations": baseline.iterations, "seeds": baseline.seeds,
-                                 "intensity": intensity.tolist(), "train_gmv_mean": plan.gmv_mean})
+                                 "intensity": intensity.tolist(), "train_value_mean": plan.value_mean})
     return float(measure(ConstantPolicy(intensity, name="best_static"), reference, list(seeds))["gmv_mean"])
 
 

@@ -83,7 +83,7 @@ def check_finite(obs: np.ndarray, reward: np.ndarray, info: dict) -> None:
     assert np.all(np.isfinite(obs)), "observation has NaN/inf"
     assert np.all(np.isfinite(reward)), "reward has NaN/inf"
     for key, value in flatten_info(info).items():
-        if value.dtype.kind == "U":  # quarter_label
+        if value.dtype.kind in "UO":  # quarter_label (object arrays of str, as SyncVectorEnv stacks them)
             assert all(len(v) == 6 and v[4] == "Q" for v in value.ravel()), key
             continue
         assert np.all(np.isfinite(value.astype(np.float64))), f"info[{key!r}] has NaN/inf"
