@@ -115,9 +115,10 @@ def _release_signals(previous) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def live_children() -> list[int]:
-    """PIDs of this process's live children (Linux ``/proc``), for tests and diagnostics."""
-    me = os.getpid()
+def live_children(pid: int | None = None) -> list[int]:
+    """PIDs of the live children of ``pid`` (default: this process), read from Linux ``/proc``;
+    for tests and diagnostics."""
+    me = os.getpid() if pid is None else pid
     found = []
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not entry.isdigit():
