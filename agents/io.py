@@ -447,16 +447,8 @@ def plan_file(
     except OutputError:
         free = next_free(path)
         return Output(free, "file", note=f"{path} exists; writing {free}", option=option, create_parents=create_parents)
-    reason = why_not_ours_file(path)
-    if force and reason is None:
-        return Output(path, "file", replace=True, note=f"replacing {path} (written earlier by this tool; --force)", option=option,
-                      create_parents=create_parents)
-    if explicit:
-        if force:
-            raise OutputError(f"{what} exists and --force only replaces an output this tool wrote: {reason}; choose another path")
-        raise OutputError(f"{what} exists; choose another path, or add --force to replace an earlier output of this tool")
-    free = next_free(path)
-    return Output(free, "file", note=f"{path} exists; writing {free}", option=option, create_parents=create_parents)
+    return _existing(path, "file", what, why_not_ours_file(path), option=option, explicit=explicit, force=force,
+                     create_parents=create_parents)
 
 
 def plan_folder(
@@ -485,16 +477,25 @@ def plan_folder(
             raise OutputError(f"{what} exists and is {kind}, not an output folder; choose another path")
         free = next_free(path)
         return Output(free, "folder", note=f"{path} exists; writing {free}", option=option, create_parents=create_parents)
-    reason = why_not_ours_folder(path)
+    return _existing(path, "folder", what, why_not_ours_folder(path), option=option, explicit=explicit, force=force,
+                     create_parents=create_parents)
+
+
+def _existing(path: Path, kind: str, what: str, reason: str | None, *, option: str, explicit: bool, force: bool,
+              create_parents: bool) -> Output:
+    """The rule for an output ``path`` that exists: ``--force`` replaces it only when ``reason``
+    (why it is not this tool's earlier output) is None; an explicit path is otherwise refused,
+    a default one gets the next free name."""
     if force and reason is None:
-        return Output(path, "folder", replace=True, note=f"replacing {path} (written earlier by this tool; --force)", option=option,
+        return Output(path, kind, replace=True, note=f"replacing {path} (written earlier by this tool; --force)", option=option,
                       create_parents=create_parents)
     if explicit:
         if force:
-            raise OutputError(f"{what} exists and --force only replaces an output folder this tool wrote: {reason}; choose another path")
+            noun = "an output" if kind == "file" else "an output folder"
+            raise OutputError(f"{what} exists and --force only replaces {noun} this tool wrote: {reason}; choose another path")
         raise OutputError(f"{what} exists; choose another path, or add --force to replace an earlier output of this tool")
     free = next_free(path)
-    return Output(free, "folder", note=f"{path} exists; writing {free}", option=option, create_parents=create_parents)
+    return Output(free, kind, note=f"{path} exists; writing {free}", option=option, create_parents=create_parents)
 
 
 def as_output(target: "Output | str | Path", option: str, suffixes: Sequence[str] | None = None) -> Output:

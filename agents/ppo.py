@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,13 +301,35 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     own = shutdown is None
     shutdown = (shutdown or GracefulShutdown()).install() if own else shutdown
     try:
-        return _train(config, Path(run_dir), resume, progress, stream or sys.stdout, shutdown, on_evaluation,
-                      check_device(device), None if tensorboard_log is None else Path(tensorboard_log), int(verbose))
+        with _writer_thread_errors_reported_once():
+            return _train(config, Path(run_dir), resume, progress, stream or sys.stdout, shutdown, on_evaluation,
+                          check_device(device), None if tensorboard_log is None else Path(tensorboard_log), int(verbose))
     except OSError as exc:
         raise TrainError(runs.write_failure_line(Path(run_dir), exc)) from None
     finally:
         if own:
             shutdown.uninstall()
+
+
+@contextlib.contextmanager
+def _writer_thread_errors_reported_once():
+    """TensorBoard writes its events from a thread of its own; on a full disk that thread dies with
+    an ``OSError`` traceback while the training's own write fails with the same error and ends in
+    one line (:func:`agents.runs.write_failure_line`). Keep that one line: a writer thread's
+    ``OSError`` is not printed (the training's next write to TensorBoard raises it again); every
+    other thread error goes to the previous hook."""
+    previous = threading.excepthook
+
+    def hook(args) -> None:
+        if issubclass(args.exc_type, OSError) and type(args.thread).__module__.startswith("tensorboard."):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stream, shutdown: GracefulShutdown,

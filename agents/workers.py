@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import concurrent.futures.process as cf_process
 from concurrent.futures import ProcessPoolExecutor
 from typing import Iterator
 
@@ -56,7 +57,9 @@ def init_worker(parent_pid: int) -> None:
 def terminate_pool(pool: ProcessPoolExecutor, grace: float = GRACE_SECONDS) -> None:
     """Stop a pool's workers now: cancel pending tasks, SIGTERM, SIGKILL the stragglers, join."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False, cancel_futures=True)  # wakes the manager thread: it winds the pool down
+    _forget_exit_wakeup(manager)
     for proc in processes:
         with contextlib.suppress(Exception):
             if proc.is_alive():
@@ -67,9 +70,24 @@ def terminate_pool(pool: ProcessPoolExecutor, grace: float = GRACE_SECONDS) -> N
             if proc.is_alive():
                 proc.kill()
                 proc.join(grace)
-    manager = getattr(pool, "_executor_manager_thread", None)
     if manager is not None:
         manager.join(grace)
+
+
+def _forget_exit_wakeup(manager) -> None:
+    """Drop the manager thread from the pipes CPython 3.11 pokes at interpreter exit.
+
+    ``concurrent.futures.process._python_exit`` writes to every manager's wake-up pipe without
+    the lock the manager takes to close it; a manager still winding down when the command exits
+    (a slow machine, a stopped oracle) then races it, and the exit prints an ``OSError: [Errno 9]
+    Bad file descriptor`` traceback after the command's one line. The
+    manager has been woken already by ``shutdown``, and the interpreter joins it anyway (it is not
+    a daemon thread), so the exit-time wake-up is redundant.
+    """
+    wakeups = getattr(cf_process, "_threads_wakeups", None)  # private; absent in other versions
+    if manager is not None and wakeups is not None:
+        with contextlib.suppress(Exception):
+            wakeups.pop(manager, None)
 
 
 @contextlib.contextmanager
@@ -115,9 +133,10 @@ def _release_signals(previous) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def live_children() -> list[int]:
-    """PIDs of this process's live children (Linux ``/proc``), for tests and diagnostics."""
-    me = os.getpid()
+def live_children(pid: int | None = None) -> list[int]:
+    """PIDs of the live children of ``pid`` (default: this process), read from Linux ``/proc``;
+    for tests and diagnostics."""
+    me = os.getpid() if pid is None else pid
     found = []
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not entry.isdigit():
