@@ -24,6 +24,31 @@ if str(REPO_ROOT) not in sys.path:  # scripts' tests import from the repo root
 
 import envs  # noqa: E402  (registers flywheel/SocialCommerce-v0)
 
+
+def _one_blas_thread() -> list[str]:
+    """One OpenBLAS thread in this process (numpy's and scipy's libraries, loaded by now), and in
+    the scripts' processes through the environment, as the planners' commands set it for
+    themselves (scripts/evaluate.py): their small matrices gain nothing from more threads, and on
+    a busy 2-core machine OpenBLAS's spinning threads made the CMA-ES tests many times slower.
+    (numpy is imported before this file, by pytest's plugins, so the variable alone is too late.)"""
+    import ctypes
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    with open("/proc/self/maps") as maps:
+        libraries = sorted({line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()})
+    limited = []
+    for path in libraries:
+        library = ctypes.CDLL(path)
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            if hasattr(library, name):
+                getattr(library, name)(1)
+                limited.append(path)
+                break
+    return limited
+
+
+_one_blas_thread()
+
 BUILTIN_SCENARIOS: list[str] = envs.builtin_scenarios()
 
 
