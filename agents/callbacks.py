@@ -65,7 +65,7 @@ _LEVER_MEANING = {lever.name: lever.description.replace("`", "") for lever in LE
 #: tag -> the description TensorBoard shows with its chart (prefixes: ``baselines/`` for any playbook)
 TAG_DESCRIPTIONS: dict[str, str] = {
     "market/gmv_episode": "GMV of a training episode, $B (third party plus private label), mean over the episodes that ended in the rollout.",
-    "market/gmv_run_rate_final": "Annualised, de-seasonalised GMV run rate in the last quarter of a training episode, $B a year; the target is the scenario's target_run_rate ($20B by default).",
+    "market/gmv_run_rate_final": "Annualised, de-seasonalised GMV run rate in the last quarter of a training episode, $B a year; the target is the scenario's target_run_rate ($45B by 2025Q4 for the calibrated global).",
     "market/cost_episode": "Incentive spend over a training episode, $B (after the hard-budget projection).",
     "market/budget_utilisation": "Spend over the episode / budget.total: 1 spends the whole budget (above 1 only in soft-budget mode).",
     "market/revenue_episode": "Platform revenue over a training episode, $B: commission, shop ads and private-label margin.",

@@ -83,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = parse_set_pairs(args.sets, example="target_run_rate=45", error=ValueError)
         history = load_history(args.history)
         if settings:
+            fitted = sorted(set(settings) & set(history.free))
+            if fitted:
+                raise ValueError(f"--set {fitted[0]}: the history fits this parameter (its free: section); "
+                                 "--set takes values of the problem the fit leaves alone, e.g. target_run_rate=45")
             load_scenario(history.scenario_path, settings)  # a bad --set fails before the fit
         if not history.free:
             raise ValueError(f"{history.path}: free is empty; name the parameters to fit as dotted.path: [low, high]")
