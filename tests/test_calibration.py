@@ -97,6 +97,14 @@ def test_the_shipped_free_parameters_are_recovered_within_15_percent(tmp_path):
         assert value == pytest.approx(truth[path], rel=0.15), (path, value, truth[path])
 
 
+def test_calibrate_set_refuses_a_fitted_parameter_and_writes_nothing(tmp_path, run_script):
+    hist = synthetic_history(tmp_path, TRUTH, FREE)
+    out = tmp_path / "fitted.yaml"
+    code, _, err = run_script("calibrate", ["--history", hist, "--out", out, "--set", "regions.us.sellers_half=300"])
+    assert code == 2 and err.startswith("error: --set regions.us.sellers_half") and err.count("\n") == 1, err
+    assert not out.exists()
+
+
 def test_calibrate_script_writes_a_scenario_that_extends_and_an_ensemble(tmp_path, run_script):
     hist = synthetic_history(tmp_path, TRUTH, FREE)
     out, ens = tmp_path / "fitted.yaml", tmp_path / "fitted_ensemble.yaml"
