@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from envs.config_files import (Float, Int, apply_overrides, format_validation_error, load_document, parse_set_pairs,
                                resolve_reference)
+from agents.policies import PLAYBOOKS
 from envs.ensemble import EnsembleError, load_ensemble
 from envs.scenario import Scenario, ScenarioError, load_scenario
 
@@ -152,6 +153,8 @@ class TrainConfig(_Strict):
     total_timesteps: Int = Field(ge=1, le=1_000_000_000)
     n_envs: Int = Field(ge=1, le=4096)
     seed: Int = Field(ge=0, lt=EVAL_SEED_BASE)
+    start_policy: str | None = Field(description="a playbook whose action is the fresh policy's mean "
+                                     "(null: SB3's mean action 0)")
     ppo: PPOParams
     vecnormalize: VecNormalizeParams
     checkpoint_freq: Int = Field(ge=1, description="env steps between checkpoints")
@@ -162,6 +165,8 @@ class TrainConfig(_Strict):
     def _checks(self) -> "TrainConfig":
         if self.algo not in ALGORITHMS:
             raise ValueError(f"algo '{self.algo}' is unknown; allowed: {', '.join(ALGORITHMS)}")
+        if self.start_policy is not None and self.start_policy not in PLAYBOOKS:
+            raise ValueError(f"start_policy '{self.start_policy}' is unknown; allowed: null, {', '.join(PLAYBOOKS)}")
         if self.seed + self.n_envs > EVAL_SEED_BASE:
             raise ValueError(f"seed + n_envs must stay below {EVAL_SEED_BASE} (evaluation seeds start there)")
         if self.ppo.n_steps * self.n_envs < 2:

@@ -370,3 +370,22 @@ def test_algorithm_registry_is_pluggable():
     assert lagrangian.name == "ppo_lagrangian" and lagrangian.params_model is LagrangianParams
     with pytest.raises(ConfigError, match="unknown; allowed"):
         get_algorithm("dqn")
+
+
+def test_a_fresh_policy_starts_at_the_start_policys_action():
+    # the default training starts at the uniform playbook, which paces the hard budget, rather
+    # than at SB3's mean 0 (intensity 0.5 everywhere, the quarterly cap from quarter one)
+    import numpy as np
+    from agents.config import DEFAULT_CONFIG, load_config
+    from agents.policies import make_policy
+    from agents.ppo import ALGORITHM, make_training_env, scenario_of
+
+    config = load_config(DEFAULT_CONFIG, ["n_envs=4"])
+    scenario = scenario_of(config)
+    env = make_training_env(config, scenario)
+    model = ALGORITHM.build_model(config, env, scenario)
+    action, _ = model.predict(env.reset(), deterministic=True)  # SB3 clips to [-1, 1]
+    expected = make_policy("uniform", scenario).predict(np.zeros(0))[0]
+    assert np.allclose(action, expected[None], atol=0.05)
+    fresh = ALGORITHM.build_model(load_config(DEFAULT_CONFIG, ["n_envs=4", "start_policy=null"]), env, scenario)
+    assert np.allclose(fresh.predict(env.reset(), deterministic=True)[0], 0.0, atol=0.05)
