@@ -1,4 +1,4 @@
-"""Shared fixtures and helpers: the repo root, scripts in subprocesses, one shared trained run.
+"""Shared fixtures and helpers: the repo root, scripts in subprocesses or through their main, one shared trained run.
 
 Markers: ``slow`` marks a test that trains or runs a whole script pipeline; ``make test-fast``
 runs the others (the edit loop), ``make test`` all.
@@ -6,6 +6,9 @@ runs the others (the edit loop), ``make test`` all.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import os
 import subprocess
 import sys
@@ -20,6 +23,34 @@ if str(REPO_ROOT) not in sys.path:  # scripts' tests import from the repo root
     sys.path.insert(0, str(REPO_ROOT))
 
 import envs  # noqa: E402  (registers flywheel/SocialCommerce-v1)
+
+
+def _one_blas_thread() -> list[str]:
+    """One OpenBLAS thread in this process (numpy's and scipy's libraries, loaded by now), and in
+    the scripts' processes through the environment, as the planners' commands set it for
+    themselves (scripts/evaluate.py): their small matrices gain nothing from more threads, and on
+    a busy 2-core machine OpenBLAS's spinning threads made the CMA-ES tests many times slower.
+    (numpy is imported before this file, by pytest's plugins, so the variable alone is too late.)"""
+    import ctypes
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        with open("/proc/self/maps") as maps:  # the shared libraries loaded (Linux, as CI)
+            libraries = sorted({line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()})
+    except OSError:
+        return []
+    limited = []
+    for path in libraries:
+        library = ctypes.CDLL(path)
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            if hasattr(library, name):
+                getattr(library, name)(1)
+                limited.append(path)
+                break
+    return limited
+
+
+_one_blas_thread()
 
 BUILTIN_SCENARIOS: list[str] = envs.builtin_scenarios()
 
@@ -69,20 +100,55 @@ def script_env() -> dict[str, str]:
     return env
 
 
+_SCRIPTS: dict[Path, Any] = {}
+
+
+def script_module(path: str | Path) -> Any:
+    """``scripts/NAME.py`` loaded as a module (once per session), to call its ``main(argv)`` here."""
+    path = (REPO_ROOT / path).resolve()
+    if path not in _SCRIPTS:
+        spec = importlib.util.spec_from_file_location(f"{path.stem}_script", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _SCRIPTS[path] = module
+    return _SCRIPTS[path]
+
+
+def run_main(path: str | Path, argv: list[str], cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    """``main(argv)`` of the script at ``path``, called in this process from ``cwd``, as a finished
+    process: its status (``main``'s return value or ``SystemExit`` code) and what it printed."""
+    main = script_module(path).main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse's errors
+            code = exc.code
+    return subprocess.CompletedProcess([str(path), *argv], code, out.getvalue(), err.getvalue())
+
+
 def assert_bad_inputs_exit_2(command: list[str], cases: dict[str, tuple[list[str], str]], out_flag: str, tmp_path: Path) -> None:
-    """Run ``command + argv + [out_flag, folder]`` for every bad-input case at once; each must
-    exit 2 with one ``error:`` line containing the expected text and write no output folder."""
-    procs = {
-        case: subprocess.Popen([*command, *argv, out_flag, str(tmp_path / case.replace(" ", "_"))],
-                               cwd=REPO_ROOT, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for case, (argv, _) in cases.items()
-    }
-    for case, proc in procs.items():
-        _, err = proc.communicate(timeout=180)  # a guard against a hang, not a timing: many processes start at once
+    """Run ``command + argv + [out_flag, folder]`` for every bad-input case; each must exit 2 with
+    one ``error:`` line containing the expected text and write no output folder.
+
+    ``command`` is ``[python, script, *fixed args]``. The first case runs as a real process (its
+    exit status and stderr are the command's); the others call the script's ``main`` in this
+    process (while the real one starts), which decides the same status and line without paying
+    the interpreter's and the imports' start-up once per case."""
+    _, script, *fixed = command
+    first, *others = cases
+    folder = {case: tmp_path / case.replace(" ", "_") for case in cases}
+    real = subprocess.Popen([*command, *cases[first][0], out_flag, str(folder[first])], cwd=REPO_ROOT, env=script_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = {case: run_main(script, [*fixed, *cases[case][0], out_flag, str(folder[case])]) for case in others}  # meanwhile
+    _, err = real.communicate(timeout=180)  # a guard against a hang, not a timing
+    done[first] = subprocess.CompletedProcess(real.args, real.returncode, None, err)
+    for case, proc in done.items():
+        err = proc.stderr
         lines = err.strip().splitlines()
         assert proc.returncode == 2, (case, err[-500:])
         assert len(lines) == 1 and lines[0].startswith("error: ") and cases[case][1] in lines[0], (case, err)
-        assert not (tmp_path / case.replace(" ", "_")).exists()
+        assert not folder[case].exists()
 
 
 @pytest.fixture

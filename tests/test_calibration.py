@@ -86,6 +86,17 @@ def test_parameter_recovery_within_15_percent(tmp_path):
     assert result.cost < 1e-6
 
 
+def test_the_shipped_free_parameters_are_recovered_within_15_percent(tmp_path):
+    """Every parameter the shipped history fits, at the geometric middle of its bounds, is found
+    again from the observations the model makes there (the shipped observation set and plan)."""
+    free = yaml.safe_load(SHIPPED.read_text())["free"]
+    truth = {path: float(np.sqrt(lo * hi)) for path, (lo, hi) in free.items()}
+    result = fit(load_history(synthetic_history(tmp_path, truth, free)), starts=1)
+    assert set(result.overrides()) == set(free)
+    for path, value in result.overrides().items():
+        assert value == pytest.approx(truth[path], rel=0.15), (path, value, truth[path])
+
+
 def test_calibrate_script_writes_a_scenario_that_extends_and_an_ensemble(tmp_path, run_script):
     hist = synthetic_history(tmp_path, TRUTH, FREE)
     out, ens = tmp_path / "fitted.yaml", tmp_path / "fitted_ensemble.yaml"

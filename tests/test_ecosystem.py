@@ -183,28 +183,37 @@ def test_every_declared_range_holds_its_locked_version_and_the_lock_is_installed
     assert f"torch=={pins['torch'].base_version}" in makefile, "the Makefile installs the locked torch first"
 
 
-def run_flywheel(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def start_flywheel(*args: str) -> subprocess.Popen:
     exe = Path(sys.executable).parent / "flywheel"
     assert exe.exists(), f"no console command {exe}: pip install -e . declares it ([project.scripts])"
-    return subprocess.run([str(exe), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.Popen([str(exe), *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc: subprocess.Popen, timeout: float = 120) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.mark.slow
 def test_flywheel_console_command_dispatches_to_the_scripts_with_their_flags(tmp_path):
-    listing = run_flywheel("--help")
+    out = tmp_path / "sim.csv"
+    started = {  # all at once: each pays an interpreter's start-up
+        "listing": start_flywheel("--help"),
+        "helped": start_flywheel("train", "--help"),
+        "via_script": subprocess.Popen([sys.executable, "scripts/train.py", "--help"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        "sim": start_flywheel("simulate", "--scenario", "us", "--policy", "uniform", "--seed", "0", "--csv", str(out)),
+        "unknown": start_flywheel("tarin"),
+    }
+    done = {name: finished(proc) for name, proc in started.items()}
+    listing, helped, via_script, sim, unknown = (done[name] for name in started)
     assert listing.returncode == 0, listing.stderr
     for name in ("train", "evaluate", "simulate", "benchmark", "frontier", "constraint-benchmark"):
         assert f"  {name} " in listing.stdout, listing.stdout
-    helped = run_flywheel("train", "--help")
     assert helped.returncode == 0 and helped.stdout.startswith("usage: flywheel train"), helped.stdout
-    via_script = subprocess.run([sys.executable, "scripts/train.py", "--help"], cwd=ROOT, capture_output=True, text=True)
     options = lambda text: text[text.index("\noptions:"):]  # noqa: E731 - the usage line wraps by the program's name
     assert options(helped.stdout) == options(via_script.stdout), "the same flags as scripts/train.py"
-    out = tmp_path / "sim.csv"
-    sim = run_flywheel("simulate", "--scenario", "us", "--policy", "uniform", "--seed", "0", "--csv", str(out))
     assert sim.returncode == 0, sim.stderr
     assert out.exists() and out.read_text().count("\n") >= 12
-    unknown = run_flywheel("tarin")
     assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [unknown.stderr.strip()] and "train" in unknown.stderr
 
 
@@ -266,20 +275,23 @@ def test_rl_zoo3_trains_and_enjoys_the_env_in_a_subprocess(tmp_path):
     experiment = tmp_path / "ppo" / f"{name}_1"
     for path in (experiment / f"{name}.zip", experiment / name / "config.yml", experiment / name / "args.yml", experiment / name / "vecnormalize.pkl"):
         assert path.exists(), f"rl-zoo3 did not write {path.relative_to(tmp_path)}"
-    enjoy = subprocess.run(
+    enjoy = subprocess.Popen(
         [sys.executable, "-m", "rl_zoo3.enjoy", *common, "-f", str(tmp_path), "-n", "24"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    assert enjoy.returncode == 0, enjoy.stderr[-2000:]
-    assert enjoy.stdout.count("Episode Length 12") == 2, enjoy.stdout
-    # the same folder, beside the playbooks, with this project's evaluation
+    # meanwhile, the same folder, beside the playbooks, with this project's evaluation
     doc = run_evaluate("ppo", str(experiment), "--out", str(tmp_path / "eval"))
     assert "ppo" in doc["policies"] and "uniform" in doc["policies"]
+    out, err = enjoy.communicate(timeout=240)
+    assert enjoy.returncode == 0, err[-2000:]
+    assert out.count("Episode Length 12") == 2, out
 
 
 def run_evaluate(learned: str, *args: str) -> dict:
-    done = subprocess.run([sys.executable, "scripts/evaluate.py", *args, "--episodes", "4", "--policies", f"{learned},uniform"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    """``scripts/evaluate.py ARGS`` through its main in this process (what these tests check is the folder and the model it reads)."""
+    from tests.conftest import run_main
+
+    done = run_main(ROOT / "scripts" / "evaluate.py", [*args, "--episodes", "4", "--policies", f"{learned},uniform"])
     assert done.returncode == 0, done.stderr[-2000:]
     out = Path(args[args.index("--out") + 1])
     return json.loads((out / "eval.json").read_text())
@@ -299,8 +311,9 @@ def test_evaluate_plays_a_plain_sb3_model_with_its_statistics(tmp_path):
     doc = run_evaluate("sac", "--model", str(tmp_path / "sac.zip"), "--vecnormalize", str(tmp_path / "vecnormalize.pkl"),
                        "--scenario", "global", "--out", str(tmp_path / "eval"))
     assert set(doc["policies"]) >= {"sac", "uniform"}
-    bad = subprocess.run([sys.executable, "scripts/evaluate.py", "--model", str(tmp_path / "sac.zip"), "--scenario", "us"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    from tests.conftest import run_main  # a real evaluate process refusing a loaded model: test_evaluation's spaces test
+
+    bad = run_main(ROOT / "scripts" / "evaluate.py", ["--model", str(tmp_path / "sac.zip"), "--scenario", "us"])
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "space has shape" in bad.stderr, bad.stderr
 
 
@@ -318,8 +331,9 @@ def test_tensorboard_layout_descriptions_baselines_and_hparams_read_back(tmp_pat
 
     from agents.callbacks import BEST_STATIC, BUDGET_TAG, EVAL_TAGS, LEVER_TAGS, MARKET_TAGS, RATIO_TAG, describe
 
-    done = subprocess.run([sys.executable, "scripts/train.py", *TINY_TRAIN, "--run-dir", str(tmp_path / "run")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    from tests.conftest import run_main
+
+    done = run_main(ROOT / "scripts" / "train.py", [*TINY_TRAIN, "--run-dir", str(tmp_path / "run")])  # what it writes, in this process
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("step ")]
     assert lines[-1].startswith("step 512/512 (100%)"), lines

@@ -593,8 +593,10 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path) -> None:
 def test_benchmark_script_writes_the_json_keys(repo_root, tmp_path) -> None:
     import json
 
+    from tests.conftest import run_main
+
     out = tmp_path / "bench.json"
-    proc = run_script(repo_root, "scripts/benchmark.py", "--seconds", "0.05", "--ppo-timesteps", "256", "--json", str(out))
+    proc = run_main(repo_root / "scripts" / "benchmark.py", ["--seconds", "0.05", "--ppo-timesteps", "256", "--json", str(out)])
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     for key in ("single_env_steps_per_s", "vector_env_steps_per_s", "sync_vector_env_steps_per_s", "vector_speedup",

@@ -140,7 +140,7 @@ def test_soft_mode_overspending_policy_violates_and_scaled_reference_does_not():
 @pytest.mark.slow
 def test_cli_soft_mode_reference_policies_are_scaled_to_the_limit(repo_root, tmp_path):
     out = tmp_path / "eval"
-    proc = _evaluate(repo_root, "--scenario", "global", "--set", "budget.mode=soft", "--episodes", "2", "--out", str(out), *TINY_CLI)
+    proc = _evaluate_here(repo_root, "--scenario", "global", "--set", "budget.mode=soft", "--episodes", "2", "--out", str(out), *TINY_CLI)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((out / "eval.json").read_text())
     assert doc["budget"]["mode"] == "soft"
@@ -230,6 +230,14 @@ def _evaluate(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _evaluate_here(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
+    """The same through the script's main in this process (no interpreter start-up); the rejection
+    tests below keep real processes."""
+    from tests.conftest import run_main
+
+    return run_main(repo_root / "scripts" / "evaluate.py", list(args), cwd=repo_root)
+
+
 def _assert_one_line_error(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -245,7 +253,7 @@ def tiny_run(trained_run) -> Path:
 @pytest.mark.slow
 def test_cli_evaluates_a_trained_run(tiny_run, repo_root, tmp_path):
     out = tmp_path / "eval"
-    proc = _evaluate(repo_root, str(tiny_run), "--episodes", "3", "--out", str(out), *TINY_CLI)
+    proc = _evaluate_here(repo_root, str(tiny_run), "--episodes", "3", "--out", str(out), *TINY_CLI)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((out / "eval.json").read_text())
     algo = yaml.safe_load((tiny_run / "config.yaml").read_text())["algo"]
@@ -261,7 +269,7 @@ def test_cli_evaluates_a_trained_run(tiny_run, repo_root, tmp_path):
 def test_cli_rejects_a_folder_that_is_not_a_run(repo_root, tmp_path):
     not_a_run = tmp_path / "not_a_run"
     not_a_run.mkdir()
-    proc = _evaluate(repo_root, str(not_a_run), "--episodes", "2", *TINY_CLI)
+    proc = _evaluate_here(repo_root, str(not_a_run), "--episodes", "2", *TINY_CLI)
     _assert_one_line_error(proc)
     assert not (not_a_run / "eval").exists()
 

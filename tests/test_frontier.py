@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from agents.frontier import Effort, FrontierError, budget_overrides, check_budgets, compute_frontier
 from envs.scenario import load_scenario
-from tests.conftest import assert_bad_inputs_exit_2, script_env
+from tests.conftest import assert_bad_inputs_exit_2, run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 FRONTIER = ROOT / "scripts" / "frontier.py"
@@ -22,8 +21,7 @@ TINY = ["--episodes", "2", "--static-iterations", "3", "--schedule-iterations", 
 @pytest.mark.slow
 def test_script_writes_csv_json_png_and_the_oracle_does_not_fall(tmp_path: Path):
     out = tmp_path / "fr"
-    proc = subprocess.run([sys.executable, str(FRONTIER), "--scenario", "global", "--budgets", "2", "4", "--out", str(out), *TINY],
-                          cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=120)
+    proc = run_main(FRONTIER, ["--scenario", "global", "--budgets", "2", "4", "--out", str(out), *TINY])  # in this process
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("frontier.csv", "frontier.json", "frontier.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0

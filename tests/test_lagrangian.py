@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import envs  # noqa: F401  (registers the env)
 from agents.config import ConfigError, LagrangianParams, load_config
 from agents.constraint import GradientLagrangian, PIDLagrangian, make_multiplier, over_limit
 from agents.lagrangian import ALGORITHM, CONSTRAINT_TAGS
-from tests.conftest import assert_bad_inputs_exit_2, script_env
+from tests.conftest import assert_bad_inputs_exit_2, run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "scripts" / "train.py"
@@ -132,8 +131,7 @@ def test_tiny_constrained_run_logs_constraint_tags_and_saves_the_multiplier(tmp_
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(TRAIN), "--config", str(CONFIG), "--timesteps", "1024", "--seed", "1",
-                           "--run-dir", str(run), *TINY], cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=120)
+    proc = run_main(TRAIN, ["--config", str(CONFIG), "--timesteps", "1024", "--seed", "1", "--run-dir", str(run), *TINY])  # in this process
     assert proc.returncode == 0, proc.stderr[-2000:]
     tags: set[str] = set()
     lam: list[float] = []
@@ -181,8 +179,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path):
 
 def test_hard_mode_on_the_command_line_is_one_line_exit_2_and_creates_no_run_folder(tmp_path: Path):
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(TRAIN), "--config", str(CONFIG), "--set", "overrides.budget.mode=hard",
-                           "--run-dir", str(run)], cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=60)
+    # through main in this process: test_bad_input_is_one_line_exit_2 runs this config's refusals in a real one
+    proc = run_main(TRAIN, ["--config", str(CONFIG), "--set", "overrides.budget.mode=hard", "--run-dir", str(run)])
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr[-1000:]
     assert len(lines) == 1 and lines[0].startswith("error:") and "needs a soft budget" in lines[0], proc.stderr

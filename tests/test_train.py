@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import SHARED_RUN_ARGS, TINY_TRAIN as TINY, TRAIN, run_train, script_env
+from tests.conftest import SHARED_RUN_ARGS, TINY_TRAIN as TINY, TRAIN, run_main, run_train, script_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_KEYS = ["timesteps", "wall_seconds", "fps", "eval_gmv_mean", "eval_cost_mean", "eval_final_run_rate_mean", "eval_episodes", "eval_playbooks_gmv_mean"]
@@ -182,7 +182,7 @@ def test_tensorboard_server_lists_tags(smoke_run: Path):
 @pytest.mark.slow
 def test_same_config_and_seed_give_same_evaluation(smoke_run: Path, tmp_path: Path):
     again = tmp_path / "again"
-    proc = run_train(*SHARED_RUN_ARGS, "--run-dir", str(again))
+    proc = run_main(TRAIN, [*SHARED_RUN_ARGS, "--run-dir", str(again)])  # in this process; the shared run was a process of its own
     assert proc.returncode == 0, proc.stderr[-2000:]
     first, second = (json.loads((d / "summary.json").read_text()) for d in (smoke_run, again))
     figures = [k for k in first if k.startswith("eval_")]
@@ -221,7 +221,7 @@ def test_resume_after_sigterm_continues_to_full_timesteps(tmp_path: Path):
     from stable_baselines3 import PPO
 
     run_dir = tmp_path / "run"
-    total = 8192
+    total = 4096  # 15 rollouts after the first progress line: the signal lands long before the end
     args = ["--timesteps", str(total), "--seed", "2", "--run-dir", str(run_dir), *TINY, "--set", "eval_freq=100000", "--progress", "lines"]
     proc = subprocess.Popen([sys.executable, str(TRAIN), *args], cwd=ROOT, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watchdog = _kill_after(proc, 120)
@@ -238,7 +238,7 @@ def test_resume_after_sigterm_continues_to_full_timesteps(tmp_path: Path):
     assert 0 < stopped_at < total
     assert not (run_dir / "model.zip").exists() and not (run_dir / "summary.json").exists()
 
-    resumed = run_train("--resume", str(run_dir))
+    resumed = run_main(TRAIN, ["--resume", str(run_dir)])  # the stop was a real process's; the resume runs here
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     model = PPO.load(run_dir / "model.zip", device="cpu")
@@ -252,7 +252,7 @@ def test_resume_after_sigterm_continues_to_full_timesteps(tmp_path: Path):
     assert steps[-1] >= total and min(steps) < stopped_at
     assert len(list((run_dir / "tb").glob("events.out.tfevents*"))) >= 2, "resume writes into the same TensorBoard folder"
 
-    again = run_train("--resume", str(run_dir))
+    again = run_main(TRAIN, ["--resume", str(run_dir)])
     assert again.returncode == 2 and "already finished" in again.stderr
 
 
