@@ -16,17 +16,19 @@ All of them extend SB3 through ``BaseCallback`` and ``self.logger.record``; SB3'
 * ``eval/gmv_mean``, ``eval/cost_mean``, ``eval/final_run_rate_mean``, ``eval/objective_mean``,
   ``eval/revenue_mean``, ``eval/contribution_mean``, ``eval/net_burn_mean``: deterministic policy
   on held-out seeds at step 0, every ``eval_freq`` env steps and at the end
-  (:data:`agents.rollout.EVAL_TAG_KEYS`).
-* ``baselines/<playbook>`` ($B per episode): each reference playbook's GMV on the same held-out
-  seeds, and ``baselines/budget_total`` ($B): logged at the first and the last step, so each
-  draws a flat line beside the learned policy's.
+  (:data:`agents.rollout.EVAL_TAG_KEYS`), and ``eval/ratio_to_best_static``: the same
+  ``eval/gmv_mean`` divided by ``best_static``'s GMV on the same seeds.
+* ``baselines/<playbook>`` and ``baselines/best_static`` ($B per episode): the best reference
+  playbook's and the best constant allocation's GMV on the same held-out seeds, and
+  ``baselines/budget_total`` ($B): logged at the first and the last step, so each draws a flat
+  line beside the learned policy's.
 
 Every one of these tags carries a description (TensorBoard shows it beside the chart; see
 :data:`TAG_DESCRIPTIONS`); the custom-scalars layout (:func:`custom_scalars_layout`) puts them on
 charts a strategist reads: GMV against the baselines, spend against the budget, the seven
 levers on one chart with one named line each, buyers and sellers on charts of their own. The
-HParams tab holds the config's hyperparameters against the final ``eval/gmv_mean`` and
-``eval/final_run_rate_mean`` (:func:`hparams`).
+HParams tab holds the config's hyperparameters against the final ``eval/gmv_mean``,
+``eval/final_run_rate_mean`` and ``eval/ratio_to_best_static`` (:func:`hparams`).
 """
 
 from __future__ import annotations
@@ -51,8 +53,12 @@ MARKET_TAGS = (
     "market/sellers_final",
 )
 LEVER_TAGS = tuple(f"levers/{lever}" for lever in LEVERS)
-EVAL_TAGS = tuple(EVAL_TAG_KEYS.values())
+#: held-out GMV / best_static's GMV on the same seeds (the figure ``ratio_to_best_static``)
+RATIO_TAG = "eval/ratio_to_best_static"
+EVAL_TAGS = (*EVAL_TAG_KEYS.values(), RATIO_TAG)
 BUDGET_TAG = "baselines/budget_total"
+#: the best constant allocation (:func:`agents.planners.best_static`), a baseline of every run
+BEST_STATIC = "best_static"
 
 
 def baseline_tag(name: str) -> str:
@@ -83,6 +89,8 @@ TAG_DESCRIPTIONS: dict[str, str] = {
     "eval/revenue_mean": "Platform revenue per episode on the held-out seeds, $B: commission, shop ads and private-label margin.",
     "eval/contribution_mean": "Revenue minus cash spend per episode on the held-out seeds, $B.",
     "eval/net_burn_mean": "Cash spend minus revenue per episode on the held-out seeds, $B.",
+    RATIO_TAG: "eval/gmv_mean divided by best_static's GMV on the same held-out seeds: above 1 the policy beats the best constant allocation; logged with every evaluation.",
+    f"baselines/{BEST_STATIC}": "GMV per episode of best_static, the best constant allocation (the same intensities every quarter, searched by CMA-ES on the planners' training seeds), on the same held-out seeds as eval/gmv_mean, $B; logged at the first and the last step (a flat line).",
     BUDGET_TAG: "The scenario's total incentive budget over an episode, $B (budget.total): the line spend is measured against.",
     "constraint/episode_cost": "Cost-constrained PPO: mean spend per training episode, $B.",
     "constraint/violation_rate": "Cost-constrained PPO: share of training episodes whose spend exceeded the cost limit.",
@@ -142,11 +150,12 @@ def tensorboard_writer(logger):
 def custom_scalars_layout(baselines: Sequence[str] = ()) -> dict:
     """The TensorBoard custom-scalars layout: the market against its references, then the levers
     (one line per lever), then the evaluation. ``baselines``: the reference policies logged as
-    ``baselines/<name>``."""
+    ``baselines/<name>`` (the best playbook and ``best_static``)."""
     gmv_refs = [baseline_tag(name) for name in baselines]
     return {
         "Market": {
             "GMV ($B per episode): training, held-out eval and the baselines": ["Multiline", ["market/gmv_episode", "eval/gmv_mean", *gmv_refs]],
+            "Held-out GMV / best_static's GMV (1 = as good as the best constant allocation)": ["Multiline", [RATIO_TAG]],
             "Final run rate ($B a year)": ["Multiline", ["market/gmv_run_rate_final", "eval/final_run_rate_mean"]],
             "Spend against the budget ($B per episode)": ["Multiline", ["market/cost_episode", "eval/cost_mean", BUDGET_TAG]],
             "Budget utilisation (spend / budget)": ["Multiline", ["market/budget_utilisation"]],
@@ -178,8 +187,11 @@ def hparams(config) -> dict:
 
 def record_hparams(logger, config, figures: dict) -> None:
     """Fill the HParams tab: the config against the final held-out figures (the metrics are the
-    ``eval/`` tags, so TensorBoard reads their last values)."""
+    ``eval/`` tags, so TensorBoard reads their last values; the ratio to ``best_static`` when the
+    figures have it)."""
     metrics = {EVAL_TAG_KEYS["gmv_mean"]: figures["gmv_mean"], EVAL_TAG_KEYS["run_rate_final_mean"]: figures["run_rate_final_mean"]}
+    if figures.get("ratio_to_best_static") is not None:
+        metrics[RATIO_TAG] = figures["ratio_to_best_static"]
     logger.record("hparams", HParam(hparams(config), metrics), exclude=("stdout", "log", "json", "csv"))
 
 
@@ -271,9 +283,12 @@ class MarketLoggerCallback(BaseCallback):
 
 
 def record_eval(logger, figures: dict) -> None:
-    """Record the held-out evaluation's figures under their TensorBoard tags (``eval/``)."""
+    """Record the held-out evaluation's figures under their TensorBoard tags (``eval/``; the
+    ratio to ``best_static`` when the figures have it)."""
     for name, tag in EVAL_TAG_KEYS.items():
         logger.record(tag, figures[name])
+    if figures.get("ratio_to_best_static") is not None:
+        logger.record(RATIO_TAG, figures["ratio_to_best_static"])
 
 
 class _Periodic(BaseCallback):

@@ -35,8 +35,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, Ve
 from agents import callbacks as cb
 from agents import runs
 from agents.config import EVAL_SEED_BASE, TrainConfig, get_algorithm, load_config
+from agents.constraint import scaled_to_limit
 from agents.io import atomic_save, atomic_write_json, stale_temporaries
-from agents.policies import PLAYBOOKS, NormalizedPolicy, make_policy
+from agents.planners import best_static
+from agents.policies import PLAYBOOKS, ConstantPolicy, NormalizedPolicy, make_policy
 from agents.rollout import SUMMARY_KEYS, measure, publish
 from agents.recovery import describe_skipped, find_checkpoints, has_tag, load_newest, truncate_events
 from agents.seeds import eval_seeds
@@ -178,6 +180,29 @@ def playbook_figures(scenario: Scenario, episodes: int, names: Sequence[str] = P
     return {name: measure(make_policy(name, scenario), scenario, seeds) for name in names}
 
 
+#: how hard a training searches its ``best_static`` baseline: CMA-ES generations and planners'
+#: training seeds. ``scripts/evaluate.py``'s generations on half its seeds: a few seconds at the
+#: start of a run (measured on ``global``: ~4 s on a loaded 2-core machine, objective within 0.1%
+#: of 64 seeds'; 40 generations stop ~6% lower, barely past the best playbook's GMV).
+BEST_STATIC_ITERATIONS = 120
+BEST_STATIC_SEEDS = 32
+
+
+def best_static_figures(scenario: Scenario, episodes: int, iterations: int = BEST_STATIC_ITERATIONS,
+                        n_seeds: int = BEST_STATIC_SEEDS) -> dict[str, float]:
+    """``best_static`` (the best constant allocation, searched on the planners' training seeds; in
+    soft mode on the scenario scaled to the limit, as every reference policy) on the same
+    held-out seeds as :func:`evaluate_model`."""
+    reference = scaled_to_limit(scenario)
+    plan = best_static(reference, iterations=iterations, n_seeds=n_seeds)
+    return measure(ConstantPolicy(plan.intensity, name=cb.BEST_STATIC), reference, eval_seeds(episodes))
+
+
+def ratio_to_best_static(figures: dict, static: dict) -> float | None:
+    """Held-out GMV over ``best_static``'s on the same seeds (``None`` if that GMV is not positive)."""
+    return float(figures["gmv_mean"] / static["gmv_mean"]) if static["gmv_mean"] > 0 else None
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -274,8 +299,10 @@ def _prepare_resume(run_dir: Path, timesteps: int, tb_dir: Path) -> None:
                 leftover.unlink()
 
 
-def training_summary(config: TrainConfig, timesteps: int, wall: float, final: dict, playbooks: dict[str, dict]) -> dict:
-    """``summary.json``: the run, its speed, and the final held-out evaluation beside the playbooks'."""
+def training_summary(config: TrainConfig, timesteps: int, wall: float, final: dict, playbooks: dict[str, dict],
+                     static: dict | None = None) -> dict:
+    """``summary.json``: the run, its speed, and the final held-out evaluation beside the
+    playbooks' and ``best_static``'s."""
     return {
         "algo": config.algo,
         "scenario": config.scenario,
@@ -288,6 +315,8 @@ def training_summary(config: TrainConfig, timesteps: int, wall: float, final: di
         **publish(final, SUMMARY_KEYS),
         "eval_playbooks_gmv_mean": {name: s["gmv_mean"] for name, s in playbooks.items()},
         "beats_all_playbooks": bool(all(final["gmv_mean"] > s["gmv_mean"] for s in playbooks.values())),
+        **({} if static is None else {"eval_best_static_gmv_mean": static["gmv_mean"],
+                                      "eval_ratio_to_best_static": ratio_to_best_static(final, static)}),
     }
 
 
@@ -306,8 +335,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
         evaluation at once (the final model is saved first).
     :param on_evaluation: called after every held-out evaluation (the periodic ones and the final
         one) with ``(timesteps, figures, train_seconds)``: the figures of :func:`evaluate_model`
-        and the training wall time so far with the evaluation pauses left out (a sweep reports
-        it to Ray Tune).
+        (and ``ratio_to_best_static``, :func:`ratio_to_best_static`) and the training wall time
+        so far with the evaluation pauses left out (a sweep reports it to Ray Tune).
     :param device: ``cpu``, ``cuda`` or ``auto``, as SB3 reads it (:func:`check_device`).
     :param tensorboard_log: write the TensorBoard events to ``tensorboard_log/<run folder name>``
         (as SB3's ``tensorboard_log``, one subfolder per run) instead of ``run_dir/tb``.
@@ -368,10 +397,12 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stre
                 _prepare_resume(run_dir, int(model.num_timesteps), tb_dir)
                 log(f"resuming {run_dir} from step {int(model.num_timesteps)} to {config.total_timesteps}")
             model.set_logger(cb.make_logger(str(tb_dir), verbose))
-            # the reference playbooks on the held-out seeds: the best one is drawn beside the learned policy
+            # the reference playbooks and best_static on the held-out seeds: the best playbook and
+            # best_static are drawn beside the learned policy, best_static's GMV divides its own
             playbooks = playbook_figures(scenario, config.eval_episodes)
             best = max(playbooks, key=lambda name: playbooks[name]["gmv_mean"])
-            baselines = {best: playbooks[best]}
+            static = best_static_figures(scenario, config.eval_episodes)
+            baselines = {best: playbooks[best], cb.BEST_STATIC: static}
             if not has_tag(tb_dir, "config"):
                 cb.write_run_header(model.logger, config.to_yaml(), baselines=list(baselines))
     except Interrupted as exc:
@@ -390,6 +421,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stre
     def evaluate(m, vecnormalize) -> dict:
         t0 = time.monotonic()
         figures = evaluate_model(m, vecnormalize, scenario, config.eval_episodes, name=config.algo)
+        figures["ratio_to_best_static"] = ratio_to_best_static(figures, static)
         paused[0] += time.monotonic() - t0
         if on_evaluation is not None:
             on_evaluation(int(m.num_timesteps), figures, elapsed() - paused[0])
@@ -432,7 +464,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stre
             model.logger.dump(int(model.num_timesteps))
             model.logger.close()
             timesteps = int(model.num_timesteps)
-            summary = training_summary(config, timesteps, wall, final, playbooks)
+            summary = training_summary(config, timesteps, wall, final, playbooks, static)
             with shutdown.critical("final evaluation"):
                 atomic_write_json(run_dir / runs.SUMMARY_FILE, summary)
     except Interrupted as exc:

@@ -329,7 +329,7 @@ def test_tensorboard_layout_descriptions_baselines_and_hparams_read_back(tmp_pat
     from tensorboard.plugins.custom_scalar import layout_pb2
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    from agents.callbacks import BUDGET_TAG, EVAL_TAGS, LEVER_TAGS, MARKET_TAGS, describe
+    from agents.callbacks import BEST_STATIC, BUDGET_TAG, EVAL_TAGS, LEVER_TAGS, MARKET_TAGS, RATIO_TAG, describe
 
     from tests.conftest import run_main
 
@@ -341,16 +341,34 @@ def test_tensorboard_layout_descriptions_baselines_and_hparams_read_back(tmp_pat
     acc = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
-    baselines = sorted(t for t in scalars if t.startswith("baselines/") and t != BUDGET_TAG)
-    assert len(baselines) == 1, baselines  # the best playbook
-    for tag in (*MARKET_TAGS, *LEVER_TAGS, *EVAL_TAGS, BUDGET_TAG, *baselines):
-        assert tag in scalars, tag
-        assert acc.SummaryMetadata(tag).summary_description == describe(tag), tag
+    static_tag = f"baselines/{BEST_STATIC}"
+    playbook = sorted(t for t in scalars if t.startswith("baselines/") and t not in (BUDGET_TAG, static_tag))
+    assert len(playbook) == 1, playbook  # the best playbook
+    baselines = [*playbook, static_tag]
+    assert RATIO_TAG in EVAL_TAGS
+    flywheel_tags = [t for t in scalars if t.split("/")[0] in ("market", "levers", "eval", "baselines")]
+    assert sorted(flywheel_tags) == sorted({*MARKET_TAGS, *LEVER_TAGS, *EVAL_TAGS, BUDGET_TAG, *baselines})
+    for tag in flywheel_tags:
+        description = acc.SummaryMetadata(tag).summary_description
+        assert description and description == describe(tag), tag
+    assert "best constant allocation" in describe(static_tag)
     for tag in (*EVAL_TAGS, BUDGET_TAG, *baselines):
         steps = [e.step for e in acc.Scalars(tag)]
         assert steps[0] == 0 and steps[-1] == 512, (tag, steps)
-    flat = acc.Scalars(baselines[0])
-    assert flat[0].value == flat[-1].value
+    for tag in baselines:
+        flat = acc.Scalars(tag)
+        assert flat[0].value == flat[-1].value > 0, tag
+
+    # the ratio: held-out GMV over best_static's on the same seeds, at every evaluation
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    best_static_gmv = acc.Scalars(static_tag)[0].value
+    assert summary["eval_best_static_gmv_mean"] == pytest.approx(best_static_gmv, rel=1e-6)
+    gmv = {e.step: e.value for e in acc.Scalars("eval/gmv_mean")}
+    ratio = {e.step: e.value for e in acc.Scalars(RATIO_TAG)}
+    assert set(ratio) == set(gmv) and len(ratio) >= 3  # step 0, every eval_freq, the end
+    for step, value in ratio.items():
+        assert value == pytest.approx(gmv[step] / best_static_gmv, rel=1e-5), step
+    assert summary["eval_ratio_to_best_static"] == pytest.approx(ratio[512], rel=1e-5)
 
     # the custom-scalars layout, where TensorBoard's plugin reads it (the config tag's tensor)
     assert list(acc.PluginTagToContent("custom_scalars")) == ["custom_scalars__config__"]
@@ -361,12 +379,13 @@ def test_tensorboard_layout_descriptions_baselines_and_hparams_read_back(tmp_pat
     assert levers == [list(LEVER_TAGS)] and len(LEVER_TAGS) == 7
     assert ["market/buyers_final"] in charts.values() and ["market/sellers_final"] in charts.values()
     assert any(BUDGET_TAG in tags and "market/cost_episode" in tags for tags in charts.values())
-    assert any(baselines[0] in tags and "eval/gmv_mean" in tags for tags in charts.values())
+    assert any({*baselines, "eval/gmv_mean"} <= set(tags) for tags in charts.values())  # the best playbook and best_static beside GMV
+    assert [RATIO_TAG] in charts.values()
 
     # the HParams tab: the config's hyperparameters against the final eval figures
     hp = acc.PluginTagToContent("hparams")
     experiment = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/experiment"]).experiment
-    assert {m.name.tag for m in experiment.metric_infos} == {"eval/gmv_mean", "eval/final_run_rate_mean"}
+    assert {m.name.tag for m in experiment.metric_infos} == {"eval/gmv_mean", "eval/final_run_rate_mean", RATIO_TAG}
     start = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/session_start_info"]).session_start_info
     assert start.hparams["ppo.learning_rate"].number_value == pytest.approx(3e-4)
     assert start.hparams["algo"].string_value == "ppo"
