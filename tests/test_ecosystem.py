@@ -387,5 +387,5 @@ def test_tensorboard_layout_descriptions_baselines_and_hparams_read_back(tmp_pat
     experiment = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/experiment"]).experiment
     assert {m.name.tag for m in experiment.metric_infos} == {"eval/gmv_mean", "eval/final_run_rate_mean", RATIO_TAG}
     start = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/session_start_info"]).session_start_info
-    assert start.hparams["ppo.learning_rate"].number_value == pytest.approx(3e-4)
+    assert start.hparams["ppo.learning_rate"].number_value == pytest.approx(load_config(DEFAULT_CONFIG).ppo.learning_rate)  # the default config's
     assert start.hparams["algo"].string_value == "ppo"
