@@ -6,10 +6,16 @@ import argparse
 import sys
 
 
+def one_line_error(problem: object) -> int:
+    """Print ``error: <problem>`` on stderr as one line (whitespace and newlines folded) and
+    return the exit status of a user's mistake, 2: ``return one_line_error(exc)``."""
+    print(f"error: {' '.join(str(problem).split())}", file=sys.stderr)
+    return 2
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are one line on stderr and exit status 2."""
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(one_line_error(message))
 

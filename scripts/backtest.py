@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents import io  # noqa: E402
 from agents.calibration.backtest import BAND_SEEDS, backtest, backtest_json, format_table, path_csv, plot_backtest  # noqa: E402
-from agents.cli import OneLineParser  # noqa: E402
+from agents.cli import OneLineParser, one_line_error  # noqa: E402
 from envs.history import load_history  # noqa: E402
 
 
@@ -63,8 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "--plot" in outputs:
             print(f"wrote {io.write_output_file(outputs['--plot'], lambda tmp: plot_backtest(bt, tmp, outputs['--plot'].format))}")
     except (ValueError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return one_line_error(exc)
     return 0
 
 

@@ -31,7 +31,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents import lazy, quality  # noqa: E402
-from agents.cli import OneLineParser  # noqa: E402
+from agents.cli import OneLineParser, one_line_error  # noqa: E402
 from agents.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
 from agents.evaluation import PlannerEffort  # noqa: E402
 from agents.io import plan_file, write_output_json  # noqa: E402
@@ -155,8 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if output is not None:
             print(f"wrote {write_output_json(output, summary, sort_keys=True)}")
     except (ScenarioError, ConfigError, ValueError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return one_line_error(exc)
     except Interrupted as exc:
         print(f"{exc.signal_name}: benchmark stopped; nothing was written", file=sys.stderr)
         return exc.exit_code

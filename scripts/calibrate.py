@@ -31,7 +31,7 @@ from agents import io  # noqa: E402
 from agents.calibration.backtest import backtest, format_table  # noqa: E402
 from agents.calibration.fit import fit, sample_posterior, scenario_values  # noqa: E402
 from agents.calibration.report import MARK, ensemble_text, scenario_reference, fit_table, is_calibrate_output, plot_fit, scenario_text  # noqa: E402
-from agents.cli import OneLineParser  # noqa: E402
+from agents.cli import OneLineParser, one_line_error  # noqa: E402
 from envs.ensemble import ENSEMBLE_DIR, load_ensemble  # noqa: E402
 from envs.history import load_history  # noqa: E402
 from envs.scenario import load_scenario, parse_set_pairs  # noqa: E402
@@ -118,8 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if plot is not None:
             print(f"wrote {io.write_output_file(plot, lambda tmp: plot_fit(before, after, best, posterior, tmp, plot.format))}")
     except (ValueError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return one_line_error(exc)
     return 0
 
 

@@ -44,7 +44,7 @@ from typing import Any, Sequence  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents import lazy  # noqa: E402
-from agents.cli import OneLineParser  # noqa: E402
+from agents.cli import OneLineParser, one_line_error  # noqa: E402
 from agents.constraint import scaled_to_limit  # noqa: E402
 from agents.io import OutputError, describe_os_error, plan_folder  # noqa: E402
 from agents.evaluation import PLANNERS, PlannerEffort, evaluate, reference_policies  # noqa: E402
@@ -213,8 +213,7 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
         with shutdown.critical("writing the report"):
             doc = write_report(ev, output, extra=extra, notes=notes)
     except (ScenarioError, EnsembleError, UsageError, RunError, OutputError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return one_line_error(exc)
     except OSError as exc:
         print(f"error: {describe_os_error(exc, str(exc.filename or args.out or 'the report'))}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agents.cli import one_line_error  # noqa: E402
 from agents.io import PLOT_FORMATS, plan_file  # noqa: E402
 from agents.plots import plot_training  # noqa: E402
 
@@ -28,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         playbooks = json.loads(summary.read_text()).get("eval_playbooks_gmv_mean") if summary.exists() else None
         path = plot_training(args.run_dir, output, playbooks)
     except (OSError, ValueError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return one_line_error(exc)
     print(f"wrote {path}")
     return 0
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents import io  # noqa: E402
 from agents.calibration.sensitivity import analyse, paragraph, plot_tornado, sensitivity_json  # noqa: E402
-from agents.cli import OneLineParser  # noqa: E402
+from agents.cli import OneLineParser, one_line_error  # noqa: E402
 from envs.ensemble import ENSEMBLE_DIR, load_ensemble  # noqa: E402
 from envs.scenario import load_scenario  # noqa: E402
 
@@ -64,8 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(paragraph(s, scenario.target_run_rate))
         print(f"wrote {out.path}/sensitivity.json, sensitivity.md, tornado.png" + (f" ({out.note})" if out.note else ""))
     except (ValueError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return one_line_error(exc)
     return 0
 
 
