@@ -359,3 +359,15 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
     allowed = f" (allowed: {allowed})" if allowed else ""
     extra = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
     return f"{source}: {loc}{shown}: {msg}{allowed}{extra}"
+
+
+def load_data_file(ref: str | Path, builtin_dir: Path, what: str, model: type[BaseModel], error: type[ValueError]) -> tuple[Path, Any]:
+    """A data file by built-in name (``builtin_dir/NAME.yaml``) or path, read with the bounds of
+    :func:`read_yaml_mapping` and validated as ``model``: ``(path, instance)``; every problem is
+    one-line ``error`` (history files, ensembles)."""
+    path = resolve_reference(ref, None, builtin_dir, what, error)
+    raw = read_yaml_mapping(path, what=what, error=error)
+    try:
+        return path, model.model_validate(raw)
+    except ValidationError as exc:
+        raise error(format_validation_error(exc, str(path), model)) from None

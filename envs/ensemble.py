@@ -160,12 +160,7 @@ def load_ensemble(path: str | Path) -> Ensemble:
 
     :raises EnsembleError: one line saying what, where and what is allowed.
     """
-    path = config_files.resolve_reference(path, None, ENSEMBLE_DIR, "ensemble", EnsembleError)
-    raw = config_files.read_yaml_mapping(path, what="ensemble", error=EnsembleError)
-    try:
-        data = _EnsembleFile.model_validate(raw)
-    except ValidationError as exc:
-        raise EnsembleError(config_files.format_validation_error(exc, str(path), _EnsembleFile)) from None
+    path, data = config_files.load_data_file(path, ENSEMBLE_DIR, "ensemble", _EnsembleFile, EnsembleError)
     width = len(data.parameters)
     for k, row in enumerate(data.sets):
         if len(row) != width:

@@ -235,12 +235,7 @@ def load_history(path: str | Path, scenario: str | Path | None = None) -> Histor
 
     :raises HistoryError: one line saying what is wrong, where, and what is allowed.
     """
-    path = config_files.resolve_reference(path, None, HISTORY_DIR, "history", HistoryError)
-    raw = config_files.read_yaml_mapping(path, what="history", error=HistoryError)
-    try:
-        data = _HistoryFile.model_validate(raw)
-    except ValidationError as exc:
-        raise HistoryError(config_files.format_validation_error(exc, str(path), _HistoryFile)) from None
+    path, data = config_files.load_data_file(path, HISTORY_DIR, "history", _HistoryFile, HistoryError)
     try:
         if scenario is None:
             scenario_path = config_files.resolve_reference(data.scenario, path.resolve().parent, SCENARIO_DIR, "scenario", HistoryError)
