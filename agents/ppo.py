@@ -37,7 +37,7 @@ from agents import runs
 from agents.config import EVAL_SEED_BASE, TrainConfig, get_algorithm, load_config
 from agents.constraint import scaled_to_limit
 from agents.io import atomic_save, atomic_write_json, stale_temporaries
-from agents.planners import best_static
+from agents.planners import BASELINE_ITERATIONS, BASELINE_SEEDS, best_static
 from agents.policies import PLAYBOOKS, ConstantPolicy, NormalizedPolicy, make_policy
 from agents.rollout import SUMMARY_KEYS, measure, publish
 from agents.recovery import describe_skipped, find_checkpoints, has_tag, load_newest, truncate_events
@@ -180,16 +180,10 @@ def playbook_figures(scenario: Scenario, episodes: int, names: Sequence[str] = P
     return {name: measure(make_policy(name, scenario), scenario, seeds) for name in names}
 
 
-#: how hard a training searches its ``best_static`` baseline: CMA-ES generations and planners'
-#: training seeds. ``scripts/evaluate.py``'s generations on half its seeds: a few seconds at the
-#: start of a run (measured on ``global``: ~4 s on a loaded 2-core machine, objective within 0.1%
-#: of 64 seeds'; 40 generations stop ~6% lower, barely past the best playbook's GMV).
-BEST_STATIC_ITERATIONS = 120
-BEST_STATIC_SEEDS = 32
 
 
-def best_static_figures(scenario: Scenario, episodes: int, iterations: int = BEST_STATIC_ITERATIONS,
-                        n_seeds: int = BEST_STATIC_SEEDS) -> dict[str, float]:
+def best_static_figures(scenario: Scenario, episodes: int, iterations: int = BASELINE_ITERATIONS,
+                        n_seeds: int = BASELINE_SEEDS) -> dict[str, float]:
     """``best_static`` (the best constant allocation, searched on the planners' training seeds; in
     soft mode on the scenario scaled to the limit, as every reference policy) on the same
     held-out seeds as :func:`evaluate_model`."""

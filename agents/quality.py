@@ -31,6 +31,7 @@ from agents import lazy, runs
 from agents.config import TrainConfig
 from agents.constraint import scaled_to_limit
 from agents.evaluation import PlannerEffort, reference_policies
+from agents.planners import BASELINE_ITERATIONS, BASELINE_SEEDS
 from agents.rollout import measure
 from agents.seeds import eval_seeds
 from agents.shutdown import Interrupted
@@ -44,8 +45,8 @@ MAX_TARGET = 10.0
 MAX_EFFORT = 10_000
 #: the oracle's settings for time to quality: one to a few minutes on 2 cores for 64 episodes,
 #: about half of ``scripts/evaluate.py``'s generations per stage; ``best_static`` (its warm start)
-#: as hard as a training searches its baseline (``agents.ppo.BEST_STATIC_ITERATIONS``, ``_SEEDS``)
-QUALITY_EFFORT = PlannerEffort(static_iterations=120, static_seeds=32, schedule_iterations=(60, 80),
+#: as hard as a training searches its baseline
+QUALITY_EFFORT = PlannerEffort(static_iterations=BASELINE_ITERATIONS, static_seeds=BASELINE_SEEDS, schedule_iterations=(60, 80),
                                oracle_scale_iterations=30, oracle_iterations=60, workers=1)
 
 

@@ -11,6 +11,6 @@ The planners' training seeds come from :mod:`agents.seeds` (disjoint from evalua
 
 from agents.planners.oracle import OraclePlans, oracle, oracle_policy
 from agents.planners.schedule import SchedulePlan, best_schedule
-from agents.planners.static import StaticPlan, best_static, best_static_policy
+from agents.planners.static import BASELINE_ITERATIONS, BASELINE_SEEDS, StaticPlan, best_static, best_static_policy
 
-__all__ = ["OraclePlans", "SchedulePlan", "StaticPlan", "best_schedule", "best_static", "best_static_policy", "oracle", "oracle_policy"]
+__all__ = ["BASELINE_ITERATIONS", "BASELINE_SEEDS", "OraclePlans", "SchedulePlan", "StaticPlan", "best_schedule", "best_static", "best_static_policy", "oracle", "oracle_policy"]

@@ -23,6 +23,15 @@ from envs import market
 from envs.scenario import Scenario, load_scenario
 
 
+#: how hard a training (and the time-to-quality benchmark) searches its ``best_static`` baseline:
+#: CMA-ES generations and planners' training seeds. ``scripts/evaluate.py``'s generations on half
+#: its seeds: a few seconds at the start of a run (measured on ``global``: ~4 s on a loaded 2-core
+#: machine, objective within 0.1% of 64 seeds'; 40 generations stop ~6% lower, barely past the
+#: best playbook's GMV).
+BASELINE_ITERATIONS = 120
+BASELINE_SEEDS = 32
+
+
 @dataclass
 class StaticPlan:
     """The best constant allocation found and how it was found."""
