@@ -138,7 +138,7 @@ REGION_FEATURE_TABLE: tuple[Feature, ...] = (
     Feature("shopping_share", "shopping-start share (a stock; the start value at reset)", "share", 0.0, 1.0),
     Feature("genz_habit", "Gen Z habit stock", "index", 0.0, 1.0),
     Feature("suspension_left", "suspension quarters left / suspension length (visible before the decision)", "share, clipped", 0.0, 1.0),
-    Feature("run_rate_vs_target", "region's annualised run rate / the scenario's target ($20B)", "ratio, clipped", 0.0, 2.0),
+    Feature("run_rate_vs_target", "region's annualised run rate / the scenario's target (`target_run_rate`)", "ratio, clipped", 0.0, 2.0),
     Feature("reference_rate", "next quarter's reference commission rate / rate_max", "share", 0.0, 1.0),
     Feature("attention", "attention, the media stock", "index", 0.0, 1.0),
     Feature("platform_fulfilment", "share of capacity the platform runs (warehousing)", "share", 0.0, 1.0),

@@ -3,7 +3,7 @@
 One frame shows an episode so far:
 
 * **GMV by region** (left): each quarter's annualised, de-seasonalised run rate ($B a year),
-  stacked by region, against the scenario's target run rate (dashed line, $20B by default);
+  stacked by region, against the scenario's target run rate (dashed line, `target_run_rate`: $45B for ``global``);
 * **spend by lever** (top right): what each lever has cost so far this episode ($B);
 * **budget left** (bottom right): the budget remaining after each quarter ($B) out of the total.
 

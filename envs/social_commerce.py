@@ -32,9 +32,11 @@ class SocialCommerceEnv(gym.Env):
     file under ``configs/scenarios/`` with its source.
 
     The default scenario ``global`` starts in 2023Q1 from the 2022Q4 exit state of Southeast Asia
-    (``sea``), the US (``us``) and the UK (``uk``): about $7.4B of annualised GMV (``docs/calibration.md``:
-    $0.6B in 2021, $4.4B in 2022), and $4B of budget over 12 quarters ($0.8B a quarter at most).
-    The strategic goal is a $20B annual run rate.
+    (``sea``), the US (``us``) and the UK (``uk``), fitted to the public record: about $10.1B of
+    annualised GMV at the start (``docs/model.md``; ``docs/calibration.md``: $0.6B in 2021, $4.4B
+    in 2022), and $4B of budget over 12 quarters ($0.8B a quarter at most). The strategic goal is
+    the scenario's ``target_run_rate``: a $45B annual run rate by 2025Q4 for the calibrated
+    ``global`` (the record passed the seed's $20B in 2024; ``global_prior`` keeps $20B).
 
     ## Action Space
 
@@ -82,7 +84,7 @@ class SocialCommerceEnv(gym.Env):
     | 8 | shopping-start share (a stock; the start value at reset) | [0, 1] |
     | 9 | Gen Z habit stock | [0, 1] |
     | 10 | suspension quarters left / suspension length (visible before the decision) | [0, 1] |
-    | 11 | region's annualised run rate / the scenario's target ($20B) | [0, 2] |
+    | 11 | region's annualised run rate / the scenario's target (`target_run_rate`) | [0, 2] |
     | 12 | next quarter's reference commission rate / rate_max | [0, 1] |
     | 13 | attention, the media stock | [0, 1] |
     | 14 | share of capacity the platform runs (warehousing) | [0, 1] |
