@@ -50,6 +50,7 @@ def init_worker(parent_pid: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked child inherits the parent's handler
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # and the mask it was started under
     _set_parent_death_signal(signal.SIGKILL)
+    os.environ.setdefault("FLYWHEEL_ENV_THREADS", "1")  # the pool's workers already share the cores
     if os.getppid() != parent_pid:  # the parent died before the request took effect
         os._exit(1)
 

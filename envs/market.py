@@ -87,6 +87,9 @@ with its source in the scenario files.
 from __future__ import annotations
 
 import ctypes
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
@@ -749,16 +752,16 @@ def draw_uniforms(params: "Params", rngs: "list[np.random.Generator] | RandomSou
 
 
 @compiled
-def _start_kernel(start, param_set, u, regional, shock_z, suspend_u):
-    """Fill the start state of every market: its parameter set's calibrated start and the
-    episode's numbers.
+def _start_kernel(start, param_set, u, regional, shock_z, suspend_u, lo, hi):
+    """Fill the start state of markets ``lo`` to ``hi - 1``: its parameter set's calibrated
+    start and the episode's numbers.
 
     Demand shocks are standard normals by the Box-Muller transform of the first two thirds of
     ``u``; suspension draws are its last third.
     """
-    n, _, horizon, R = u.shape
+    _, _, horizon, R = u.shape
     nf = start.shape[1]
-    for i in range(n):
+    for i in range(lo, hi):
         p = param_set[i]
         for f in range(nf):
             for j in range(R):
@@ -787,7 +790,8 @@ def start_state(params: "Params", u: np.ndarray, param_set: np.ndarray | None = 
         suspend_u=np.empty(shape),
         param_set=sets,
     )
-    _start_kernel(params.derived["start"], sets, u, state.regional, state.shock_z, state.suspend_u)
+    start = params.derived["start"]
+    in_parts(n, lambda lo, hi: _start_kernel(start, sets, u, state.regional, state.shock_z, state.suspend_u, lo, hi))
     return state
 
 
@@ -1493,24 +1497,73 @@ def fill_info(g, per_market, per_region, cost_lever, clipped, regional, t, param
 
 
 @compiled
-def _env_step_kernel(g, rg, season, action, regional, t, param_set, remaining, spent, shock_z, suspend_u,
-                     u_in, u, clipped, new, new_t, cost, per_market, per_region, obs, table):
-    """One environment step of every market in one pass: clip the actions (returning the count of
-    NaN/inf entries, and doing nothing else, if there are any), step the model, observe, fill
-    the info table: the per-market bodies of :func:`step`, :func:`observe` and :func:`fill_info`."""
-    n = action.shape[0]
-    non_finite = 0
-    for i in range(n):
-        non_finite += clip_market(action, u_in, clipped, i)
-    if non_finite > 0:
-        return non_finite
+def _env_step_kernel(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u,
+                     u_in, u, clipped, new, new_t, cost, per_market, per_region, obs, table, lo, hi):
+    """One environment step of markets ``lo`` to ``hi - 1`` in one pass, from clipped intensities
+    ``u_in`` (:func:`_actions_kernel`): step the model, observe, fill the info table, the
+    per-market bodies of :func:`step`, :func:`observe` and :func:`fill_info`. Markets are
+    independent, so disjoint ranges may run at once (on threads: the kernel releases the GIL)."""
     new_remaining, new_spent = per_market[M_REMAINING], per_market[M_SPENT]
-    for i in range(n):
+    for i in range(lo, hi):
         step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
                     new, new_t, u, cost, per_market, per_region, i)
         observe_market(g, rg, season, new, new_t, param_set, new_remaining, new_spent, obs, i)
         fill_info_market(g, per_market, per_region, cost, clipped, new, new_t, param_set, table, i)
-    return 0
+
+
+# ----------------------------------------------------------------------------- threads
+PARALLEL_MIN_MARKETS = 128
+"""Smallest batch whose step and start are split over threads (below it one thread is faster:
+handing work to a thread costs some 10-20 us)."""
+
+
+def _env_threads() -> int:
+    """Threads for the batched kernels: ``FLYWHEEL_ENV_THREADS``, default the cores this process
+    may use (at most 8)."""
+    value = os.environ.get("FLYWHEEL_ENV_THREADS")
+    if value is not None:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ValueError(f"FLYWHEEL_ENV_THREADS must be a whole number of threads, got {value!r}") from None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """This process's helper threads (a forked child makes its own: a parent's threads do not
+    survive ``fork``)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers != threads:
+            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="flywheel-env"))
+        return _pool[1]
+
+
+def in_parts(n: int, work) -> None:
+    """Run ``work(lo, hi)`` over markets ``0 .. n - 1``: in one call below
+    :data:`PARALLEL_MIN_MARKETS` markets or with one thread, otherwise in equal ranges, one per
+    thread (:func:`_env_threads`; the calling thread takes the first). ``work`` must be a
+    compiled kernel that releases the GIL and touches only its range's rows."""
+    threads = _env_threads() if n >= PARALLEL_MIN_MARKETS else 1
+    if threads <= 1:
+        work(0, n)
+        return
+    bounds = [n * k // threads for k in range(threads + 1)]
+    pool = _thread_pool(threads - 1)
+    futures = [pool.submit(work, bounds[k], bounds[k + 1]) for k in range(1, threads)]
+    try:
+        work(bounds[0], bounds[1])
+    finally:
+        for f in futures:
+            f.result()
 
 
 def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -1531,10 +1584,11 @@ def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, n
     obs = np.empty((n, params.obs_dim), dtype=np.float32)
     table = np.empty((n, params.derived["info_entries"]))
     s = state
-    non_finite = _env_step_kernel(
-        *params.packed, action, s.regional, s.t, s.param_set, s.budget_remaining, s.spent, s.shock_z, s.suspend_u,
-        u_in, u, clipped, new.regional, new.t, cost, per_market, per_region, obs, table,
-    )
-    if non_finite:
+    if _actions_kernel(action, u_in, clipped):
         raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
+    g, rg, season = params.packed
+    in_parts(n, lambda lo, hi: _env_step_kernel(
+        g, rg, season, s.regional, s.t, s.param_set, s.budget_remaining, s.spent, s.shock_z, s.suspend_u,
+        u_in, u, clipped, new.regional, new.t, cost, per_market, per_region, obs, table, lo, hi,
+    ))
     return new, obs, per_market[M_REWARD], table, u, cost

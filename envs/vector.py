@@ -257,20 +257,25 @@ def _fill(rngs: list) -> list[np.random.Generator]:
     return rngs
 
 
-def _masked(info: dict, present: np.ndarray, everyone: bool | None = None) -> dict:
+def _masked(info: dict, present: np.ndarray, everyone: bool | None = None, mask: np.ndarray | None = None) -> dict:
+    """``info`` as SyncVectorEnv masks it. The ``_key`` masks are one read-only array shared by
+    every key (a copy per key costs more than the rest of a 1024-market info)."""
     if everyone is None:
         everyone = bool(present.all())
+    if mask is None:
+        mask = present.copy()
+        mask.flags.writeable = False
     out: dict = {}
     for key, value in info.items():
         if isinstance(value, dict):
-            out[key] = _masked(value, present, everyone)
+            out[key] = _masked(value, present, everyone, mask)
         elif everyone:
             out[key] = value
         else:
             value = np.array(value)
             value[~present] = None if value.dtype == object else 0  # SyncVectorEnv's blank for each dtype
             out[key] = value
-        out[f"_{key}"] = present.copy()
+        out[f"_{key}"] = mask
     return out
 
 

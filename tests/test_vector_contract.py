@@ -133,3 +133,48 @@ def test_render_modes_and_arguments():
     with pytest.raises(ValueError, match="autoreset_mode"):
         gym.make_vec(envs.ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", autoreset_mode="sometimes")
     assert gym.spec(envs.ENV_ID).max_episode_steps is None  # the horizon is a termination
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_threads_change_no_number(monkeypatch, threads):
+    """Batches of PARALLEL_MIN_MARKETS or more are split over FLYWHEEL_ENV_THREADS threads: the
+    observations, rewards and info of a whole episode (with its reset) are bit-identical to one
+    thread's, including an uneven split (3 threads over 130 markets)."""
+    from envs import market
+
+    n = market.PARALLEL_MIN_MARKETS + 2
+    actions = np.random.default_rng(5).uniform(-1.2, 1.2, size=(13, n, 21)).astype(np.float32)
+
+    def episode(env_threads: str):
+        monkeypatch.setenv("FLYWHEEL_ENV_THREADS", env_threads)
+        env = envs.SocialCommerceVectorEnv(num_envs=n, scenario="global")
+        obs, _ = env.reset(seed=11)
+        out = [obs]
+        for a in actions:
+            obs, reward, _, _, info = env.step(a)
+            out += [obs, reward, info["cost"], info["revenue"], info["spend_by_region_lever"], info["orders"]["us"]]
+        return out
+
+    for a, b in zip(episode("1"), episode(threads)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_threaded_step_in_a_forked_child():
+    """A forked child (the oracle's workers) steps a threaded batch with its own helper threads
+    (the parent's do not survive fork), getting the parent's numbers."""
+    import multiprocessing
+
+    n = 256
+    env = envs.SocialCommerceVectorEnv(num_envs=n, scenario="global")
+    env.reset(seed=3)
+    action = np.zeros((n, 21), dtype=np.float32)
+    expected = env.step(action)[1]  # the parent's pool exists now
+    env.reset(seed=3)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_step_once, (env, action)).get(timeout=60)
+    np.testing.assert_array_equal(got, expected)
+
+
+def _step_once(env, action):
+    return env.step(action)[1]
