@@ -15,7 +15,7 @@ A sweep file (``configs/sweeps/*.yaml``) names a base training config and the ax
       hard: {}
       soft: {set: {overrides.budget.mode: soft}}
       lagrangian: {config: ppo_lagrangian}
-    metric: eval/gmv_mean                  # or eval/ratio_to_best_static
+    metric: eval/gmv_mean                  # or eval/ratio_to_best_static, eval/objective_mean, eval/objective_ratio_to_best_static
     mode: max
     num_samples: 1                         # repeats of the grid, each drawing the random axes
     max_concurrent: null                   # default: one trial per CPU of the Ray cluster
@@ -35,7 +35,10 @@ evaluated on the held-out seeds :func:`agents.ppo.eval_seeds`. A trial reports t
 after every evaluation: ``timesteps``, ``train_seconds`` (evaluation pauses excluded),
 ``eval/gmv_mean`` ($B per episode) and ``eval/ratio_to_best_static`` (the same GMV divided by
 ``best_static``'s on the same seeds; ``best_static`` is searched once per scenario and cached
-in ``<sweep folder>/baselines/``). ASHA stops trials on those intermediate reports.
+in ``<sweep folder>/baselines/``), ``eval/objective_mean`` (the reward per episode: the
+scenario's objective plus its terminal value, what PPO maximises) and
+``eval/objective_ratio_to_best_static`` (divided by best_static's on the same seeds). ASHA
+stops trials on those intermediate reports.
 
 The sweep folder (default ``runs/sweeps/<name>/``)::
 
@@ -97,8 +100,9 @@ RESULTS_JSON = "results.json"
 RESULTS_PNG = "results.png"
 REPORT_MD = "report.md"
 
-#: metrics a sweep can optimise; both are reported by every trial ($B per episode; a ratio)
-METRICS = ("eval/gmv_mean", "eval/ratio_to_best_static")
+#: metrics a sweep can optimise, all reported by every trial ($B per episode, or a ratio to best_static)
+METRICS = ("eval/gmv_mean", "eval/ratio_to_best_static", "eval/objective_mean", "eval/objective_ratio_to_best_static")
+RATIO_METRICS = ("eval/ratio_to_best_static", "eval/objective_ratio_to_best_static")
 #: axis names that are not config keys
 BUDGET_AXIS = "budget"
 VARIANT_AXIS = "variant"
@@ -186,7 +190,7 @@ class SweepSpec(_Strict):
     budgets: list[float] | None = Field(default=None, min_length=1)
     scenarios: list[str] | None = Field(default=None, min_length=1)
     variants: dict[str, Variant] | None = Field(default=None, min_length=1)
-    metric: Literal["eval/gmv_mean", "eval/ratio_to_best_static"] = "eval/gmv_mean"
+    metric: Literal["eval/gmv_mean", "eval/ratio_to_best_static", "eval/objective_mean", "eval/objective_ratio_to_best_static"] = "eval/gmv_mean"
     mode: Literal["max", "min"] = "max"
     num_samples: int = Field(default=1, ge=1, le=100_000)
     max_concurrent: int | None = Field(default=None, ge=1, le=100_000)
@@ -197,8 +201,8 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _axes(self) -> "SweepSpec":
-        if self.baseline is None and self.metric == "eval/ratio_to_best_static":
-            raise ValueError("metric eval/ratio_to_best_static needs a baseline (baseline: null leaves best_static out)")
+        if self.baseline is None and self.metric in RATIO_METRICS:
+            raise ValueError(f"metric {self.metric} needs a baseline (baseline: null leaves best_static out)")
         for short, key in (("seeds", "seed"), ("scenarios", "scenario")):
             if getattr(self, short) is not None and key in self.axes:
                 raise ValueError(f"'{short}' and axes.{key} name the same axis; keep one")
@@ -394,9 +398,10 @@ def _scenario_key(scenario: Scenario) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def best_static_gmv(scenario: Scenario, seeds: Sequence[int], baseline: Baseline, cache_dir: Path) -> float:
-    """Mean GMV ($B per episode) of ``best_static`` on ``seeds``, its plan searched once per
-    scenario (on training seeds; in soft mode on the scenario scaled to the limit) and cached."""
+def best_static_figures(scenario: Scenario, seeds: Sequence[int], baseline: Baseline, cache_dir: Path) -> dict:
+    """``best_static`` on ``seeds``: its mean GMV and objective ($B per episode, keys
+    ``gmv_mean`` and ``objective_mean``), its plan searched once per scenario (on training seeds;
+    in soft mode on the scenario scaled to the limit) and cached."""
     reference = scaled_to_limit(scenario)
     path = Path(cache_dir) / f"best_static_{_scenario_key(reference)}.json"
     try:
@@ -407,7 +412,8 @@ def best_static_gmv(scenario: Scenario, seeds: Sequence[int], baseline: Baseline
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, {"scenario": reference.name, "iterations": baseline.iterations, "seeds": baseline.seeds,
                                  "intensity": intensity.tolist(), "train_value_mean": plan.value_mean})
-    return float(measure(ConstantPolicy(intensity, name="best_static"), reference, list(seeds))["gmv_mean"])
+    figures = measure(ConstantPolicy(intensity, name="best_static"), reference, list(seeds))
+    return {"gmv_mean": float(figures["gmv_mean"]), "objective_mean": float(figures["objective_mean"])}
 
 
 # --------------------------------------------------------------------------- one trial (a Ray worker)
@@ -435,13 +441,17 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
     scenario = load_scenario(config.scenario, config.overrides)
     baseline = None
     if spec.baseline is not None:
-        baseline = best_static_gmv(scenario, eval_seeds(config.eval_episodes), spec.baseline, sweep_dir / BASELINES_DIR)
+        baseline = best_static_figures(scenario, eval_seeds(config.eval_episodes), spec.baseline, sweep_dir / BASELINES_DIR)
 
-    def metrics(timesteps: int, gmv_mean: float, train_seconds: float, **extra) -> dict:
-        ratio = float(gmv_mean / baseline) if baseline else None
+    def metrics(timesteps: int, gmv_mean: float, objective_mean: float, train_seconds: float, **extra) -> dict:
+        gmv_ratio = float(gmv_mean / baseline["gmv_mean"]) if baseline else None
+        objective_ratio = float(objective_mean / baseline["objective_mean"]) if baseline else None
         return {"timesteps": int(timesteps), "train_seconds": round(float(train_seconds), 3),
-                "eval/gmv_mean": float(gmv_mean), "eval/ratio_to_best_static": ratio,
-                "best_static_gmv": baseline, "run_dir": str(run_dir.relative_to(sweep_dir)), **extra}
+                "eval/gmv_mean": float(gmv_mean), "eval/ratio_to_best_static": gmv_ratio,
+                "eval/objective_mean": float(objective_mean), "eval/objective_ratio_to_best_static": objective_ratio,
+                "best_static_gmv": baseline["gmv_mean"] if baseline else None,
+                "best_static_objective": baseline["objective_mean"] if baseline else None,
+                "run_dir": str(run_dir.relative_to(sweep_dir)), **extra}
 
     summary_path = run_dir / runs.SUMMARY_FILE
     if runs.is_finished(run_dir):
@@ -449,7 +459,7 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
     else:
         def report(timesteps: int, figures: dict, train_seconds: float) -> None:
             if timesteps < config.total_timesteps:  # the final evaluation is reported below, with the summary
-                tune.report(metrics(timesteps, figures["gmv_mean"], train_seconds, done=False))
+                tune.report(metrics(timesteps, figures["gmv_mean"], figures["objective_mean"], train_seconds, done=False))
             else:
                 final_train_seconds[0] = train_seconds
 
@@ -462,7 +472,7 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
         if result.interrupted:
             raise RuntimeError(f"trial {run_dir.name} was stopped by signal {result.signal}; resume the sweep to continue it")
         s = dict(result.summary, train_seconds=final_train_seconds[0])
-    final = metrics(s["timesteps"], s["eval_gmv_mean"], s.get("train_seconds") or s["wall_seconds"], done=True,
+    final = metrics(s["timesteps"], s["eval_gmv_mean"], s["eval_objective_mean"], s.get("train_seconds") or s["wall_seconds"], done=True,
                     wall_seconds=s["wall_seconds"], fps=s["fps"], eval_cost_mean=s["eval_cost_mean"],
                     eval_final_run_rate_mean=s["eval_final_run_rate_mean"], beats_all_playbooks=s["beats_all_playbooks"])
     tune.report(final)
@@ -508,7 +518,7 @@ def connect(address: str | None = None, cpus: int | None = None, log: Callable[[
     import ray
 
     env_vars = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "FLYWHEEL_TORCH_THREADS": os.environ.get("FLYWHEEL_TORCH_THREADS", "1"),
-                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "FLYWHEEL_ENV_THREADS": "1"}
     os.environ.update({"RAY_CHDIR_TO_TRIAL_DIR": "0", "RAY_AIR_NEW_OUTPUT": "0"})
     if address is not None and address != "auto":
         _check_reachable(address)
@@ -725,7 +735,7 @@ def result_rows(grid, spec: SweepSpec, sweep_dir: Path) -> list[dict]:
             status = "stopped early" if spec.early_stopping is not None or spec.max_train_seconds else "unfinished"
         row = {"trial": m.get("trial_id") or Path(result.path).name, "status": status}
         row.update({name: result.config.get(name) for name in axes})
-        for key in ("timesteps", "train_seconds", "wall_seconds", "fps", *METRICS, "best_static_gmv", "eval_cost_mean",
+        for key in ("timesteps", "train_seconds", "wall_seconds", "fps", *METRICS, "best_static_gmv", "best_static_objective", "eval_cost_mean",
                     "eval_final_run_rate_mean", "beats_all_playbooks", "run_dir"):
             row[key] = m.get(key)
         if result.error is not None:
@@ -814,8 +824,10 @@ def report_markdown(result: SweepResult, spec: SweepSpec) -> str:
                  f"({'local' if result.ray.local else result.ray.address}, {result.ray.cpus:g} CPUs; Ray started in {result.ray.start_seconds:.1f} s)"
                  + (f": {len(finished) / hours:.0f} trials per hour." if finished and hours > 0 else "."))
     lines += ["", f"Base config `{Path(spec.config).name}`; metric `{spec.metric}` ({spec.mode}), on held-out evaluation seeds; "
-              f"`eval/ratio_to_best_static` divides a trial's GMV by the best constant allocation's on the same seeds.", ""]
-    cols = ["status", *axes, "eval/gmv_mean", "eval/ratio_to_best_static", "timesteps", "train_seconds", "run_dir"]
+              f"`eval/ratio_to_best_static` divides a trial's GMV, `eval/objective_ratio_to_best_static` its objective "
+              f"(the reward: objective plus terminal value), by the best constant allocation's on the same seeds.", ""]
+    cols = ["status", *axes, "eval/gmv_mean", "eval/ratio_to_best_static", "eval/objective_mean", "eval/objective_ratio_to_best_static",
+            "timesteps", "train_seconds", "run_dir"]
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
     for r in ordered:

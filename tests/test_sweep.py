@@ -79,6 +79,9 @@ def test_a_tiny_sweep_resumes_after_an_interrupt_with_a_row_and_a_run_folder_per
         assert run_summary["seed"] == row["seed"] and run_summary["timesteps"] == row["timesteps"] >= 2048
         assert row["eval/gmv_mean"] == pytest.approx(run_summary["eval_gmv_mean"])  # held-out seeds, as train reports
         assert row["eval/ratio_to_best_static"] == pytest.approx(row["eval/gmv_mean"] / row["best_static_gmv"])
+        assert row["eval/objective_mean"] == pytest.approx(run_summary["eval_objective_mean"])  # the reward, what PPO maximises
+        assert row["eval/objective_ratio_to_best_static"] == pytest.approx(row["eval/objective_mean"] / row["best_static_objective"])
+        assert row["best_static_objective"] > row["best_static_gmv"]  # the terminal value counts in the objective
         assert runs.read_run_config(run_dir) == trial_config(spec, {"seed": row["seed"]})  # a normal run folder
     assert doc["best"]["eval/ratio_to_best_static"] == max(r["eval/ratio_to_best_static"] for r in doc["rows"])
     for name in ("results.png", "report.md", "sweep.yaml"):
