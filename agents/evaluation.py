@@ -131,10 +131,20 @@ class PlannerEffort:
     workers: int = 1
 
 
+def applied_plans(policies: Mapping[str, object], scenario: Scenario, seeds: Sequence[int]) -> dict[str, np.ndarray]:
+    """name -> the intensities each policy applied on the episodes ``seeds`` ``(n, T, R, 7)``:
+    open-loop plans that replay it on those episodes (the oracle's extra starts)."""
+    return {name: rollout_policy(policy, scenario, list(seeds)).intensity for name, policy in policies.items()}
+
+
 def reference_policies(names: Sequence[str], reference: Scenario, seeds: Sequence[int], effort: PlannerEffort,
-                       timings: dict[str, float] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                       timings: dict[str, float] | None = None,
+                       oracle_starts: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The playbooks and planners among ``names``, computed on ``reference`` (in soft mode the
-    scenario scaled to the limit); the oracle plans the episodes ``seeds``.
+    scenario scaled to the limit); the oracle plans the episodes ``seeds``, its search started
+    on each episode from the best of best_static, its common schedule and ``oracle_starts``
+    (name -> plans of :func:`applied_plans`, e.g. the learned policy's), so it is never below
+    any of them on an episode.
 
     Returns ``(policies, extra)``: name -> policy in canonical order (playbooks, ``best_static``,
     ``oracle``), and what the planners found, for ``eval.json``. ``timings`` receives the
@@ -161,6 +171,7 @@ def reference_policies(names: Sequence[str], reference: Scenario, seeds: Sequenc
         oracle = oracle_policy(
             reference, seeds, static.intensity, schedule_iterations=tuple(effort.schedule_iterations),
             scale_iterations=effort.oracle_scale_iterations, refine_iterations=effort.oracle_iterations, workers=effort.workers,
+            extra_starts=list((oracle_starts or {}).values()),
         )
         timings["oracle"] = time.perf_counter() - t0
         res = oracle.result
@@ -168,6 +179,7 @@ def reference_policies(names: Sequence[str], reference: Scenario, seeds: Sequenc
             "planned_reward_mean": float(res.value.mean()),
             "best_static_reward_mean": float(res.warm_value.mean()),
             "search_start_reward_mean": float(res.start_value.mean()),
+            "search_started_from": ["best_static", *(["schedule"] if res.schedule else []), *(oracle_starts or {})],
             "distinct_futures": res.unique_episodes,
             "schedule_iterations": list(effort.schedule_iterations),
             "schedule_train_reward_mean": res.schedule.value_mean if res.schedule else None,

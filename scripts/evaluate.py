@@ -47,7 +47,7 @@ from agents import lazy  # noqa: E402
 from agents.cli import OneLineParser, one_line_error  # noqa: E402
 from agents.constraint import scaled_to_limit  # noqa: E402
 from agents.io import OutputError, describe_os_error, plan_folder  # noqa: E402
-from agents.evaluation import PLANNERS, PlannerEffort, evaluate, reference_policies  # noqa: E402
+from agents.evaluation import PLANNERS, PlannerEffort, applied_plans, evaluate, reference_policies  # noqa: E402
 from agents.policies import PLAYBOOKS  # noqa: E402
 from agents.report import format_table, write_report  # noqa: E402
 from agents.runs import RunError, check_spaces, load_run  # noqa: E402
@@ -197,7 +197,10 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
         reference = scaled_to_limit(scenario)  # soft mode: the hard projection (scaled to the limit)
         timings: dict[str, float] = {}
         policies: dict[str, Any] = {learned: run.policy()} if learned in names else {}
-        references, extra = reference_policies(names, reference, eval_seeds(args.episodes, args.seed), _effort(args), timings)
+        seeds = eval_seeds(args.episodes, args.seed)
+        # the oracle's search also starts from the learned policy's own plays of these episodes
+        starts = applied_plans({learned: policies[learned]}, reference, seeds) if learned in policies and "oracle" in names else None
+        references, extra = reference_policies(names, reference, seeds, _effort(args), timings, oracle_starts=starts)
         policies.update(references)
         t0 = time.perf_counter()
         played = {name: reference for name in policies if name != learned}

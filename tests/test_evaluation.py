@@ -88,6 +88,27 @@ def test_oracle_plans_score_exactly_what_the_env_plays(stochastic):
     assert ev.metrics["oracle"]["ratio_to_oracle"] == pytest.approx(1.0)
 
 
+def test_oracle_is_never_below_a_policy_it_starts_from(stochastic):
+    """A closed-loop policy's own plays of the episodes, given as extra starts, are where the
+    oracle's search starts when they are better: its plan is then at least that policy's
+    reward on every episode (without them a weak warm start leaves the oracle below it)."""
+    from agents.evaluation import applied_plans
+
+    seeds = [21, 22, 23]
+    strong = make_policy("uniform", stochastic)
+    replay = applied_plans({"uniform": strong}, stochastic, seeds)["uniform"]
+    played = evaluate({"uniform": strong}, stochastic, seed=21, episodes=3).trajectories["uniform"].reward.sum(1)
+    weak = np.zeros((len(stochastic.regions), market.N_LEVERS))  # no cash levers, commission at 0
+    tiny = dict(schedule_seeds=[], scale_iterations=0, knot_iterations=0, refine_iterations=0, search_episodes=1)
+    without = oracle(stochastic, seeds, weak, **tiny)
+    with_start = oracle(stochastic, seeds, weak, extra_starts=[replay], **tiny)
+    assert np.all(without.value < played)
+    # the replayed plan scores what the policy played, up to the hard budget scale solve's 1e-10 tolerance per quarter
+    np.testing.assert_allclose(with_start.value, played, rtol=1e-8)
+    with pytest.raises(ValueError, match="one plan per episode"):
+        oracle(stochastic, seeds, weak, extra_starts=[replay[:2]], **tiny)
+
+
 def test_oracle_result_does_not_depend_on_workers(stochastic):
     warm = make_policy("uniform", stochastic).intensity
     tiny = dict(schedule_seeds=[], scale_iterations=2, knot_iterations=2, refine_iterations=2, search_episodes=1)

@@ -235,6 +235,7 @@ def oracle(
     cma_seed: int = 2,
     workers: int = 1,
     search_episodes: int = 100,
+    extra_starts: Sequence[np.ndarray] = (),
 ) -> OraclePlans:
     """Clairvoyant open-loop plans, one per episode, optimised on the episode's own future.
 
@@ -255,6 +256,11 @@ def oracle(
     :param cma_seed: the CMA-ES seeds of distinct future i are ``cma_seed + i`` (reproducible).
     :param workers: processes to share the episodes between (the result does not depend on it).
     :param search_episodes: see :func:`generations_per_episode`.
+    :param extra_starts: more candidate starts, each one plan per episode ``(n, T, R, 7)``: the
+        intensities other policies applied on these episodes (a learned policy's, say), so the
+        search starts from the best of them on each episode and the oracle is never below any
+        of them on its own episode (a closed-loop policy can otherwise beat an open-loop
+        search that starts far from it).
     """
     t0 = time.perf_counter()
     seeds = [int(s) for s in episode_seeds]
@@ -276,6 +282,11 @@ def oracle(
     starts = [np.ascontiguousarray(warm[reps])]
     if schedule is not None:
         starts.append(np.broadcast_to(schedule.plan, (m, T, R, L)).copy())
+    for extra in extra_starts:
+        extra = np.asarray(extra, dtype=np.float64)
+        if extra.shape != (states.n, T, R, L):
+            raise ValueError(f"an extra start has shape {extra.shape}; expected one plan per episode {(states.n, T, R, L)}")
+        starts.append(np.ascontiguousarray(quantise(extra)[reps]))
     per_episode = generations_per_episode(refine_iterations, search_episodes, m)
     search = dict(
         scale_iterations=scale_iterations, knots=knots, knot_iterations=knot_iterations, refine_iterations=per_episode,
