@@ -88,6 +88,7 @@ from agents.planners import best_static
 from agents.policies import ConstantPolicy
 from agents.rollout import measure
 from agents.seeds import eval_seeds
+from envs.config_files import read_yaml_mapping
 from envs.scenario import Scenario, load_scenario
 
 SWEEPS_DIR = runs.RUNS_DIR / "sweeps"
@@ -292,16 +293,7 @@ def spec_from_dict(doc: Mapping, source: str = "sweep", name: str | None = None)
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep file; its name defaults to the file's stem."""
     path = Path(path)
-    if not path.is_file():
-        raise SweepError(f"sweep file {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise SweepError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(doc, dict):
-        raise SweepError(f"{path}: a sweep file is a mapping of keys (config, axes, metric, ...)")
+    doc = read_yaml_mapping(path, what="sweep", error=SweepError)  # bounded size and aliases, one-line errors
     return spec_from_dict(doc, source=str(path), name=path.stem)
 
 

@@ -160,7 +160,7 @@ def resolve_reference(ref: Any, base_dir: Path | None, builtin_dir: Path, what: 
     path = builtin_dir / f"{text}.yaml"
     if not path.exists():
         names = ", ".join(sorted(p.stem for p in builtin_dir.glob("*.yaml")))
-        raise error(f"unknown {what} '{text}': built-in {what}s are {names} (or give a path to a .yaml file)")
+        raise error(f"unknown {what} '{text}': the built-in {what} names are {names} (or give a path to a .yaml file)")
     return path
 
 
