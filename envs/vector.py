@@ -47,7 +47,14 @@ class SocialCommerceVectorEnv(VectorEnv):
       market (a tuple); in ``human`` mode market 0's dashboard is shown in a window where a
       display exists.
 
-    ``info`` holds arrays of shape ``(num_envs,)`` (region/lever keys map to such arrays).
+    ``info`` holds arrays of shape ``(num_envs,)`` (region/lever keys map to such arrays); the
+    ``_key`` masks are one read-only boolean array shared by every key of a step.
+
+    Threads: a batch of 128 markets or more (``envs.market.PARALLEL_MIN_MARKETS``) is stepped
+    and reset in equal market ranges on ``FLYWHEEL_ENV_THREADS`` threads (default: the cores,
+    at most 8); markets are independent, so every number is the same whatever the count. Set
+    ``FLYWHEEL_ENV_THREADS=1`` where other processes already use the cores (sweep trials and the
+    oracle's workers do).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": list(RENDER_MODES), "render_fps": 4}
