@@ -204,6 +204,10 @@ class SocialCommerceVectorEnv(VectorEnv):
     def _vector_info(self, info: InfoTable, present: np.ndarray) -> dict:
         """``info`` as ``SyncVectorEnv`` builds it: arrays over markets, zero where a market has no
         entry this call, and a ``_key`` mask beside every key (nested dicts too)."""
+        if present.all():  # the usual step: one generated dict display
+            mask = present.copy()
+            mask.flags.writeable = False
+            return self._batch.info_dict_masked(info, mask)
         return _masked(self._batch.info_dict(info), present)
 
     # ------------------------------------------------------------------ render
