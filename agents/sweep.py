@@ -767,6 +767,7 @@ def results_csv(rows: Sequence[dict]) -> str:
 def plot_results(rows: Sequence[dict], spec: SweepSpec, path: Path) -> None:
     """The sweep's metric against each axis, one panel per axis, the best trial ringed."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -792,6 +793,7 @@ def plot_results(rows: Sequence[dict], spec: SweepSpec, path: Path) -> None:
             ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
         elif spec.axis_domains().get(name) is not None and spec.axis_domains()[name].kind == "loguniform":
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a short range
         ax.set_xlabel(name)
         ax.set_ylabel(spec.metric)
         ax.grid(alpha=0.3)
