@@ -59,9 +59,9 @@ def test_models_hold_no_default_values(model: type[BaseModel]) -> None:
 
 def test_default_training_values_are_those_of_ppo_yaml() -> None:
     cfg = load_config()
-    assert (cfg.scenario, cfg.algo, cfg.total_timesteps, cfg.n_envs, cfg.seed) == ("global", "ppo", 2_000_000, 256, 0)
+    assert (cfg.scenario, cfg.algo, cfg.total_timesteps, cfg.n_envs, cfg.seed) == ("global", "ppo", 1_000_000, 64, 0)
     assert (cfg.ppo.n_steps, cfg.ppo.batch_size, cfg.ppo.gamma, cfg.vecnormalize.gamma) == (12, 768, 1.0, 1.0)
-    assert cfg.ppo.policy_kwargs.log_std_init == -1.0 and cfg.ppo.learning_rate == 5e-4
+    assert cfg.ppo.policy_kwargs.log_std_init == -1.0 and cfg.ppo.learning_rate == 1.3e-3
     assert cfg.start_policy == "uniform"
     assert (cfg.checkpoint_freq, cfg.eval_freq, cfg.eval_episodes) == (50_000, 25_000, 64)
     assert cfg.overrides == {} and cfg.algo_params == {}
@@ -73,7 +73,7 @@ def test_lagrangian_config_is_ppo_plus_what_differs() -> None:
     base, lag = load_config(DEFAULT_CONFIG).model_dump(), load_config(LAGRANGIAN).model_dump()
     differ = {key for key in base if base[key] != lag[key]}
     # the Lagrangian keeps the rollout shape and step sizes it was tuned with, not the hard-budget defaults
-    assert differ == {"overrides", "algo", "algo_params", "total_timesteps", "n_envs", "start_policy", "ppo", "vecnormalize"}
+    assert differ == {"overrides", "algo", "algo_params", "total_timesteps", "start_policy", "ppo", "vecnormalize"}
     assert lag["ppo"] == {**base["ppo"], "learning_rate": 3e-4, "n_steps": 24, "batch_size": 256, "n_epochs": 10,
                           "gamma": 0.995, "gae_lambda": 0.95}
     assert lag["n_envs"] == 64 and lag["start_policy"] is None and lag["vecnormalize"]["gamma"] == 0.995
@@ -105,8 +105,9 @@ def test_extends_a_builtin_name_and_only_what_differs(tmp_path: Path) -> None:
 
 def test_extends_resolves_beside_the_extending_file_not_the_current_directory(tmp_path: Path, monkeypatch) -> None:
     ppo = DEFAULT_CONFIG.read_text()
-    write(tmp_path, ppo.replace("n_envs: 256", "n_envs: 2"), "parent.yaml")  # a decoy in the working directory
-    write(tmp_path, ppo.replace("n_envs: 256", "n_envs: 16"), "sub/parent.yaml")
+    assert "n_envs: 64 " in ppo
+    write(tmp_path, ppo.replace("n_envs: 64 ", "n_envs: 2 "), "parent.yaml")  # a decoy in the working directory
+    write(tmp_path, ppo.replace("n_envs: 64 ", "n_envs: 16 "), "sub/parent.yaml")
     child = write(tmp_path, "extends: parent.yaml\nseed: 3\n", "sub/child.yaml")
     monkeypatch.chdir(tmp_path)
     cfg = load_config(child)
@@ -215,15 +216,15 @@ def test_memory_estimate_is_the_rollout_buffer_plus_overheads() -> None:
     cfg = load_config()
     obs, act = 41, 21
     need = estimate_memory(cfg, obs, act)
-    assert need["rollout_buffer"] == 256 * 12 * (obs + act + 6) * 4
-    assert need["total"] > need["rollout_buffer"] + 256 * 12 * obs * 4
+    assert need["rollout_buffer"] == 64 * 12 * (obs + act + 6) * 4
+    assert need["total"] > need["rollout_buffer"] + 64 * 12 * obs * 4
 
 
 def test_a_config_that_does_not_fit_in_memory_is_refused(monkeypatch) -> None:
     monkeypatch.setattr(config_module, "available_memory", lambda: 2 << 30)
     message = config_error(DEFAULT_CONFIG, ["n_envs=1024", "ppo.n_steps=10000"])
     assert "GiB" in message and "2.0 GiB available" in message and "n_envs" in message and "ppo.n_steps" in message
-    assert load_config(DEFAULT_CONFIG).n_envs == 256  # the default fits
+    assert load_config(DEFAULT_CONFIG).n_envs == 64  # the default fits
     # a saved run's config is not refused for memory (evaluating it needs no rollout buffer)
     doc = load_config(DEFAULT_CONFIG).model_dump(mode="json")
     doc["n_envs"], doc["ppo"]["n_steps"] = 1024, 10000
