@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -c $(LOCK) -e ".[test,zoo]"
+	@echo "compiling the market model's kernels (once, ~80 s; cached in envs/__pycache__)"
+	$(PY) -c "from envs.batch import MarketBatch; MarketBatch('global')"
 	touch $(STAMP)
 
 # Re-pin after changing pyproject.toml's dependencies: install the new ranges, then freeze.
