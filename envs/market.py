@@ -1520,12 +1520,12 @@ handing work to a thread costs some 10-20 us)."""
 def _env_threads() -> int:
     """Threads for the batched kernels: ``FLYWHEEL_ENV_THREADS``, default the cores this process
     may use (at most 8)."""
-    value = os.environ.get("FLYWHEEL_ENV_THREADS")
-    if value is not None:
+    value = os.environ.get("FLYWHEEL_ENV_THREADS", "").strip()
+    if value:
         try:
             return max(1, int(value))
         except ValueError:
-            raise ValueError(f"FLYWHEEL_ENV_THREADS must be a whole number of threads, got {value!r}") from None
+            raise ValueError(f"environment variable FLYWHEEL_ENV_THREADS must be a whole number of threads (1 or more), got {value!r}") from None
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -1535,6 +1535,17 @@ def _env_threads() -> int:
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 _pool_lock = threading.Lock()
+
+
+def _forget_pool_in_child() -> None:
+    """After ``fork``: the parent's helper threads do not exist here, and its lock may have been
+    held by one of them at the fork; start from nothing."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _thread_pool(threads: int) -> ThreadPoolExecutor:
