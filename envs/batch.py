@@ -294,8 +294,26 @@ def _warm_up(batch: MarketBatch) -> None:
     market.observe(one.params, one.state)
 
 
+def _dict_display(groups: list[tuple[str, tuple[str, ...] | None, int, type]], value, masks: bool) -> str:
+    """The entries of an ``info`` dict display over the layout ``groups`` (region/lever keys
+    nest), each entry ``value(row, kind)``; with ``masks`` every key is followed by its ``_key``
+    entry ``m`` (SyncVectorEnv's layout), the two array entries last."""
+
+    def entry(key: str, text: str) -> str:
+        return f"{key!r}: {text}" + (f", {'_' + key!r}: m" if masks else "")
+
+    items = []
+    for key, sub, row, kind in groups:
+        if sub is None:
+            items.append(entry(key, value(row, kind)))
+        else:
+            items.append(entry(key, "{" + ", ".join(entry(name, value(row + k, kind)) for k, name in enumerate(sub)) + "}"))
+    items += [entry("lever_intensity", "intensity"), entry("spend_by_region_lever", "spend")]
+    return "{" + ", ".join(items) + "}"
+
+
 def _row_builder(groups: list[tuple[str, tuple[str, ...] | None, int, type]]):
-    """A function ``(values, intensity) -> info dict`` for one market's column of the table.
+    """A function ``(values, intensity, spend) -> info dict`` for one market's column of the table.
 
     Written as one dict display (generated once per layout, like ``collections.namedtuple``
     does), the fastest way CPython builds the ~45 entries of a single env's ``info``.
@@ -306,22 +324,15 @@ def _row_builder(groups: list[tuple[str, tuple[str, ...] | None, int, type]]):
             return f"label(v[{row}])"
         return f"v[{row}]" if kind is float else f"{kind.__name__}(v[{row}])"
 
-    items = []
-    for key, sub, row, kind in groups:
-        if sub is None:
-            items.append(f"{key!r}: {scalar(row, kind)}")
-        else:
-            inner = ", ".join(f"{name!r}: {scalar(row + k, kind)}" for k, name in enumerate(sub))
-            items.append(f"{key!r}: {{{inner}}}")
-    source = "lambda v, intensity, spend: {" + ", ".join(items) + ", 'lever_intensity': intensity, 'spend_by_region_lever': spend}"
+    source = "lambda v, intensity, spend: " + _dict_display(groups, scalar, masks=False)
     return eval(source, {"bool": bool, "int": int, "label": market.serial_label})  # noqa: S307 - keys are repr()-quoted literals
 
 
 def _columns_builder(groups: list[tuple[str, tuple[str, ...] | None, int, type]]):
     """A function ``(table, intensity, spend, mask) -> info dict`` of arrays over markets, each
     key beside its ``_key`` mask ``mask`` (nested keys too), as SyncVectorEnv builds the ``info``
-    of a step where every market has one. Generated once per layout, as :func:`_row_builder`:
-    one dict display instead of a loop over ~50 keys per step."""
+    of a step where every market has one: :func:`_dict_display` over columns, as
+    :func:`_row_builder` over one row, instead of a loop over ~50 keys per step."""
 
     def column(row: int, kind: type) -> str:
         if kind is float:
@@ -330,15 +341,7 @@ def _columns_builder(groups: list[tuple[str, tuple[str, ...] | None, int, type]]
             return f"t[:, {row}] > 0.0"
         return f"column(t[:, {row}], {kind.__name__})"
 
-    items = []
-    for key, sub, row, kind in groups:
-        if sub is None:
-            items.append(f"{key!r}: {column(row, kind)}, {'_' + key!r}: m")
-        else:
-            inner = ", ".join(f"{name!r}: {column(row + k, kind)}, {'_' + name!r}: m" for k, name in enumerate(sub))
-            items.append(f"{key!r}: {{{inner}}}, {'_' + key!r}: m")
-    items.append("'lever_intensity': intensity, '_lever_intensity': m, 'spend_by_region_lever': spend, '_spend_by_region_lever': m")
-    source = "lambda t, intensity, spend, m: {" + ", ".join(items) + "}"
+    source = "lambda t, intensity, spend, m: " + _dict_display(groups, column, masks=True)
     return eval(source, {"column": _column, "int": int, "str": str})  # noqa: S307 - keys are repr()-quoted literals
 
 
