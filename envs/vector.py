@@ -204,11 +204,11 @@ class SocialCommerceVectorEnv(VectorEnv):
     def _vector_info(self, info: InfoTable, present: np.ndarray) -> dict:
         """``info`` as ``SyncVectorEnv`` builds it: arrays over markets, zero where a market has no
         entry this call, and a ``_key`` mask beside every key (nested dicts too)."""
+        mask = present.copy()  # one array for every ``_key`` (a copy per key costs more than the rest of a 1024-market info)
+        mask.flags.writeable = False
         if present.all():  # the usual step: one generated dict display
-            mask = present.copy()
-            mask.flags.writeable = False
             return self._batch.info_dict_masked(info, mask)
-        return _masked(self._batch.info_dict(info), present)
+        return _masked(self._batch.info_dict(info), present, mask)
 
     # ------------------------------------------------------------------ render
     def _record(self, info: InfoTable, rows: np.ndarray, new_episode) -> None:
@@ -268,20 +268,13 @@ def _fill(rngs: list) -> list[np.random.Generator]:
     return rngs
 
 
-def _masked(info: dict, present: np.ndarray, everyone: bool | None = None, mask: np.ndarray | None = None) -> dict:
-    """``info`` as SyncVectorEnv masks it. The ``_key`` masks are one read-only array shared by
-    every key (a copy per key costs more than the rest of a 1024-market info)."""
-    if everyone is None:
-        everyone = bool(present.all())
-    if mask is None:
-        mask = present.copy()
-        mask.flags.writeable = False
+def _masked(info: dict, present: np.ndarray, mask: np.ndarray) -> dict:
+    """``info`` of a call where only the markets ``present`` have one, as SyncVectorEnv masks it:
+    the others' entries blank, every ``_key`` mask the one read-only array ``mask``."""
     out: dict = {}
     for key, value in info.items():
         if isinstance(value, dict):
-            out[key] = _masked(value, present, everyone, mask)
-        elif everyone:
-            out[key] = value
+            out[key] = _masked(value, present, mask)
         else:
             value = np.array(value)
             value[~present] = None if value.dtype == object else 0  # SyncVectorEnv's blank for each dtype
