@@ -1533,7 +1533,7 @@ def _env_threads() -> int:
     return max(1, min(cores, 8))
 
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (threads, executor)
 _pool_lock = threading.Lock()
 
 
@@ -1549,12 +1549,14 @@ if hasattr(os, "register_at_fork"):
 
 
 def _thread_pool(threads: int) -> ThreadPoolExecutor:
-    """This process's helper threads (a forked child makes its own: a parent's threads do not
-    survive ``fork``)."""
+    """This process's ``threads`` helper threads (a forked child makes its own, see
+    :func:`_forget_pool_in_child`); a new count replaces the pool, ending the old one's threads."""
     global _pool
     with _pool_lock:
-        if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers != threads:
-            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="flywheel-env"))
+        if _pool is None or _pool[0] != threads:
+            if _pool is not None:
+                _pool[1].shutdown(wait=False)
+            _pool = (threads, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="flywheel-env"))
         return _pool[1]
 
 
