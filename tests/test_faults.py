@@ -425,14 +425,22 @@ def test_signals_from_outside_during_the_rollouts_then_resume(tmp_path, capsys) 
     runs = {sig: tmp_path / f"run_{signal.Signals(sig).name}" for sig in (signal.SIGINT, signal.SIGTERM)}
     before = {p: p.read_bytes() for p in user_files(tmp_path)}
     procs = {sig: train_process(*argv, "--run-dir", str(run)) for sig, run in runs.items()}
-    for sig, proc in procs.items():
-        latest = runs[sig] / "checkpoints" / "latest.json"
-        wait_for(lambda: latest.exists() or proc.poll() is not None, what="the first checkpoint")
-        proc.send_signal(sig)
+    waiting = dict(procs)
+
+    def signal_each_at_its_first_checkpoint() -> bool:
+        # one loop for both: each process is signalled as soon as its own first checkpoint
+        # exists, not after the other's (a fast one could otherwise finish before its turn)
+        for sig, proc in list(waiting.items()):
+            if (runs[sig] / "checkpoints" / "latest.json").exists() or proc.poll() is not None:
+                proc.send_signal(sig)
+                del waiting[sig]
+        return not waiting
+
+    wait_for(signal_each_at_its_first_checkpoint, what="the first checkpoints")
     for sig, proc in procs.items():
         out, err = proc.communicate(timeout=120)
         name = signal.Signals(sig).name
-        assert proc.returncode == 128 + sig, err[-2000:]
+        assert proc.returncode == 128 + sig, (proc.returncode, out[-2000:], err[-2000:])
         said = [line for line in out.splitlines() if line.startswith(name)]
         assert len(said) == 1 and "--resume" in said[0] and err.strip() == "", (out, err)
     for run in runs.values():
