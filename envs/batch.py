@@ -201,15 +201,15 @@ class MarketBatch:
         per parameter set): no GMV, cost or revenue yet; last quarter's run rate."""
         p = self.params
         n = start.n
-        per_market = np.zeros((market.N_MARKET_OUT, n))
-        per_region = np.zeros((market.N_REGION_OUT, n, p.n_regions))
-        per_market[market.M_RUN_RATE] = 4.0 * start.gmv_region.sum(1) / p.season_at(start.t - 1)
-        per_market[market.M_CAP] = market.quarter_cap(p, start)
-        per_market[market.M_REMAINING] = start.budget_remaining
-        per_market[market.M_SPENT] = start.spent
-        per_region[market.P_GMV] = start.gmv_region
-        per_region[market.P_ORDERS] = start.orders
-        per_region[market.P_SHARE] = start.share
+        per_market = np.zeros((n, market.N_MARKET_OUT))
+        per_region = np.zeros((n, market.N_REGION_OUT, p.n_regions))
+        per_market[:, market.M_RUN_RATE] = 4.0 * start.gmv_region.sum(1) / p.season_at(start.t - 1)
+        per_market[:, market.M_CAP] = market.quarter_cap(p, start)
+        per_market[:, market.M_REMAINING] = start.budget_remaining
+        per_market[:, market.M_SPENT] = start.spent
+        per_region[:, market.P_GMV] = start.gmv_region
+        per_region[:, market.P_ORDERS] = start.orders
+        per_region[:, market.P_SHARE] = start.share
         table = np.empty((n, self._rows))
         market.fill_info(
             p.packed[0], per_market, per_region, np.zeros((n, p.n_regions, market.N_LEVERS)),

@@ -838,29 +838,29 @@ def _prepare_market(gq, rq, regional, i, shock, per_region):
             dark = rq[REGION.suspension_share, j]
         if rq[REGION.launched, j] <= 0.0:
             dark = 1.0
-        per_region[P_DARK, i, j] = dark
-        per_region[P_LIVE, i, j] = 1.0 - dark
-        per_region[P_SHOCK, i, j] = shock[j]
+        per_region[i, P_DARK, j] = dark
+        per_region[i, P_LIVE, j] = 1.0 - dark
+        per_region[i, P_SHOCK, j] = shock[j]
         sellers, creators, users = regional[i, F.sellers, j], regional[i, F.creators, j], regional[i, F.users, j]
         platform = regional[i, F.warehouse, j]
         capacity_ds = rq[REGION.seller_capacity, j] * sellers + platform + regional[i, F.logistics, j]
         fast = platform / capacity_ds if capacity_ds > 0.0 else 0.0
         content = creators / (creators + rq[REGION.creators_half, j])
-        u_pl = per_region[P_PL, i, j]  # the caller put the private-label intensity here
+        u_pl = per_region[i, P_PL, j]  # the caller put the private-label intensity here
         pl = rq[REGION.private_label_max, j] * fee_effect(u_pl, gq[ATTR.private_label_ec])
-        per_region[P_CAPACITY, i, j] = capacity_ds
-        per_region[P_CONTENT, i, j] = content
-        per_region[P_PL, i, j] = pl
-        per_region[P_ATTR_BASE, i, j] = (
+        per_region[i, P_CAPACITY, j] = capacity_ds
+        per_region[i, P_CONTENT, j] = content
+        per_region[i, P_PL, j] = pl
+        per_region[i, P_ATTR_BASE, j] = (
             gq[ATTR.w_selection] * regional[i, F.selection, j]
             + gq[ATTR.w_speed] * fast
             + gq[ATTR.w_live] * regional[i, F.livestream, j] * content
         )
         # the label's appeal acts on demand: a label people want adds orders, one they do not loses them
-        per_region[P_PL_DEMAND, i, j] = max(0.0, 1.0 + gq[ATTR.w_private_label] * pl * (rq[REGION.private_label_appeal, j] - 1.0))
-        per_region[P_IMITATION, i, j] = gq[BUYERS.bass_q] * (regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]) / users
+        per_region[i, P_PL_DEMAND, j] = max(0.0, 1.0 + gq[ATTR.w_private_label] * pl * (rq[REGION.private_label_appeal, j] - 1.0))
+        per_region[i, P_IMITATION, j] = gq[BUYERS.bass_q] * (regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]) / users
         attention = 1.0 + gq[BUYERS.attention_weight] * (regional[i, F.attention, j] * rq[REGION.inv_attention0, j] - 1.0)
-        per_region[P_INNOVATION, i, j] = gq[BUYERS.bass_p] * attention * rq[REGION.inv_shopping_share, j]
+        per_region[i, P_INNOVATION, j] = gq[BUYERS.bass_p] * attention * rq[REGION.inv_shopping_share, j]
 
 
 @per_market_kernel
@@ -876,7 +876,7 @@ def _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region):
     R = u_in.shape[1]
     total = 0.0
     for j in range(R):
-        live = per_region[P_LIVE, i, j]
+        live = per_region[i, P_LIVE, j]
         ref, rate_max = rq[REGION.reference_rate, j], rq[REGION.rate_max, j]
         rate = u_in[i, j, RATE] * rate_max
         if abs(rate - ref) <= 1e-6 * rate_max:
@@ -895,7 +895,7 @@ def _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region):
         # attractiveness: the cash-driven terms on top of the prepared ones
         ship = hill(u_ship * rq[REGION.subsidy_ratio, j], gq[ATTR.shipping_ec])
         fee = fee_effect(disc * rq[REGION.inv_reference_rate, j], gq[ATTR.fee_ec])
-        attr = per_region[P_ATTR_BASE, i, j] + sel * (gq[ATTR.w_shipping] * ship + gq[ATTR.w_fee] * fee)
+        attr = per_region[i, P_ATTR_BASE, j] + sel * (gq[ATTR.w_shipping] * ship + gq[ATTR.w_fee] * fee)
         attr = max(attr, 0.0)
 
         # ad stock, shopping-start share (a stock bounded by competitors)
@@ -906,8 +906,8 @@ def _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region):
         share = regional[i, F.share, j] + gq[BUYERS.share_rate] * (target - regional[i, F.share, j])
 
         # buyers, Bass in two cohorts, in the live share only
-        innovation = per_region[P_INNOVATION, i, j] * (1.0 + gq[BUYERS.ad_lift] * reach) * share
-        imitation = per_region[P_IMITATION, i, j] * attr
+        innovation = per_region[i, P_INNOVATION, j] * (1.0 + gq[BUYERS.ad_lift] * reach) * share
+        imitation = per_region[i, P_IMITATION, j] * attr
         churn = gq[BUYERS.churn] * (1.0 - gq[BUYERS.loyalty] * min(attr, 1.0))
         users = regional[i, F.users, j]
         bg, bo = regional[i, F.buyers_genz, j], regional[i, F.buyers_older, j]
@@ -920,11 +920,11 @@ def _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region):
         bo_next = min(bo * (1.0 - churn) + new_older, users_older)
 
         # orders against capacity that follows the season
-        demand = (bg_next + bo_next) * rq[REGION.order_rate, j] * (gq[BUYERS.base_orders] + attr) * per_region[P_PL_DEMAND, i, j] * se * per_region[P_SHOCK, i, j] * live
-        capacity = per_region[P_CAPACITY, i, j] * se
+        demand = (bg_next + bo_next) * rq[REGION.order_rate, j] * (gq[BUYERS.base_orders] + attr) * per_region[i, P_PL_DEMAND, j] * se * per_region[i, P_SHOCK, j] * live
+        capacity = per_region[i, P_CAPACITY, j] * se
         served = min(demand, capacity) + gq[BUYERS.spill] * max(demand - capacity, 0.0)
         gmv = served * rq[REGION.aov_b, j]
-        gmv_3p = gmv * (1.0 - per_region[P_PL, i, j])
+        gmv_3p = gmv * (1.0 - per_region[i, P_PL, j])
 
         # this quarter's costs, on this quarter's volume; nothing billed into a dark share
         cost[i, j, RATE] = disc * gmv_3p
@@ -940,14 +940,14 @@ def _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region):
         new[i, F.buyers_older, j] = bo_next
         new[i, F.adstock, j] = adstock
         new[i, F.share, j] = share
-        per_region[P_GMV, i, j] = gmv
-        per_region[P_GMV_3P, i, j] = gmv_3p
-        per_region[P_SHARE, i, j] = share
-        per_region[P_ATTR, i, j] = attr
-        per_region[P_NEW_BUYERS, i, j] = new_genz + new_older
-        per_region[P_ORDERS, i, j] = served
-        per_region[P_LOST, i, j] = demand - served
-        per_region[P_DEMAND, i, j] = demand
+        per_region[i, P_GMV, j] = gmv
+        per_region[i, P_GMV_3P, j] = gmv_3p
+        per_region[i, P_SHARE, j] = share
+        per_region[i, P_ATTR, j] = attr
+        per_region[i, P_NEW_BUYERS, j] = new_genz + new_older
+        per_region[i, P_ORDERS, j] = served
+        per_region[i, P_LOST, j] = demand - served
+        per_region[i, P_DEMAND, j] = demand
     return total
 
 
@@ -1020,14 +1020,14 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
     se = _season(season, gq, t[i])
     inv_se = 1.0 / se
     cap = _cap(gq, remaining[i])
-    per_market[M_CAP, i] = cap
-    shock = per_region[P_SHOCK, i]  # a view, filled here
+    per_market[i, M_CAP] = cap
+    shock = per_region[i, P_SHOCK]  # a view, filled here
     for j in range(R):
         shock[j] = np.exp(sigma * shock_z[i, tc, j] - 0.5 * sigma * sigma) if sigma > 0.0 else 1.0
-        per_region[P_PL, i, j] = u_in[i, j, PRIVATE_LABEL]
+        per_region[i, P_PL, j] = u_in[i, j, PRIVATE_LABEL]
     _prepare_market(gq, rq, regional, i, shock, per_region)
     total = _solve_budget(gq, rq, se, regional, i, u_in, cap, u, cost, new, per_region)
-    per_market[M_COST, i] = total
+    per_market[i, M_COST] = total
     spent_i = spent[i] + total
 
     gmv_i = 0.0
@@ -1037,20 +1037,20 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
     ref_pen = gq[SELLERS.reference_penetration]
     inv_ref_pen = 1.0 / ref_pen
     for j in range(R):
-        dark = per_region[P_DARK, i, j]
-        live = per_region[P_LIVE, i, j]
+        dark = per_region[i, P_DARK, j]
+        live = per_region[i, P_LIVE, j]
         users = regional[i, F.users, j]
         sellers, creators = regional[i, F.sellers, j], regional[i, F.creators, j]
         livestream, trust = regional[i, F.livestream, j], regional[i, F.trust, j]
         ref = rq[REGION.reference_rate, j]
         rate = u[i, j, RATE] * rq[REGION.rate_max, j]
         sel = regional[i, F.selection, j]
-        attr = per_region[P_ATTR, i, j]
+        attr = per_region[i, P_ATTR, j]
         buyers = new[i, F.buyers_genz, j] + new[i, F.buyers_older, j]
-        gmv = per_region[P_GMV, i, j]
-        gmv_3p = per_region[P_GMV_3P, i, j]
-        demand_ds = per_region[P_DEMAND, i, j] * inv_se
-        content = per_region[P_CONTENT, i, j]
+        gmv = per_region[i, P_GMV, j]
+        gmv_3p = per_region[i, P_GMV_3P, j]
+        demand_ds = per_region[i, P_DEMAND, j] * inv_se
+        content = per_region[i, P_CONTENT, j]
 
         # money
         gmv_i += gmv
@@ -1087,7 +1087,7 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
         trust_next = min(max(trust + gq[PLATFORM.trust_recovery] * (1.0 - trust) - gq[PLATFORM.trust_hit] * u_pl * u_pl * live, 0.0), 1.0)
 
         # capacity stocks, de-seasonalised: warehousing (one quarter's lag), 3PL following unmet demand
-        gap = demand_ds - per_region[P_CAPACITY, i, j]
+        gap = demand_ds - per_region[i, P_CAPACITY, j]
         warehouse_next = regional[i, F.warehouse, j] * (1.0 - gq[PLATFORM.warehouse_depreciation]) + (
             u[i, j, LEVER.warehousing] * rq[REGION.warehouse_per_intensity, j] * live
         )
@@ -1119,28 +1119,28 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
         new[i, F.livestream, j] = livestream_next
         new[i, F.trust, j] = trust_next
         new[i, F.attention, j] = attention_next
-        new[i, F.orders, j] = per_region[P_ORDERS, i, j]
+        new[i, F.orders, j] = per_region[i, P_ORDERS, j]
         new[i, F.demand, j] = demand_ds
         new[i, F.gmv_region, j] = gmv
         new[i, F.suspended, j] = suspended
         new[i, F.selection, j] = x / (1.0 + x) * rq[REGION.selection_norm, j]
-        per_region[P_NEW_SELLERS, i, j] = joined
+        per_region[i, P_NEW_SELLERS, j] = joined
 
     cash_i = total - discount_i
-    per_market[M_GMV, i] = gmv_i
-    per_market[M_REVENUE, i] = revenue_i
-    per_market[M_CASH, i] = cash_i
-    per_market[M_DISCOUNT, i] = discount_i
-    per_market[M_NET_BURN, i] = cash_i - revenue_i
+    per_market[i, M_GMV] = gmv_i
+    per_market[i, M_REVENUE] = revenue_i
+    per_market[i, M_CASH] = cash_i
+    per_market[i, M_DISCOUNT] = discount_i
+    per_market[i, M_NET_BURN] = cash_i - revenue_i
     kind = gq[EPISODE.objective_kind]
     objective = gmv_i if kind == 0.0 else (revenue_i if kind == 1.0 else revenue_i - cash_i)
     terminal = gq[EPISODE.terminal_value] * objective * inv_se if t[i] + 1 == horizon else 0.0
-    per_market[M_OBJECTIVE, i] = objective
-    per_market[M_TERMINAL, i] = terminal
-    per_market[M_REWARD, i] = objective + terminal
-    per_market[M_RUN_RATE, i] = 4.0 * gmv_i * inv_se
-    per_market[M_SPENT, i] = spent_i
-    per_market[M_REMAINING, i] = max(gq[EPISODE.budget_total] - spent_i, 0.0)
+    per_market[i, M_OBJECTIVE] = objective
+    per_market[i, M_TERMINAL] = terminal
+    per_market[i, M_REWARD] = objective + terminal
+    per_market[i, M_RUN_RATE] = 4.0 * gmv_i * inv_se
+    per_market[i, M_SPENT] = spent_i
+    per_market[i, M_REMAINING] = max(gq[EPISODE.budget_total] - spent_i, 0.0)
     new_t[i] = t[i] + 1
 
 
@@ -1225,7 +1225,7 @@ def lever_costs(params: Params, state: State, intensity: np.ndarray) -> np.ndarr
     n, R = state.n, params.n_regions
     u, cost = np.empty_like(u_in), np.empty_like(u_in)
     scratch = np.empty_like(state.regional)
-    per_region = np.empty((N_REGION_OUT, n, R))
+    per_region = np.empty((n, N_REGION_OUT, R))
     g, rg, season = params.packed
     tc = np.minimum(state.t, params.horizon - 1)
     shock = np.exp(g[state.param_set, tc, EPISODE.demand_sigma][:, None] * state.shock_z[np.arange(n), tc]
@@ -1241,7 +1241,7 @@ def _lever_costs_with_shock(g, rg, season, regional, t, param_set, shock, u_in, 
         tc = min(t[i], gp.shape[0] - 1)
         gq, rq = gp[tc], rg[param_set[i], tc]
         for j in range(u_in.shape[1]):
-            per_region[P_PL, i, j] = u_in[i, j, PRIVATE_LABEL]
+            per_region[i, P_PL, j] = u_in[i, j, PRIVATE_LABEL]
         _prepare_market(gq, rq, regional, i, shock[i], per_region)
         _demand_pass(gq, rq, _season(season, gq, t[i]), regional, i, u_in, 1.0, u, cost, new, per_region)
 
@@ -1300,25 +1300,25 @@ def allocate_step(params: Params, state: State) -> tuple[State, np.ndarray, np.n
     """Uninitialised outputs of one step of ``state``: the new state (sharing the episode's
     random numbers and parameter sets), applied intensities, their costs, ``per_market`` and ``per_region``."""
     n, R = state.n, params.n_regions
-    per_market = np.empty((N_MARKET_OUT, n))
+    per_market = np.empty((n, N_MARKET_OUT))
     new = State(
         regional=np.empty_like(state.regional),
         t=np.empty_like(state.t),
-        budget_remaining=per_market[M_REMAINING],
-        spent=per_market[M_SPENT],
+        budget_remaining=per_market[:, M_REMAINING],
+        spent=per_market[:, M_SPENT],
         shock_z=state.shock_z,
         suspend_u=state.suspend_u,
         param_set=state.param_set,
     )
     lever_shape = (n, R, N_LEVERS)
-    return new, np.empty(lever_shape), np.empty(lever_shape), per_market, np.empty((N_REGION_OUT, n, R))
+    return new, np.empty(lever_shape), np.empty(lever_shape), per_market, np.empty((n, N_REGION_OUT, R))
 
 
 def _outputs(per_market: np.ndarray, per_region: np.ndarray, applied: np.ndarray, cost: np.ndarray) -> dict:
     """The output dict of :func:`step` from the kernel's arrays (views, no copies)."""
-    out = {name: per_market[k] for k, name in enumerate(_MARKET_OUT)}
+    out = {name: per_market[:, k] for k, name in enumerate(_MARKET_OUT)}
     for k, name in enumerate(_REGION_OUT):
-        out[name] = per_region[k]
+        out[name] = per_region[:, k]
     out["intensity"], out["cost_lever"] = applied, cost
     return out
 
@@ -1448,15 +1448,15 @@ def fill_info_market(g, per_market, per_region, cost_lever, clipped, regional, t
     """
     R, L = cost_lever.shape[1], cost_lever.shape[2]
     gq = g[param_set[i], 0]
-    spent = per_market[M_SPENT, i]
+    spent = per_market[i, M_SPENT]
     k = 0
-    table[i, k] = per_market[M_GMV, i]
-    table[i, k + 1] = per_market[M_RUN_RATE, i]
+    table[i, k] = per_market[i, M_GMV]
+    table[i, k + 1] = per_market[i, M_RUN_RATE]
     k += 2
     for j in range(R):
-        table[i, k + j] = per_region[P_GMV, i, j]
+        table[i, k + j] = per_region[i, P_GMV, j]
     k += R
-    table[i, k] = per_market[M_COST, i]
+    table[i, k] = per_market[i, M_COST]
     k += 1
     for lever in range(L):
         total = 0.0
@@ -1464,25 +1464,25 @@ def fill_info_market(g, per_market, per_region, cost_lever, clipped, regional, t
             total += cost_lever[i, j, lever]
         table[i, k + lever] = total
     k += L
-    table[i, k] = per_market[M_CAP, i]
-    table[i, k + 1] = per_market[M_REMAINING, i]
+    table[i, k] = per_market[i, M_CAP]
+    table[i, k + 1] = per_market[i, M_REMAINING]
     table[i, k + 2] = spent
     table[i, k + 3] = 1.0 if spent > gq[EPISODE.budget_total] * (1.0 + 1e-9) else 0.0
-    table[i, k + 4] = per_market[M_CASH, i]
-    table[i, k + 5] = per_market[M_DISCOUNT, i]
-    table[i, k + 6] = per_market[M_REVENUE, i]
-    table[i, k + 7] = per_market[M_NET_BURN, i]
-    table[i, k + 8] = per_market[M_OBJECTIVE, i]
-    table[i, k + 9] = per_market[M_TERMINAL, i]
+    table[i, k + 4] = per_market[i, M_CASH]
+    table[i, k + 5] = per_market[i, M_DISCOUNT]
+    table[i, k + 6] = per_market[i, M_REVENUE]
+    table[i, k + 7] = per_market[i, M_NET_BURN]
+    table[i, k + 8] = per_market[i, M_OBJECTIVE]
+    table[i, k + 9] = per_market[i, M_TERMINAL]
     k += 10
     for j in range(R):
-        table[i, k + j] = per_region[P_ORDERS, i, j]
-        table[i, k + R + j] = per_region[P_LOST, i, j]
-        table[i, k + 2 * R + j] = per_region[P_SHARE, i, j]
+        table[i, k + j] = per_region[i, P_ORDERS, j]
+        table[i, k + R + j] = per_region[i, P_LOST, j]
+        table[i, k + 2 * R + j] = per_region[i, P_SHARE, j]
         table[i, k + 3 * R + j] = regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]
         table[i, k + 4 * R + j] = regional[i, F.sellers, j]
         table[i, k + 5 * R + j] = regional[i, F.creators, j]
-        table[i, k + 6 * R + j] = 1.0 if per_region[P_DARK, i, j] > 0.0 else 0.0
+        table[i, k + 6 * R + j] = 1.0 if per_region[i, P_DARK, j] > 0.0 else 0.0
     k += 7 * R
     table[i, k] = clipped[i]
     table[i, k + 1] = t[i]
@@ -1503,7 +1503,7 @@ def _env_step_kernel(g, rg, season, regional, t, param_set, remaining, spent, sh
     ``u_in`` (:func:`_actions_kernel`): step the model, observe, fill the info table, the
     per-market bodies of :func:`step`, :func:`observe` and :func:`fill_info`. Markets are
     independent, so disjoint ranges may run at once (on threads: the kernel releases the GIL)."""
-    new_remaining, new_spent = per_market[M_REMAINING], per_market[M_SPENT]
+    new_remaining, new_spent = per_market[:, M_REMAINING], per_market[:, M_SPENT]
     for i in range(lo, hi):
         step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
                     new, new_t, u, cost, per_market, per_region, i)
@@ -1604,4 +1604,4 @@ def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, n
         g, rg, season, s.regional, s.t, s.param_set, s.budget_remaining, s.spent, s.shock_z, s.suspend_u,
         u_in, u, clipped, new.regional, new.t, cost, per_market, per_region, obs, table, lo, hi,
     ))
-    return new, obs, per_market[M_REWARD], table, u, cost
+    return new, obs, per_market[:, M_REWARD], table, u, cost
