@@ -178,13 +178,13 @@ class MarketBatch:
         """New episodes of the markets ``index``: their start state and parameter sets. Each
         market draws its episode's numbers from its own generator and then, with an ensemble, its
         parameter set (uniformly), so the set is part of the episode's random numbers."""
-        rngs = [self._rngs[i] for i in index]
-        sources = self._sources if index.size == self.num_envs else market.random_sources(rngs)
-        u = market.draw_uniforms(self.params, sources)
+        everyone = index.size == self.num_envs
+        rngs = self._rngs if everyone else [self._rngs[i] for i in index]
+        numbers = market.draw_episodes(self.params, self._sources if everyone else market.random_sources(rngs))
         sets = np.zeros(index.size, dtype=np.int64)
         if self.ensemble is not None:
             sets = np.array([int(g.integers(len(self.ensemble))) for g in rngs], dtype=np.int64)
-        return market.start_state(self.params, u, sets), sets
+        return market.start_from(self.params, *numbers, sets), sets
 
     def _start_rows(self, sets: np.ndarray) -> tuple[np.ndarray, InfoTable]:
         """Observation and info table at reset of markets playing parameter sets ``sets``."""
@@ -194,6 +194,8 @@ class MarketBatch:
             self._start = self._start_observation_and_info(market.start_state(self.params, u, np.arange(n_sets)))
         obs, rows = self._start
         zeros = np.zeros((sets.size, self.params.n_regions, market.N_LEVERS))
+        if obs.shape[0] == 1:  # one parameter set: the start's row repeated (cheaper than a fancy take)
+            return np.repeat(obs, sets.size, axis=0), InfoTable(np.repeat(rows, sets.size, axis=0), zeros, zeros.copy())
         return obs[sets], InfoTable(rows[sets], zeros, zeros.copy())
 
     def _start_observation_and_info(self, start: market.State) -> tuple[np.ndarray, np.ndarray]:
@@ -352,7 +354,11 @@ def _column(values: np.ndarray, kind: type) -> np.ndarray:
         return values > 0.0
     if kind is str:
         serial = values.astype(np.int64)
-        first = int(serial.min())
-        labels = np.array([market.serial_label(s) for s in range(first, int(serial.max()) + 1)], dtype=object)  # as SyncVectorEnv stacks str
+        first, last = int(serial.min()), int(serial.max())
+        if first == last:  # the usual case: every market in the same quarter
+            labels = np.empty(serial.shape, dtype=object)
+            labels.fill(market.serial_label(first))
+            return labels
+        labels = np.array([market.serial_label(s) for s in range(first, last + 1)], dtype=object)  # as SyncVectorEnv stacks str
         return labels[serial - first]
     return values.astype(np.int64)

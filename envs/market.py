@@ -751,25 +751,79 @@ def draw_uniforms(params: "Params", rngs: "list[np.random.Generator] | RandomSou
     return u
 
 
-@compiled
-def _start_kernel(start, param_set, u, regional, shock_z, suspend_u, lo, hi):
-    """Fill the start state of markets ``lo`` to ``hi - 1``: its parameter set's calibrated
-    start and the episode's numbers.
+@per_market_kernel
+def _standard_normal(u0, u1):
+    """A standard normal from two uniforms in [0, 1) (Box-Muller)."""
+    return np.sqrt(-2.0 * np.log1p(-u0)) * np.cos(2.0 * np.pi * u1)
 
-    Demand shocks are standard normals by the Box-Muller transform of the first two thirds of
-    ``u``; suspension draws are its last third.
-    """
+
+@compiled
+def _numbers_kernel(u, shock_z, suspend_u, lo, hi):
+    """The episode's numbers of markets ``lo`` to ``hi - 1`` from their uniforms ``u``
+    ``(n, 3, horizon, R)``: demand shocks, standard normals from the first two thirds
+    (:func:`_standard_normal`), and suspension draws, the last third."""
     _, _, horizon, R = u.shape
-    nf = start.shape[1]
     for i in range(lo, hi):
-        p = param_set[i]
-        for f in range(nf):
-            for j in range(R):
-                regional[i, f, j] = start[p, f, j]
         for q in range(horizon):
             for j in range(R):
-                shock_z[i, q, j] = np.sqrt(-2.0 * np.log1p(-u[i, 0, q, j])) * np.cos(2.0 * np.pi * u[i, 1, q, j])
+                shock_z[i, q, j] = _standard_normal(u[i, 0, q, j], u[i, 1, q, j])
                 suspend_u[i, q, j] = u[i, 2, q, j]
+
+
+@compiled
+def _draw_numbers_kernel(next_double, states, shock_z, suspend_u, lo, hi):
+    """As :func:`_draw_kernel` then :func:`_numbers_kernel` for markets ``lo`` to ``hi - 1``, in
+    one pass without the uniforms' array: the first third of a market's draws waits in
+    ``shock_z``. Releases the GIL: each market's generator state is advanced by the one thread
+    that owns its range (the generators must not be used elsewhere meanwhile)."""
+    _, horizon, R = shock_z.shape
+    for i in range(lo, hi):
+        state = states[i]
+        for q in range(horizon):
+            for j in range(R):
+                shock_z[i, q, j] = next_double(state)
+        for q in range(horizon):
+            for j in range(R):
+                shock_z[i, q, j] = _standard_normal(shock_z[i, q, j], next_double(state))
+        for q in range(horizon):
+            for j in range(R):
+                suspend_u[i, q, j] = next_double(state)
+
+
+def draw_episodes(params: "Params", rngs: "list[np.random.Generator] | RandomSources") -> tuple[np.ndarray, np.ndarray]:
+    """One episode's random numbers per market: demand shocks ``shock_z`` (standard normals)
+    and suspension draws ``suspend_u`` (uniforms), each ``(n, horizon, R)``, made from exactly
+    the uniforms of :func:`draw_uniforms` (so from ``rngs[i].random((3, horizon, R))``)."""
+    sources = rngs if isinstance(rngs, RandomSources) else random_sources(rngs)
+    n = len(sources.generators)
+    shape = (n, params.horizon, params.n_regions)
+    shock_z, suspend_u = np.empty(shape), np.empty(shape)
+    if sources.next_double is not None:
+        in_parts(n, lambda lo, hi: _draw_numbers_kernel(sources.next_double, sources.states, shock_z, suspend_u, lo, hi))
+    else:
+        u = draw_uniforms(params, sources)
+        in_parts(n, lambda lo, hi: _numbers_kernel(u, shock_z, suspend_u, lo, hi))
+    return shock_z, suspend_u
+
+
+def start_from(params: "Params", shock_z: np.ndarray, suspend_u: np.ndarray, param_set: np.ndarray | None = None) -> State:
+    """Start state of ``n`` markets (their parameter sets' calibrated start) playing the episode
+    numbers ``shock_z``, ``suspend_u`` (:func:`draw_episodes`; kept, not copied).
+
+    ``param_set``: each market's parameter set (default all 0).
+    """
+    n = shock_z.shape[0]
+    sets = np.zeros(n, dtype=np.int64) if param_set is None else np.ascontiguousarray(param_set, dtype=np.int64)
+    g = params.derived["g"]
+    return State(
+        regional=params.derived["start"][sets],
+        t=np.zeros(n, dtype=np.int64),
+        budget_remaining=g[sets, 0, EPISODE.budget_total].copy(),
+        spent=np.zeros(n),
+        shock_z=shock_z,
+        suspend_u=suspend_u,
+        param_set=sets,
+    )
 
 
 def start_state(params: "Params", u: np.ndarray, param_set: np.ndarray | None = None) -> State:
@@ -779,26 +833,15 @@ def start_state(params: "Params", u: np.ndarray, param_set: np.ndarray | None = 
     """
     n = u.shape[0]
     shape = (n, params.horizon, params.n_regions)
-    sets = np.zeros(n, dtype=np.int64) if param_set is None else np.ascontiguousarray(param_set, dtype=np.int64)
-    g = params.derived["g"]
-    state = State(
-        regional=np.empty((n, len(REGIONAL_FIELDS), params.n_regions)),
-        t=np.zeros(n, dtype=np.int64),
-        budget_remaining=g[sets, 0, EPISODE.budget_total].copy(),
-        spent=np.zeros(n),
-        shock_z=np.empty(shape),
-        suspend_u=np.empty(shape),
-        param_set=sets,
-    )
-    start = params.derived["start"]
-    in_parts(n, lambda lo, hi: _start_kernel(start, sets, u, state.regional, state.shock_z, state.suspend_u, lo, hi))
-    return state
+    shock_z, suspend_u = np.empty(shape), np.empty(shape)
+    in_parts(n, lambda lo, hi: _numbers_kernel(u, shock_z, suspend_u, lo, hi))
+    return start_from(params, shock_z, suspend_u, param_set)
 
 
 def init_state(params: "Params", rngs: "list[np.random.Generator] | RandomSources", param_set: np.ndarray | None = None) -> State:
     """Start state of ``len(rngs)`` markets (the scenario's calibrated start), one generator each,
-    with one episode's random numbers from each (:func:`draw_uniforms`)."""
-    return start_state(params, draw_uniforms(params, rngs), param_set)
+    with one episode's random numbers from each (:func:`draw_episodes`)."""
+    return start_from(params, *draw_episodes(params, rngs), param_set)
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -1360,8 +1403,14 @@ def clip_market(action, intensity, clipped, i):
 
 @compiled
 def _actions_kernel(action, intensity, clipped):
+    return _clip_range(action, intensity, clipped, 0, action.shape[0])
+
+
+@compiled
+def _clip_range(action, intensity, clipped, lo, hi):
+    """:func:`clip_market` of markets ``lo`` to ``hi - 1``; returns their count of NaN/inf entries."""
     non_finite = 0
-    for i in range(action.shape[0]):
+    for i in range(lo, hi):
         non_finite += clip_market(action, intensity, clipped, i)
     return non_finite
 
@@ -1560,23 +1609,23 @@ def _thread_pool(threads: int) -> ThreadPoolExecutor:
         return _pool[1]
 
 
-def in_parts(n: int, work) -> None:
+def in_parts(n: int, work) -> list:
     """Run ``work(lo, hi)`` over markets ``0 .. n - 1``: in one call below
     :data:`PARALLEL_MIN_MARKETS` markets or with one thread, otherwise in equal ranges, one per
-    thread (:func:`_env_threads`; the calling thread takes the first). ``work`` must be a
-    compiled kernel that releases the GIL and touches only its range's rows."""
+    thread (:func:`_env_threads`; the calling thread takes the first). ``work`` must be made of
+    compiled kernels that release the GIL and touch only its range's rows. Returns what each
+    call returned, in market order."""
     threads = _env_threads() if n >= PARALLEL_MIN_MARKETS else 1
     if threads <= 1:
-        work(0, n)
-        return
+        return [work(0, n)]
     bounds = [n * k // threads for k in range(threads + 1)]
     pool = _thread_pool(threads - 1)
     futures = [pool.submit(work, bounds[k], bounds[k + 1]) for k in range(1, threads)]
     try:
-        work(bounds[0], bounds[1])
+        first = work(bounds[0], bounds[1])
     finally:
-        for f in futures:
-            f.result()
+        rest = [f.result() for f in futures]
+    return [first, *rest]
 
 
 def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -1586,7 +1635,7 @@ def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, n
     count clipped per market is in the info table). Returns the new state, the observation
     ``(n, obs_dim)`` float32, the reward (``objective_value + terminal_value``, $B, ``(n,)``), the
     info table ``(n, entries)`` in :func:`info_layout` order, the applied intensities and their
-    costs ``(n, R, L)``. NaN or infinite actions raise ``ValueError`` and compute nothing.
+    costs ``(n, R, L)``. NaN or infinite actions raise ``ValueError`` and leave ``state`` as it was.
     """
     n = state.n
     if action.shape != (n, params.action_dim) or action.dtype not in (np.float32, np.float64):
@@ -1597,11 +1646,15 @@ def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, n
     obs = np.empty((n, params.obs_dim), dtype=np.float32)
     table = np.empty((n, params.derived["info_entries"]))
     s = state
-    if _actions_kernel(action, u_in, clipped):
-        raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
     g, rg, season = params.packed
-    in_parts(n, lambda lo, hi: _env_step_kernel(
-        g, rg, season, s.regional, s.t, s.param_set, s.budget_remaining, s.spent, s.shock_z, s.suspend_u,
-        u_in, u, clipped, new.regional, new.t, cost, per_market, per_region, obs, table, lo, hi,
-    ))
+
+    def part(lo: int, hi: int) -> int:
+        # clip, then step: a NaN found here discards the step's new arrays, the state is untouched
+        non_finite = _clip_range(action, u_in, clipped, lo, hi)
+        _env_step_kernel(g, rg, season, s.regional, s.t, s.param_set, s.budget_remaining, s.spent, s.shock_z, s.suspend_u,
+                         u_in, u, clipped, new.regional, new.t, cost, per_market, per_region, obs, table, lo, hi)
+        return non_finite
+
+    if sum(in_parts(n, part)):
+        raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
     return new, obs, per_market[:, M_REWARD], table, u, cost
