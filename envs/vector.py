@@ -141,8 +141,8 @@ class SocialCommerceVectorEnv(VectorEnv):
             actions = actions.copy()
             actions[resetting] = 0.0
         obs, reward, terminated, info = self._batch.step(actions)
-        reward = np.asarray(reward, dtype=np.float64).copy()
-        terminated = np.asarray(terminated, dtype=bool).copy()
+        reward = np.array(reward, dtype=np.float64)  # the model's rewards are a view of its outputs
+        terminated = np.asarray(terminated, dtype=bool)  # a new array each step
         truncated = np.zeros(n, dtype=bool)
         if self.max_episode_steps is not None:
             truncated = self._batch.state.t >= self.max_episode_steps
@@ -162,7 +162,8 @@ class SocialCommerceVectorEnv(VectorEnv):
         self._obs = obs
         self._last = info
         everyone = np.ones(n, dtype=bool)
-        self._record(info, everyone, new_episode=resetting | (ended if final is not None else np.zeros(n, dtype=bool)))
+        if self._traces is not None:
+            self._record(info, everyone, new_episode=resetting | (ended if final is not None else np.zeros(n, dtype=bool)))
         out = self._vector_info(info, everyone)
         if final is not None:
             final_obs, final_table, mask = final
