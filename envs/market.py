@@ -857,11 +857,12 @@ def _cap(gq, remaining):
     return min(gq[EPISODE.budget_per_quarter], remaining)
 
 
-# rows of per_market
+# columns of per_market, (n, N_MARKET_OUT): market-major, so that one market's outputs and scratch
+# share a few cache lines (as rows of a (quantity, market) array they were ~30 lines apart)
 (M_GMV, M_RUN_RATE, M_COST, M_CAP, M_REVENUE, M_REMAINING, M_SPENT, M_CASH, M_DISCOUNT, M_NET_BURN,
  M_OBJECTIVE, M_TERMINAL, M_REWARD) = range(13)
 N_MARKET_OUT = 13
-# rows of per_region: outputs, then the kernels' scratch (quantities a quarter computes once and
+# second index of per_region, (n, N_REGION_OUT, R): outputs, then the kernels' scratch (quantities a quarter computes once and
 # the demand side reads at every trial of the hard-budget scale factor)
 (P_GMV, P_SHARE, P_ATTR, P_NEW_BUYERS, P_NEW_SELLERS, P_ORDERS, P_LOST, P_DARK, P_GMV_3P, P_DEMAND,
  P_SHOCK, P_LIVE, P_CAPACITY, P_ATTR_BASE, P_PL, P_IMITATION, P_INNOVATION, P_CONTENT, P_PL_DEMAND) = range(19)
@@ -1050,8 +1051,8 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
 
     Reads the state arrays and the requested intensities ``u_in`` at row ``i`` and the market's
     parameters at its quarter; writes the new regional state ``new[i]`` and quarter ``new_t[i]``,
-    the applied intensities ``u[i]`` and their costs ``cost[i]``, ``per_market[:, i]`` (rows
-    ``M_*``) and ``per_region[:, i]`` (rows ``P_*``). ``u`` must not be ``u_in``.
+    the applied intensities ``u[i]`` and their costs ``cost[i]``, ``per_market[i]`` (columns
+    ``M_*``) and ``per_region[i]`` (rows ``P_*``). ``u`` must not be ``u_in``.
     """
     R = u_in.shape[1]
     gp = g[param_set[i]]
@@ -1492,7 +1493,7 @@ def info_layout(region_names: tuple[str, ...]) -> list[tuple[str, tuple[str, ...
 def fill_info_market(g, per_market, per_region, cost_lever, clipped, regional, t, param_set, table, i):
     """Write market ``i``'s entries of :func:`info_layout`, in order, into ``table[i]``.
 
-    ``per_market``/``per_region``: the step's outputs (rows ``M_*``/``P_*``); ``regional``, ``t``:
+    ``per_market``/``per_region``: the step's outputs (indexed ``[i, M_*]``, ``[i, P_*, j]``); ``regional``, ``t``:
     the new state.
     """
     R, L = cost_lever.shape[1], cost_lever.shape[2]
