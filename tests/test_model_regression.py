@@ -165,3 +165,20 @@ def test_env_step_in_one_pass_equals_the_model_functions() -> None:
         for k, region in enumerate(params.region_names):
             np.testing.assert_array_equal(info["gmv_by_region"][region], out["gmv_region"][:, k])
             np.testing.assert_array_equal(info["suspended"][region], out["dark"][:, k] > 0)
+
+
+@pytest.mark.parametrize("n, threads", [(5, "1"), (130, "2")], ids=["one pass", "two threads"])
+def test_drawing_an_episode_in_one_pass_equals_the_uniforms_then_the_transform(n, threads, monkeypatch) -> None:
+    """The start's compiled path (draw and transform a market at a time, on threads from 128
+    markets) gives exactly the numbers of ``draw_uniforms`` then ``start_state``, and leaves
+    the generators where those leave them; generators of mixed types take the fallback."""
+    monkeypatch.setenv("FLYWHEEL_ENV_THREADS", threads)
+    params = load_scenario("global").to_params()
+    for make in (lambda s: seeding.np_random(s)[0], lambda s: np.random.Generator(np.random.MT19937(s) if s % 2 else np.random.PCG64(s))):
+        ours, theirs = [make(s) for s in range(n)], [make(s) for s in range(n)]
+        for _ in range(2):  # two successive episodes
+            shock_z, suspend_u = market.draw_episodes(params, market.random_sources(ours))
+            expected = market.start_state(params, market.draw_uniforms(params, theirs))
+            np.testing.assert_array_equal(shock_z, expected.shock_z)
+            np.testing.assert_array_equal(suspend_u, expected.suspend_u)
+        assert [g.random() for g in ours] == [h.random() for h in theirs]  # each generator left where the two calls leave it
