@@ -75,6 +75,11 @@ kernels run it over every market. Parameters reach the kernels as per-quarter sc
 parameter set: ``g`` ``(P, T, G)`` and ``rg`` ``(P, T, K, R)`` (:attr:`Params.packed`); market
 ``i`` reads set ``state.param_set[i]`` at its own quarter ``state.t[i]``. Scripted events are
 compiled into these schedules (:func:`_schedules`), so the kernels never interpret events.
+Every array a kernel reads or writes per market is market-major (``regional`` ``(n, F, R)``, the
+step's outputs and scratch ``per_market`` ``(n, M)`` and ``per_region`` ``(n, P, R)``), so one
+market's quarter touches a few contiguous cache lines. From :data:`PARALLEL_MIN_MARKETS` markets
+the loops run on threads, a range of markets each (:func:`in_parts`); markets are independent,
+so the numbers do not depend on the thread count.
 
 Layouts. The levers, the observation features, the info entries, the parameters and the
 regional state are each declared once, as a table at the top of this module (entry types in
