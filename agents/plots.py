@@ -117,7 +117,7 @@ def plot_gmv_spread(ev: Evaluation, path: Path) -> None:
     ax.set_xticks(np.arange(1, len(totals) + 1), list(totals), rotation=20, fontsize=8)
     ax.set_ylabel("cumulative GMV, $B")
     what = f"{len(ev.ensemble)} parameter sets" if ev.ensemble is not None else "the nominal parameters"
-    ax.set_title(f"Spread over {len(ev.seeds)} episodes and {what} (whiskers p10-p90)")
+    ax.set_title(f"Spread over {len(ev.seeds)} episodes and {what}\n(box p25-p75, whiskers p10-p90)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
