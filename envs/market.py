@@ -711,12 +711,14 @@ class RandomSources(NamedTuple):
     ``next_double`` and ``states`` are numpy's documented ``BitGenerator.ctypes`` interface (the
     one numpy's own numba example uses): one C function shared by the generators and each
     generator's state address, so one compiled call can draw for every market. They are
-    ``None`` when the generators are not all of one bit-generator type.
+    ``None`` when the generators are not all of one bit-generator type. ``distinct``: no
+    generator serves two markets (then markets may draw on separate threads).
     """
 
     generators: list
     next_double: Any
     states: np.ndarray | None
+    distinct: bool = True
 
 
 def random_sources(rngs: list[np.random.Generator]) -> RandomSources:
@@ -726,7 +728,7 @@ def random_sources(rngs: list[np.random.Generator]) -> RandomSources:
     if len(functions) != 1:
         return RandomSources(list(rngs), None, None)
     states = np.array([c.state_address for c in interfaces], dtype=np.uintp)
-    return RandomSources(list(rngs), interfaces[0].next_double, states)
+    return RandomSources(list(rngs), interfaces[0].next_double, states, bool(np.unique(states).size == states.size))
 
 
 @numba.njit(cache=True)  # holds the GIL: it advances the generators' states
@@ -804,7 +806,13 @@ def draw_episodes(params: "Params", rngs: "list[np.random.Generator] | RandomSou
     shape = (n, params.horizon, params.n_regions)
     shock_z, suspend_u = np.empty(shape), np.empty(shape)
     if sources.next_double is not None:
-        in_parts(n, lambda lo, hi: _draw_numbers_kernel(sources.next_double, sources.states, shock_z, suspend_u, lo, hi))
+        def draw(lo: int, hi: int) -> None:
+            _draw_numbers_kernel(sources.next_double, sources.states, shock_z, suspend_u, lo, hi)
+
+        if sources.distinct:
+            in_parts(n, draw)
+        else:  # a generator shared by several markets is drawn from in market order, on one thread
+            draw(0, n)
     else:
         u = draw_uniforms(params, sources)
         in_parts(n, lambda lo, hi: _numbers_kernel(u, shock_z, suspend_u, lo, hi))

@@ -171,11 +171,13 @@ def test_env_step_in_one_pass_equals_the_model_functions() -> None:
 def test_drawing_an_episode_in_one_pass_equals_the_uniforms_then_the_transform(n, threads, monkeypatch) -> None:
     """The start's compiled path (draw and transform a market at a time, on threads from 128
     markets) gives exactly the numbers of ``draw_uniforms`` then ``start_state``, and leaves
-    the generators where those leave them; generators of mixed types take the fallback."""
+    the generators where those leave them; generators of mixed types take the fallback, and one
+    generator shared by every market is drawn from in market order."""
     monkeypatch.setenv("FLYWHEEL_ENV_THREADS", threads)
     params = load_scenario("global").to_params()
-    for make in (lambda s: seeding.np_random(s)[0], lambda s: np.random.Generator(np.random.MT19937(s) if s % 2 else np.random.PCG64(s))):
-        ours, theirs = [make(s) for s in range(n)], [make(s) for s in range(n)]
+    shared = (np.random.default_rng(7), np.random.default_rng(7))  # one generator for every market
+    for make in (lambda s: seeding.np_random(s)[0], lambda s: np.random.Generator(np.random.MT19937(s) if s % 2 else np.random.PCG64(s)), None):
+        ours, theirs = ([make(s) for s in range(n)], [make(s) for s in range(n)]) if make else ([shared[0]] * n, [shared[1]] * n)
         for _ in range(2):  # two successive episodes
             shock_z, suspend_u = market.draw_episodes(params, market.random_sources(ours))
             expected = market.start_state(params, market.draw_uniforms(params, theirs))
