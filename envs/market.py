@@ -1350,6 +1350,7 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
         *params.packed, s.regional, s.t, s.param_set, s.budget_remaining, s.spent, s.shock_z, s.suspend_u, u_in,
         new.regional, new.t, applied, cost, per_market, per_region,
     )
+    _settle_budget(new, per_market)
     return new, _outputs(per_market, per_region, applied, cost)
 
 
@@ -1361,14 +1362,21 @@ def allocate_step(params: Params, state: State) -> tuple[State, np.ndarray, np.n
     new = State(
         regional=np.empty_like(state.regional),
         t=np.empty_like(state.t),
-        budget_remaining=per_market[:, M_REMAINING],
-        spent=per_market[:, M_SPENT],
+        budget_remaining=np.empty(n),  # filled from per_market by _settle_budget
+        spent=np.empty(n),
         shock_z=state.shock_z,
         suspend_u=state.suspend_u,
         param_set=state.param_set,
     )
     lever_shape = (n, R, N_LEVERS)
     return new, np.empty(lever_shape), np.empty(lever_shape), per_market, np.empty((n, N_REGION_OUT, R))
+
+
+def _settle_budget(new: State, per_market: np.ndarray) -> None:
+    """Copy the step's budget columns into the new state's own contiguous arrays (a strided view
+    of ``per_market`` would make numba compile every kernel a second time for that layout)."""
+    np.copyto(new.budget_remaining, per_market[:, M_REMAINING])
+    np.copyto(new.spent, per_market[:, M_SPENT])
 
 
 def _outputs(per_market: np.ndarray, per_region: np.ndarray, applied: np.ndarray, cost: np.ndarray) -> dict:
@@ -1671,4 +1679,5 @@ def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, n
 
     if sum(in_parts(n, part)):
         raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
+    _settle_budget(new, per_market)
     return new, obs, per_market[:, M_REWARD], table, u, cost

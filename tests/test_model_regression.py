@@ -184,3 +184,16 @@ def test_drawing_an_episode_in_one_pass_equals_the_uniforms_then_the_transform(n
             np.testing.assert_array_equal(shock_z, expected.shock_z)
             np.testing.assert_array_equal(suspend_u, expected.suspend_u)
         assert [g.random() for g in ours] == [h.random() for h in theirs]  # each generator left where the two calls leave it
+
+
+def test_stepped_states_keep_contiguous_arrays_so_the_kernels_compile_once() -> None:
+    """A state's arrays stay C-contiguous through steps: a strided one (a view of the step's
+    outputs) would make numba compile every kernel a second time, ~30 s on first use."""
+    params = load_scenario("global").to_params()
+    state = market.init_state(params, [seeding.np_random(s)[0] for s in SEEDS])
+    action = np.zeros((len(SEEDS), params.action_dim), dtype=np.float32)
+    for _ in range(2):
+        state, _ = market.step(params, state, np.full((len(SEEDS), params.n_regions, market.N_LEVERS), 0.5))
+        state = market.env_step(params, state, action)[0]
+        for name in ("regional", "t", "budget_remaining", "spent", "shock_z", "suspend_u", "param_set"):
+            assert getattr(state, name).flags.c_contiguous, name
