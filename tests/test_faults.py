@@ -443,10 +443,23 @@ def test_signals_from_outside_during_the_rollouts_then_resume(tmp_path, capsys) 
         assert proc.returncode == 128 + sig, (proc.returncode, out[-2000:], err[-2000:])
         said = [line for line in out.splitlines() if line.startswith(name)]
         assert len(said) == 1 and "--resume" in said[0] and err.strip() == "", (out, err)
-    for run in runs.values():
+    stopped_at = {}
+    for sig, run in runs.items():
+        stopped_at[sig] = json.loads((run / "checkpoints" / "latest.json").read_text())["timesteps"]
+        assert 0 < stopped_at[sig] < total
+        assert not (run / "model.zip").exists() and not (run / "summary.json").exists()
+    for sig, run in runs.items():
         code, out, err = resume_in_process(run, capsys)
         assert code == 0, (out, err)
         assert_finished_with_one_curve(run, total)
+        summary = json.loads((run / "summary.json").read_text())
+        from stable_baselines3 import PPO
+
+        assert PPO.load(run / "model.zip", device="cpu").num_timesteps == summary["timesteps"]
+        assert min(recovery.scalar_steps(run / "tb")["market/gmv_episode"]) < stopped_at[sig]  # the curve began before the stop
+        assert len(list((run / "tb").glob("events.out.tfevents*"))) >= 2, "the resume writes into the same TensorBoard folder"
+    code, out, err = resume_in_process(runs[signal.SIGTERM], capsys)  # a finished run is not trained again
+    assert code == 2 and "already finished" in err, (out, err)
     assert_unchanged(before)
 
 
