@@ -194,8 +194,6 @@ class MarketBatch:
             self._start = self._start_observation_and_info(market.start_state(self.params, u, np.arange(n_sets)))
         obs, rows = self._start
         zeros = np.zeros((sets.size, self.params.n_regions, market.N_LEVERS))
-        if obs.shape[0] == 1:  # one parameter set: the start's row repeated (cheaper than a fancy take)
-            return np.repeat(obs, sets.size, axis=0), InfoTable(np.repeat(rows, sets.size, axis=0), zeros, zeros.copy())
         return obs[sets], InfoTable(rows[sets], zeros, zeros.copy())
 
     def _start_observation_and_info(self, start: market.State) -> tuple[np.ndarray, np.ndarray]:
