@@ -15,6 +15,7 @@ single env, the SB3 adapter).
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from dataclasses import fields
 from pathlib import Path
@@ -217,6 +218,10 @@ class MarketBatch:
         )
         return market.observe(p, start), table
 
+    def observe(self) -> np.ndarray:
+        """Every market's observation of its current state (what its last step or reset returned)."""
+        return market.observe(self.params, self.state)
+
     # ------------------------------------------------------------------ step
     def check_action(self, action: Any) -> np.ndarray:
         """``action`` as a float array of shape ``(num_envs, R*L)``, or a one-line ``ValueError``."""
@@ -351,12 +356,18 @@ def _column(values: np.ndarray, kind: type) -> np.ndarray:
     if kind is bool:
         return values > 0.0
     if kind is str:
+        first = values[0]
+        if (values == first).all():  # the usual case: every market in the same quarter
+            labels = np.empty(values.shape, dtype=object)
+            labels.fill(_label(first))
+            return labels
         serial = values.astype(np.int64)
         first, last = int(serial.min()), int(serial.max())
-        if first == last:  # the usual case: every market in the same quarter
-            labels = np.empty(serial.shape, dtype=object)
-            labels.fill(market.serial_label(first))
-            return labels
         labels = np.array([market.serial_label(s) for s in range(first, last + 1)], dtype=object)  # as SyncVectorEnv stacks str
         return labels[serial - first]
     return values.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=256)
+def _label(serial: float) -> str:
+    return market.serial_label(serial)

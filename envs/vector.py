@@ -92,7 +92,6 @@ class SocialCommerceVectorEnv(VectorEnv):
         n = self.num_envs
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._ended = np.zeros(n, dtype=bool)  # terminated or truncated at the last step, not reset since
-        self._obs: np.ndarray | None = None  # each market's last observation
         self._last: InfoTable | None = None  # the info of each market's last reset or step (for render)
         draws = render_mode in ("rgb_array", "human")
         self._traces = [EpisodeTrace(self.params.region_names) for _ in range(n)] if draws else None
@@ -111,17 +110,16 @@ class SocialCommerceVectorEnv(VectorEnv):
             if seeds[i] is not None or self._rngs[i] is None:
                 self._rngs[i] = seeding.np_random(seeds[i])[0]
         self._batch.use_generators(_fill(self._rngs))
-        if mask.all() or self._obs is None:  # before the first reset every market starts
+        if mask.all() or self._last is None:  # before the first reset every market starts
             obs, info = self._batch.reset()
         else:
-            rows, start = self._batch.reset_markets(mask)
-            obs = self._obs.copy()
-            obs[mask] = rows
+            _, start = self._batch.reset_markets(mask)
+            obs = self._batch.observe()  # the others' last observations, the reset ones' first
             info = self._merge(self._last, start, mask)
         self._ended[mask] = False
-        self._obs, self._last = obs, info
+        self._last = info
         self._record(info, mask, new_episode=True)
-        return obs.copy(), self._vector_info(info, mask)
+        return obs, self._vector_info(info, mask)
 
     # ------------------------------------------------------------------ step
     def step(self, actions):
@@ -159,10 +157,10 @@ class SocialCommerceVectorEnv(VectorEnv):
             self._ended[:] = False
         else:
             self._ended = ended
-        self._obs = obs
         self._last = info
         everyone = np.ones(n, dtype=bool)
-        self._record(info, everyone, new_episode=resetting | (ended if final is not None else np.zeros(n, dtype=bool)))
+        if self._traces is not None:
+            self._record(info, everyone, new_episode=resetting | (ended if final is not None else np.zeros(n, dtype=bool)))
         out = self._vector_info(info, everyone)
         if final is not None:
             final_obs, final_table, mask = final
@@ -173,15 +171,14 @@ class SocialCommerceVectorEnv(VectorEnv):
                 "_final_info": mask.copy(),
                 **out,
             }
-        return obs.copy(), reward, terminated, truncated, out
+        return obs, reward, terminated, truncated, out  # obs is this step's own array, kept nowhere else
 
     def _reset_all_after_end(self) -> tuple[np.ndarray, InfoTable]:
         obs, info = self._batch.reset()
         self._ended[:] = False
-        self._obs = obs
         self._last = info
         self._record(info, np.ones(self.num_envs, dtype=bool), new_episode=True)
-        return obs.copy(), info
+        return obs, info
 
     def _reset_rows(self, obs: np.ndarray, info: InfoTable, mask: np.ndarray) -> tuple[np.ndarray, InfoTable]:
         """``obs`` and ``info`` with the rows ``mask`` replaced by a new episode's start."""
