@@ -936,10 +936,14 @@ def _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region):
         live = per_region[i, P_LIVE, j]
         ref, rate_max = rq[REGION.reference_rate, j], rq[REGION.rate_max, j]
         rate = u_in[i, j, RATE] * rate_max
+        disc = 0.0
         if abs(rate - ref) <= 1e-6 * rate_max:
             rate = ref  # the null action, through a float32 action, charges the reference exactly
         elif rate < ref:
-            rate = ref - k * (ref - rate)
+            # the discount itself is scaled (ref - rate after scaling the rate would lose its digits
+            # to cancellation when k is tiny: cost(k) a staircase the budget solver cannot settle on)
+            disc = k * (ref - rate)
+            rate = ref - disc
         u[i, j, RATE] = rate * rq[REGION.inv_rate_max, j]
         for lever in range(SHIPPING, LEVER.user_ads + 1):
             u[i, j, lever] = k * u_in[i, j, lever]
@@ -947,7 +951,6 @@ def _demand_pass(gq, rq, se, regional, i, u_in, k, u, cost, new, per_region):
         u_ship = u[i, j, SHIPPING]
         pool = rq[REGION.pool_max, j]
         sel = regional[i, F.selection, j]
-        disc = ref - rate if rate < ref else 0.0
 
         # attractiveness: the cash-driven terms on top of the prepared ones
         ship = hill(u_ship * rq[REGION.subsidy_ratio, j], gq[ATTR.shipping_ec])

@@ -203,3 +203,25 @@ def test_spending_everything_never_exceeds_a_hard_budget(name: str, seed: int, l
         assert lever_spend <= info["cost_limit"][0] * (1 + REL) + 1e-15
     assert spent <= total * (1 + REL)
     assert info["budget_remaining"][0] >= 0
+
+
+def test_a_budget_left_at_a_residue_is_still_spent_exactly() -> None:
+    """Found by the invariants test above: once a hard budget is spent down to a residue (~3e-10
+    $B here: zero commission in every quarter, so the cap binds at a scale factor near 3e-11),
+    the discount below the reference must be scaled itself. Scaling the rate and taking
+    ``ref - rate`` lost ~5 of its 16 digits to cancellation; the cost was then a staircase in the
+    scale factor, the solver gave up after 40 passes and spent 4e-6 less than the cap."""
+    overrides = {"budget.per_quarter": 2.386615312940043, "budget.total": 13.546977117454237, "regions.sea.aov": 939.4687759138407}
+    vec = SocialCommerceVectorEnv(num_envs=N_ENVS, scenario="booktok", overrides=overrides)
+    params = vec.params
+    vec.reset(seed=0)
+    action = -np.ones(vec.action_space.shape, np.float32)
+    residues = 0
+    for _ in range(params.horizon):
+        before = vec.state.copy()
+        cap = market.quarter_cap(params, before)
+        requested = market.lever_costs(params, before, market.action_to_intensity(action.astype(np.float64), params.n_regions)).sum(axis=(1, 2))
+        info = vec.step(action)[4]
+        residues += int(np.sum((cap > 0) & (cap < 1e-6)))
+        np.testing.assert_allclose(info["cost"], np.minimum(requested, cap), rtol=1e-9, atol=1e-15)
+    assert residues > 0, "the case must reach a residual cap"
