@@ -1428,14 +1428,9 @@ def clip_market(action, intensity, clipped, i):
 
 @compiled
 def _actions_kernel(action, intensity, clipped):
-    return _clip_range(action, intensity, clipped, 0, action.shape[0])
-
-
-@compiled
-def _clip_range(action, intensity, clipped, lo, hi):
-    """:func:`clip_market` of markets ``lo`` to ``hi - 1``; returns their count of NaN/inf entries."""
+    """:func:`clip_market` of every market; returns their count of NaN/inf entries."""
     non_finite = 0
-    for i in range(lo, hi):
+    for i in range(action.shape[0]):
         non_finite += clip_market(action, intensity, clipped, i)
     return non_finite
 
@@ -1572,17 +1567,21 @@ def fill_info(g, per_market, per_region, cost_lever, clipped, regional, t, param
 
 @compiled
 def _env_step_kernel(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u,
-                     u_in, u, clipped, new, new_t, cost, per_market, per_region, obs, table, lo, hi):
-    """One environment step of markets ``lo`` to ``hi - 1`` in one pass, from clipped intensities
-    ``u_in`` (:func:`_actions_kernel`): step the model, observe, fill the info table, the
-    per-market bodies of :func:`step`, :func:`observe` and :func:`fill_info`. Markets are
-    independent, so disjoint ranges may run at once (on threads: the kernel releases the GIL)."""
+                     action, u_in, u, clipped, new, new_t, cost, per_market, per_region, obs, table, lo, hi):
+    """One environment step of markets ``lo`` to ``hi - 1`` in one pass: clip the actions
+    (:func:`clip_market`, into ``u_in``), step the model, observe, fill the info table, the
+    per-market bodies of :func:`step`, :func:`observe` and :func:`fill_info`. Returns the count
+    of NaN/inf action entries (the caller then discards the step). Markets are independent, so
+    disjoint ranges may run at once (on threads: the kernel releases the GIL)."""
     new_remaining, new_spent = per_market[:, M_REMAINING], per_market[:, M_SPENT]
+    non_finite = 0
     for i in range(lo, hi):
+        non_finite += clip_market(action, u_in, clipped, i)
         step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
                     new, new_t, u, cost, per_market, per_region, i)
         observe_market(g, rg, season, new, new_t, param_set, new_remaining, new_spent, obs, i)
         fill_info_market(g, per_market, per_region, cost, clipped, new, new_t, param_set, table, i)
+    return non_finite
 
 
 # ----------------------------------------------------------------------------- threads
@@ -1674,11 +1673,9 @@ def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, n
     g, rg, season = params.packed
 
     def part(lo: int, hi: int) -> int:
-        # clip, then step: a NaN found here discards the step's new arrays, the state is untouched
-        non_finite = _clip_range(action, u_in, clipped, lo, hi)
-        _env_step_kernel(g, rg, season, s.regional, s.t, s.param_set, s.budget_remaining, s.spent, s.shock_z, s.suspend_u,
-                         u_in, u, clipped, new.regional, new.t, cost, per_market, per_region, obs, table, lo, hi)
-        return non_finite
+        # a NaN found here discards the step's new arrays; the state is untouched
+        return _env_step_kernel(g, rg, season, s.regional, s.t, s.param_set, s.budget_remaining, s.spent, s.shock_z, s.suspend_u,
+                                action, u_in, u, clipped, new.regional, new.t, cost, per_market, per_region, obs, table, lo, hi)
 
     if sum(in_parts(n, part)):
         raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
