@@ -15,7 +15,6 @@ single env, the SB3 adapter).
 
 from __future__ import annotations
 
-import functools
 from collections import OrderedDict
 from dataclasses import fields
 from pathlib import Path
@@ -359,15 +358,10 @@ def _column(values: np.ndarray, kind: type) -> np.ndarray:
         first = values[0]
         if (values == first).all():  # the usual case: every market in the same quarter
             labels = np.empty(values.shape, dtype=object)
-            labels.fill(_label(first))
+            labels.fill(market.serial_label(first))
             return labels
         serial = values.astype(np.int64)
         first, last = int(serial.min()), int(serial.max())
         labels = np.array([market.serial_label(s) for s in range(first, last + 1)], dtype=object)  # as SyncVectorEnv stacks str
         return labels[serial - first]
     return values.astype(np.int64)
-
-
-@functools.lru_cache(maxsize=256)
-def _label(serial: float) -> str:
-    return market.serial_label(serial)

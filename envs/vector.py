@@ -159,8 +159,7 @@ class SocialCommerceVectorEnv(VectorEnv):
             self._ended = ended
         self._last = info
         everyone = np.ones(n, dtype=bool)
-        if self._traces is not None:
-            self._record(info, everyone, new_episode=resetting | (ended if final is not None else np.zeros(n, dtype=bool)))
+        self._record(info, everyone, new_episode=resetting | (ended if final is not None else np.zeros(n, dtype=bool)))
         out = self._vector_info(info, everyone)
         if final is not None:
             final_obs, final_table, mask = final
