@@ -96,6 +96,8 @@ TAG_DESCRIPTIONS: dict[str, str] = {
     "constraint/violation_rate": "Cost-constrained PPO: share of training episodes whose spend exceeded the cost limit.",
     "constraint/lambda": "Cost-constrained PPO: the Lagrange multiplier on spend ($ of GMV per $ of spend over the limit).",
     "constraint/cost_limit": "Cost-constrained PPO: the episode cost limit, $B.",
+    "constraint/signal_cost": "Cost-constrained PPO: the episode cost the multiplier compared with the limit, $B "
+                              "(mean or quantile of the training episodes' or the mean action's costs: algo_params.cost_signal).",
 }
 
 

@@ -133,6 +133,15 @@ class LagrangianParams(_Strict):
     # gradient
     lr: Float = Field(gt=0, description="gradient-ascent step per rollout (per unit of relative violation)")
     start_at_limit: bool = Field(description="start the policy's mean action at the uniform intensity that spends the limit")
+    # what the multiplier compares with the limit; the defaults are how runs made before these
+    # settings existed were trained (their config.yaml lacks them and still resumes the same)
+    cost_signal: Literal["sampled", "mean_action"] = Field(
+        "sampled", description="episodes whose cost moves the multiplier: sampled (the training episodes of the rollout) or "
+        "mean_action (the current policy's mean action, the policy evaluation plays, on probe_episodes fixed episodes)")
+    cost_quantile: Float | None = Field(
+        None, gt=0, lt=1, description="compare this quantile of those episodes' costs with the limit "
+        "(0.95: at most 5% of episodes over it); null: their mean (the expected-cost constraint)")
+    probe_episodes: Int = Field(64, ge=1, le=4096, description="episodes of the mean-action probe (cost_signal: mean_action)")
 
     @model_validator(mode="after")
     def _init_below_cap(self) -> "LagrangianParams":

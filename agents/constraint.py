@@ -10,9 +10,11 @@ moves ``lambda >= 0`` toward the smallest value at which the policy respects the
 dollar of spend*: at the constrained optimum it is the marginal GMV of one more $ of budget
 (the slope of the budget frontier, ``scripts/frontier.py``).
 
-A :class:`Multiplier` is updated once per rollout from the mean cost of the episodes finished in
-it. Both rules work on the *relative* violation ``delta = (J_c - d) / d`` so that the gains do
-not depend on the budget's size:
+A :class:`Multiplier` is updated once per rollout from an episode cost ``J_c``: the mean (or a
+quantile) of the costs of the training episodes finished in the rollout, or of the current
+policy's mean action on fixed probe episodes (``algo_params.cost_signal``; why the second is the
+shipped choice: :mod:`agents.lagrangian`). Both rules work on the *relative* violation
+``delta = (J_c - d) / d`` so that the gains do not depend on the budget's size:
 
 * ``pid`` (:class:`PIDLagrangian`): Stooke, Achiam and Abbeel (2020), "Responsive Safety in
   Reinforcement Learning by PID Lagrangian Methods", as OmniSafe's ``CPPOPID``

@@ -15,6 +15,9 @@ planners' training seeds    ``best_static``, the oracle's     :data:`TRAIN_SEED_
                             common schedule
 spend probe                 cost-constrained PPO's start      :data:`LIMIT_PROBE_SEEDS`
                             (``intensity_at_limit``)
+cost probe                  cost-constrained PPO's            :data:`COST_PROBE_SEED_BASE` ``+ k``
+                            multiplier (``cost_signal:
+                            mean_action``)
 ==========================  ===============================  ==================================
 
 Episode ``k`` of a list of seeds is the market the vector envs seed with ``seeds[k]``.
@@ -32,8 +35,12 @@ TRAIN_SEED_BASE = 1_000_000_000
 #: Episodes on which cost-constrained PPO measures the uniform intensity that spends its limit
 #: (a few training-range markets: it only sets where the policy's mean action starts).
 LIMIT_PROBE_SEEDS = (1, 2, 3, 4)
+#: First of the fixed episodes on which cost-constrained PPO measures its mean action's spend
+#: (training-range markets: a training signal, never a score), the same ones at every update so
+#: that the multiplier follows the policy and not the draw.
+COST_PROBE_SEED_BASE = 9_000_000
 
-__all__ = ["DEFAULT_EVAL_SEED", "EVAL_SEED_BASE", "LIMIT_PROBE_SEEDS", "TRAIN_SEED_BASE", "eval_seeds", "training_seeds"]
+__all__ = ["COST_PROBE_SEED_BASE", "DEFAULT_EVAL_SEED", "EVAL_SEED_BASE", "LIMIT_PROBE_SEEDS", "TRAIN_SEED_BASE", "eval_seeds", "training_seeds"]
 
 
 def eval_seeds(episodes: int, first: int = EVAL_SEED_BASE) -> list[int]:

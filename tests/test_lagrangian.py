@@ -106,6 +106,97 @@ def test_penalty_wrapper_subtracts_lambda_times_cost_and_sums_episode_cost():
     assert wrapped.pop_finished() == []
 
 
+class _Finished:
+    """A stand-in for the penalty wrapper: the rollout's finished training episodes' costs."""
+
+    def __init__(self, costs):
+        self.costs, self.multiplier = list(costs), 0.0
+
+    def pop_finished(self):
+        costs, self.costs = self.costs, []
+        return costs
+
+
+def _rollout_end(signal: str, quantile, sampled, probed):
+    """One rollout end of LagrangianCallback: what it fed the multiplier and what it logged."""
+    from types import SimpleNamespace
+
+    from stable_baselines3.common.logger import Logger
+
+    from agents.lagrangian import LagrangianCallback
+
+    params = _params(cost_signal=signal, cost_quantile=quantile)
+    calls = []
+
+    def probe(model, vecnormalize):
+        calls.append(vecnormalize)
+        return np.array(probed)
+
+    model = SimpleNamespace(logger=Logger(None, []), lagrangian=None, get_vec_normalize_env=lambda: "stats")
+    callback = LagrangianCallback(make_multiplier(params, 4.0), probe=probe if signal == "mean_action" else None, quantile=quantile)
+    callback.init_callback(model)
+    callback.wrapper = _Finished(sampled)
+    callback._on_rollout_end()
+    return callback, model.logger.name_to_value, calls, params
+
+
+@pytest.mark.parametrize("quantile", [None, 0.95])
+@pytest.mark.parametrize("signal", ["sampled", "mean_action"])
+def test_the_multiplier_sees_the_chosen_episodes_mean_or_quantile(signal: str, quantile):
+    sampled, probed = [5.0, 5.5, 6.0, 4.5], [3.0, 3.5, 4.2, 3.9, 3.1]
+    callback, logged, calls, params = _rollout_end(signal, quantile, sampled, probed)
+    seen = np.array(probed if signal == "mean_action" else sampled)
+    expected = seen.mean() if quantile is None else np.quantile(seen, quantile)
+    assert logged["constraint/signal_cost"] == pytest.approx(expected, rel=1e-12)
+    reference = make_multiplier(params, 4.0)
+    reference.update(float(expected))
+    assert callback.multiplier.state_dict() == reference.state_dict()  # exactly one update, with that cost
+    assert callback.wrapper.multiplier == reference.multiplier
+    # the training episodes' own figures keep their meaning whatever the signal
+    assert logged["constraint/episode_cost"] == pytest.approx(np.mean(sampled))
+    assert logged["constraint/violation_rate"] == pytest.approx(1.0 if min(sampled) > 4 else 0.75)
+    assert calls == (["stats"] if signal == "mean_action" else [])  # the probe normalises with the training statistics
+
+
+def test_a_rollout_with_no_finished_episode_still_updates_from_the_probe_and_sampled_does_not():
+    callback, logged, _, _ = _rollout_end("mean_action", None, [], [3.0, 5.0])
+    assert callback.multiplier.state_dict()["updates"] == 1 and logged["constraint/signal_cost"] == 4.0
+    assert "constraint/episode_cost" not in logged
+    callback, logged, _, _ = _rollout_end("sampled", None, [], [3.0, 5.0])
+    assert callback.multiplier.state_dict()["updates"] == 0 and "constraint/signal_cost" not in logged
+
+
+def test_the_probe_plays_the_mean_action_on_the_training_scenario():
+    """A policy whose mean action is one plan for every observation: the probe's episode costs
+    are that plan's, played in the soft-budget training scenario on the probe's seeds."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.lagrangian import MeanActionCost
+    from agents.policies import ConstantPolicy
+    from agents.rollout import episode_totals, rollout_policy
+    from envs import market
+    from envs.scenario import load_scenario
+    from envs.sb3 import SB3VecEnv
+
+    scenario = load_scenario("global", {"budget.mode": "soft"})
+    vecnormalize = VecNormalize(SB3VecEnv(2, scenario))
+    model = PPO("MlpPolicy", vecnormalize, policy_kwargs={"log_std_init": 1.0}, seed=0, device="cpu")
+    plan = np.random.default_rng(4).uniform(0.0, 0.6, (len(scenario.regions), market.N_LEVERS))
+    with torch.no_grad():
+        for layer in model.policy.mlp_extractor.policy_net:
+            if hasattr(layer, "weight"):
+                layer.weight.zero_()
+        model.policy.action_net.weight.zero_()
+        model.policy.action_net.bias.copy_(torch.as_tensor(2.0 * plan.reshape(-1) - 1.0))
+    seeds = [11, 12, 13]
+    costs = MeanActionCost(scenario, seeds)(model, vecnormalize)
+    expected = episode_totals(rollout_policy(ConstantPolicy(plan), scenario, seeds).cost)
+    np.testing.assert_allclose(costs, expected, rtol=1e-6)
+    assert costs.shape == (3,) and costs.min() > 0.0
+
+
 @pytest.mark.parametrize("mode", ["soft", "hard"])
 def test_soft_mode_never_projects_hard_mode_keeps_the_cap_and_cost_is_the_sum_of_levers(mode: str):
     env = gym.make("flywheel/SocialCommerce-v1", scenario="global", overrides={"budget.mode": mode})
