@@ -133,21 +133,39 @@ class LagrangianParams(_Strict):
     # gradient
     lr: Float = Field(gt=0, description="gradient-ascent step per rollout (per unit of relative violation)")
     start_at_limit: bool = Field(description="start the policy's mean action at the uniform intensity that spends the limit")
-    # what the multiplier compares with the limit; the defaults are how runs made before these
-    # settings existed were trained (their config.yaml lacks them and still resumes the same)
+    # what the multiplier compares with the limit (runs made before these keys existed: ADDED_ALGO_PARAMS)
     cost_signal: Literal["sampled", "mean_action"] = Field(
-        "sampled", description="episodes whose cost moves the multiplier: sampled (the training episodes of the rollout) or "
+        description="episodes whose cost moves the multiplier: sampled (the training episodes of the rollout) or "
         "mean_action (the current policy's mean action, the policy evaluation plays, on probe_episodes fixed episodes)")
     cost_quantile: Float | None = Field(
-        None, gt=0, lt=1, description="compare this quantile of those episodes' costs with the limit "
+        gt=0, lt=1, description="compare this quantile of those episodes' costs with the limit "
         "(0.95: at most 5% of episodes over it); null: their mean (the expected-cost constraint)")
-    probe_episodes: Int = Field(64, ge=1, le=4096, description="episodes of the mean-action probe (cost_signal: mean_action)")
+    probe_episodes: Int = Field(ge=1, le=4096, description="episodes of the mean-action probe (cost_signal: mean_action)")
 
     @model_validator(mode="after")
     def _init_below_cap(self) -> "LagrangianParams":
         if self.lambda_init > self.lambda_max:
             raise ValueError(f"lambda_init {self.lambda_init} is above lambda_max {self.lambda_max}")
         return self
+
+
+#: Keys added to an algorithm's ``algo_params`` after runs were made with it, with the values
+#: that reproduce how those runs trained. Only a saved run's config reads them
+#: (:func:`upgrade_run_config`, so that it still resumes as it began); a new config must set
+#: every key, the YAML files being the values' only home.
+ADDED_ALGO_PARAMS: dict[str, dict[str, Any]] = {
+    "ppo_lagrangian": {"cost_signal": "sampled", "cost_quantile": None, "probe_episodes": 64},
+}
+
+
+def upgrade_run_config(doc: Mapping) -> Mapping:
+    """A saved run's config document with the ``algo_params`` keys it predates
+    (:data:`ADDED_ALGO_PARAMS`) set to the values it trained with; anything else unchanged."""
+    added = ADDED_ALGO_PARAMS.get(doc.get("algo")) if isinstance(doc.get("algo"), str) else None
+    params = doc.get("algo_params")
+    if not added or not isinstance(params, Mapping):
+        return doc
+    return {**doc, "algo_params": {**added, **params}}
 
 
 class TrainConfig(_Strict):

@@ -46,7 +46,7 @@ from typing import Any
 
 import yaml
 
-from agents.config import ConfigError, TrainConfig, config_from_dict, get_algorithm
+from agents.config import ConfigError, TrainConfig, config_from_dict, get_algorithm, upgrade_run_config
 from agents.io import OutputError, atomic_save, atomic_write_json, atomic_write_text, check_folder_writable, check_name, new_folder
 from agents.locks import RunLock, RunLockedError
 from agents.policies import NormalizedPolicy
@@ -190,7 +190,7 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     if not isinstance(doc, dict):
         raise RunError(f"{path}: not a training config")
     try:
-        return config_from_dict(doc, source=str(path))
+        return config_from_dict(upgrade_run_config(doc), source=str(path))
     except ConfigError as exc:
         raise RunError(str(exc)) from None
 

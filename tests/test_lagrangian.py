@@ -197,6 +197,25 @@ def test_the_probe_plays_the_mean_action_on_the_training_scenario():
     assert costs.shape == (3,) and costs.min() > 0.0
 
 
+def test_a_run_made_before_the_cost_signal_keys_resumes_with_the_rule_it_trained_with(tmp_path: Path):
+    import yaml
+
+    from agents.runs import read_run_config
+
+    doc = load_config(CONFIG).model_dump(mode="json")
+    for key in ("cost_signal", "cost_quantile", "probe_episodes"):
+        del doc["algo_params"][key]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(doc))
+    old = ALGORITHM.params(read_run_config(tmp_path))
+    assert (old.cost_signal, old.cost_quantile) == ("sampled", None)  # the mean of the training episodes, as before
+    assert ALGORITHM.params(load_config(CONFIG)).cost_signal == "mean_action"  # what new runs get
+    # a new config has no such fallback: every key is set in the YAML
+    bad = tmp_path / "new.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="cost_signal"):
+        load_config(bad)
+
+
 @pytest.mark.parametrize("mode", ["soft", "hard"])
 def test_soft_mode_never_projects_hard_mode_keeps_the_cap_and_cost_is_the_sum_of_levers(mode: str):
     env = gym.make("flywheel/SocialCommerce-v1", scenario="global", overrides={"budget.mode": mode})
