@@ -139,7 +139,7 @@ class LagrangianParams(_Strict):
         "mean_action (the current policy's mean action, the policy evaluation plays, on probe_episodes fixed episodes)")
     cost_quantile: Float | None = Field(
         gt=0, lt=1, description="compare this quantile of those episodes' costs with the limit "
-        "(0.95: at most 5% of episodes over it); null: their mean (the expected-cost constraint)")
+        "(0.95: aims to keep at most 5% of them over it); null: their mean (the expected-cost constraint)")
     probe_episodes: Int = Field(ge=1, le=4096, description="episodes of the mean-action probe (cost_signal: mean_action)")
 
     @model_validator(mode="after")

@@ -1,6 +1,8 @@
 """Every seed range, in one place.
 
-The ranges never overlap, so no policy is ever scored on an episode it was trained or fitted on:
+No policy is ever scored on an episode it was trained or fitted on: the scoring ranges never
+overlap the others (the two probes lie inside the training range on purpose: they are training
+signals, never scores):
 
 ==========================  ===============================  ==================================
 range                       who uses it                       seeds

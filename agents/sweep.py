@@ -458,7 +458,10 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
         final_train_seconds = [None]
 
         resume = run_dir.exists()  # a restored sweep: continue the trial's run (from step 0 if it has no checkpoint)
-        lock = runs.open_for_resume(run_dir)[1] if resume else runs.create_run_dir(run_dir, config)
+        if resume:  # with the config the run began with (as train.py --resume), not today's YAML
+            config, lock = runs.open_for_resume(run_dir)
+        else:
+            lock = runs.create_run_dir(run_dir, config)
         with lock:
             result = lazy.training().train(config, run_dir, resume=resume, progress="none", on_evaluation=report)
         if result.interrupted:

@@ -174,7 +174,7 @@ def test_the_probe_plays_the_mean_action_on_the_training_scenario():
     from stable_baselines3.common.vec_env import VecNormalize
 
     from agents.lagrangian import MeanActionCost
-    from agents.policies import ConstantPolicy
+    from agents.policies import ConstantPolicy, NormalizedPolicy
     from agents.rollout import episode_totals, rollout_policy
     from envs import market
     from envs.scenario import load_scenario
@@ -195,6 +195,36 @@ def test_the_probe_plays_the_mean_action_on_the_training_scenario():
     expected = episode_totals(rollout_policy(ConstantPolicy(plan), scenario, seeds).cost)
     np.testing.assert_allclose(costs, expected, rtol=1e-6)
     assert costs.shape == (3,) and costs.min() > 0.0
+
+    # a policy that reads its observations: the probe sees them through the training statistics
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for layer in [*model.policy.mlp_extractor.policy_net, model.policy.action_net]:
+            if hasattr(layer, "weight"):
+                layer.weight.normal_(0.0, 1.0)
+    vecnormalize.obs_rms.mean[:] = np.linspace(-1.0, 1.0, vecnormalize.obs_rms.mean.size)
+    vecnormalize.obs_rms.var[:] = 4.0
+    costs = MeanActionCost(scenario, seeds)(model, vecnormalize)
+    normalised = episode_totals(rollout_policy(NormalizedPolicy(model, vecnormalize), scenario, seeds).cost)
+    raw = episode_totals(rollout_policy(NormalizedPolicy(model, None), scenario, seeds).cost)
+    np.testing.assert_array_equal(costs, normalised)
+    assert np.abs(raw - normalised).max() > 1e-3  # the statistics matter here: a probe that skipped them would fail
+
+
+def test_the_shipped_config_builds_the_mean_action_probe_on_its_own_seeds(tmp_path: Path):
+    from agents.lagrangian import MeanActionCost
+    from agents.seeds import COST_PROBE_SEED_BASE
+    from envs.scenario import load_scenario
+
+    cfg = load_config(CONFIG)
+    scenario = load_scenario(cfg.scenario, cfg.overrides)
+    [callback] = ALGORITHM.callbacks(cfg, scenario, tmp_path)
+    assert isinstance(callback.probe, MeanActionCost) and callback.quantile == cfg.algo_params["cost_quantile"] == 0.95
+    assert callback.probe.seeds == [COST_PROBE_SEED_BASE + k for k in range(cfg.algo_params["probe_episodes"])]
+    assert callback.probe.scenario is scenario and callback.probe.ensemble is None
+    sampled = cfg.model_copy(update={"algo_params": {**cfg.algo_params, "cost_signal": "sampled", "cost_quantile": None}})
+    [callback] = ALGORITHM.callbacks(sampled, scenario, tmp_path)
+    assert callback.probe is None and callback.quantile is None
 
 
 def test_a_run_made_before_the_cost_signal_keys_resumes_with_the_rule_it_trained_with(tmp_path: Path):
@@ -280,6 +310,9 @@ BAD = {
     "negative budget": (["--set", "overrides.budget.total=-2"], "budget.total"),
     "negative cost limit": (["--set", "algo_params.cost_limit=-1"], "cost_limit"),
     "unknown algo_params key": (["--set", "algo_params.kq=1"], "kq"),
+    "unknown cost signal": (["--set", "algo_params.cost_signal=bogus"], "cost_signal"),
+    "quantile of 1": (["--set", "algo_params.cost_quantile=1"], "cost_quantile"),
+    "no probe episode": (["--set", "algo_params.probe_episodes=0"], "probe_episodes"),
 }
 
 
