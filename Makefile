@@ -39,12 +39,14 @@ train: $(STAMP)
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1 --port 6006
 
+# Two worker processes (pytest-xdist): most of the suite's time is subprocesses and trainings
+# that leave a core idle (measured on a fresh clone, 2 cores: 252 s against 377 s serially).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 # The edit loop: every test not marked slow (no training, no whole script pipelines).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 simulate: $(STAMP)
 	$(PY) scripts/simulate.py --scenario global --policy merchant_package --seed 0
