@@ -55,6 +55,14 @@ def over_limit(cost, limit: float):
     return np.asarray(cost) > limit * (1 + OVER_LIMIT_RTOL)
 
 
+def cost_signal(costs, quantile: float | None) -> float:
+    """The episode cost ``J_c`` a multiplier compares with the limit: the mean of the episode
+    costs (the expected-cost constraint), or their ``quantile`` (numpy's default, linear
+    interpolation)."""
+    costs = np.asarray(costs, dtype=np.float64)
+    return float(np.mean(costs) if quantile is None else np.quantile(costs, quantile))
+
+
 def scaled_to_limit(scenario: Scenario) -> Scenario:
     """The scenario in which a reference policy plays "scaled to the limit" in soft mode.
 

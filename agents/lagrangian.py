@@ -45,7 +45,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from agents.config import ConfigError, LagrangianParams, TrainConfig
-from agents.constraint import Multiplier, intensity_at_limit, make_multiplier, over_limit
+from agents.constraint import Multiplier, cost_signal, intensity_at_limit, make_multiplier, over_limit
 from agents.io import atomic_write_json
 from agents.policies import NormalizedPolicy
 from agents.ppo import PPOAlgorithm
@@ -204,13 +204,6 @@ class LagrangianAlgorithm(PPOAlgorithm):
             ensemble = None if config.scenario_ensemble is None else load_ensemble(config.scenario_ensemble)
             probe = MeanActionCost(scenario, [COST_PROBE_SEED_BASE + k for k in range(params.probe_episodes)], ensemble)
         return [LagrangianCallback(multiplier, run_dir, probe=probe, quantile=params.cost_quantile)]
-
-
-def cost_signal(costs, quantile: float | None) -> float:
-    """What the multiplier compares with the limit: the mean of the episode costs, or their
-    ``quantile`` (numpy's default, linear interpolation)."""
-    costs = np.asarray(costs, dtype=np.float64)
-    return float(np.mean(costs) if quantile is None else np.quantile(costs, quantile))
 
 
 class MeanActionCost:

@@ -429,7 +429,8 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
     sweep_dir = Path(sweep_dir)
     context = tune.get_context()
     run_dir = sweep_dir / TRIALS_DIR / f"{_trial_prefix(str(context.get_trial_id()))}__{trial_label(params)}"
-    config = trial_config(spec, params)
+    # a restored sweep continues a trial's run with the config it began with (as train.py --resume), not today's YAML
+    config = runs.read_run_config(run_dir) if run_dir.exists() else trial_config(spec, params)
     scenario = load_scenario(config.scenario, config.overrides)
     baseline = None
     if spec.baseline is not None:
@@ -458,10 +459,7 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
         final_train_seconds = [None]
 
         resume = run_dir.exists()  # a restored sweep: continue the trial's run (from step 0 if it has no checkpoint)
-        if resume:  # with the config the run began with (as train.py --resume), not today's YAML
-            config, lock = runs.open_for_resume(run_dir)
-        else:
-            lock = runs.create_run_dir(run_dir, config)
+        lock = runs.open_for_resume(run_dir)[1] if resume else runs.create_run_dir(run_dir, config)
         with lock:
             result = lazy.training().train(config, run_dir, resume=resume, progress="none", on_evaluation=report)
         if result.interrupted:
