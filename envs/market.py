@@ -78,8 +78,8 @@ compiled into these schedules (:func:`_schedules`), so the kernels never interpr
 Every array a kernel reads or writes per market is market-major (``regional`` ``(n, F, R)``, the
 step's outputs and scratch ``per_market`` ``(n, M)`` and ``per_region`` ``(n, P, R)``), so one
 market's quarter touches a few contiguous cache lines. From :data:`PARALLEL_MIN_MARKETS` markets
-the loops run on threads, a range of markets each (:func:`in_parts`); markets are independent,
-so the numbers do not depend on the thread count.
+the loops run on threads, which take ranges of markets in turn (:func:`in_parts`); markets are
+independent, so the numbers do not depend on the thread count or on which thread took a range.
 
 Layouts. The levers, the observation features, the info entries, the parameters and the
 regional state are each declared once, as a table at the top of this module (entry types in
@@ -92,6 +92,7 @@ with its source in the scenario files.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -1365,7 +1366,7 @@ def allocate_step(params: Params, state: State) -> tuple[State, np.ndarray, np.n
     new = State(
         regional=np.empty_like(state.regional),
         t=np.empty_like(state.t),
-        budget_remaining=np.empty(n),  # filled from per_market by _settle_budget
+        budget_remaining=np.empty(n),  # filled by the env step kernel, or from per_market by _settle_budget
         spent=np.empty(n),
         shock_z=state.shock_z,
         suspend_u=state.suspend_u,
@@ -1567,18 +1568,23 @@ def fill_info(g, per_market, per_region, cost_lever, clipped, regional, t, param
 
 @compiled
 def _env_step_kernel(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u,
-                     action, u_in, u, clipped, new, new_t, cost, per_market, per_region, obs, table, lo, hi):
+                     action, u_in, u, clipped, new, new_t, new_remaining, new_spent, reward, cost, per_market, per_region,
+                     obs, table, lo, hi):
     """One environment step of markets ``lo`` to ``hi - 1`` in one pass: clip the actions
     (:func:`clip_market`, into ``u_in``), step the model, observe, fill the info table, the
-    per-market bodies of :func:`step`, :func:`observe` and :func:`fill_info`. Returns the count
-    of NaN/inf action entries (the caller then discards the step). Markets are independent, so
-    disjoint ranges may run at once (on threads: the kernel releases the GIL)."""
-    new_remaining, new_spent = per_market[:, M_REMAINING], per_market[:, M_SPENT]
+    per-market bodies of :func:`step`, :func:`observe` and :func:`fill_info`; the new budget
+    (``new_remaining``, ``new_spent``) and the ``reward`` go to contiguous arrays of their own (as
+    :func:`_settle_budget` copies them for :func:`step`). Returns the count of NaN/inf action
+    entries (the caller then discards the step). Markets are independent, so disjoint ranges may
+    run at once (on threads: the kernel releases the GIL)."""
     non_finite = 0
     for i in range(lo, hi):
         non_finite += clip_market(action, u_in, clipped, i)
         step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
                     new, new_t, u, cost, per_market, per_region, i)
+        new_remaining[i] = per_market[i, M_REMAINING]
+        new_spent[i] = per_market[i, M_SPENT]
+        reward[i] = per_market[i, M_REWARD]
         observe_market(g, rg, season, new, new_t, param_set, new_remaining, new_spent, obs, i)
         fill_info_market(g, per_market, per_region, cost, clipped, new, new_t, param_set, table, i)
     return non_finite
@@ -1633,23 +1639,69 @@ def _thread_pool(threads: int) -> ThreadPoolExecutor:
         return _pool[1]
 
 
+PARALLEL_MIN_CHUNK = 32
+"""Smallest range of markets one call of a kernel takes when a batch is split over threads."""
+
+_chunk_cache: dict[tuple[int, int], list[int]] = {}
+
+
+def chunk_bounds(n: int, threads: int) -> list[int]:
+    """Bounds of the market ranges :func:`in_parts` hands out for ``n`` markets on ``threads``
+    threads: each range a ``1 / (2 threads)`` share of the markets not yet handed out, at least
+    :data:`PARALLEL_MIN_CHUNK` (guided self-scheduling: large ranges first, small ones last, so
+    the threads finish together). ``[0, n]`` for one thread."""
+    key = (n, threads)
+    bounds = _chunk_cache.get(key)
+    if bounds is None:
+        bounds = [0]
+        while threads > 1 and bounds[-1] < n:
+            left = n - bounds[-1]
+            size = max(left // (2 * threads), PARALLEL_MIN_CHUNK)
+            bounds.append(n if left - size < PARALLEL_MIN_CHUNK else bounds[-1] + size)
+        if bounds[-1] != n:
+            bounds.append(n)
+        _chunk_cache[key] = bounds
+    return bounds
+
+
 def in_parts(n: int, work) -> list:
     """Run ``work(lo, hi)`` over markets ``0 .. n - 1``: in one call below
-    :data:`PARALLEL_MIN_MARKETS` markets or with one thread, otherwise in equal ranges, one per
-    thread (:func:`_env_threads`; the calling thread takes the first). ``work`` must be made of
-    compiled kernels that release the GIL and touch only its range's rows. Returns what each
-    call returned, in market order."""
+    :data:`PARALLEL_MIN_MARKETS` markets or with one thread, otherwise over the ranges of
+    :func:`chunk_bounds`, which the threads (:func:`_env_threads`; the calling thread is one)
+    take in turn, each its next range as soon as it is free. A thread slowed by another process
+    on its core then takes fewer ranges instead of holding the others up (with equal halves,
+    a step waited for the slower half). ``work`` must be made of compiled kernels that release
+    the GIL and touch only its range's rows. Returns what each call returned, in market order;
+    the first error raised stops the hand-out and is raised here once every call has ended."""
     threads = _env_threads() if n >= PARALLEL_MIN_MARKETS else 1
     if threads <= 1:
         return [work(0, n)]
-    bounds = [n * k // threads for k in range(threads + 1)]
+    bounds = chunk_bounds(n, threads)
+    results: list = [None] * (len(bounds) - 1)
+    ticket = itertools.count()  # next() is atomic under the GIL: each range is taken once
+    failed: list[BaseException] = []
+
+    def drain() -> None:
+        while not failed:
+            c = next(ticket)
+            if c >= len(results):
+                return
+            try:
+                results[c] = work(bounds[c], bounds[c + 1])
+            except BaseException as error:
+                failed.append(error)
+                raise
+
     pool = _thread_pool(threads - 1)
-    futures = [pool.submit(work, bounds[k], bounds[k + 1]) for k in range(1, threads)]
+    futures = [pool.submit(drain) for _ in range(threads - 1)]
     try:
-        first = work(bounds[0], bounds[1])
+        drain()
     finally:
-        rest = [f.result() for f in futures]
-    return [first, *rest]
+        for f in futures:
+            f.exception()  # wait for it; an error of its own is in failed
+    if failed:
+        raise failed[0]
+    return results
 
 
 def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -1667,6 +1719,7 @@ def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, n
     new, u, cost, per_market, per_region = allocate_step(params, state)
     u_in = np.empty_like(u)
     clipped = np.empty(n, dtype=np.int64)
+    reward = np.empty(n)
     obs = np.empty((n, params.obs_dim), dtype=np.float32)
     table = np.empty((n, params.derived["info_entries"]))
     s = state
@@ -1675,9 +1728,10 @@ def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, n
     def part(lo: int, hi: int) -> int:
         # a NaN found here discards the step's new arrays; the state is untouched
         return _env_step_kernel(g, rg, season, s.regional, s.t, s.param_set, s.budget_remaining, s.spent, s.shock_z, s.suspend_u,
-                                action, u_in, u, clipped, new.regional, new.t, cost, per_market, per_region, obs, table, lo, hi)
+                                action, u_in, u, clipped, new.regional, new.t, new.budget_remaining, new.spent, reward,
+                                cost, per_market, per_region, obs, table, lo, hi)
 
-    if sum(in_parts(n, part)):
+    non_finite = part(0, n) if n < PARALLEL_MIN_MARKETS else sum(in_parts(n, part))
+    if non_finite:
         raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
-    _settle_budget(new, per_market)
-    return new, obs, per_market[:, M_REWARD], table, u, cost
+    return new, obs, reward, table, u, cost

@@ -51,8 +51,9 @@ class SocialCommerceVectorEnv(VectorEnv):
     ``_key`` masks are one read-only boolean array shared by every key of a step.
 
     Threads: a batch of 128 markets or more (``envs.market.PARALLEL_MIN_MARKETS``) is stepped
-    and reset in equal market ranges on ``FLYWHEEL_ENV_THREADS`` threads (default: the cores,
-    at most 8); markets are independent, so every number is the same whatever the count. Set
+    and reset on ``FLYWHEEL_ENV_THREADS`` threads (default: the cores, at most 8), which take
+    ranges of markets in turn (a thread slowed by another process takes fewer); markets are
+    independent, so every number is the same whatever the count. Set
     ``FLYWHEEL_ENV_THREADS=1`` where other processes already use the cores (sweep trials and the
     oracle's workers do).
     """
@@ -139,7 +140,6 @@ class SocialCommerceVectorEnv(VectorEnv):
             actions = actions.copy()
             actions[resetting] = 0.0
         obs, reward, terminated, info = self._batch.step(actions)
-        reward = np.array(reward, dtype=np.float64)  # the model's rewards are a view of its outputs
         terminated = np.asarray(terminated, dtype=bool)  # a new array each step
         truncated = np.zeros(n, dtype=bool)
         if self.max_episode_steps is not None:
