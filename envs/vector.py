@@ -51,9 +51,8 @@ class SocialCommerceVectorEnv(VectorEnv):
     ``_key`` masks are one read-only boolean array shared by every key of a step.
 
     Threads: a batch of 128 markets or more (``envs.market.PARALLEL_MIN_MARKETS``) is stepped
-    and reset on ``FLYWHEEL_ENV_THREADS`` threads (default: the cores, at most 8), which take
-    ranges of markets in turn (a thread slowed by another process takes fewer); markets are
-    independent, so every number is the same whatever the count. Set
+    and reset in equal market ranges on ``FLYWHEEL_ENV_THREADS`` threads (default: the cores,
+    at most 8); markets are independent, so every number is the same whatever the count. Set
     ``FLYWHEEL_ENV_THREADS=1`` where other processes already use the cores (sweep trials and the
     oracle's workers do).
     """

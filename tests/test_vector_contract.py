@@ -162,46 +162,6 @@ def test_threads_change_no_number(monkeypatch, threads):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("n, threads", [(128, 2), (130, 3), (1024, 2), (1000, 8)])
-def test_threads_take_every_market_once_in_order(monkeypatch, n, threads):
-    """in_parts hands every market to exactly one call, the calls' results come back in market
-    order, and no range is smaller than PARALLEL_MIN_CHUNK (large ones first)."""
-    from envs import market
-
-    monkeypatch.setenv("FLYWHEEL_ENV_THREADS", str(threads))
-    bounds = market.chunk_bounds(n, threads)
-    sizes = np.diff(bounds)
-    assert bounds[0] == 0 and bounds[-1] == n and (sizes >= market.PARALLEL_MIN_CHUNK).all()
-    assert (np.diff(sizes[:-1]) <= 0).all()  # guided: ranges shrink
-    seen = np.zeros(n, dtype=int)
-
-    def work(lo, hi):
-        seen[lo:hi] += 1
-        return (lo, hi)
-
-    calls = market.in_parts(n, work)
-    assert (seen == 1).all()
-    assert calls == list(zip(bounds[:-1], bounds[1:]))
-
-
-def test_an_error_in_one_range_is_raised_and_stops_the_rest(monkeypatch):
-    from envs import market
-
-    monkeypatch.setenv("FLYWHEEL_ENV_THREADS", "2")
-    n = 1024
-    taken = []
-
-    def work(lo, hi):
-        taken.append(lo)
-        if lo == 0:
-            raise RuntimeError("range 0 failed")
-        return lo
-
-    with pytest.raises(RuntimeError, match="range 0 failed"):
-        market.in_parts(n, work)
-    assert len(taken) < len(market.chunk_bounds(n, 2)) - 1  # the hand-out stopped early
-
-
 def test_threaded_step_in_a_forked_child():
     """A forked child (the oracle's workers) steps a threaded batch with its own helper threads
     (the parent's do not survive fork), getting the parent's numbers."""
