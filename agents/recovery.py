@@ -78,6 +78,19 @@ def find_checkpoints(checkpoint_dir: str | Path) -> list[CheckpointFiles]:
     return sorted(found, key=lambda c: -c.timesteps)
 
 
+VECNORM_PATTERN = re.compile(r"^vecnormalize_(\d+)\.pkl$")
+
+
+def checkpoint_traces(checkpoint_dir: str | Path) -> list[str]:
+    """Names of the checkpoint files in the folder (models, statistics, ``latest.json``),
+    whole checkpoints or not, sorted: a folder with none is one a run never checkpointed into."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name == LATEST_NAME or MODEL_PATTERN.match(p.name) or VECNORM_PATTERN.match(p.name))
+
+
 def check_model_file(path: Path) -> str | None:
     """``None`` if ``path`` is a whole SB3 model archive; else what is wrong, in a few words."""
     try:

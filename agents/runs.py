@@ -50,7 +50,7 @@ from agents.config import ConfigError, TrainConfig, config_from_dict, get_algori
 from agents.io import OutputError, atomic_save, atomic_write_json, atomic_write_text, check_folder_writable, check_name, new_folder
 from agents.locks import RunLock, RunLockedError
 from agents.policies import NormalizedPolicy
-from agents.recovery import check_model_file, find_checkpoints, read_latest
+from agents.recovery import check_model_file, checkpoint_traces, find_checkpoints, read_latest
 from envs import ENV_ID, MODEL_VERSION
 from envs.batch import MarketBatch
 from envs.scenario import Scenario, ScenarioError, load_scenario
@@ -273,7 +273,10 @@ def open_for_resume(run_dir: str | Path) -> tuple[TrainConfig, RunLock]:
     """Check that a run folder can be resumed (a run, unfinished) and lock it for this process.
 
     A run without any checkpoint (stopped before its first) resumes from step 0; which
-    checkpoint a resume continues from is chosen when it loads (:func:`agents.ppo.train`).
+    checkpoint a resume continues from is chosen when it loads (:func:`agents.ppo.train`). A run
+    whose ``checkpoints/`` holds checkpoint files but no whole checkpoint (a model deleted, its
+    statistics left) is refused: starting it again from step 0 would also drop its TensorBoard
+    curve.
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
@@ -282,6 +285,16 @@ def open_for_resume(run_dir: str | Path) -> tuple[TrainConfig, RunLock]:
     if is_finished(run_dir):
         lock.release()
         raise RunError(f"run {run_dir} is already finished ({SUMMARY_FILE} and {MODEL_FILE} exist); nothing to resume")
+    ckpt = run_dir / CHECKPOINT_DIR
+    traces = checkpoint_traces(ckpt)
+    if traces and not find_checkpoints(ckpt):
+        lock.release()
+        shown = ", ".join(traces[:4]) + (f" and {len(traces) - 4} more" if len(traces) > 4 else "")
+        raise RunError(
+            f"run {run_dir}: {CHECKPOINT_DIR}/ holds {shown} but no whole checkpoint (model_<steps>.zip with "
+            f"vecnormalize_<steps>.pkl), so a resume would start again from step 0 and drop the run's TensorBoard "
+            f"curve; nothing was changed. Restore the missing files, or train a new run (--run-dir)"
+        )
     return config, lock
 
 

@@ -96,6 +96,28 @@ def test_a_run_of_another_model_version_is_refused(smoke_run: Path, tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_a_run_whose_checkpoint_models_are_gone_is_not_restarted_from_zero(smoke_run: Path, tmp_path: Path, capsys):
+    """checkpoints/ keeps statistics and latest.json but no model: --resume refuses in one line
+    and changes nothing (starting again from step 0 would also cut the TensorBoard curve)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    (run / "model.zip").unlink()
+    (run / "summary.json").unlink()  # an unfinished run
+    for model in (run / "checkpoints").glob("model_*.zip"):
+        model.unlink()
+    def files() -> dict:  # train.lock holds the PID of the last process that locked the run
+        return {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.lock"}
+
+    before = files()
+    code, err = _main(["--resume", str(run)], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "no whole checkpoint" in err and "nothing was changed" in err and "latest.json" in err, err
+    assert files() == before
+
+
+@pytest.mark.slow
 def test_tensorboard_events_have_market_and_lever_tags(smoke_run: Path):
     from agents.callbacks import EVAL_TAGS, LEVER_TAGS, MARKET_TAGS
 
