@@ -200,6 +200,15 @@ class Event(_Strict):
 EVENT_KINDS = ("suspend", "reference_rate", "launch", "set")
 
 
+def _check_set_value(label: str, path: str, section: BaseModel, name: str, value: float) -> None:
+    """A ``set`` event's value must be one the scenario file itself could hold: the section is
+    validated with it (the field's range and the section's own checks), one line if not."""
+    try:
+        type(section).model_validate({**section.model_dump(), name: value})
+    except ValidationError as exc:
+        raise ValueError(f"{label}: set.value = {value} for {path}: {exc.errors()[0]['msg']}") from None
+
+
 class Objective(_Strict):
     kind: Literal["gmv", "revenue", "contribution"] = "gmv"
     terminal_value: Float = Field(default=0.0, ge=0, le=40, description="quarters of the final quarter's de-seasonalised value added at the end")
@@ -249,6 +258,7 @@ class Scenario(_Strict):
         first = year * 4 + q0
         names = list(self.regions)
         out = []
+        seen: dict[tuple, str] = {}
         for k, ev in enumerate(self.events):
             label = f"events[{k}] ({ev.quarter}{', ' + ev.region if ev.region else ''})"
             parsed = parse_quarter(ev.quarter)
@@ -262,6 +272,10 @@ class Scenario(_Strict):
             if len(kinds) != 1:
                 raise ValueError(f"{label}: an event makes exactly one change, one of {', '.join(EVENT_KINDS)} (got {kinds or 'none'})")
             kind = kinds[0]
+            what = (t, kind, ev.set.path if kind == "set" else ev.region)
+            if what in seen:
+                raise ValueError(f"{label}: {seen[what]} already makes this change ({kind}{' ' + ev.set.path if kind == 'set' else ''}) in {ev.quarter}; keep one")
+            seen[what] = f"events[{k}]"
             if kind == "set":
                 out.append(self._compile_set(label, t, ev))
                 continue
@@ -294,11 +308,13 @@ class Scenario(_Strict):
                 raise ValueError(f"{label}: set.path {ev.set.path!r} names region {parts[1]!r}, not in the scenario's regions ({', '.join(self.regions)})")
             if parts[2] not in region_fields:
                 raise ValueError(f"{label}: set.path {ev.set.path!r} is not a parameter that can change; per region: {', '.join(region_fields)}")
+            _check_set_value(label, ev.set.path, self.regions[parts[1]], parts[2], ev.set.value)
             return market.Event(t, list(self.regions).index(parts[1]), "set", value=ev.set.value, target=("region", parts[2]))
         if len(parts) == 2 and parts[0] in tables:
             group = tables[parts[0]]
             allowed = [p.name for p in market.GLOBAL_PARAM_TABLE if p.group == group]
             if parts[1] in allowed:
+                _check_set_value(label, ev.set.path, getattr(self, parts[0]), parts[1], ev.set.value)
                 return market.Event(t, -1, "set", value=ev.set.value, target=(group, parts[1]))
         raise ValueError(
             f"{label}: set.path {ev.set.path!r} is not a model parameter; use '<section>.<name>' "

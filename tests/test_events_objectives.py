@@ -102,6 +102,11 @@ def test_a_parameter_event_changes_the_value_from_its_quarter_on() -> None:
         ({"quarter": "2023Q4", "region": "us", "reference_rate": 0.2}, "must be in [0, rate_max = 0.1]"),
         ({"quarter": "2023Q4", "region": "us", "reference_rate": 0.05, "launch": True}, "exactly one change"),
         ({"quarter": "2023Q4", "region": "us", "bogus": 1}, "unknown key"),
+        # a set event's value is checked as the scenario file's own value would be
+        ({"quarter": "2024Q1", "region": "us", "set": {"path": "regions.us.aov", "value": -40}}, "set.value = -40.0 for regions.us.aov: Input should be greater than 0"),
+        ({"quarter": "2024Q1", "set": {"path": "sellers.churn", "value": 7}}, "set.value = 7.0 for sellers.churn: Input should be less than or equal to 1"),
+        # two changes of one thing in one quarter: which would hold is not the user's to guess
+        ({"quarter": "2023Q2", "region": "us", "launch": True}, "events[0] already makes this change (launch) in 2023Q2; keep one"),
     ],
 )
 def test_bad_events_are_one_line_errors_naming_the_event(event: dict, message: str) -> None:
