@@ -170,9 +170,14 @@ def read_scalars(run_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
     """Every scalar tag of the run's event files: ``tag -> (steps, values)``, sorted by step."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    files = sorted(Path(run_dir).rglob("events.out.tfevents*"))
+    from agents.runs import tensorboard_dir
+
+    folders = [Path(run_dir)]
+    if Path(run_dir).is_dir() and tensorboard_dir(run_dir) != Path(run_dir) / "tb":  # trained with --tensorboard-log
+        folders.append(tensorboard_dir(run_dir))
+    files = sorted(f for folder in folders for f in folder.rglob("events.out.tfevents*"))
     if not files:
-        raise FileNotFoundError(f"no TensorBoard event files under {run_dir}")
+        raise FileNotFoundError(f"no TensorBoard event files under {' or '.join(map(str, folders))}")
     points: dict[str, dict[int, float]] = {}
     for path in files:
         acc = EventAccumulator(str(path), size_guidance={"scalars": 0})

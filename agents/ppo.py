@@ -316,8 +316,9 @@ def training_summary(config: TrainConfig, timesteps: int, wall: float, final: di
 
 def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: str = "auto", stream=None,
           shutdown: GracefulShutdown | None = None, on_evaluation: Callable[[int, dict, float], None] | None = None,
-          device: str = "cpu", tensorboard_log: str | Path | None = None, verbose: int = 0) -> TrainResult:
-    """Train ``config`` into ``run_dir`` (created beforehand by :func:`agents.runs.create_run_dir`).
+          device: str = "cpu", verbose: int = 0) -> TrainResult:
+    """Train ``config`` into ``run_dir`` (created beforehand by :func:`agents.runs.create_run_dir`,
+    which also records where its TensorBoard events go: :func:`agents.runs.tensorboard_dir`).
 
     :param resume: continue from the run's newest checkpoint that loads (from step 0 if it has
         none) to ``config.total_timesteps``, normalisation restored, TensorBoard one curve.
@@ -332,8 +333,6 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
         (and ``ratio_to_best_static``, :func:`ratio_to_best_static`) and the training wall time
         so far with the evaluation pauses left out (a sweep reports it to Ray Tune).
     :param device: ``cpu``, ``cuda`` or ``auto``, as SB3 reads it (:func:`check_device`).
-    :param tensorboard_log: write the TensorBoard events to ``tensorboard_log/<run folder name>``
-        (as SB3's ``tensorboard_log``, one subfolder per run) instead of ``run_dir/tb``.
     :param verbose: SB3's verbosity: 0 quiet, 1 also SB3's tables of ``rollout/`` and ``train/``
         on stdout, 2 also SB3's debug messages.
     :returns: a :class:`TrainResult`; ``interrupted`` if a signal stopped training.
@@ -345,7 +344,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     try:
         with _writer_thread_errors_reported_once():
             return _train(config, Path(run_dir), resume, progress, stream or sys.stdout, shutdown, on_evaluation,
-                          check_device(device), None if tensorboard_log is None else Path(tensorboard_log), int(verbose))
+                          check_device(device), int(verbose))
     except OSError as exc:
         raise TrainError(runs.write_failure_line(Path(run_dir), exc)) from None
     finally:
@@ -376,7 +375,7 @@ def _writer_thread_errors_reported_once():
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stream, shutdown: GracefulShutdown,
            on_evaluation: Callable[[int, dict, float], None] | None = None,
-           device: str = "cpu", tensorboard_log: Path | None = None, verbose: int = 0) -> TrainResult:
+           device: str = "cpu", verbose: int = 0) -> TrainResult:
     def log(line: str) -> None:
         print(line, file=stream, flush=True)
 
@@ -386,7 +385,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stre
             algorithm = get_algorithm(config.algo)
             scenario = runs.run_scenario(run_dir, config)
             model, wall_before = _open_model(config, scenario, algorithm, run_dir, resume, log, device=device, verbose=verbose)
-            tb_dir = run_dir / runs.TB_DIR if tensorboard_log is None else tensorboard_log / run_dir.name
+            tb_dir = runs.tensorboard_dir(run_dir)
             if resume:
                 _prepare_resume(run_dir, int(model.num_timesteps), tb_dir)
                 log(f"resuming {run_dir} from step {int(model.num_timesteps)} to {config.total_timesteps}")

@@ -67,6 +67,9 @@ VECNORM_FILE = "vecnormalize.pkl"
 CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "latest.json"
 TB_DIR = "tb"
+TB_LOCATION_FILE = "tensorboard.json"
+"""Where a run trained with ``--tensorboard-log DIR`` writes its events (``DIR/<run name>``),
+recorded at creation so that a resume and the plots find them."""
 
 PACKAGES = ("numpy", "gymnasium", "stable_baselines3", "torch", "tensorboard", "pydantic", "PyYAML", "flywheel")
 
@@ -84,35 +87,69 @@ def default_run_dir(config: TrainConfig, root: Path = RUNS_DIR) -> Path:
     return root / f"{config.scenario_label}__{config.algo}__{config.seed}__{stamp}"
 
 
-def check_new_run_dir(run_dir: str | Path) -> Path:
+def check_new_run_dir(run_dir: str | Path, create_parents: bool = True) -> Path:
     """Refuse an existing path (never overwrite a run), a name the file system cannot hold, or a
-    place nothing can be written; nothing is created here."""
+    place nothing can be written; nothing is created here. Without ``create_parents`` the
+    folder it goes in must exist (a ``--run-dir`` the user typed, like every other output path;
+    the default under ``runs/`` is made when missing)."""
     run_dir = Path(run_dir)
     if os.path.lexists(run_dir):
         raise RunError(f"run folder {run_dir} already exists; choose another --run-dir or continue it with --resume {run_dir}")
     try:
         check_name(run_dir, f"--run-dir {run_dir}")
-        check_folder_writable(run_dir.parent, f"--run-dir {run_dir}", create=True)
+        check_folder_writable(run_dir.parent, f"--run-dir {run_dir}", create=create_parents)
     except OutputError as exc:
         raise RunError(str(exc)) from None
     return run_dir
 
 
-def create_run_dir(run_dir: str | Path, config: TrainConfig) -> RunLock:
+def check_tensorboard_log(folder: str | Path, run_dir: Path) -> Path:
+    """``--tensorboard-log``: a folder that exists or can be made, writable, without a
+    ``<run name>`` entry yet (a new run starts its own curve). Returns it absolute; nothing is
+    created here."""
+    folder = Path(folder)
+    try:
+        check_folder_writable(folder, f"--tensorboard-log {folder}", create=True)
+    except OutputError as exc:
+        raise RunError(str(exc)) from None
+    if os.path.lexists(folder / run_dir.name):
+        raise RunError(f"--tensorboard-log {folder}: {folder / run_dir.name} already exists; choose another folder or --run-dir name")
+    return folder.absolute()
+
+
+def tensorboard_dir(run_dir: str | Path) -> Path:
+    """The folder of the run's TensorBoard events: ``RUN/tb``, or ``DIR/<run name>`` recorded
+    by ``--tensorboard-log DIR`` (:data:`TB_LOCATION_FILE`)."""
+    run_dir = Path(run_dir)
+    try:
+        doc = json.loads((run_dir / TB_LOCATION_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return run_dir / TB_DIR
+    except (OSError, ValueError) as exc:
+        raise RunError(f"run {run_dir}: {TB_LOCATION_FILE} cannot be read ({exc}); it names the run's TensorBoard folder") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("logdir"), str):
+        raise RunError(f"run {run_dir}: {TB_LOCATION_FILE} does not name a folder (expected {{\"logdir\": \"...\"}})")
+    return Path(doc["logdir"])
+
+
+def create_run_dir(run_dir: str | Path, config: TrainConfig, tensorboard_log: str | Path | None = None) -> RunLock:
     """Create the run folder in one step, locked for this process; return the held lock.
 
-    ``config.yaml``, ``scenario.yaml``, ``versions.json`` and ``checkpoints/`` are written into a
-    temporary sibling that is then renamed to ``run_dir``: the folder appears complete, ready
+    ``config.yaml``, ``scenario.yaml``, ``versions.json``, ``checkpoints/`` (and, with
+    ``tensorboard_log``, :data:`TB_LOCATION_FILE`) are written into a temporary sibling that is then renamed to ``run_dir``: the folder appears complete, ready
     for ``--resume`` from step 0, or not at all. The lock (:class:`agents.locks.RunLock`) is taken
     before the rename, so no other trainer can open the folder in between; it is held until
     released or the process ends.
     """
     scenario = load_scenario(config.scenario, config.overrides)
     run_dir = check_new_run_dir(run_dir)
+    logdir = None if tensorboard_log is None else check_tensorboard_log(tensorboard_log, run_dir)
     lock = None
     try:
         with new_folder(run_dir, f"run folder {run_dir}") as tmp:
             (tmp / CHECKPOINT_DIR).mkdir()
+            if logdir is not None:
+                atomic_write_json(tmp / TB_LOCATION_FILE, {"logdir": str(logdir / run_dir.name)})
             atomic_write_text(tmp / CONFIG_FILE, config.to_yaml())
             atomic_write_text(tmp / SCENARIO_FILE, yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
             atomic_write_json(tmp / VERSIONS_FILE, versions())

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import lazy  # noqa: E402
 from agents.cli import OneLineParser  # noqa: E402
 from agents.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
-from agents.runs import RunError, check_new_run_dir, create_run_dir, default_run_dir, open_for_resume, stopped_line  # noqa: E402
+from agents.runs import (TB_DIR, RunError, check_new_run_dir, create_run_dir, default_run_dir, open_for_resume,  # noqa: E402
+                         stopped_line, tensorboard_dir)
 from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-freq", type=int, help="env steps between held-out evaluations (overrides eval_freq)")
     parser.add_argument("--save-freq", type=int, help="env steps between checkpoints (overrides checkpoint_freq)")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="torch device, as SB3 reads it (auto: CUDA when available; default cpu, best for MLP policies)")
-    parser.add_argument("--tensorboard-log", metavar="DIR", help="write TensorBoard events to DIR/<run folder name> instead of the run folder's tb/")
+    parser.add_argument("--tensorboard-log", metavar="DIR", help="write TensorBoard events to DIR/<run folder name> instead of the run folder's tb/ (the run records it: --resume and plot_run.py find them)")
     parser.add_argument("-v", "--verbose", type=int, choices=[0, 1, 2], default=0, help="SB3 verbosity: 1 prints SB3's rollout/train tables, 2 also its debug messages")
     return parser.parse_args(argv)
 
@@ -66,7 +67,8 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
         if args.device != "cpu":
             lazy.training().check_device(args.device)  # needs torch; before anything is written
         if args.resume:
-            given = [name for name, value in [("--config", args.config != str(DEFAULT_CONFIG)), ("--run-dir", args.run_dir), ("--set", args.set)] if value]
+            given = [name for name, value in [("--config", args.config != str(DEFAULT_CONFIG)), ("--run-dir", args.run_dir), ("--set", args.set),
+                                              ("--tensorboard-log", args.tensorboard_log)] if value]
             given += ["--" + flag.replace("_", "-") for flag in CONFIG_FLAGS if getattr(args, flag) is not None]
             if given:
                 raise ConfigError(f"--resume continues a run with its saved config; it cannot be combined with {', '.join(given)}")
@@ -75,8 +77,8 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
         else:
             sets = list(args.set) + [f"{key}={getattr(args, flag)}" for flag, key in CONFIG_FLAGS.items() if getattr(args, flag) is not None]
             config = load_config(args.config, sets)
-            run_dir = check_new_run_dir(args.run_dir or default_run_dir(config))
-            lock = create_run_dir(run_dir, config)  # complete, locked, resumable from step 0
+            run_dir = check_new_run_dir(args.run_dir or default_run_dir(config), create_parents=args.run_dir is None)
+            lock = create_run_dir(run_dir, config, args.tensorboard_log)  # complete, locked, resumable from step 0
     except (ConfigError, RunError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -87,7 +89,7 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
         try:
             training = lazy.training()  # torch only now
             result = training.train(config, run_dir, resume=bool(args.resume), progress=args.progress, shutdown=shutdown,
-                                    device=args.device, tensorboard_log=args.tensorboard_log, verbose=args.verbose)
+                                    device=args.device, verbose=args.verbose)
         except Interrupted as exc:  # while torch was being imported, or between two phases
             print(stopped_line(run_dir, exc.signum, exc.phase, exc.forced), flush=True)
             return exc.exit_code
@@ -108,7 +110,8 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
         f"(playbooks: {playbooks}); run folder {run_dir}",
         flush=True,
     )
-    logdir = args.tensorboard_log or run_dir.parent
+    events = tensorboard_dir(run_dir)
+    logdir = run_dir.parent if events == run_dir / TB_DIR else events.parent  # every run beside this one
     print(f"TensorBoard: .venv/bin/tensorboard --logdir {logdir}  (or: make tensorboard)", flush=True)
     return 0
 

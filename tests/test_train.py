@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import SHARED_RUN_ARGS, TRAIN, run_main, run_train, script_env
+from tests.conftest import SHARED_RUN_ARGS, TINY_TRAIN, TRAIN, run_main, run_train, script_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_KEYS = ["timesteps", "wall_seconds", "fps", "eval_gmv_mean", "eval_cost_mean", "eval_final_run_rate_mean", "eval_episodes", "eval_playbooks_gmv_mean"]
@@ -278,6 +278,7 @@ BAD_INPUTS = {
     "unknown algo": (["--set", "algo=dqn"], "allowed: ppo"),
     "negative timesteps": (["--timesteps", "-5"], "total_timesteps"),
     "not an int": (["--timesteps", "many"], "invalid int value"),
+    "--tensorboard-log is a file": (["--tensorboard-log", "{a_file}"], "is not a folder"),
 }
 
 
@@ -288,6 +289,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(case: str, tmp_path: Path,
         "{bad}": "ppo: [unclosed\n",
         "{unknown_key}": "unknown_key: 1\n",
         "{bad_value}": "ppo:\n  learning_rate: -1\n",
+        "{a_file}": "not a folder\n",
     }
     argv = [str(_write(tmp_path, files[a])) if a in files else a for a in argv]
     run_dir = tmp_path / "run"
@@ -303,6 +305,34 @@ def _write(folder: Path, text: str) -> Path:
     path = folder / "config.yaml"
     path.write_text(text)
     return path
+
+
+def test_a_run_dir_in_a_missing_folder_is_refused(tmp_path: Path, capsys):
+    code, err = _main(["--run-dir", str(tmp_path / "nowhere" / "run")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "does not exist; create it first" in err, err
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.slow
+def test_tensorboard_log_is_recorded_for_resume_and_plots(smoke_run: Path, tmp_path: Path, capsys):
+    """--tensorboard-log DIR: the events go to DIR/<run name>, the run records it (a resume
+    writes there, plot_run reads there), and --resume cannot send them elsewhere."""
+    from agents import plots, runs
+
+    logs = tmp_path / "logs"
+    run = tmp_path / "run"
+    code, err = _main(["--timesteps", "512", *TINY_TRAIN, "--set", "eval_episodes=2", "--run-dir", str(run),
+                       "--tensorboard-log", str(logs)], capsys)
+    assert code == 0, err
+    assert runs.tensorboard_dir(run) == (logs / "run").absolute()
+    assert list((logs / "run").glob("events.out.tfevents*")) and not (run / "tb").exists()
+    assert "market/gmv_episode" in plots.read_scalars(run)
+    code, err = _main(["--resume", str(run), "--tensorboard-log", str(tmp_path / "elsewhere")], capsys)
+    assert code == 2 and "--tensorboard-log" in err and err.count("\n") == 1, err
+    (logs / "run4").mkdir()  # a curve of another run by that name: a new run does not write into it
+    code, err = _main(["--timesteps", "512", *TINY_TRAIN, "--run-dir", str(tmp_path / "run4"), "--tensorboard-log", str(logs)], capsys)
+    assert code == 2 and "already exists" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run4").exists() and not list((logs / "run4").iterdir())
 
 
 def test_existing_run_folder_is_refused(existing_run: Path, capsys):
