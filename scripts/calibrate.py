@@ -9,13 +9,18 @@ Example::
 The fit minimises the log errors of the in-sample observations (bounded least squares, every
 Jacobian one batch of the model; error model: log-normal, sigma 0.15, see
 ``agents/calibration/fit.py``). ``--out`` gets a scenario that ``extends`` the history's scenario
-with the fitted values and a provenance header (the history file, its SHA-256, the fit errors,
-the date). ``--posterior N`` samples the posterior with emcee (walkers as one batch) and writes N
-parameter sets to ``configs/ensembles/<out name>.yaml`` (or ``--ensemble-out``). Prints the fit
-table and the back-test before and after the fit.
+with the fitted values, its own description and a provenance header (the history file, its
+SHA-256, the fit errors, the date). ``--posterior N`` samples the posterior with emcee (walkers as
+one batch) and writes N parameter sets to ``--ensemble-out``; by default to
+``configs/ensembles/NAME.yaml`` for an ``--out configs/scenarios/NAME.yaml``, else beside
+``--out`` as ``NAME.ensemble.yaml`` (never into the repo). Prints the fit table and the back-test
+before and after the fit.
 
-An output that exists is refused unless ``--force``, which replaces only files calibrate.py wrote
-(their first line says so). Bad input prints one line ``error: ...`` and exits 2, writing nothing.
+An output that exists is refused unless ``--force``, which replaces only a file calibrate.py wrote
+and nobody changed since (the sidecar ``.NAME.flywheel-output.json`` holds its SHA-256, as for every
+tool's outputs). A replaced scenario hands on the values it set with ``--set`` (e.g.
+``target_run_rate``) unless the command sets them again; a line says what was kept. Bad input
+prints one line ``error: ...`` and exits 2, writing nothing.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import io  # noqa: E402
 from agents.calibration.backtest import backtest, format_table  # noqa: E402
 from agents.calibration.fit import fit, sample_posterior, scenario_values  # noqa: E402
-from agents.calibration.report import MARK, ensemble_text, scenario_reference, fit_table, is_calibrate_output, plot_fit, scenario_text  # noqa: E402
+from agents.calibration.outputs import kept_settings, plan_outputs  # noqa: E402
+from agents.calibration.report import ensemble_text, scenario_reference, fit_table, plot_fit, scenario_text  # noqa: E402
 from agents.cli import OneLineParser, one_line_error  # noqa: E402
-from envs.ensemble import ENSEMBLE_DIR, load_ensemble  # noqa: E402
+from envs.ensemble import load_ensemble  # noqa: E402
 from envs.history import load_history  # noqa: E402
 from envs.scenario import load_scenario, parse_set_pairs  # noqa: E402
 
@@ -42,7 +48,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--history", required=True, help="history file (a path, or a name in configs/history)")
     parser.add_argument("--out", type=Path, required=True, help="the fitted scenario to write (.yaml)")
     parser.add_argument("--posterior", type=int, default=0, metavar="N", help="also draw N parameter sets from the posterior (emcee)")
-    parser.add_argument("--ensemble-out", type=Path, help="where the ensemble goes (default configs/ensembles/<out name>.yaml)")
+    parser.add_argument("--ensemble-out", type=Path,
+                        help="where the ensemble goes (default: configs/ensembles/NAME.yaml for --out configs/scenarios/NAME.yaml, "
+                             "else NAME.ensemble.yaml beside --out)")
     parser.add_argument("--plot", type=Path, help="write the fit (observed against simulated) and the posterior marginals (PNG)")
     parser.add_argument("--walkers", type=int, default=0, help="posterior walkers (default max(32, 4 x free parameters))")
     parser.add_argument("--steps", type=int, default=2000, help="posterior steps per walker (default 2000, the first fifth burn-in)")
@@ -50,22 +58,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random starts and the sampler (default 0)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a value of the problem the fitted scenario also sets (not fitted), repeatable (e.g. target_run_rate=45)")
-    parser.add_argument("--force", action="store_true", help="replace files calibrate.py wrote before")
+    parser.add_argument("--force", action="store_true",
+                        help="replace files calibrate.py wrote before and nobody changed since (a replaced scenario's --set values are kept)")
     return parser
-
-
-def _plan_yaml(path: Path, option: str, force: bool) -> None:
-    """Refuse an existing output unless ``--force`` and calibrate.py wrote it."""
-    if path.suffix not in (".yaml", ".yml"):
-        raise ValueError(f"{option} {path}: a scenario or ensemble file ends in .yaml")
-    if not path.exists():
-        io.check_folder_writable(path.parent, f"{option} {path}")
-        return
-    if not force:
-        raise ValueError(f"{option} {path} exists; choose another path, or add --force to replace a file calibrate.py wrote")
-    if not is_calibrate_output(path):
-        raise ValueError(f"{option} {path} exists and was not written by calibrate.py (its first line is not '{MARK}'); "
-                         "--force replaces only those")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,13 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.posterior < 0 or args.walkers < 0 or args.steps < 2 or args.starts < 1:
             raise ValueError("--posterior and --walkers must be >= 0, --steps >= 2, --starts >= 1")
-        ensemble_out = args.ensemble_out or (ENSEMBLE_DIR / f"{args.out.stem}.yaml" if args.posterior else None)
-        _plan_yaml(args.out, "--out", args.force)
-        if ensemble_out is not None:
-            _plan_yaml(ensemble_out, "--ensemble-out", args.force)
-            if ensemble_out.resolve() == args.out.resolve():
-                raise ValueError("--out and --ensemble-out name the same file")
+        out, ensemble_out = plan_outputs(args.out, args.ensemble_out, args.posterior, args.force)
         plot = io.plan_file(args.plot, option="--plot", force=args.force, suffixes=io.PLOT_FORMATS) if args.plot else None
+        io.check_distinct([o for o in (out, ensemble_out, plot) if o is not None])
         settings = parse_set_pairs(args.sets, example="target_run_rate=45", error=ValueError)
         history = load_history(args.history)
         if settings:
@@ -87,6 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if fitted:
                 raise ValueError(f"--set {fitted[0]}: the history fits this parameter (its free: section); "
                                  "--set takes values of the problem the fit leaves alone, e.g. target_run_rate=45")
+        kept = kept_settings(out, settings, fitted=history.free)
+        for key, value in kept.items():
+            print(f"keeping {key} = {value} from the replaced {out.path} (--set {key}=VALUE to change it)")
+        settings = {**kept, **settings}
+        if settings:
             load_scenario(history.scenario_path, settings)  # a bad --set fails before the fit
         if not history.free:
             raise ValueError(f"{history.path}: free is empty; name the parameters to fit as dotted.path: [low, high]")
@@ -106,15 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + ("" if posterior.converged else " (the kept chain is shorter than 50 of them: run more --steps)"))
         print(fit_table(best, prior, posterior), "\n")
         print(format_table(after))
-        text = scenario_text(history, after, best, args.out, name=args.out.stem, settings=settings)
+        text = scenario_text(history, after, best, out.path, name=out.path.stem, settings=settings)
         load_scenario(history.scenario_path, {**best.overrides(), **settings})  # what --out means, validated before writing
-        io.atomic_write_text(args.out, text)
-        print(f"wrote {args.out}")
+        print(f"wrote {io.write_output_text(out, text)}")
         if posterior is not None:
-            ref = scenario_reference(args.out, ensemble_out)  # the sets vary the fitted scenario
-            io.atomic_write_text(ensemble_out, ensemble_text(history, after, best, posterior, ref))
-            load_ensemble(ensemble_out)
-            print(f"wrote {ensemble_out}")
+            if ensemble_out.note and not ensemble_out.replace:  # a taken default: the next free name
+                print(ensemble_out.note)
+            ref = scenario_reference(out.path, ensemble_out.path)  # the sets vary the fitted scenario
+            print(f"wrote {io.write_output_text(ensemble_out, ensemble_text(history, after, best, posterior, ref))}")
+            load_ensemble(ensemble_out.path)
         if plot is not None:
             print(f"wrote {io.write_output_file(plot, lambda tmp: plot_fit(before, after, best, posterior, tmp, plot.format))}")
     except (ValueError, OSError) as exc:

@@ -15,13 +15,16 @@ from agents.config import ConfigError, load_config
 from agents.evaluation import evaluate
 from agents.policies import make_policy
 from agents.report import write_report
+from agents import io
 from agents.calibration.backtest import backtest, backtest_json, path_csv
-from agents.calibration.fit import fit, log_posterior, log_residuals
+from agents.calibration.fit import Fit, fit, log_posterior, log_residuals, scenario_values
+from agents.calibration.outputs import default_ensemble_path, kept_settings, plan_outputs, plan_yaml
+from agents.calibration.report import scenario_text
 from agents.calibration.replay import replay, simulated
 from envs import ENV_ID, SocialCommerceVectorEnv
-from envs.ensemble import load_ensemble
+from envs.ensemble import ENSEMBLE_DIR, load_ensemble
 from envs.history import load_history
-from envs.scenario import load_scenario
+from envs.scenario import SCENARIO_DIR, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "configs" / "history" / "tiktok_shop.yaml"
@@ -110,7 +113,7 @@ def test_calibrate_script_writes_a_scenario_that_extends_and_an_ensemble(tmp_pat
     out, ens = tmp_path / "fitted.yaml", tmp_path / "fitted_ensemble.yaml"
     argv = ["--history", hist, "--out", out, "--starts", "1", "--posterior", "8", "--walkers", "8", "--steps", "6",
             "--ensemble-out", ens]
-    code, stdout, err = run_script("calibrate", argv)
+    code, stdout, err = run_script("calibrate", argv + ["--set", "target_run_rate=45"])
     assert code == 0, err
     text = out.read_text()
     assert text.startswith("# Written by scripts/calibrate.py") and "sha256" in text
@@ -122,11 +125,87 @@ def test_calibrate_script_writes_a_scenario_that_extends_and_an_ensemble(tmp_pat
     # an existing output is refused without --force; --force replaces only a file calibrate.py wrote
     code, _, err = run_script("calibrate", argv)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "--force" in err
+    # --force replaces its own outputs and keeps the value the replaced scenario set
+    code, stdout, err = run_script("calibrate", argv + ["--force"])
+    assert code == 0, err
+    assert "keeping target_run_rate = 45" in stdout and load_scenario(out).target_run_rate == 45
     foreign = tmp_path / "mine.yaml"
     foreign.write_text("name: mine\n")
     code, _, err = run_script("calibrate", ["--history", hist, "--out", foreign, "--force"])
-    assert code == 2 and "not written by calibrate.py" in err
+    assert code == 2 and "not written by this tool" in err and err.count("\n") == 1, err
     assert foreign.read_text() == "name: mine\n"
+
+
+def _unfitted(history) -> Fit:
+    """A Fit at the scenario's own values (no optimisation): enough to write a calibrate output."""
+    value = scenario_values(history)
+    return Fit(list(history.free), np.array(list(history.free.values()), dtype=float), value, value, 0.0, np.zeros(1), 0, 0.0, "")
+
+
+def _write_calibrate_output(path: Path, history, settings: dict | None = None) -> str:
+    """``path`` as calibrate.py writes it (header, body and the io sidecar), without a fit."""
+    f = _unfitted(history)
+    text = scenario_text(history, backtest(history, f.overrides(), seeds=0), f, path, name=path.stem, settings=settings)
+    io.write_output_text(plan_yaml(path, "--out", force=True), text)
+    return text
+
+
+def test_calibrate_force_replaces_only_its_own_unchanged_output(tmp_path):
+    history = load_history(synthetic_history(tmp_path, TRUTH, FREE))
+    out = tmp_path / "fitted.yaml"
+    _write_calibrate_output(out, history, {"target_run_rate": 45})
+    assert plan_yaml(out, "--out", force=True).replace  # its own, unchanged
+    with pytest.raises(io.OutputError, match="add --force"):
+        plan_yaml(out, "--out", force=False)
+    # a hand edit, even one that keeps calibrate's first line, makes it the user's file
+    out.write_text(out.read_text().replace("target_run_rate: 45", "target_run_rate: 50   # my edit"))
+    with pytest.raises(io.OutputError, match="changed since this tool wrote it"):
+        plan_yaml(out, "--out", force=True)
+    # calibrate's first line without the writer's record is not proof of ownership
+    marked = tmp_path / "marked.yaml"
+    marked.write_text(out.read_text())
+    with pytest.raises(io.OutputError, match="not written by this tool"):
+        plan_yaml(marked, "--out", force=True)
+    # another tool's output (a sidecar, no calibrate first line) is not calibrate's either
+    other = tmp_path / "other.yaml"
+    io.write_output_text(io.plan_file(other, option="--out"), "name: other\n")
+    with pytest.raises(io.OutputError, match="calibrate.py wrote"):
+        plan_yaml(other, "--out", force=True)
+    assert "# my edit" in out.read_text() and other.read_text() == "name: other\n"
+
+
+def test_the_shipped_scenario_and_ensemble_count_as_calibrates_own():
+    """``make calibrate`` (``--force``) may replace them: both are unchanged since calibrate's record."""
+    scenario, ensemble = plan_outputs(SCENARIO_DIR / "global.yaml", ENSEMBLE_DIR / "global.yaml", 64, force=True)
+    assert scenario.replace and ensemble.replace
+
+
+def test_the_default_ensemble_goes_beside_an_out_outside_the_scenario_folder(tmp_path):
+    assert default_ensemble_path(SCENARIO_DIR / "global.yaml") == ENSEMBLE_DIR / "global.yaml"
+    assert default_ensemble_path(tmp_path / "global.yaml") == tmp_path / "global.ensemble.yaml"
+    scenario, ensemble = plan_outputs(tmp_path / "global.yaml", None, 2, force=True)
+    assert ensemble.path == tmp_path / "global.ensemble.yaml" and not ensemble.replace
+    assert plan_outputs(tmp_path / "global.yaml", None, 0, force=True)[1] is None  # no --posterior: no ensemble
+    # a taken default that is not calibrate's own gets the next free name, and the file stays
+    (tmp_path / "global.ensemble.yaml").write_text("mine\n")
+    _, ensemble = plan_outputs(tmp_path / "global.yaml", None, 2, force=True)
+    assert ensemble.path == tmp_path / "global.ensemble-2.yaml" and "exists" in ensemble.note
+
+
+def test_a_replaced_scenario_keeps_the_values_it_set(tmp_path):
+    history = load_history(synthetic_history(tmp_path, TRUTH, FREE))
+    out = tmp_path / "fitted.yaml"
+    assert kept_settings(plan_yaml(out, "--out", force=True), {}) == {}  # a new --out keeps nothing
+    _write_calibrate_output(out, history, {"target_run_rate": 45})
+    planned = plan_yaml(out, "--out", force=True)
+    assert kept_settings(planned, {}, fitted=history.free) == {"target_run_rate": 45}
+    assert kept_settings(planned, {"target_run_rate": 30}) == {}  # --set again: the command's value
+    assert kept_settings(planned, {}, fitted=["target_run_rate"]) == {}  # now fitted: the fit's value
+    # the rewritten scenario keeps the target, and says it is fitted rather than inheriting the prior's description
+    _write_calibrate_output(out, history, kept_settings(planned, {}, fitted=history.free))
+    sc = load_scenario(out)
+    assert sc.target_run_rate == 45
+    assert "fitted to the record" in sc.description and "before calibration" not in sc.description
 
 
 def test_backtest_script_outputs(tmp_path, run_script):

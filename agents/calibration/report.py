@@ -25,6 +25,9 @@ from envs.scenario import SCENARIO_DIR
 
 #: First line of every file calibrate.py writes.
 MARK = "# Written by scripts/calibrate.py"
+#: The header line above the values of the problem a fitted scenario sets without fitting them
+#: (``--set``, or kept from the earlier output it replaced); one ``#   path = value`` line each.
+SET_HEADING = "# Set, not fitted"
 
 
 def _nested(values: dict[str, float]) -> dict:
@@ -94,23 +97,34 @@ def _header(history: History, bt: Backtest, fit: Fit, what: str) -> list[str]:
     return lines
 
 
+def fitted_description(history: History, fit: Fit, settings: dict | None = None) -> str:
+    """The fitted scenario's own ``description`` (else it would inherit the hand-set one of the
+    scenario it extends): what was fitted to which record, and what was set."""
+    text = (f"{history.scenario_path.stem} with {len(fit.paths)} parameters fitted to the record in "
+            f"{_display(history.path)} by scripts/calibrate.py ({', '.join(fit.paths)})")
+    if settings:
+        text += "; " + ", ".join(f"{path} set to {value}" for path, value in settings.items()) + " (not fitted)"
+    return text + "."
+
+
 def scenario_text(history: History, bt: Backtest, fit: Fit, out: Path, name: str, description: str | None = None,
                   settings: dict | None = None) -> str:
     """The fitted scenario: ``extends`` the history's scenario, the fitted values, a provenance header.
 
+    :param description: the scenario's description; default :func:`fitted_description`.
     :param settings: values of the problem (not fitted) the scenario also sets, by dotted path
-        (``calibrate.py --set target_run_rate=45``); the header lists them apart.
+        (``calibrate.py --set target_run_rate=45``, and those kept from a replaced output); the
+        header lists them apart, under :data:`SET_HEADING`.
     """
-    doc = {"extends": scenario_reference(history.scenario_path, out), "name": name}
-    if description:
-        doc["description"] = description
+    doc = {"extends": scenario_reference(history.scenario_path, out), "name": name,
+           "description": description or fitted_description(history, fit, settings)}
     doc = deep_merge(doc, _nested(fit.overrides()))
     if settings:
         doc = deep_merge(doc, _nested_any(settings))
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
     header = _header(history, bt, fit, f"{name}: {history.scenario_path.stem} with the parameters fitted to the record.")
     if settings:
-        header.append("# Set on the command line (the problem, not fitted; see the Makefile's calibrate target):")
+        header.append(f"{SET_HEADING} (the problem: --set, or kept from the output replaced; see the Makefile's calibrate):")
         header += [f"#   {path} = {value}" for path, value in settings.items()]
     return "\n".join(header) + "\n" + body
 
