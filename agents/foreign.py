@@ -149,7 +149,8 @@ def load_model_file(model_path: str | Path, scenario: Scenario, vecnormalize_pat
     """A plain SB3 / sb3-contrib model (and its frozen ``VecNormalize`` statistics) for ``scenario``."""
     model_path = Path(model_path)
     if not model_path.is_file():
-        raise ForeignModelError(f"--model {model_path}: no such file")
+        what = "is a folder, not a model file (.zip)" if model_path.is_dir() else "no such file"
+        raise ForeignModelError(f"--model {model_path}: {what}")
     algo = algo or infer_algorithm(model_path)
     cls = model_class(algo)
     try:

@@ -442,7 +442,7 @@ def _model_files(run_dir: Path, checkpoint: bool) -> tuple[Path, Path]:
     model_path, vec_path = run_dir / MODEL_FILE, run_dir / VECNORM_FILE
     for path in (model_path, vec_path):
         if not path.is_file():
-            raise RunError(f"run {run_dir} is not finished: {path.name} is missing (load_run(..., checkpoint=True) for the latest checkpoint)")
+            raise RunError(f"run {run_dir} is not finished: {path.name} is missing; finish it with {resume_command(run_dir)}")
     problem = check_model_file(model_path)
     if problem is not None:  # say so, rather than let the loader call it a scenario mismatch
         raise RunError(f"{model_path} {problem}; its checkpoints are in {run_dir / CHECKPOINT_DIR}")

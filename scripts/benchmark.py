@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TIME_TO_QUALITY_FLAGS = [("--config", "config"), ("--set", "sets"), ("--target", "target"), ("--static-iterations", "static_iterations"),
+                         ("--static-seeds", "static_seeds"), ("--schedule-iterations", "schedule_iterations"),
+                         ("--oracle-scale-iterations", "oracle_scale_iterations"), ("--oracle-iterations", "oracle_iterations"),
+                         ("--workers", "workers")]
+"""The options of the time-to-quality group: refused without ``--time-to-quality`` (they would do nothing)."""
+
+
 def _effort(args: argparse.Namespace) -> PlannerEffort:
     return PlannerEffort(static_iterations=args.static_iterations, static_seeds=args.static_seeds,
                          schedule_iterations=tuple(args.schedule_iterations), oracle_scale_iterations=args.oracle_scale_iterations,
@@ -123,7 +130,8 @@ def _plan_json(args: argparse.Namespace, default_path: Path = DEFAULT_JSON):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         if not 0 < args.seconds <= MAX_SECONDS:  # also refuses nan and inf
             raise ValueError(f"--seconds must be in (0, {MAX_SECONDS:g}], got {args.seconds:g}")
@@ -131,10 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--ppo-timesteps must be in [0, {MAX_PPO_TIMESTEPS}], got {args.ppo_timesteps}")
         if args.time_to_quality:
             return _time_to_quality(args)
-        given = [flag for flag, value in [("--config", args.config != str(DEFAULT_CONFIG)), ("--set", args.sets),
-                                          ("--target", args.target != quality.TARGET_RATIO)] if value]
+        given = [flag for flag, dest in TIME_TO_QUALITY_FLAGS if getattr(args, dest) != parser.get_default(dest)]
         if given:
-            raise ValueError(f"{', '.join(given)} only go with --time-to-quality")
+            raise ValueError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} only with --time-to-quality")
         scenario = load_scenario(args.scenario)  # a bad name fails here, before any output
         output = _plan_json(args)
         print(f"measuring {args.seconds:g} s each, scenario {scenario.name}, Python {platform.python_version()}", file=sys.stderr)

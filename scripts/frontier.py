@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
                                  ("--refine-iterations", args.refine_iterations, 0), ("--scale-iterations", args.scale_iterations, 0), ("--timesteps", args.timesteps, 1), ("--seed", args.seed, 0)]:
             if value < low:
                 raise FrontierError(f"{name} must be at least {low}; got {value}")
+        if not args.train:
+            unused = [flag for flag, dest in [("--timesteps", "timesteps"), ("--seed", "seed"), ("--address", "address")]
+                      if getattr(args, dest) != parser.get_default(dest)]
+            if unused:
+                raise FrontierError(f"{', '.join(unused)} {'goes' if len(unused) == 1 else 'go'} only with --train (they set the PPO runs)")
         if min(args.schedule_iterations) < 0:
             raise FrontierError("--schedule-iterations must be non-negative")
         if args.per_quarter is not None and not args.per_quarter > 0:

@@ -72,6 +72,7 @@ BAD = {
     "budget over the schema": (["--budgets", "5000"], "--budgets 5000: "),
     "bad per-quarter": (["--per-quarter", "0"], "--per-quarter"),
     "no workers": (["--workers", "0"], "--workers"),
+    "PPO flags without --train": (["--timesteps", "100", "--seed", "3"], "--timesteps, --seed go only with --train"),
 }
 
 

@@ -76,4 +76,6 @@ def test_time_to_quality_bad_input_is_one_line_status_2_nothing_written(args, ex
 
 def test_time_to_quality_options_without_the_flag_are_refused(run_script) -> None:
     code, _, stderr = run_script("benchmark", ["--set", "seed=1", "--target", str(TARGET_RATIO / 2)])
-    assert code == 2 and stderr.strip() == "error: --set, --target only go with --time-to-quality"
+    assert code == 2 and stderr.strip() == "error: --set, --target go only with --time-to-quality"
+    code, _, stderr = run_script("benchmark", ["--static-iterations", "3"])  # a planner effort too: it would do nothing
+    assert code == 2 and stderr.strip() == "error: --static-iterations goes only with --time-to-quality"
