@@ -230,6 +230,18 @@ def _read_yaml(path: Path) -> dict:
     return load_document(path, builtin_dir=CONFIG_DIR, what="config", error=ConfigError, empty_ok=True)
 
 
+def _refuse_a_scenario_file(path: Path) -> None:
+    """A scenario given as the training config: say so (its ``extends:`` would otherwise be
+    looked up among the training configs, and the error would name the wrong thing)."""
+    try:
+        head = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return  # the config reader reports it properly
+    if isinstance(head, dict) and ("regions" in head or path.parent.name == "scenarios"):
+        raise ConfigError(f"--config {path} is a scenario file, not a training config; a training config names its scenario "
+                          f"(--set scenario={path.stem if path.parent.name == 'scenarios' else path})")
+
+
 def parse_sets(sets: Iterable[str]) -> dict[str, Any]:
     """``["a.b=1", ...]`` -> ``{"a.b": 1}`` (values parsed as YAML)."""
     return parse_set_pairs(sets, example="ppo.learning_rate=1e-4", error=ConfigError)
@@ -377,6 +389,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG, sets: Iterable[str] | Mapping
         whose rollout buffer would not fit in this machine's available memory.
     """
     path = resolve_reference(path, None, CONFIG_DIR, "config", ConfigError)
+    _refuse_a_scenario_file(path)
     doc = _read_yaml(path)
     if sets is not None and not isinstance(sets, Mapping):
         sets = parse_sets(sets)

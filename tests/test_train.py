@@ -279,6 +279,7 @@ BAD_INPUTS = {
     "negative timesteps": (["--timesteps", "-5"], "total_timesteps"),
     "not an int": (["--timesteps", "many"], "invalid int value"),
     "--tensorboard-log is a file": (["--tensorboard-log", "{a_file}"], "is not a folder"),
+    "a scenario as --config": (["--config", "configs/scenarios/us.yaml"], "is a scenario file, not a training config"),
 }
 
 
