@@ -44,7 +44,7 @@ from typing import Any, Iterable, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from envs.config_files import (Float, Int, apply_overrides, format_validation_error, load_document, parse_set_pairs,
+from envs.config_files import (Float, Int, apply_overrides, format_validation_error, load_document, parse_set_pairs, read_yaml_mapping,
                                resolve_reference)
 from agents.policies import PLAYBOOKS
 from envs.ensemble import EnsembleError, load_ensemble
@@ -231,12 +231,12 @@ def _read_yaml(path: Path) -> dict:
 
 
 def _refuse_a_scenario_file(path: Path) -> None:
-    """A scenario given as the training config: say so (its ``extends:`` would otherwise be
-    looked up among the training configs, and the error would name the wrong thing)."""
+    """After a config failed to load: if it is a scenario, say so (its ``extends:`` was looked up
+    among the training configs, and the error named the wrong thing)."""
     try:
-        head = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return  # the config reader reports it properly
+        head = read_yaml_mapping(path, what="config", error=ConfigError)  # bounded, as every config read
+    except ConfigError:
+        return  # the config reader's own message says what is wrong
     if isinstance(head, dict) and ("regions" in head or path.parent.name == "scenarios"):
         raise ConfigError(f"--config {path} is a scenario file, not a training config; a training config names its scenario "
                           f"(--set scenario={path.stem if path.parent.name == 'scenarios' else path})")
@@ -389,8 +389,11 @@ def load_config(path: str | Path = DEFAULT_CONFIG, sets: Iterable[str] | Mapping
         whose rollout buffer would not fit in this machine's available memory.
     """
     path = resolve_reference(path, None, CONFIG_DIR, "config", ConfigError)
-    _refuse_a_scenario_file(path)
-    doc = _read_yaml(path)
+    try:
+        doc = _read_yaml(path)
+    except ConfigError:
+        _refuse_a_scenario_file(path)
+        raise
     if sets is not None and not isinstance(sets, Mapping):
         sets = parse_sets(sets)
     return config_from_dict(doc, sets, source=str(path), check_resources=True)
