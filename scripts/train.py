@@ -85,7 +85,11 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
 
     with lock:
         if not args.resume:
-            print(f"training {config.algo} on '{config.scenario}' for {config.total_timesteps} steps into {run_dir}", flush=True)
+            rollout = config.ppo.n_steps * config.n_envs
+            planned = -(-config.total_timesteps // rollout) * rollout
+            steps = f"{config.total_timesteps} steps" if planned == config.total_timesteps else \
+                f"{planned} steps ({config.total_timesteps} rounded up to whole rollouts of {rollout})"
+            print(f"training {config.algo} on '{config.scenario}' for {steps} into {run_dir}", flush=True)
         try:
             training = lazy.training()  # torch only now
             result = training.train(config, run_dir, resume=bool(args.resume), progress=args.progress, shutdown=shutdown,
