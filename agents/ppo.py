@@ -388,7 +388,10 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: str, stre
             tb_dir = runs.tensorboard_dir(run_dir)
             if resume:
                 _prepare_resume(run_dir, int(model.num_timesteps), tb_dir)
-                log(f"resuming {run_dir} from step {int(model.num_timesteps)} to {config.total_timesteps}")
+                done = int(model.num_timesteps)
+                left = f"to {planned_timesteps(model, config.total_timesteps)}" if done < config.total_timesteps else \
+                    f"(past {config.total_timesteps}: only the final evaluation is left)"
+                log(f"resuming {run_dir} from step {done} {left}")
             model.set_logger(cb.make_logger(str(tb_dir), verbose))
             # the reference playbooks and best_static on the held-out seeds: the best playbook and
             # best_static are drawn beside the learned policy, best_static's GMV divides its own
