@@ -83,7 +83,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agents import lazy, runs
 from agents.config import DEFAULT_CONFIG, ConfigError, TrainConfig, load_config
 from agents.constraint import scaled_to_limit
-from agents.io import atomic_path, atomic_write_json, atomic_write_text
+from agents.io import OutputError, atomic_path, atomic_write_json, atomic_write_text, check_folder_writable, check_name
 from agents.planners import best_static
 from agents.policies import ConstantPolicy
 from agents.rollout import measure
@@ -584,6 +584,24 @@ class SweepResult:
 def default_sweep_dir(spec: SweepSpec, storage: str | Path | None = None) -> Path:
     """``<storage>/<name>`` (storage default ``runs/sweeps``), absolute."""
     return (Path(storage) if storage is not None else SWEEPS_DIR).expanduser().resolve() / spec.name
+
+
+def check_storage(storage: str | Path | None) -> None:
+    """``--storage``: an existing folder this process can write in, or a new one (made with the
+    sweep folder) whose parent folder exists, as for other explicit output paths. Checked before
+    Ray starts; nothing is created. ``None`` (the default ``runs/sweeps``, made as needed) passes.
+
+    :raises SweepError: a file or other non-folder, a missing parent, a folder that refuses writes.
+    """
+    if storage is None:
+        return
+    path = Path(storage).expanduser()
+    what = f"--storage {storage}"
+    try:
+        check_name(path, what)
+        check_folder_writable(path if os.path.lexists(path) else path.parent, what)
+    except OutputError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def check_sweep_dir(spec: SweepSpec, sweep_dir: Path, resume: bool) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.cli import OneLineParser  # noqa: E402
-from agents.sweep import SweepError, check_sweep_dir, copy_spec, default_sweep_dir, load_sweep, run_sweep  # noqa: E402
+from agents.sweep import SweepError, check_storage, check_sweep_dir, copy_spec, default_sweep_dir, load_sweep, run_sweep  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_concurrent < 1:
                 raise SweepError(f"--max-concurrent must be at least 1; got {args.max_concurrent}")
             spec = copy_spec(spec, max_concurrent=args.max_concurrent)
+        check_storage(args.storage)  # before Ray starts: a file or a missing parent is one line
         sweep_dir = default_sweep_dir(spec, args.storage)
         check_sweep_dir(spec, sweep_dir, args.resume)
         result = run_sweep(spec, sweep_dir, resume=args.resume, address=args.address, cpus=args.cpus, log=lambda m: print(m, flush=True))

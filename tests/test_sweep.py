@@ -132,6 +132,19 @@ def test_an_unreachable_address_is_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_storage_that_is_a_file_or_has_no_parent_is_refused_before_ray_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sweep_script, "run_sweep", lambda *a, **k: pytest.fail("Ray was started"))
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    for storage, needle in [(afile, f"{afile} is not a folder"), (afile / "x", f"{afile} is not a folder"),
+                            (tmp_path / "nope" / "deeper", f"folder {tmp_path / 'nope'} does not exist; create it first")]:
+        code = sweep_script.main(["--config", str(TINY), "--storage", str(storage)])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err == f"error: --storage {storage}: {needle}\n"
+    assert afile.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing written
+
+
 def test_budgets_and_variants_become_trial_configs():
     spec = spec_from_dict(tiny_doc(seeds=None, budgets=[1, 8], variants={"hard": {}, "soft": {"set": {"overrides.budget.mode": "soft"}}}))
     assert spec.n_trials == 4
