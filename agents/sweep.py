@@ -70,7 +70,9 @@ import json
 import math
 import os
 import re
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +85,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agents import lazy, runs
 from agents.config import DEFAULT_CONFIG, ConfigError, TrainConfig, load_config
 from agents.constraint import scaled_to_limit
-from agents.io import atomic_path, atomic_write_json, atomic_write_text
+from agents.io import OutputError, atomic_path, atomic_write_json, atomic_write_text, check_folder_writable, check_name, new_folder
 from agents.planners import best_static
 from agents.policies import ConstantPolicy
 from agents.rollout import measure
@@ -113,6 +115,19 @@ CONNECT_TIMEOUT_S = 3.0
 
 class SweepError(ValueError):
     """A sweep file, option or folder is invalid, or Ray cannot be reached. One line."""
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """SIGTERM stopped a sweep outside Ray Tune's own handling (while Ray started, or a second
+    signal while Tune saved); what was saved stays, ``resume=True`` continues it. (Ctrl-C there
+    is Python's plain ``KeyboardInterrupt``.)
+
+    :ivar signum: the signal (``signal.SIGTERM``).
+    """
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        super().__init__(signal.Signals(self.signum).name)
 
 
 # --------------------------------------------------------------------------- the sweep file
@@ -570,6 +585,8 @@ class SweepResult:
     paths: dict[str, Path] = field(default_factory=dict)
     expected: int = 0
     """trials the sweep asks for (``num_samples`` times the grid)"""
+    signum: int | None = None
+    """the signal that stopped an interrupted sweep (SIGINT, or SIGTERM)"""
 
     @property
     def interrupted(self) -> bool:
@@ -584,6 +601,24 @@ class SweepResult:
 def default_sweep_dir(spec: SweepSpec, storage: str | Path | None = None) -> Path:
     """``<storage>/<name>`` (storage default ``runs/sweeps``), absolute."""
     return (Path(storage) if storage is not None else SWEEPS_DIR).expanduser().resolve() / spec.name
+
+
+def check_storage(storage: str | Path | None) -> None:
+    """``--storage``: an existing folder this process can write in, or a new one (made with the
+    sweep folder) whose parent folder exists, as for other explicit output paths. Checked before
+    Ray starts; nothing is created. ``None`` (the default ``runs/sweeps``, made as needed) passes.
+
+    :raises SweepError: a file or other non-folder, a missing parent, a folder that refuses writes.
+    """
+    if storage is None:
+        return
+    path = Path(storage).expanduser()
+    what = f"--storage {storage}"
+    try:
+        check_name(path, what)
+        check_folder_writable(path if os.path.lexists(path) else path.parent, what)
+    except OutputError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def check_sweep_dir(spec: SweepSpec, sweep_dir: Path, resume: bool) -> None:
@@ -656,17 +691,68 @@ def run_sweep(
     :param address: ``None`` for a local Ray, ``auto`` or ``HOST:PORT`` for a cluster.
     :param cpus: CPUs of a local Ray (default: the cores).
     :raises SweepError: bad folder, unreachable cluster (one line).
+    :raises SweepInterrupted: a signal before Ray Tune ran (while Ray started); a signal while it
+        ran returns an interrupted result instead (``result.signum``).
     """
+    sweep_dir = Path(sweep_dir).resolve() if sweep_dir is not None else default_sweep_dir(spec)
+    check_sweep_dir(spec, sweep_dir, resume)
+    with _SigtermAsCtrlC() as sigterm:
+        try:
+            info = connect(address, cpus, log=log)
+        except SystemExit as exc:  # SIGTERM while Ray started: ray.init's own handler calls sys.exit(SIGTERM)
+            if exc.code != signal.SIGTERM:
+                raise
+            raise SweepInterrupted(signal.SIGTERM) from None
+        sigterm.install()  # again: Ray's driver replaces the SIGTERM handler (it aborts the process)
+        result = _run_tuner(spec, sweep_dir, resume, info, log)
+    result.signum = sigterm.signum or (signal.SIGINT if result.interrupted else None)
+    return result
+
+
+class _SigtermAsCtrlC:
+    """While a sweep runs, SIGTERM does what Ctrl-C does: during ``Tuner.fit`` Ray Tune's SIGINT
+    handler saves the experiment and returns; elsewhere :class:`SweepInterrupted` is raised.
+
+    Without it Ray's driver aborts on SIGTERM (exit 134, a stack dump, the state not saved last).
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = previous if self._previous is None else self._previous
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(signal.SIGINT, frame)  # Ray Tune's: stop the trials, save, return from fit
+        else:
+            raise SweepInterrupted(signum)
+
+    def __enter__(self) -> "_SigtermAsCtrlC":
+        self.install()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _run_tuner(spec: SweepSpec, sweep_dir: Path, resume: bool, info: RayInfo, log: Callable[[str], None]) -> SweepResult:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    sweep_dir = Path(sweep_dir).resolve() if sweep_dir is not None else default_sweep_dir(spec)
-    check_sweep_dir(spec, sweep_dir, resume)
-    info = connect(address, cpus, log=log)
     t0 = time.perf_counter()
     if not resume:
-        sweep_dir.mkdir(parents=True)
-        atomic_write_text(sweep_dir / SWEEP_FILE, yaml.safe_dump(spec_document(spec), sort_keys=False))
+        try:  # the folder appears with its sweep.yaml or not at all (an interrupt leaves no half-made folder)
+            with new_folder(sweep_dir, f"sweep folder {sweep_dir}") as tmp:
+                atomic_write_text(tmp / SWEEP_FILE, yaml.safe_dump(spec_document(spec), sort_keys=False))
+        except OutputError as exc:
+            raise SweepError(str(exc)) from None
     trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec, sweep_dir=str(sweep_dir)), {"cpu": 1})
     tune_path = sweep_dir / TUNE_DIR
     run_config = tune.RunConfig(name=TUNE_DIR, storage_path=str(sweep_dir), verbose=0,
@@ -714,20 +800,41 @@ def max_timesteps(spec: SweepSpec) -> int:
 # --------------------------------------------------------------------------- results
 
 
+def _trial_configs(grid) -> dict[str, dict]:
+    """Each trial's config by trial id, from the experiment behind a ResultGrid.
+
+    A trial that never reported (Ctrl-C while it imported or searched its baseline) has a
+    Result without metrics, hence without a config (``Result.config`` is read from the
+    metrics); its config is still in the experiment's trials (``get_all_configs``). A grid
+    without them (a plain list of results) gives ``{}``.
+    """
+    analysis = getattr(grid, "_experiment_analysis", None)
+    return dict(analysis.get_all_configs()) if analysis is not None and hasattr(analysis, "get_all_configs") else {}
+
+
 def result_rows(grid, spec: SweepSpec, sweep_dir: Path) -> list[dict]:
-    """One row per trial: status, its axis values, its last metrics, its run folder."""
+    """One row per trial: status, its axis values, its last metrics, its run folder.
+
+    A trial that has not reported yet (interrupted before its first evaluation) is a row too:
+    ``unfinished``, its axis values if Ray still knows its config, no metrics.
+    """
     axes = list(spec.axis_domains())
+    configs = _trial_configs(grid)
     rows = []
     for result in grid:
         m = dict(result.metrics or {})
+        trial_id = m.get("trial_id")
+        config = result.config or configs.get(trial_id) or {}
         if result.error is not None:
             status = "error"
         elif m.get("done"):
             status = "finished"
+        elif "timesteps" in m and (spec.early_stopping is not None or spec.max_train_seconds):
+            status = "stopped early"  # ASHA and max_train_seconds stop a trial only after a report
         else:
-            status = "stopped early" if spec.early_stopping is not None or spec.max_train_seconds else "unfinished"
-        row = {"trial": m.get("trial_id") or Path(result.path).name, "status": status}
-        row.update({name: result.config.get(name) for name in axes})
+            status = "unfinished"
+        row = {"trial": trial_id or Path(result.path).name, "status": status}
+        row.update({name: config.get(name) for name in axes})
         for key in ("timesteps", "train_seconds", "wall_seconds", "fps", *METRICS, "best_static_gmv", "best_static_objective", "eval_cost_mean",
                     "eval_final_run_rate_mean", "beats_all_playbooks", "run_dir"):
             row[key] = m.get(key)

@@ -24,7 +24,8 @@ from agents import runs  # noqa: E402
 from agents.constraint_benchmark import run_benchmark  # noqa: E402
 from agents.frontier import Effort, compute_frontier, write_frontier  # noqa: E402
 from agents.sweep import (  # noqa: E402
-    RESULTS_CSV, RESULTS_JSON, SweepError, connect, run_sweep, spec_from_dict, trial_config,
+    RESULTS_CSV, RESULTS_JSON, SWEEP_FILE, RayInfo, SweepError, SweepInterrupted, SweepResult, _SigtermAsCtrlC, connect, result_rows,
+    run_sweep, spec_from_dict, trial_config, write_results,
 )
 
 TINY = ROOT / "configs" / "sweeps" / "tiny.yaml"
@@ -83,7 +84,7 @@ def test_a_tiny_sweep_resumes_after_an_interrupt_with_a_row_and_a_run_folder_per
         assert row["eval/objective_ratio_to_best_static"] == pytest.approx(row["eval/objective_mean"] / row["best_static_objective"])
         assert row["best_static_objective"] > row["best_static_gmv"]  # the terminal value counts in the objective
         assert runs.read_run_config(run_dir) == trial_config(spec, {"seed": row["seed"]})  # a normal run folder
-    assert doc["best"]["eval/ratio_to_best_static"] == max(r["eval/ratio_to_best_static"] for r in doc["rows"])
+    assert doc["best"][spec.metric] == max(r[spec.metric] for r in doc["rows"])
     for name in ("results.png", "report.md", "sweep.yaml"):
         assert (out / name).is_file()
 
@@ -130,6 +131,98 @@ def test_an_unreachable_address_is_a_one_line_error(tmp_path, capsys):
     assert code == 2
     assert err.startswith("error: --address 127.0.0.1:") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+class _Analysis:
+    """What a ResultGrid keeps of the experiment: every trial's config, reported or not."""
+
+    def __init__(self, configs: dict):
+        self.configs = configs
+
+    def get_all_configs(self) -> dict:
+        return self.configs
+
+
+class _Grid(list):
+    """A ResultGrid stand-in: a list of Ray's own Result objects, and the experiment behind them."""
+
+    def __init__(self, results, configs: dict | None = None):
+        super().__init__(results)
+        if configs is not None:
+            self._experiment_analysis = _Analysis(configs)
+
+
+@pytest.mark.parametrize("knows_configs", [True, False])
+@pytest.mark.parametrize("stopping", [{}, {"max_train_seconds": 60}])
+def test_an_interrupt_before_any_trial_reported_is_an_interrupted_sweep_with_a_row_per_trial(knows_configs, stopping, tmp_path):
+    """Ctrl-C while the trials still imported or searched their baseline: Ray's Results have no
+    metrics beyond the trial id and no config (``Result.config`` is None); the sweep is
+    interrupted (resumable), not done, and its results are still written."""
+    from ray.tune import Result
+
+    spec = spec_from_dict(tiny_doc(**stopping), source=str(TINY), name="tiny")
+    ids = ["fe384_00000", "fe384_00001"]
+    results = [Result(metrics={"trial_id": i}, checkpoint=None, error=None, path=str(tmp_path / "tune" / f"run_trial_{i}")) for i in ids]
+    assert all(r.config is None for r in results)  # what Ray gives for a trial that never reported
+    grid = _Grid(results, {ids[0]: {"seed": 0}, ids[1]: {"seed": 1}} if knows_configs else None)
+
+    rows = result_rows(grid, spec, tmp_path)
+    assert [r["trial"] for r in rows] == ids
+    assert all(r["status"] == "unfinished" and r["timesteps"] is None and r[spec.metric] is None for r in rows)
+    assert [r["seed"] for r in rows] == ([0, 1] if knows_configs else [None, None])
+    result = SweepResult(tmp_path, rows, 1.0, RayInfo("local", True, 2.0, 1.0, "2.60.0"), metric=spec.metric, expected=spec.n_trials)
+    assert result.interrupted and result.best is None  # scripts/sweep.py: the --resume line, exit 130
+    paths = write_results(result, spec)
+    assert len(paths["csv"].read_text().splitlines()) == 1 + 2 and paths["report"].is_file()
+    assert not paths["png"].exists()  # nothing to plot yet
+
+
+def test_a_storage_that_is_a_file_or_has_no_parent_is_refused_before_ray_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sweep_script, "run_sweep", lambda *a, **k: pytest.fail("Ray was started"))
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    for storage, needle in [(afile, f"{afile} is not a folder"), (afile / "x", f"{afile} is not a folder"),
+                            (tmp_path / "nope" / "deeper", f"folder {tmp_path / 'nope'} does not exist; create it first")]:
+        code = sweep_script.main(["--config", str(TINY), "--storage", str(storage)])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err == f"error: --storage {storage}: {needle}\n"
+    assert afile.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing written
+
+
+def test_sigterm_does_what_ctrl_c_does_while_a_sweep_runs():
+    """In Tuner.fit (Ray Tune's SIGINT handler installed) SIGTERM calls it: Tune saves and returns;
+    elsewhere (Ray starting) it raises at once. Without this Ray's driver aborts (exit 134)."""
+    calls = []
+    before = signal.getsignal(signal.SIGTERM)
+    previous_int = signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))  # stands for Ray Tune's
+    try:
+        with _SigtermAsCtrlC() as guard:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert calls == [signal.SIGINT] and guard.signum == signal.SIGTERM
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # outside fit
+            with pytest.raises(SweepInterrupted) as stopped:
+                os.kill(os.getpid(), signal.SIGTERM)
+            assert stopped.value.signum == signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_a_signal_while_ray_starts_is_one_line_with_the_command_that_continues(started, tmp_path, capsys, monkeypatch):
+    def stopped_while_ray_starts(spec, sweep_dir, **kwargs):
+        if started:
+            sweep_dir.mkdir()
+            (sweep_dir / SWEEP_FILE).write_text("{}\n")
+        raise SweepInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(sweep_script, "run_sweep", stopped_while_ray_starts)
+    code = sweep_script.main(["--config", str(TINY), "--storage", str(tmp_path)])
+    out = capsys.readouterr()
+    assert code == 143 and out.err == "" and out.out.count("\n") == 1
+    command = f"python scripts/sweep.py --config {TINY}" + (" --resume" if started else "") + f" --storage {tmp_path}\n"
+    assert out.out.startswith("interrupted (SIGTERM): ") and out.out.endswith(command)
 
 
 def test_budgets_and_variants_become_trial_configs():
