@@ -22,10 +22,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.cli import OneLineParser  # noqa: E402
-from agents.sweep import (  # noqa: E402
-    SWEEP_FILE, SweepError, check_storage, check_sweep_dir, copy_spec, default_sweep_dir, load_sweep, run_sweep,
-)
+
+
+class _Starting(BaseException):
+    """SIGTERM while the modules load."""
+
+
+def _stop_starting(signum, frame):
+    raise _Starting(signum)
+
+
+# loading the modules takes seconds (the model's compiled kernels): a signal then is one line too
+_default_sigterm = signal.signal(signal.SIGTERM, _stop_starting)
+try:
+    from agents.cli import OneLineParser  # noqa: E402
+    from agents.sweep import (  # noqa: E402
+        SWEEP_FILE, SweepError, check_storage, check_sweep_dir, copy_spec, default_sweep_dir, load_sweep, run_sweep,
+    )
+except (KeyboardInterrupt, _Starting) as _stopped:
+    _signum = _stopped.args[0] if isinstance(_stopped, _Starting) else signal.SIGINT
+    print(f"interrupted ({signal.Signals(_signum).name}) while starting: nothing was written", flush=True)
+    sys.exit(128 + _signum)
+signal.signal(signal.SIGTERM, _default_sigterm)
 
 
 def continue_with(args, sweep_dir: Path | None) -> str:
