@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import lazy  # noqa: E402
 from agents.cli import OneLineParser  # noqa: E402
 from agents.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
-from agents.runs import (TB_DIR, RunError, check_new_run_dir, create_run_dir, default_run_dir, open_for_resume,  # noqa: E402
+from agents.runs import (RUNS_DIR, TB_DIR, RunError, check_new_run_dir, create_run_dir, default_run_dir, open_for_resume,  # noqa: E402
                          stopped_line, tensorboard_dir)
 from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
 
@@ -77,7 +77,9 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
         else:
             sets = list(args.set) + [f"{key}={getattr(args, flag)}" for flag, key in CONFIG_FLAGS.items() if getattr(args, flag) is not None]
             config = load_config(args.config, sets)
-            run_dir = check_new_run_dir(args.run_dir or default_run_dir(config), create_parents=args.run_dir is None)
+            # the project's runs/ is made when missing (the default lives there); another folder must exist
+            in_runs = args.run_dir is None or Path(args.run_dir).resolve().parent == RUNS_DIR.resolve()
+            run_dir = check_new_run_dir(args.run_dir or default_run_dir(config), create_parents=in_runs)
             lock = create_run_dir(run_dir, config, args.tensorboard_log)  # complete, locked, resumable from step 0
     except (ConfigError, RunError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

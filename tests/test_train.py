@@ -308,10 +308,17 @@ def _write(folder: Path, text: str) -> Path:
     return path
 
 
-def test_a_run_dir_in_a_missing_folder_is_refused(tmp_path: Path, capsys):
+def test_a_run_dir_in_a_missing_folder_is_refused(tmp_path: Path, capsys, monkeypatch):
     code, err = _main(["--run-dir", str(tmp_path / "nowhere" / "run")], capsys)
     assert code == 2 and err.count("\n") == 1 and "does not exist; create it first" in err, err
     assert not (tmp_path / "nowhere").exists()
+    # the project's own runs/ is made when missing, as for the default run folder (the docs' --run-dir runs/r1)
+    import train as train_script
+
+    monkeypatch.setattr(train_script, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(train_script, "create_run_dir", lambda *a, **k: pytest.fail("checked only"))
+    with pytest.raises(pytest.fail.Exception, match="checked only"):
+        train_script.main(["--run-dir", str(tmp_path / "runs" / "r1")])
 
 
 @pytest.mark.slow
