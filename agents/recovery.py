@@ -91,6 +91,19 @@ def checkpoint_traces(checkpoint_dir: str | Path) -> list[str]:
                   if p.name == LATEST_NAME or MODEL_PATTERN.match(p.name) or VECNORM_PATTERN.match(p.name))
 
 
+def lost_checkpoints(checkpoint_dir: str | Path) -> list[str]:
+    """The checkpoint files of a folder where a whole checkpoint once was but none is now (its
+    model deleted, say), or ``[]``. A checkpoint is written statistics first, then model, then
+    ``latest.json``: a lone statistics file is a first checkpoint cut short, not a lost one."""
+    traces = checkpoint_traces(checkpoint_dir)
+    if not traces or find_checkpoints(checkpoint_dir):
+        return []
+    steps = {int(m.group(1)) for name in traces for m in [MODEL_PATTERN.match(name) or VECNORM_PATTERN.match(name)] if m}
+    if LATEST_NAME in traces or any(MODEL_PATTERN.match(name) for name in traces) or len(steps) > 1:
+        return traces
+    return []
+
+
 def check_model_file(path: Path) -> str | None:
     """``None`` if ``path`` is a whole SB3 model archive; else what is wrong, in a few words."""
     try:

@@ -50,7 +50,7 @@ from agents.config import ConfigError, TrainConfig, config_from_dict, get_algori
 from agents.io import OutputError, atomic_save, atomic_write_json, atomic_write_text, check_folder_writable, check_name, new_folder
 from agents.locks import RunLock, RunLockedError
 from agents.policies import NormalizedPolicy
-from agents.recovery import check_model_file, checkpoint_traces, find_checkpoints, read_latest
+from agents.recovery import check_model_file, find_checkpoints, lost_checkpoints, read_latest
 from envs import ENV_ID, MODEL_VERSION
 from envs.batch import MarketBatch
 from envs.scenario import Scenario, ScenarioError, load_scenario
@@ -322,9 +322,8 @@ def open_for_resume(run_dir: str | Path) -> tuple[TrainConfig, RunLock]:
     if is_finished(run_dir):
         lock.release()
         raise RunError(f"run {run_dir} is already finished ({SUMMARY_FILE} and {MODEL_FILE} exist); nothing to resume")
-    ckpt = run_dir / CHECKPOINT_DIR
-    traces = checkpoint_traces(ckpt)
-    if traces and not find_checkpoints(ckpt):
+    traces = lost_checkpoints(run_dir / CHECKPOINT_DIR)
+    if traces:
         lock.release()
         shown = ", ".join(traces[:4]) + (f" and {len(traces) - 4} more" if len(traces) > 4 else "")
         raise RunError(

@@ -115,6 +115,17 @@ def test_a_run_whose_checkpoint_models_are_gone_is_not_restarted_from_zero(smoke
     assert code == 2 and err.count("\n") == 1, err
     assert "no whole checkpoint" in err and "nothing was changed" in err and "latest.json" in err, err
     assert files() == before
+    # a first checkpoint cut short (statistics written, the model and latest.json not yet) is no
+    # loss: the run still resumes from step 0
+    from agents.runs import open_for_resume
+
+    first = min((run / "checkpoints").glob("vecnormalize_*.pkl"), key=lambda p: int(p.stem.split("_")[1]))
+    for path in (run / "checkpoints").iterdir():
+        if path != first:
+            path.unlink()
+    assert [p.name for p in (run / "checkpoints").iterdir()] == [first.name]
+    _, lock = open_for_resume(run)
+    lock.release()
 
 
 @pytest.mark.slow
