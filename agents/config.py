@@ -48,7 +48,7 @@ from envs.config_files import (Float, Int, apply_overrides, format_validation_er
                                resolve_reference)
 from agents.policies import PLAYBOOKS
 from envs.ensemble import EnsembleError, load_ensemble
-from envs.scenario import Scenario, ScenarioError, load_scenario
+from envs.scenario import SCENARIO_DIR, Scenario, ScenarioError, load_scenario
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
 DEFAULT_CONFIG = CONFIG_DIR / "ppo.yaml"
@@ -237,7 +237,9 @@ def _refuse_a_scenario_file(path: Path) -> None:
         head = read_yaml_mapping(path, what="config", error=ConfigError)  # bounded, as every config read
     except ConfigError:
         return  # the config reader's own message says what is wrong
-    if isinstance(head, dict) and ("regions" in head or path.parent.name == "scenarios"):
+    parent = head.get("extends") if isinstance(head, dict) else None
+    from_scenario = isinstance(parent, str) and (SCENARIO_DIR / f"{parent}.yaml").is_file() and not (CONFIG_DIR / f"{parent}.yaml").is_file()
+    if isinstance(head, dict) and ("regions" in head or from_scenario):
         raise ConfigError(f"--config {path} is a scenario file, not a training config; a training config names its scenario "
                           f"(--set scenario={path.stem if path.parent.name == 'scenarios' else path})")
 

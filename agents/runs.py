@@ -132,6 +132,24 @@ def tensorboard_dir(run_dir: str | Path) -> Path:
     return Path(doc["logdir"])
 
 
+def tensorboard_owner_problem(run_dir: Path) -> str | None:
+    """Why a resume must not write into the TensorBoard folder the run records, or ``None``: the
+    record names another run folder (this one is a copy, or was moved), whose curve a resume
+    would cut back to this run's checkpoint."""
+    try:
+        doc = json.loads((run_dir / TB_LOCATION_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # tensorboard_dir reports it when training opens the folder
+    owner = doc.get("run") if isinstance(doc, dict) else None
+    if isinstance(owner, str) and os.path.abspath(owner) != os.path.abspath(run_dir):
+        return (f"run {run_dir}: its {TB_LOCATION_FILE} names the TensorBoard folder {doc.get('logdir')} of run {owner} "
+                f"(a copy, or the folder moved); a resume would cut that run's curve. Edit {TB_LOCATION_FILE} to name a "
+                f"new folder (and this run), or delete it to log into {run_dir / TB_DIR}; nothing was changed")
+    return None
+
+
 def create_run_dir(run_dir: str | Path, config: TrainConfig, tensorboard_log: str | Path | None = None) -> RunLock:
     """Create the run folder in one step, locked for this process; return the held lock.
 
@@ -149,7 +167,7 @@ def create_run_dir(run_dir: str | Path, config: TrainConfig, tensorboard_log: st
         with new_folder(run_dir, f"run folder {run_dir}") as tmp:
             (tmp / CHECKPOINT_DIR).mkdir()
             if logdir is not None:
-                atomic_write_json(tmp / TB_LOCATION_FILE, {"logdir": str(logdir / run_dir.name)})
+                atomic_write_json(tmp / TB_LOCATION_FILE, {"logdir": str(logdir / run_dir.name), "run": str(run_dir.absolute())})
             atomic_write_text(tmp / CONFIG_FILE, config.to_yaml())
             atomic_write_text(tmp / SCENARIO_FILE, yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
             atomic_write_json(tmp / VERSIONS_FILE, versions())
@@ -322,6 +340,10 @@ def open_for_resume(run_dir: str | Path) -> tuple[TrainConfig, RunLock]:
     if is_finished(run_dir):
         lock.release()
         raise RunError(f"run {run_dir} is already finished ({SUMMARY_FILE} and {MODEL_FILE} exist); nothing to resume")
+    elsewhere = tensorboard_owner_problem(run_dir)
+    if elsewhere:
+        lock.release()
+        raise RunError(elsewhere)
     traces = lost_checkpoints(run_dir / CHECKPOINT_DIR)
     if traces:
         lock.release()

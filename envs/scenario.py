@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Annotated, Any, Iterable, Literal, Mapping
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from envs import config_files, market
 from envs.config_files import Float, Int, deep_merge, load_document, parse_set_value, resolve_reference
@@ -201,10 +201,12 @@ EVENT_KINDS = ("suspend", "reference_rate", "launch", "set")
 
 
 def _check_set_value(label: str, path: str, section: BaseModel, name: str, value: float) -> None:
-    """A ``set`` event's value must be one the scenario file itself could hold: the section is
-    validated with it (the field's range and the section's own checks), one line if not."""
+    """A ``set`` event's value must be in the range the scenario file's own field allows, one line
+    if not. (Only the field's range: checks across fields would compare it with the file's
+    starting values, not those of the event's quarter, after earlier events.)"""
+    info = type(section).model_fields[name]
     try:
-        type(section).model_validate({**section.model_dump(), name: value})
+        TypeAdapter(Annotated[info.annotation, info]).validate_python(value)
     except ValidationError as exc:
         raise ValueError(f"{label}: set.value = {value} for {path}: {exc.errors()[0]['msg']}") from None
 
@@ -272,9 +274,10 @@ class Scenario(_Strict):
             if len(kinds) != 1:
                 raise ValueError(f"{label}: an event makes exactly one change, one of {', '.join(EVENT_KINDS)} (got {kinds or 'none'})")
             kind = kinds[0]
-            what = (t, kind, ev.set.path if kind == "set" else ev.region)
+            # one key per thing changed: a reference_rate event and a set of regions.<r>.reference_rate are one change
+            what = (t, ev.set.path) if kind == "set" else (t, f"regions.{ev.region}.reference_rate") if kind == "reference_rate" else (t, kind, ev.region)
             if what in seen:
-                raise ValueError(f"{label}: {seen[what]} already makes this change ({kind}{' ' + ev.set.path if kind == 'set' else ''}) in {ev.quarter}; keep one")
+                raise ValueError(f"{label}: {seen[what]} already changes {what[1] if len(what) == 2 else kind} in {ev.quarter}; keep one")
             seen[what] = f"events[{k}]"
             if kind == "set":
                 out.append(self._compile_set(label, t, ev))

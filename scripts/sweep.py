@@ -48,7 +48,8 @@ signal.signal(signal.SIGTERM, _default_sigterm)
 
 def continue_with(args, sweep_dir: Path | None) -> str:
     """The command that continues: ``--resume`` once the sweep folder exists, else the same command."""
-    storage = f" --storage {args.storage}" if args.storage else ""
+    storage = "".join(f" --{flag.replace('_', '-')} {getattr(args, flag)}" for flag in ("storage", "address", "cpus", "max_concurrent")
+                      if getattr(args, flag) is not None)
     if sweep_dir is not None and (sweep_dir / SWEEP_FILE).is_file():
         return f"continue with: python scripts/sweep.py --config {args.config} --resume{storage}"
     return f"nothing was written; start it again with: python scripts/sweep.py --config {args.config}{storage}"

@@ -17,6 +17,7 @@ A file that cannot be written (a full disk) is one line, exit 1. See docs/reliab
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
             sets = list(args.set) + [f"{key}={getattr(args, flag)}" for flag, key in CONFIG_FLAGS.items() if getattr(args, flag) is not None]
             config = load_config(args.config, sets)
             # the project's runs/ is made when missing (the default lives there); another folder must exist
-            in_runs = args.run_dir is None or Path(args.run_dir).resolve().parent == RUNS_DIR.resolve()
+            in_runs = args.run_dir is None or Path(os.path.abspath(args.run_dir)).parent == Path(os.path.abspath(RUNS_DIR))
             run_dir = check_new_run_dir(args.run_dir or default_run_dir(config), create_parents=in_runs)
             lock = create_run_dir(run_dir, config, args.tensorboard_log)  # complete, locked, resumable from step 0
     except (ConfigError, RunError, ValueError) as exc:

@@ -106,7 +106,7 @@ def test_a_parameter_event_changes_the_value_from_its_quarter_on() -> None:
         ({"quarter": "2024Q1", "region": "us", "set": {"path": "regions.us.aov", "value": -40}}, "set.value = -40.0 for regions.us.aov: Input should be greater than 0"),
         ({"quarter": "2024Q1", "set": {"path": "sellers.churn", "value": 7}}, "set.value = 7.0 for sellers.churn: Input should be less than or equal to 1"),
         # two changes of one thing in one quarter: which would hold is not the user's to guess
-        ({"quarter": "2023Q2", "region": "us", "launch": True}, "events[0] already makes this change (launch) in 2023Q2; keep one"),
+        ({"quarter": "2023Q2", "region": "us", "launch": True}, "events[0] already changes launch in 2023Q2; keep one"),
     ],
 )
 def test_bad_events_are_one_line_errors_naming_the_event(event: dict, message: str) -> None:
@@ -138,3 +138,16 @@ def test_a_bad_objective_is_one_line() -> None:
     with pytest.raises(ScenarioError) as err:
         load_scenario("global", {"objective.kind": "happiness"})
     assert "\n" not in str(err.value) and "objective.kind" in str(err.value)
+
+
+def test_one_change_named_two_ways_is_refused_and_a_set_value_is_checked_by_its_own_range_only() -> None:
+    """A reference_rate event and a set of regions.<r>.reference_rate in one quarter are one
+    change made twice; a set value is checked against its field's range, not against the file's
+    starting values of other fields (those an earlier event may have changed)."""
+    twice = [{"quarter": "2024Q1", "region": "us", "reference_rate": 0.05},
+             {"quarter": "2024Q1", "set": {"path": "regions.us.reference_rate", "value": 0.04}}]
+    with pytest.raises(ScenarioError, match=r"events\[0\] already changes regions.us.reference_rate in 2024Q1"):
+        load_scenario("global", {"events": twice})
+    later = [{"quarter": "2024Q1", "region": "us", "reference_rate": 0.01},
+             {"quarter": "2024Q2", "set": {"path": "regions.us.rate_max", "value": 0.02}}]
+    assert len(load_scenario("global", {"events": later}).events) == 2

@@ -354,6 +354,23 @@ def test_tensorboard_log_is_recorded_for_resume_and_plots(smoke_run: Path, tmp_p
     assert not (tmp_path / "run4").exists() and not list((logs / "run4").iterdir())
 
 
+def test_a_copied_run_does_not_resume_into_the_original_runs_tensorboard_folder(tmp_path: Path):
+    """tensorboard.json names its run: a copy (or a moved folder) is refused on resume, in one
+    line, instead of cutting the original run's curve back to the copy's checkpoint."""
+    import shutil
+
+    from agents.config import load_config
+    from agents.runs import RunError, create_run_dir, open_for_resume
+
+    create_run_dir(tmp_path / "r1", load_config(), tmp_path / "logs").release()
+    shutil.copytree(tmp_path / "r1", tmp_path / "r1b", ignore=shutil.ignore_patterns("train.lock"))
+    with pytest.raises(RunError) as err:
+        open_for_resume(tmp_path / "r1b")
+    assert "\n" not in str(err.value) and "a copy, or the folder moved" in str(err.value) and "nothing was changed" in str(err.value)
+    _, lock = open_for_resume(tmp_path / "r1")  # the original resumes
+    lock.release()
+
+
 def test_existing_run_folder_is_refused(existing_run: Path, capsys):
     code, err = _main(["--run-dir", str(existing_run)], capsys)
     assert code == 2 and err.count("\n") == 1 and "already exists" in err
