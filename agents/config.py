@@ -196,9 +196,14 @@ class TrainConfig(_Strict):
             raise ValueError(f"start_policy '{self.start_policy}' is unknown; allowed: null, {', '.join(PLAYBOOKS)}")
         if self.seed + self.n_envs > EVAL_SEED_BASE:
             raise ValueError(f"seed + n_envs must stay below {EVAL_SEED_BASE} (evaluation seeds start there)")
-        if self.ppo.n_steps * self.n_envs < 2:
+        if self.rollout_steps < 2:
             raise ValueError("ppo.n_steps * n_envs must be at least 2")
         return self
+
+    @property
+    def rollout_steps(self) -> int:
+        """Env steps of one rollout: ``ppo.n_steps`` x ``n_envs``."""
+        return self.ppo.n_steps * self.n_envs
 
     @property
     def scenario_label(self) -> str:
@@ -228,6 +233,12 @@ def get_algorithm(name: str):
 def _read_yaml(path: Path) -> dict:
     """A training config file with its ``extends:`` chain resolved (not yet validated)."""
     return load_document(path, builtin_dir=CONFIG_DIR, what="config", error=ConfigError, empty_ok=True)
+
+
+def whole_rollouts(done: int, total: int, rollout: int) -> int:
+    """The env steps PPO will have run when it reaches ``total`` from ``done``: it collects whole
+    rollouts of ``rollout`` steps, so it stops at the first multiple at or above ``total``."""
+    return done + -(-max(total - done, 0) // rollout) * rollout
 
 
 def _refuse_a_scenario_file(path: Path) -> None:

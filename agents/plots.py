@@ -170,11 +170,12 @@ def read_scalars(run_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
     """Every scalar tag of the run's event files: ``tag -> (steps, values)``, sorted by step."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from agents.runs import tensorboard_dir
+    from agents.runs import TB_DIR, tensorboard_dir
 
     folders = [Path(run_dir)]
-    if Path(run_dir).is_dir() and tensorboard_dir(run_dir) != Path(run_dir) / "tb":  # trained with --tensorboard-log
-        folders.append(tensorboard_dir(run_dir))
+    events = tensorboard_dir(run_dir) if Path(run_dir).is_dir() else Path(run_dir) / TB_DIR
+    if events != Path(run_dir) / TB_DIR:  # trained with --tensorboard-log
+        folders.append(events)
     files = sorted(f for folder in folders for f in folder.rglob("events.out.tfevents*"))
     if not files:
         raise FileNotFoundError(f"no TensorBoard event files under {' or '.join(map(str, folders))}")

@@ -34,7 +34,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, Ve
 
 from agents import callbacks as cb
 from agents import runs
-from agents.config import EVAL_SEED_BASE, TrainConfig, get_algorithm, load_config
+from agents.config import EVAL_SEED_BASE, TrainConfig, get_algorithm, load_config, whole_rollouts
 from agents.constraint import scaled_to_limit
 from agents.io import atomic_save, atomic_write_json, stale_temporaries
 from agents.planners import BASELINE_ITERATIONS, BASELINE_SEEDS, best_static
@@ -236,10 +236,7 @@ def check_device(device: str) -> str:
 def planned_timesteps(model, total_timesteps: int) -> int:
     """The env steps :meth:`learn` will run to reach ``total_timesteps``: PPO collects whole
     rollouts (``n_steps`` x ``n_envs``), so it stops at the first multiple at or above it."""
-    done = int(model.num_timesteps)
-    rollout = int(getattr(model, "n_steps", 1)) * int(model.n_envs)
-    remaining = max(int(total_timesteps) - done, 0)
-    return done + -(-remaining // rollout) * rollout
+    return whole_rollouts(int(model.num_timesteps), int(total_timesteps), int(getattr(model, "n_steps", 1)) * int(model.n_envs))
 
 
 def _open_model(config: TrainConfig, scenario: Scenario, algorithm, run_dir: Path, resume: bool, log, device: str = "cpu", verbose: int = 0):

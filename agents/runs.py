@@ -87,12 +87,13 @@ def default_run_dir(config: TrainConfig, root: Path = RUNS_DIR) -> Path:
     return root / f"{config.scenario_label}__{config.algo}__{config.seed}__{stamp}"
 
 
-def check_new_run_dir(run_dir: str | Path, create_parents: bool = True) -> Path:
+def check_new_run_dir(run_dir: str | Path, typed: bool = False) -> Path:
     """Refuse an existing path (never overwrite a run), a name the file system cannot hold, or a
-    place nothing can be written; nothing is created here. Without ``create_parents`` the
-    folder it goes in must exist (a ``--run-dir`` the user typed, like every other output path;
-    the default under ``runs/`` is made when missing)."""
+    place nothing can be written; nothing is created here. A ``typed`` ``--run-dir`` needs its
+    folder to exist, like every other output path the user names, unless that folder is the
+    project's ``runs/`` (made when missing, as for the default run folder)."""
     run_dir = Path(run_dir)
+    create_parents = not typed or Path(os.path.abspath(run_dir)).parent == Path(os.path.abspath(RUNS_DIR))
     if os.path.lexists(run_dir):
         raise RunError(f"run folder {run_dir} already exists; choose another --run-dir or continue it with --resume {run_dir}")
     try:
@@ -117,32 +118,33 @@ def check_tensorboard_log(folder: str | Path, run_dir: Path) -> Path:
     return folder.absolute()
 
 
-def tensorboard_dir(run_dir: str | Path) -> Path:
-    """The folder of the run's TensorBoard events: ``RUN/tb``, or ``DIR/<run name>`` recorded
-    by ``--tensorboard-log DIR`` (:data:`TB_LOCATION_FILE`)."""
-    run_dir = Path(run_dir)
+def _tensorboard_record(run_dir: Path) -> dict | None:
+    """The run's :data:`TB_LOCATION_FILE` (``None`` when it logs into ``RUN/tb``); one line if unusable."""
     try:
         doc = json.loads((run_dir / TB_LOCATION_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return run_dir / TB_DIR
+        return None
     except (OSError, ValueError) as exc:
         raise RunError(f"run {run_dir}: {TB_LOCATION_FILE} cannot be read ({exc}); it names the run's TensorBoard folder") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("logdir"), str):
         raise RunError(f"run {run_dir}: {TB_LOCATION_FILE} does not name a folder (expected {{\"logdir\": \"...\"}})")
-    return Path(doc["logdir"])
+    return doc
+
+
+def tensorboard_dir(run_dir: str | Path) -> Path:
+    """The folder of the run's TensorBoard events: ``RUN/tb``, or ``DIR/<run name>`` recorded
+    by ``--tensorboard-log DIR`` (:data:`TB_LOCATION_FILE`)."""
+    run_dir = Path(run_dir)
+    doc = _tensorboard_record(run_dir)
+    return run_dir / TB_DIR if doc is None else Path(doc["logdir"])
 
 
 def tensorboard_owner_problem(run_dir: Path) -> str | None:
     """Why a resume must not write into the TensorBoard folder the run records, or ``None``: the
     record names another run folder (this one is a copy, or was moved), whose curve a resume
     would cut back to this run's checkpoint."""
-    try:
-        doc = json.loads((run_dir / TB_LOCATION_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None  # tensorboard_dir reports it when training opens the folder
-    owner = doc.get("run") if isinstance(doc, dict) else None
+    doc = _tensorboard_record(run_dir)
+    owner = doc.get("run") if doc is not None else None
     if isinstance(owner, str) and os.path.abspath(owner) != os.path.abspath(run_dir):
         return (f"run {run_dir}: its {TB_LOCATION_FILE} names the TensorBoard folder {doc.get('logdir')} of run {owner} "
                 f"(a copy, or the folder moved); a resume would cut that run's curve. Edit {TB_LOCATION_FILE} to name a "
@@ -340,7 +342,11 @@ def open_for_resume(run_dir: str | Path) -> tuple[TrainConfig, RunLock]:
     if is_finished(run_dir):
         lock.release()
         raise RunError(f"run {run_dir} is already finished ({SUMMARY_FILE} and {MODEL_FILE} exist); nothing to resume")
-    elsewhere = tensorboard_owner_problem(run_dir)
+    try:
+        elsewhere = tensorboard_owner_problem(run_dir)
+    except RunError:
+        lock.release()
+        raise
     if elsewhere:
         lock.release()
         raise RunError(elsewhere)

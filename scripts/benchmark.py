@@ -31,7 +31,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents import lazy, quality  # noqa: E402
-from agents.cli import OneLineParser, one_line_error  # noqa: E402
+from agents.cli import OneLineParser, one_line_error, only_with  # noqa: E402
 from agents.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
 from agents.evaluation import PlannerEffort  # noqa: E402
 from agents.io import plan_file, write_output_json  # noqa: E402
@@ -139,9 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--ppo-timesteps must be in [0, {MAX_PPO_TIMESTEPS}], got {args.ppo_timesteps}")
         if args.time_to_quality:
             return _time_to_quality(args)
-        given = [flag for flag, dest in TIME_TO_QUALITY_FLAGS if getattr(args, dest) != parser.get_default(dest)]
-        if given:
-            raise ValueError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} only with --time-to-quality")
+        unused = only_with(parser, args, TIME_TO_QUALITY_FLAGS, "--time-to-quality")
+        if unused:
+            raise ValueError(unused)
         scenario = load_scenario(args.scenario)  # a bad name fails here, before any output
         output = _plan_json(args)
         print(f"measuring {args.seconds:g} s each, scenario {scenario.name}, Python {platform.python_version()}", file=sys.stderr)

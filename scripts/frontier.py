@@ -27,7 +27,7 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.cli import OneLineParser  # noqa: E402
+from agents.cli import OneLineParser, only_with  # noqa: E402
 from agents.io import OutputError, describe_os_error, output_folder, plan_folder  # noqa: E402
 from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
 from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, budget_overrides, check_budgets, compute_frontier, frontier_table, write_frontier  # noqa: E402
@@ -66,11 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                                  ("--refine-iterations", args.refine_iterations, 0), ("--scale-iterations", args.scale_iterations, 0), ("--timesteps", args.timesteps, 1), ("--seed", args.seed, 0)]:
             if value < low:
                 raise FrontierError(f"{name} must be at least {low}; got {value}")
-        if not args.train:
-            unused = [flag for flag, dest in [("--timesteps", "timesteps"), ("--seed", "seed"), ("--address", "address")]
-                      if getattr(args, dest) != parser.get_default(dest)]
-            if unused:
-                raise FrontierError(f"{', '.join(unused)} {'goes' if len(unused) == 1 else 'go'} only with --train (they set the PPO runs)")
+        unused = None if args.train else only_with(parser, args, [("--timesteps", "timesteps"), ("--seed", "seed"), ("--address", "address")], "--train")
+        if unused:
+            raise FrontierError(f"{unused} (they set the PPO runs)")
         if min(args.schedule_iterations) < 0:
             raise FrontierError("--schedule-iterations must be non-negative")
         if args.per_quarter is not None and not args.per_quarter > 0:

@@ -16,34 +16,25 @@ command that continues (exit 130 / 143).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-
-class _Starting(BaseException):
-    """SIGTERM while the modules load."""
-
-
-def _stop_starting(signum, frame):
-    raise _Starting(signum)
-
+from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
 
 # loading the modules takes seconds (the model's compiled kernels): a signal then is one line too
-_default_sigterm = signal.signal(signal.SIGTERM, _stop_starting)
 try:
-    from agents.cli import OneLineParser  # noqa: E402
-    from agents.sweep import (  # noqa: E402
-        SWEEP_FILE, SweepError, check_storage, check_sweep_dir, copy_spec, default_sweep_dir, load_sweep, run_sweep,
-    )
-except (KeyboardInterrupt, _Starting) as _stopped:
-    _signum = _stopped.args[0] if isinstance(_stopped, _Starting) else signal.SIGINT
-    print(f"interrupted ({signal.Signals(_signum).name}) while starting: nothing was written", flush=True)
-    sys.exit(128 + _signum)
-signal.signal(signal.SIGTERM, _default_sigterm)
+    with GracefulShutdown(phase="start"):
+        from agents.cli import OneLineParser  # noqa: E402
+        from agents.sweep import (  # noqa: E402
+            SWEEP_FILE, SweepError, check_storage, check_sweep_dir, copy_spec, default_sweep_dir, load_sweep, run_sweep,
+        )
+except Interrupted as _stopped:
+    print(f"interrupted ({_stopped.signal_name}) while starting: nothing was written", flush=True)
+    os._exit(_stopped.exit_code)  # nothing to clean up; half-loaded compiler objects would complain at exit
 
 
 def continue_with(args, sweep_dir: Path | None) -> str:

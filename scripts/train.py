@@ -17,7 +17,6 @@ A file that cannot be written (a full disk) is one line, exit 1. See docs/reliab
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -25,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents import lazy  # noqa: E402
 from agents.cli import OneLineParser  # noqa: E402
-from agents.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
-from agents.runs import (RUNS_DIR, TB_DIR, RunError, check_new_run_dir, create_run_dir, default_run_dir, open_for_resume,  # noqa: E402
+from agents.config import DEFAULT_CONFIG, ConfigError, load_config, whole_rollouts  # noqa: E402
+from agents.runs import (TB_DIR, RunError, check_new_run_dir, create_run_dir, default_run_dir, open_for_resume,  # noqa: E402
                          stopped_line, tensorboard_dir)
 from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
 
@@ -78,9 +77,7 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
         else:
             sets = list(args.set) + [f"{key}={getattr(args, flag)}" for flag, key in CONFIG_FLAGS.items() if getattr(args, flag) is not None]
             config = load_config(args.config, sets)
-            # the project's runs/ is made when missing (the default lives there); another folder must exist
-            in_runs = args.run_dir is None or Path(os.path.abspath(args.run_dir)).parent == Path(os.path.abspath(RUNS_DIR))
-            run_dir = check_new_run_dir(args.run_dir or default_run_dir(config), create_parents=in_runs)
+            run_dir = check_new_run_dir(args.run_dir or default_run_dir(config), typed=args.run_dir is not None)
             lock = create_run_dir(run_dir, config, args.tensorboard_log)  # complete, locked, resumable from step 0
     except (ConfigError, RunError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -88,10 +85,9 @@ def _run(args: argparse.Namespace, shutdown: GracefulShutdown) -> int:
 
     with lock:
         if not args.resume:
-            rollout = config.ppo.n_steps * config.n_envs
-            planned = -(-config.total_timesteps // rollout) * rollout
+            planned = whole_rollouts(0, config.total_timesteps, config.rollout_steps)
             steps = f"{config.total_timesteps} steps" if planned == config.total_timesteps else \
-                f"{planned} steps ({config.total_timesteps} rounded up to whole rollouts of {rollout})"
+                f"{planned} steps ({config.total_timesteps} rounded up to whole rollouts of {config.rollout_steps})"
             print(f"training {config.algo} on '{config.scenario}' for {steps} into {run_dir}", flush=True)
         try:
             training = lazy.training()  # torch only now

@@ -25,10 +25,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agents import io
 from agents.calibration.report import MARK, SET_HEADING, is_calibrate_output
+from envs.config_files import parse_yaml_text
 from envs.ensemble import ENSEMBLE_DIR
 from envs.scenario import SCENARIO_DIR
 
@@ -93,10 +92,7 @@ def earlier_settings(path: Path) -> dict[str, Any]:
             keys.append(line[4:].split(" = ", 1)[0].strip())
         else:
             in_section = False
-    try:
-        body = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: cannot read the scenario it holds ({exc.__class__.__name__})") from None
+    body = parse_yaml_text(text, str(path), ValueError)  # bounded, as every YAML the project reads
     kept = {}
     for key in keys:
         try:
