@@ -198,6 +198,11 @@ class TrainConfig(_Strict):
             raise ValueError(f"seed + n_envs must stay below {EVAL_SEED_BASE} (evaluation seeds start there)")
         if self.rollout_steps < 2:
             raise ValueError("ppo.n_steps * n_envs must be at least 2")
+        if self.vecnormalize.norm_reward and self.vecnormalize.gamma != self.ppo.gamma:
+            # VecNormalize scales rewards by the spread of the return discounted with its own gamma;
+            # another gamma than PPO's scales them by a return PPO does not optimise (rl-zoo3 sets it to PPO's)
+            raise ValueError(f"vecnormalize.gamma {self.vecnormalize.gamma} differs from ppo.gamma {self.ppo.gamma}; "
+                             "set both to the same discount (the reward scale is taken on that return)")
         return self
 
     @property

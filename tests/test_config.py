@@ -209,6 +209,14 @@ def test_set_errors_name_set_and_the_file(tmp_path: Path) -> None:
     assert "must be empty for algo 'ppo'" in config_error(DEFAULT_CONFIG, ["algo_params.kp=1"])
 
 
+def test_a_reward_scale_on_another_discount_than_ppos_is_refused() -> None:
+    message = config_error(DEFAULT_CONFIG, ["ppo.gamma=0.99"])
+    assert "vecnormalize.gamma 1.0 differs from ppo.gamma 0.99" in message
+    assert load_config(DEFAULT_CONFIG, ["ppo.gamma=0.99", "vecnormalize.gamma=0.99"]).ppo.gamma == 0.99
+    # without reward normalisation its gamma is not used
+    assert load_config(DEFAULT_CONFIG, ["ppo.gamma=0.99", "vecnormalize.norm_reward=false"]).vecnormalize.gamma == 1.0
+
+
 # ----------------------------------------------------------------------------- memory
 
 
