@@ -21,8 +21,10 @@ Two layers:
     never replaced;
   - a default location that exists (``RUN/eval``, ``runs/benchmark.json``) gets the next free
     name (``eval-2``, ``benchmark-2.json``), and :attr:`Output.note` says so in one line;
-  - the folder must exist and be writable, the name must fit the file system, and a file's
-    extension must be one the writer supports (a plot's format follows its extension).
+  - the folder must exist and be writable (the project's own ``runs/`` is made when missing: a
+    fresh clone has none, and the README's commands write there), the name must fit the file
+    system, and a file's extension must be one the writer supports (a plot's format follows
+    its extension).
 
   Then :func:`write_output_file` / :func:`output_folder` write through the atomic layer and
   leave the manifest. Nothing is ever renamed away or deleted unless the manifest proves this
@@ -48,6 +50,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
+
+RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
+"""The project's ``runs/``: the one folder an output may be named in before it exists."""
+
+
+def in_project_runs(path: str | Path) -> bool:
+    """``path`` is an entry of the project's ``runs/`` folder itself (not deeper)."""
+    return Path(os.path.abspath(path)).parent == Path(os.path.abspath(RUNS_DIR))
 
 MANIFEST = ".flywheel-output.json"
 TOOL = "flywheel"
@@ -439,6 +449,7 @@ def plan_file(
     if explicit and os.path.lexists(path):
         check_regular_target(path, what)  # a device, a folder, a link: say that first
     _check_suffix(path, option, suffixes)
+    create_parents = create_parents or in_project_runs(path)
     check_folder_writable(path.parent, what, create=create_parents)
     if not os.path.lexists(path):
         return Output(path, "file", option=option, create_parents=create_parents)
@@ -467,6 +478,7 @@ def plan_folder(
     path = Path(path)
     what = _what(option, path)
     check_name(path, what)
+    create_parents = create_parents or in_project_runs(path)
     check_folder_writable(path.parent, what, create=create_parents)
     if not os.path.lexists(path):
         return Output(path, "folder", option=option, create_parents=create_parents)

@@ -47,7 +47,8 @@ from typing import Any
 import yaml
 
 from agents.config import ConfigError, TrainConfig, config_from_dict, get_algorithm, upgrade_run_config
-from agents.io import OutputError, atomic_save, atomic_write_json, atomic_write_text, check_folder_writable, check_name, new_folder
+from agents.io import (RUNS_DIR, OutputError, atomic_save, atomic_write_json, atomic_write_text, check_folder_writable, check_name,
+                       in_project_runs, new_folder)
 from agents.locks import RunLock, RunLockedError
 from agents.policies import NormalizedPolicy
 from agents.recovery import check_model_file, find_checkpoints, lost_checkpoints, read_latest
@@ -56,7 +57,6 @@ from envs.batch import MarketBatch
 from envs.scenario import Scenario, ScenarioError, load_scenario
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-RUNS_DIR = PROJECT_ROOT / "runs"
 
 CONFIG_FILE = "config.yaml"
 SCENARIO_FILE = "scenario.yaml"
@@ -93,7 +93,7 @@ def check_new_run_dir(run_dir: str | Path, typed: bool = False) -> Path:
     folder to exist, like every other output path the user names, unless that folder is the
     project's ``runs/`` (made when missing, as for the default run folder)."""
     run_dir = Path(run_dir)
-    create_parents = not typed or Path(os.path.abspath(run_dir)).parent == Path(os.path.abspath(RUNS_DIR))
+    create_parents = not typed or in_project_runs(run_dir)
     if os.path.lexists(run_dir):
         raise RunError(f"run folder {run_dir} already exists; choose another --run-dir or continue it with --resume {run_dir}")
     try:

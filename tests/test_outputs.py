@@ -203,6 +203,23 @@ def test_file_checks_happen_before_any_work(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_projects_runs_folder_is_made_when_an_output_names_it(tmp_path, monkeypatch) -> None:
+    """A fresh clone has no runs/, and the README's commands write there (`--json runs/benchmark.json`,
+    `--out runs/frontier_readme_v2`); any other missing folder is still refused."""
+    monkeypatch.setattr(io, "RUNS_DIR", tmp_path / "runs")
+    out = io.plan_file(tmp_path / "runs" / "benchmark.json", option="--json")
+    folder = io.plan_folder(tmp_path / "runs" / "frontier", option="--out")
+    assert not (tmp_path / "runs").exists()  # checked, nothing made before the work
+    io.write_output_json(out, {"a": 1})
+    assert (tmp_path / "runs" / "benchmark.json").is_file()
+    with io.output_folder(folder) as staging:
+        (staging / "x.csv").write_text("1\n")
+    assert (tmp_path / "runs" / "frontier" / "x.csv").is_file()
+    for deeper in (tmp_path / "runs" / "missing" / "a.json", tmp_path / "elsewhere" / "a.json"):
+        with pytest.raises(OutputError, match="does not exist; create it first"):
+            io.plan_file(deeper, option="--json")
+
+
 def test_an_unwritable_folder_is_refused_before_work(tmp_path) -> None:
     # /proc takes no new files, whoever asks (root ignores a folder's mode bits)
     with pytest.raises(OutputError, match="cannot write in /proc"):

@@ -326,9 +326,9 @@ def test_a_run_dir_in_a_missing_folder_is_refused(tmp_path: Path, capsys, monkey
     # the project's own runs/ is made when missing, as for the default run folder (the docs' --run-dir runs/r1)
     import train as train_script
 
-    from agents import runs
+    from agents import io
 
-    monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(io, "RUNS_DIR", tmp_path / "runs")
     monkeypatch.setattr(train_script, "create_run_dir", lambda *a, **k: pytest.fail("checked only"))
     with pytest.raises(pytest.fail.Exception, match="checked only"):
         train_script.main(["--run-dir", str(tmp_path / "runs" / "r1")])
