@@ -467,7 +467,7 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
     else:
         def report(timesteps: int, figures: dict, train_seconds: float) -> None:
             if timesteps < config.total_timesteps:  # the final evaluation is reported below, with the summary
-                tune.report(metrics(timesteps, figures["gmv_mean"], figures["objective_mean"], train_seconds, done=False))
+                tune.report(metrics(timesteps, figures["gmv_mean"], figures["objective_mean"], train_seconds, done=False, finished=False))
             else:
                 final_train_seconds[0] = train_seconds
 
@@ -480,7 +480,7 @@ def run_trial(params: dict, spec: SweepSpec, sweep_dir: str) -> None:
         if result.interrupted:
             raise RuntimeError(f"trial {run_dir.name} was stopped by signal {result.signal}; resume the sweep to continue it")
         s = dict(result.summary, train_seconds=final_train_seconds[0])
-    final = metrics(s["timesteps"], s["eval_gmv_mean"], s["eval_objective_mean"], s.get("train_seconds") or s["wall_seconds"], done=True,
+    final = metrics(s["timesteps"], s["eval_gmv_mean"], s["eval_objective_mean"], s.get("train_seconds") or s["wall_seconds"], done=True, finished=True,
                     wall_seconds=s["wall_seconds"], fps=s["fps"], eval_cost_mean=s["eval_cost_mean"],
                     eval_final_run_rate_mean=s["eval_final_run_rate_mean"], beats_all_playbooks=s["beats_all_playbooks"])
     tune.report(final)
@@ -815,8 +815,9 @@ def _trial_configs(grid) -> dict[str, dict]:
 def result_rows(grid, spec: SweepSpec, sweep_dir: Path) -> list[dict]:
     """One row per trial: status, its axis values, its last metrics, its run folder.
 
-    A trial that has not reported yet (interrupted before its first evaluation) is a row too:
-    ``unfinished``, its axis values if Ray still knows its config, no metrics.
+    A trial that has not reported yet (interrupted before its first evaluation), or that reported
+    and was then interrupted (Ray has not ended it), is a row too: ``unfinished``, its axis values
+    if Ray still knows its config, its last metrics if any.
     """
     axes = list(spec.axis_domains())
     configs = _trial_configs(grid)
@@ -827,12 +828,12 @@ def result_rows(grid, spec: SweepSpec, sweep_dir: Path) -> list[dict]:
         config = result.config or configs.get(trial_id) or {}
         if result.error is not None:
             status = "error"
-        elif m.get("done"):
+        elif m.get("finished", m.get("done")):  # the trial's own last report (results of sweeps before "finished": Ray's done)
             status = "finished"
-        elif "timesteps" in m and (spec.early_stopping is not None or spec.max_train_seconds):
-            status = "stopped early"  # ASHA and max_train_seconds stop a trial only after a report
+        elif "timesteps" in m and m.get("done"):
+            status = "stopped early"  # Ray ended it after a report: ASHA or max_train_seconds (Ray sets done on its last result)
         else:
-            status = "unfinished"
+            status = "unfinished"  # never reported, or reported and then interrupted
         row = {"trial": trial_id or Path(result.path).name, "status": status}
         row.update({name: config.get(name) for name in axes})
         for key in ("timesteps", "train_seconds", "wall_seconds", "fps", *METRICS, "best_static_gmv", "best_static_objective", "eval_cost_mean",

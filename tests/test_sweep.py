@@ -177,6 +177,29 @@ def test_an_interrupt_before_any_trial_reported_is_an_interrupted_sweep_with_a_r
     assert not paths["png"].exists()  # nothing to plot yet
 
 
+def test_statuses_tell_finished_from_stopped_early_from_interrupted(tmp_path):
+    """What Ray 2.60 leaves, checked with a real ASHA sweep interrupted by SIGINT: a trial ASHA
+    stopped has Ray's done=True on its last report (ours said done=False, finished=False); one a
+    Ctrl-C interrupted keeps done=False. Only the trial's own final report says finished=True.
+    The sweep is then interrupted (its --resume line), not done."""
+    from ray.tune import Result
+
+    spec = spec_from_dict(tiny_doc(early_stopping={"grace_steps": 1024, "reduction_factor": 2}), source=str(TINY), name="tiny")
+    reports = {"ab123_00000": {"timesteps": 2048, "done": True, "finished": True},
+               "ab123_00001": {"timesteps": 1024, "done": True, "finished": False},
+               "ab123_00002": {"timesteps": 1024, "done": False, "finished": False},
+               "ab123_00003": {"timesteps": 2048, "done": True}}  # a result written before "finished" existed
+    results = [Result(metrics={"trial_id": i, spec.metric: 0.9, **m}, checkpoint=None, error=None,
+                      path=str(tmp_path / "tune" / f"run_trial_{i}")) for i, m in reports.items()]
+    rows = result_rows(_Grid(results, {i: {"seed": k} for k, i in enumerate(reports)}), spec, tmp_path)
+    assert [r["status"] for r in rows] == ["finished", "stopped early", "unfinished", "finished"]
+    assert rows[2]["timesteps"] == 1024  # the interrupted trial's last report is kept
+    result = SweepResult(tmp_path, rows, 1.0, RayInfo("local", True, 2.0, 1.0, "2.60.0"), metric=spec.metric, expected=4)
+    assert result.interrupted
+    done = SweepResult(tmp_path, rows[:2], 1.0, RayInfo("local", True, 2.0, 1.0, "2.60.0"), metric=spec.metric, expected=2)
+    assert not done.interrupted  # stopped early is an end
+
+
 def test_a_storage_that_is_a_file_or_has_no_parent_is_refused_before_ray_starts(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sweep_script, "run_sweep", lambda *a, **k: pytest.fail("Ray was started"))
     afile = tmp_path / "afile"
