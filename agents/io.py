@@ -61,6 +61,36 @@ def in_project_runs(path: str | Path) -> bool:
 
 MANIFEST = ".flywheel-output.json"
 TOOL = "flywheel"
+
+_writer: str | None = None
+
+
+def set_writer(name: str) -> None:
+    """Name the command whose outputs this process writes from now on (each script's ``main``
+    calls it with its own name): the manifest records it, and ``--force`` replaces only an
+    output the same command wrote (``sensitivity.py --force`` never replaces an evaluation)."""
+    global _writer
+    _writer = name
+
+
+def current_writer() -> str:
+    """The command writing now: :func:`set_writer`'s name, else the program's (``sys.argv[0]``)."""
+    if _writer:
+        return _writer
+    return Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "python"
+
+
+def _writer_of(doc: dict) -> str | None:
+    """The command that wrote a manifest: its ``writer``, or for manifests older than that key the
+    program of its ``command`` line (``evaluate.py ...`` or ``flywheel evaluate ...``)."""
+    writer = doc.get("writer")
+    if isinstance(writer, str) and writer:
+        return writer
+    words = str(doc.get("command") or "").split()
+    if not words:
+        return None
+    first = Path(words[0]).stem
+    return words[1].replace("-", "_") if first == "flywheel" and len(words) > 1 else first
 #: marker in every temporary name, so a leftover of a killed write is recognisable
 TEMP_MARK = ".flywheel-tmp-"
 #: formats matplotlib's Agg backend writes, by extension
@@ -295,6 +325,7 @@ def _manifest(files: dict[str, str], kind: str) -> dict:
     return {
         "tool": TOOL,
         "kind": kind,
+        "writer": current_writer(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "",
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "files": files,
@@ -329,11 +360,22 @@ def looks_like_run_folder(folder: Path) -> bool:
     return (folder / "config.yaml").is_file() and ((folder / "checkpoints").is_dir() or (folder / "model.zip").is_file())
 
 
+def _other_writer(doc: dict) -> str | None:
+    """Why a manifest's output is not this command's to replace (another command wrote it), or None."""
+    writer, now = _writer_of(doc), current_writer()
+    if writer is not None and writer != now:
+        return f"it was written by {writer}, not {now}"
+    return None
+
+
 def why_not_ours_file(path: Path) -> str | None:
     """``None`` if ``path`` is an output file this tool wrote and nobody changed since."""
     doc = _read_manifest(sidecar_path(path))
     if doc is None or doc.get("kind") != "file":
         return "it was not written by this tool"
+    other = _other_writer(doc)
+    if other:
+        return other
     want = doc["files"].get(path.name)
     try:
         have = sha256_file(path)
@@ -351,6 +393,9 @@ def why_not_ours_folder(folder: Path) -> str | None:
     doc = _read_manifest(folder / MANIFEST)
     if doc is None or doc.get("kind") != "folder":
         return f"it was not written by this tool (no {MANIFEST})"
+    other = _other_writer(doc)
+    if other:
+        return other
     listed: dict[str, str] = doc["files"]
     present = _folder_files(folder)
     for rel, full in present.items():
@@ -588,7 +633,8 @@ def output_folder(output: Output, in_place: bool = False) -> Iterator[Path]:
 
     ``in_place``: yield the output folder itself, made now (for outputs that hold long work,
     such as trained runs, which an interruption must not throw away); it must be new. What
-    is in it at the end is recorded in the manifest; after an error it stays as it is.
+    is in it at the end is recorded in the manifest; after an error it stays as it is (removed
+    if it is still empty).
 
     Files written into the yielded folder are recorded in the manifest. A replaced earlier
     output (``output.replace``) is moved aside and only the files its manifest lists are
@@ -607,7 +653,13 @@ def output_folder(output: Output, in_place: bool = False) -> Iterator[Path]:
             os.mkdir(path, folder_mode())
         except FileExistsError:
             raise OutputError(f"{_what(output.option, path)} appeared while this command ran; it was left as it is") from None
-        yield path
+        try:
+            yield path
+        except BaseException:
+            with contextlib.suppress(OSError):  # made here and still empty: nothing to keep, and it would block the next try
+                if not any(path.iterdir()):
+                    path.rmdir()
+            raise
         _write_manifest(path)
         return
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name[:64]}{TEMP_MARK}", dir=parent))

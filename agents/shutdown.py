@@ -153,3 +153,11 @@ class GracefulShutdown:
             self._say(f"{name} again: already stopping ({self.phase}), saving what is done; a third signal exits without waiting")
             return
         # cooperative or critical: the work stops at its next safe point
+
+
+def report_stop(exc: Interrupted, what: str, written: "list[str] | tuple[str, ...]" = ()) -> int:
+    """The one line a command ends with after a signal (``SIGINT: calibration stopped; nothing
+    was written``), on stderr; returns its exit status (130 or 143)."""
+    kept = f"wrote {', '.join(map(str, written))}" if written else "nothing was written"
+    print(f"{exc.signal_name}: {what} stopped; {kept}", file=sys.stderr, flush=True)
+    return exc.exit_code

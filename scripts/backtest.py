@@ -43,6 +43,7 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    io.set_writer("backtest")  # --force replaces only what this command wrote
     args = build_parser().parse_args(argv)
     try:
         if args.seeds < 0:

@@ -34,7 +34,7 @@ from agents import lazy, quality  # noqa: E402
 from agents.cli import OneLineParser, one_line_error, only_with  # noqa: E402
 from agents.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
 from agents.evaluation import PlannerEffort  # noqa: E402
-from agents.io import plan_file, write_output_json  # noqa: E402
+from agents.io import plan_file, write_output_json, set_writer  # noqa: E402
 from agents.shutdown import Interrupted  # noqa: E402
 from envs.benchmark import format_table, run_benchmark  # noqa: E402
 from envs.scenario import ScenarioError, load_scenario  # noqa: E402
@@ -130,6 +130,7 @@ def _plan_json(args: argparse.Namespace, default_path: Path = DEFAULT_JSON):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    set_writer("benchmark")  # --force replaces only what this command wrote
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -38,6 +38,7 @@ from agents.calibration.fit import fit, sample_posterior, scenario_values  # noq
 from agents.calibration.outputs import kept_settings, plan_outputs  # noqa: E402
 from agents.calibration.report import ensemble_text, scenario_reference, fit_table, plot_fit, scenario_text  # noqa: E402
 from agents.cli import OneLineParser, one_line_error  # noqa: E402
+from agents.shutdown import GracefulShutdown, Interrupted, report_stop  # noqa: E402
 from envs.ensemble import load_ensemble  # noqa: E402
 from envs.history import load_history  # noqa: E402
 from envs.scenario import load_scenario, parse_set_pairs  # noqa: E402
@@ -64,7 +65,17 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    io.set_writer("calibrate")  # --force replaces only what this command wrote
     args = build_parser().parse_args(argv)
+    written: list[str] = []
+    with GracefulShutdown(phase="calibration") as shutdown:
+        try:
+            return _run(args, shutdown, written)
+        except Interrupted as exc:  # the files are written whole or not at all (agents.io)
+            return report_stop(exc, "calibration", written)
+
+
+def _run(args, shutdown: GracefulShutdown, written: list[str]) -> int:
     try:
         if args.posterior < 0 or args.walkers < 0 or args.steps < 2 or args.starts < 1:
             raise ValueError("--posterior and --walkers must be >= 0, --steps >= 2, --starts >= 1")
@@ -104,15 +115,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_table(after))
         text = scenario_text(history, after, best, out.path, name=out.path.stem, settings=settings)
         load_scenario(history.scenario_path, {**best.overrides(), **settings})  # what --out means, validated before writing
-        print(f"wrote {io.write_output_text(out, text)}")
-        if posterior is not None:
-            if ensemble_out.note and not ensemble_out.replace:  # a taken default: the next free name
-                print(ensemble_out.note)
-            ref = scenario_reference(out.path, ensemble_out.path)  # the sets vary the fitted scenario
-            print(f"wrote {io.write_output_text(ensemble_out, ensemble_text(history, after, best, posterior, ref))}")
-            load_ensemble(ensemble_out.path)
-        if plot is not None:
-            print(f"wrote {io.write_output_file(plot, lambda tmp: plot_fit(before, after, best, posterior, tmp, plot.format))}")
+        with shutdown.critical("writing the fitted files"):  # a signal now waits: the scenario and its ensemble go together
+            written.append(str(io.write_output_text(out, text)))
+            print(f"wrote {written[-1]}")
+            if posterior is not None:
+                if ensemble_out.note and not ensemble_out.replace:  # a taken default: the next free name
+                    print(ensemble_out.note)
+                ref = scenario_reference(out.path, ensemble_out.path)  # the sets vary the fitted scenario
+                written.append(str(io.write_output_text(ensemble_out, ensemble_text(history, after, best, posterior, ref))))
+                print(f"wrote {written[-1]}")
+                load_ensemble(ensemble_out.path)
+            if plot is not None:
+                written.append(str(io.write_output_file(plot, lambda tmp: plot_fit(before, after, best, posterior, tmp, plot.format))))
+                print(f"wrote {written[-1]}")
     except (ValueError, OSError) as exc:
         return one_line_error(exc)
     return 0

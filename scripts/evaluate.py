@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import lazy  # noqa: E402
 from agents.cli import OneLineParser, one_line_error  # noqa: E402
 from agents.constraint import scaled_to_limit  # noqa: E402
-from agents.io import OutputError, describe_os_error, plan_folder  # noqa: E402
+from agents.io import OutputError, describe_os_error, plan_folder, set_writer  # noqa: E402
 from agents.evaluation import PLANNERS, PlannerEffort, applied_plans, evaluate, reference_policies  # noqa: E402
 from agents.policies import PLAYBOOKS  # noqa: E402
 from agents.report import format_table, write_report  # noqa: E402
@@ -160,6 +160,7 @@ def _effort(args: argparse.Namespace) -> PlannerEffort:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    set_writer("evaluate")  # --force replaces only what this command wrote
     args = build_parser().parse_args(argv)
     with GracefulShutdown(phase="evaluation") as shutdown:
         try:

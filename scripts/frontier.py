@@ -28,7 +28,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.cli import OneLineParser, only_with  # noqa: E402
-from agents.io import OutputError, describe_os_error, output_folder, plan_folder  # noqa: E402
+from agents.io import OutputError, describe_os_error, output_folder, plan_folder, set_writer  # noqa: E402
 from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
 from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, budget_overrides, check_budgets, compute_frontier, frontier_table, write_frontier  # noqa: E402
 from agents.sweep import SweepError  # noqa: E402
@@ -39,6 +39,7 @@ DEFAULT_OUT = Path("runs") / "frontier"
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_writer("frontier")  # --force replaces only what this command wrote
     effort = Effort()
     parser = OneLineParser(description="GMV against total incentive budget for best_static, oracle and (--train) PPO.")
     parser.add_argument("--scenario", default="global", help="built-in scenario name or YAML path (default global)")
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 with shutdown.critical("writing the frontier"):
                     write_frontier(result, out)
         except Interrupted as exc:  # the workers are terminated by then (agents.workers)
-            kept = f"; the trained runs so far are in {output.path / 'ppo'}" if args.train else "; nothing was written"
+            kept = f"; the trained runs so far are in {output.path / 'ppo'}" if args.train and (output.path / "ppo").exists() else "; nothing was written"
             print(f"{exc.signal_name}: frontier stopped{kept}", file=sys.stderr, flush=True)
             return exc.exit_code
         except KeyboardInterrupt as exc:  # Ctrl-C while Ray Tune ran the PPO sweep (it saved its state)

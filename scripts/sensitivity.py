@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import io  # noqa: E402
 from agents.calibration.sensitivity import analyse, paragraph, plot_tornado, sensitivity_json  # noqa: E402
 from agents.cli import OneLineParser, one_line_error  # noqa: E402
+from agents.shutdown import GracefulShutdown, Interrupted, report_stop  # noqa: E402
 from envs.ensemble import ENSEMBLE_DIR, load_ensemble  # noqa: E402
 from envs.scenario import load_scenario  # noqa: E402
 
@@ -44,7 +45,17 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    io.set_writer("sensitivity")  # --force replaces only what this command wrote
     args = build_parser().parse_args(argv)
+    written: list[str] = []
+    with GracefulShutdown(phase="sensitivity analysis") as shutdown:
+        try:
+            return _run(args, shutdown, written)
+        except Interrupted as exc:  # the folder appears whole or not at all (agents.io)
+            return report_stop(exc, "sensitivity analysis", written)
+
+
+def _run(args, shutdown: GracefulShutdown, written: list[str]) -> int:
     try:
         if args.trajectories < 2 or args.static_iterations < 1 or args.static_seeds < 1 or args.reoptimise < 0:
             raise ValueError("--trajectories must be >= 2, --static-iterations and --static-seeds >= 1, --reoptimise >= 0")
@@ -54,13 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ens_ref is None and (ENSEMBLE_DIR / f"{Path(args.scenario).stem}.yaml").exists():
             ens_ref = str(ENSEMBLE_DIR / f"{Path(args.scenario).stem}.yaml")
         ensemble = load_ensemble(ens_ref) if ens_ref not in (None, "none") else None
+        if ensemble is not None:
+            ensemble.scenarios(scenario)  # its parameters must be this scenario's (global's on us: no sea), one line if not
         s = analyse(args.scenario, ensemble, trajectories=args.trajectories, seed=args.seed,
                     static_iterations=args.static_iterations, static_seeds=args.static_seeds, reoptimise=args.reoptimise)
         doc = sensitivity_json(s, scenario.target_run_rate)
-        with io.output_folder(out) as tmp:
-            io.atomic_write_json(tmp / "sensitivity.json", doc)
-            io.atomic_write_text(tmp / "sensitivity.md", f"# Sensitivity of {scenario.name}\n\n{doc['paragraph']}\n")
-            plot_tornado(s, tmp / "tornado.png")
+        with shutdown.critical("writing the results"):
+            with io.output_folder(out) as tmp:
+                io.atomic_write_json(tmp / "sensitivity.json", doc)
+                io.atomic_write_text(tmp / "sensitivity.md", f"# Sensitivity of {scenario.name}\n\n{doc['paragraph']}\n")
+                plot_tornado(s, tmp / "tornado.png")
+            written.append(str(out.path))
         print(paragraph(s, scenario.target_run_rate))
         print(f"wrote {out.path}/sensitivity.json, sensitivity.md, tornado.png" + (f" ({out.note})" if out.note else ""))
     except (ValueError, OSError) as exc:

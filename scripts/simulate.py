@@ -19,7 +19,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.io import PLOT_FORMATS, check_distinct, plan_file  # noqa: E402
+from agents.io import PLOT_FORMATS, check_distinct, plan_file, set_writer  # noqa: E402
 from agents.policies import PLAYBOOKS  # noqa: E402
 from agents.plots import plot_simulation  # noqa: E402
 from agents.simulate import CSV_SUFFIXES, format_table, simulate, write_csv  # noqa: E402
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    set_writer("simulate")  # --force replaces only what this command wrote
     args = build_parser().parse_args(argv)
     try:
         if args.policy not in PLAYBOOKS:

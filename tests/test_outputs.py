@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 import subprocess
@@ -201,6 +202,51 @@ def test_file_checks_happen_before_any_work(tmp_path) -> None:
     with pytest.raises(OutputError, match="name the same path"):
         io.check_distinct([a, b])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_force_replaces_only_what_the_same_command_wrote(tmp_path, monkeypatch) -> None:
+    """`sensitivity.py --out RUN/eval --force` must not replace an evaluation, nor `benchmark.py
+    --json docs/backtest.json --force` the back-test: the manifest names the command."""
+    monkeypatch.setattr(io, "_writer", None)
+    io.set_writer("evaluate")
+    folder = tmp_path / "eval"
+    with io.output_folder(io.plan_folder(folder, option="--out")) as staging:
+        (staging / "eval.json").write_text("{}")
+    report = io.write_output_json(io.plan_file(tmp_path / "bt.json", option="--json"), {"a": 1})
+    io.set_writer("sensitivity")
+    with pytest.raises(OutputError, match="--force only replaces an output folder this tool wrote: it was written by evaluate, not sensitivity"):
+        io.plan_folder(folder, option="--out", force=True)
+    with pytest.raises(OutputError, match="it was written by evaluate, not sensitivity"):
+        io.plan_file(report, option="--json", force=True)
+    assert (folder / "eval.json").read_text() == "{}"
+    io.set_writer("evaluate")
+    assert io.plan_folder(folder, option="--out", force=True).replace
+    # a manifest from before the writer key: its command line names the program
+    sidecar = io.sidecar_path(report)
+    doc = json.loads(sidecar.read_text())
+    for command, allowed in (("backtest.py --json x.json --force", "backtest"), ("flywheel plot-run RUN --out x.png", "plot_run")):
+        doc.pop("writer", None)
+        doc["command"] = command
+        sidecar.write_text(json.dumps(doc))
+        io.set_writer(allowed)
+        assert io.plan_file(report, option="--json", force=True).replace
+        io.set_writer("benchmark")
+        with pytest.raises(OutputError, match=f"it was written by {allowed}, not benchmark"):
+            io.plan_file(report, option="--json", force=True)
+
+
+def test_an_in_place_folder_left_empty_by_an_error_is_removed_one_with_work_is_kept(tmp_path) -> None:
+    """`frontier.py --train --out X` makes X first (trained runs must survive an interruption); a
+    failure before anything is written must not leave an empty X that refuses the next try."""
+    for work in (False, True):
+        out = tmp_path / f"out-{work}"
+        with pytest.raises(KeyboardInterrupt):
+            with io.output_folder(io.plan_folder(out, option="--out"), in_place=True) as folder:
+                if work:
+                    (folder / "ppo").mkdir()
+                raise KeyboardInterrupt
+        assert out.exists() == work
+    assert io.plan_folder(tmp_path / "out-False", option="--out").path == tmp_path / "out-False"  # free again
 
 
 def test_the_projects_runs_folder_is_made_when_an_output_names_it(tmp_path, monkeypatch) -> None:

@@ -45,3 +45,12 @@ def test_sensitivity_script_on_a_tiny_design(tmp_path, run_script):
     assert (out / "tornado.png").stat().st_size > 5000 and (out / "sensitivity.md").read_text().startswith("# Sensitivity")
     code, _, err = run_script("sensitivity", ["--scenario", "global_prior", "--out", out])
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_an_ensemble_of_another_scenarios_regions_is_one_line(tmp_path, run_script):
+    """The global ensemble on `us` (no SEA): one line naming the set and the key, as evaluate and
+    train say it, not a KeyError from inside the analysis; nothing written."""
+    code, _, err = run_script("sensitivity", ["--scenario", "us", "--ensemble", "global", "--out", tmp_path / "sens", "--trajectories", "2"])
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "set 0" in err and "'sea' is not in regions" in err, err
+    assert not (tmp_path / "sens").exists()
