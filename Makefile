@@ -59,7 +59,7 @@ evaluate: $(STAMP)
 	$(PY) scripts/evaluate.py $$(ls -td runs/*__*__*__*/ | head -1) --episodes 100
 
 frontier: $(STAMP)
-	$(PY) scripts/frontier.py --scenario global --budgets 1 2 4 8 --out runs/frontier
+	$(PY) scripts/frontier.py --scenario global --budgets 1 2 4 8   # runs/frontier, or the next free name (runs/frontier-2, ...)
 
 # Hard-budget PPO, unconstrained soft-mode PPO and PPO-Lagrangian, 3 seeds x 300k steps each (~20 min).
 constraint-benchmark: $(STAMP)

@@ -105,12 +105,15 @@ def check_new_run_dir(run_dir: str | Path, typed: bool = False) -> Path:
 
 
 def check_tensorboard_log(folder: str | Path, run_dir: Path) -> Path:
-    """``--tensorboard-log``: a folder that exists or can be made, writable, without a
-    ``<run name>`` entry yet (a new run starts its own curve). Returns it absolute; nothing is
-    created here."""
+    """``--tensorboard-log``: a writable folder, or a new one whose parent exists (as for every
+    output path a user names; the project's ``runs/`` may be made), without a ``<run name>``
+    entry yet (a new run starts its own curve). Returns it absolute; nothing is created here."""
     folder = Path(folder)
     try:
-        check_folder_writable(folder, f"--tensorboard-log {folder}", create=True)
+        if os.path.lexists(folder):
+            check_folder_writable(folder, f"--tensorboard-log {folder}")
+        else:
+            check_folder_writable(folder.parent, f"--tensorboard-log {folder}", create=in_project_runs(folder))
     except OutputError as exc:
         raise RunError(str(exc)) from None
     if os.path.lexists(folder / run_dir.name):

@@ -313,6 +313,13 @@ def test_bad_input_is_one_line_exit_2_nothing_written(case: str, tmp_path: Path,
     assert not run_dir.exists()
 
 
+def test_a_tensorboard_log_in_a_missing_folder_is_refused(tmp_path: Path, capsys):
+    """As every output path a user names: the folder may be new, its parent must exist."""
+    code, err = _main(["--tensorboard-log", str(tmp_path / "nowhere" / "tb"), "--run-dir", str(tmp_path / "run")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "does not exist; create it first" in err, err
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "run").exists()
+
+
 def _write(folder: Path, text: str) -> Path:
     path = folder / "config.yaml"
     path.write_text(text)
