@@ -187,6 +187,11 @@ def run_benchmark(
     check_out(out)
     spec = benchmark_spec(variants, seeds, timesteps)
     sweep_dir = (out / "sweep").resolve()
+    if (sweep_dir / sweep.SWEEP_FILE).is_file():
+        differs = sweep.settings_difference(spec, sweep_dir)
+        if differs is not None:
+            raise BenchmarkError(f"--out {out} holds a benchmark started with {differs} asked now; "
+                                 "rerun with its --variants, --seeds and --timesteps to continue it, or choose another --out")
     t0 = time.monotonic()
     trained = sweep.run_sweep(spec, sweep_dir, resume=(sweep_dir / sweep.SWEEP_FILE).is_file(), address=address, log=log)
     if trained.interrupted:

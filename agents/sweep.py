@@ -630,9 +630,16 @@ def check_sweep_dir(spec: SweepSpec, sweep_dir: Path, resume: bool) -> None:
         return
     if not stored.is_file():
         raise SweepError(f"--resume: {sweep_dir} is not a sweep folder (no {SWEEP_FILE}); start it without --resume")
-    differs = _first_difference(_comparable(yaml.safe_load(stored.read_text())), _comparable(spec_document(spec)))
+    differs = settings_difference(spec, sweep_dir)
     if differs is not None:
         raise SweepError(f"--resume: {sweep_dir} was started with {differs} asked now ({stored}); use the same settings or start a new sweep")
+
+
+def settings_difference(spec: SweepSpec, sweep_dir: Path) -> str | None:
+    """How the sweep stored in ``sweep_dir`` differs from ``spec`` (``key=started, not asked``:
+    the first difference), or ``None``; only how many trials run at once may change."""
+    stored = yaml.safe_load((Path(sweep_dir) / SWEEP_FILE).read_text())
+    return _first_difference(_comparable(stored), _comparable(spec_document(spec)))
 
 
 def spec_document(spec: SweepSpec) -> dict:

@@ -79,6 +79,8 @@ def _run(args, shutdown: GracefulShutdown, written: list[str]) -> int:
     try:
         if args.posterior < 0 or args.walkers < 0 or args.steps < 2 or args.starts < 1:
             raise ValueError("--posterior and --walkers must be >= 0, --steps >= 2, --starts >= 1")
+        if args.ensemble_out is not None and not args.posterior:
+            raise ValueError("--ensemble-out goes only with --posterior N (the ensemble is N sets drawn from the posterior)")
         out, ensemble_out = plan_outputs(args.out, args.ensemble_out, args.posterior, args.force)
         plot = io.plan_file(args.plot, option="--plot", force=args.force, suffixes=io.PLOT_FORMATS) if args.plot else None
         io.check_distinct([o for o in (out, ensemble_out, plot) if o is not None])
@@ -97,6 +99,10 @@ def _run(args, shutdown: GracefulShutdown, written: list[str]) -> int:
             load_scenario(history.scenario_path, settings)  # a bad --set fails before the fit
         if not history.free:
             raise ValueError(f"{history.path}: free is empty; name the parameters to fit as dotted.path: [low, high]")
+        d = len(history.free)
+        if args.posterior and args.walkers and args.walkers < 2 * d:  # emcee's stretch move needs two walkers a dimension
+            raise ValueError(f"--walkers {args.walkers}: the sampler needs at least {2 * d} for the {d} fitted parameters "
+                             f"(twice their number; default max(32, {4 * d}))")
         prior = scenario_values(history)
         before = backtest(history, seeds=0)
         print(format_table(before), "\n")

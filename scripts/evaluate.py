@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "configs/ensembles or a path; the same draw for every policy): adds the spread plot gmv_spread.png")
     foreign = parser.add_argument_group("a model trained elsewhere (pickles run code when loaded: load only your own files)")
     foreign.add_argument("--model", type=Path, metavar="PATH.zip", help="a stable-baselines3 or sb3-contrib model file, played on --scenario")
-    foreign.add_argument("--vecnormalize", type=Path, metavar="PATH.pkl", help="the VecNormalize statistics the --model was trained with")
+    foreign.add_argument("--vecnormalize", type=Path, metavar="PATH.pkl",
+                         help="the VecNormalize statistics the --model was trained with (default: a vecnormalize.pkl beside it, if any)")
     foreign.add_argument("--algo", help="the --model's algorithm, rl-zoo3's name (ppo, sac, td3, a2c, tqc, trpo, ppo_lstm, ...; default: read from the file)")
     search = parser.add_argument_group("planner budgets (CMA-ES generations)")
     search.add_argument("--static-iterations", type=int, default=120, help="best_static generations (default 120)")
@@ -149,7 +150,12 @@ def _load_foreign(args: argparse.Namespace, overrides: dict):
     foreign = lazy.foreign()
     lazy.training().set_torch_threads()
     if args.model is not None:
-        return foreign.load_model_file(args.model, load_scenario(args.scenario, overrides), args.vecnormalize, algo=args.algo)
+        vecnormalize = args.vecnormalize
+        beside = args.model.parent / "vecnormalize.pkl"
+        if vecnormalize is None and beside.is_file():  # as rl-zoo3's enjoy: a normalised model is played with its statistics
+            vecnormalize = beside
+            print(f"using the VecNormalize statistics beside the model: {beside} (--vecnormalize PATH names others)", flush=True)
+        return foreign.load_model_file(args.model, load_scenario(args.scenario, overrides), vecnormalize, algo=args.algo)
     return foreign.load_zoo_experiment(args.run_dir, overrides)
 
 

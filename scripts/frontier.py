@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         if str(overrides.get("budget.mode", "hard")) != "hard":
             raise FrontierError(f"--set budget.mode={overrides['budget.mode']}: the frontier plays every budget in hard mode "
                                 "(each budget is a limit the planners keep exactly); drop this --set")
+        if "budget.total" in overrides:
+            raise FrontierError(f"--set budget.total={overrides['budget.total']}: --budgets gives each point's total budget; "
+                                "drop this --set (--per-quarter fixes the quarterly cap)")
         base = load_scenario(args.scenario, overrides)
         for b in budgets:  # every budget must be a valid scenario (e.g. within the schema's ranges)
             try:

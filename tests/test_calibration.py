@@ -106,6 +106,12 @@ def test_calibrate_set_refuses_a_fitted_parameter_and_writes_nothing(tmp_path, r
     code, _, err = run_script("calibrate", ["--history", hist, "--out", out, "--set", "regions.us.sellers_half=300"])
     assert code == 2 and err.startswith("error: --set regions.us.sellers_half") and err.count("\n") == 1, err
     assert not out.exists()
+    # flags that would do nothing or fail only after the fit: refused first
+    for argv, expect in ((["--ensemble-out", tmp_path / "e.yaml"], "--ensemble-out goes only with --posterior"),
+                         (["--posterior", "8", "--walkers", "1"], "--walkers 1: the sampler needs at least")):
+        code, _, err = run_script("calibrate", ["--history", hist, "--out", out, *argv])
+        assert code == 2 and expect in err and err.count("\n") == 1, err
+    assert not out.exists() and not (tmp_path / "e.yaml").exists()
 
 
 def test_calibrate_script_writes_a_scenario_that_extends_and_an_ensemble(tmp_path, run_script):

@@ -313,6 +313,13 @@ def test_evaluate_plays_a_plain_sb3_model_with_its_statistics(tmp_path):
     assert set(doc["policies"]) >= {"sac", "uniform"}
     from tests.conftest import run_main  # a real evaluate process refusing a loaded model: test_evaluation's spaces test
 
+    # without --vecnormalize, the statistics beside the model are used (as rl-zoo3's enjoy), and said
+    beside = run_main(ROOT / "scripts" / "evaluate.py", ["--model", str(tmp_path / "sac.zip"), "--scenario", "global", "--out", str(tmp_path / "eval2"),
+                                                         "--episodes", "4", "--policies", "sac,uniform"])
+    assert beside.returncode == 0 and f"using the VecNormalize statistics beside the model: {tmp_path / 'vecnormalize.pkl'}" in beside.stdout
+    same = json.loads((tmp_path / "eval2" / "eval.json").read_text())["policies"]["sac"]["gmv_mean"]
+    assert same == pytest.approx(doc["policies"]["sac"]["gmv_mean"])
+
     bad = run_main(ROOT / "scripts" / "evaluate.py", ["--model", str(tmp_path / "sac.zip"), "--scenario", "us"])
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "space has shape" in bad.stderr, bad.stderr
 

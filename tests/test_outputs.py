@@ -461,8 +461,9 @@ def test_a_constraint_benchmark_run_trained_otherwise_is_not_reused(tmp_path) ->
     (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / sweep.SWEEP_FILE).write_text(yaml.safe_dump(sweep.spec_document(started)))
     before = snapshot(tmp_path)
-    with pytest.raises(sweep.SweepError, match="total_timesteps=256, not 512"):
+    with pytest.raises(cb.BenchmarkError, match="started with set.total_timesteps=256, not 512 asked now; rerun with its --variants, --seeds and --timesteps") as caught:
         cb.run_benchmark(tmp_path, variants=["ppo_hard"], seeds=[0], timesteps=512, log=lambda m: None)
+    assert "--resume" not in str(caught.value)  # constraint_benchmark.py has no such flag
     assert snapshot(tmp_path) == before
 
 
@@ -472,6 +473,7 @@ def test_a_constraint_benchmark_run_trained_otherwise_is_not_reused(tmp_path) ->
     ("benchmark", ["--seconds", "inf"], "--seconds must be in (0, 600]"),
     ("benchmark", ["--seconds", "nan"], "--seconds must be in (0, 600]"),
     ("frontier", ["--set", "budget.mode=soft"], "hard mode"),
+    ("frontier", ["--set", "budget.total=3"], "--budgets gives each point's total budget"),
 ])
 def test_sizes_are_bounded_and_empty_choices_refused(script, argv, expected, tmp_path, capsys, monkeypatch) -> None:
     import importlib.util
