@@ -160,6 +160,10 @@ class Region(_Strict):
         ]:
             if value > cap:
                 raise ValueError(f"{name} = {value} must not exceed its ceiling {cap}")
+        genz, older = self.buyers * self.genz_buyer_share, self.buyers * (1.0 - self.genz_buyer_share)
+        if genz > self.users * self.genz_share * (1 + 1e-12) or older > self.users * (1.0 - self.genz_share) * (1 + 1e-12):
+            raise ValueError(f"buyers x genz_buyer_share = {genz:.6g} M Gen Z and {older:.6g} M older buyers must not exceed "
+                             f"users x genz_share = {self.users * self.genz_share:.6g} and {self.users * (1.0 - self.genz_share):.6g} M users of each cohort")
         if self.reference_rate > self.rate_max:
             raise ValueError(f"reference_rate = {self.reference_rate} must not exceed rate_max = {self.rate_max}")
         if self.shopping_share >= self.share_max:
@@ -199,6 +203,13 @@ class Event(_Strict):
 
 EVENT_KINDS = ("suspend", "reference_rate", "launch", "set")
 
+#: Region fields that set a stock's start, which a ``set`` event cannot change (the stock has moved on
+#: by then), with what to change instead.
+START_VALUES = {
+    "shopping_share": "the shopping-start share is a stock that moves toward its target each quarter; "
+                      "to model competitors taking share, set regions.<region>.share_max",
+}
+
 
 def _check_set_value(label: str, path: str, section: BaseModel, name: str, value: float) -> None:
     """A ``set`` event's value must be in the range the scenario file's own field allows, one line
@@ -237,8 +248,8 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _checks(self) -> "Scenario":
-        if any(s <= 0 for s in self.season):
-            raise ValueError("season multipliers must all be > 0")
+        if any(not 0 < s <= 3 for s in self.season):
+            raise ValueError(f"season multipliers must all be in (0, 3], got {list(self.season)}")
         if parse_quarter(self.start) is None:
             raise ValueError(f"start = {self.start!r} is not a calendar quarter like 2023Q1")
         self.compiled_events()  # every event checked here, with a message naming it
@@ -260,6 +271,7 @@ class Scenario(_Strict):
         first = year * 4 + q0
         names = list(self.regions)
         out = []
+        labels: dict[int, str] = {}  # compiled event -> its label, for the checks across quarters
         seen: dict[tuple, str] = {}
         for k, ev in enumerate(self.events):
             label = f"events[{k}] ({ev.quarter}{', ' + ev.region if ev.region else ''})"
@@ -281,6 +293,7 @@ class Scenario(_Strict):
             seen[what] = f"events[{k}]"
             if kind == "set":
                 out.append(self._compile_set(label, t, ev))
+                labels[len(out) - 1] = label
                 continue
             if ev.region not in self.regions:
                 raise ValueError(f"{label}: region {ev.region!r} is not in the scenario's regions ({', '.join(names)})")
@@ -296,26 +309,57 @@ class Scenario(_Strict):
                 if not 0.0 <= ev.reference_rate <= rate_max:
                     raise ValueError(f"{label}: reference_rate = {ev.reference_rate} must be in [0, rate_max = {rate_max}]")
                 out.append(market.Event(t, j, "reference_rate", value=ev.reference_rate))
+                labels[len(out) - 1] = label
             else:
                 if ev.launch is not True:
                     raise ValueError(f"{label}: launch must be true")
                 out.append(market.Event(t, j, "launch"))
+        self._check_rates_over_time(out, labels)
         return tuple(out)
+
+    def _check_rates_over_time(self, events: list[market.Event], labels: dict[int, str]) -> None:
+        """In every quarter, after the events so far, each region's reference rate is within
+        [0, rate_max] (the file's own check, kept over time): a reference above the rate lever 0
+        can charge would make the null action pay a discount. One line naming the event."""
+        ref = {j: r.reference_rate for j, r in enumerate(self.regions.values())}
+        top = {j: r.rate_max for j, r in enumerate(self.regions.values())}
+        order = sorted(range(len(events)), key=lambda k: events[k].t)
+        for k in order:
+            ev = events[k]
+            if ev.kind == "reference_rate" or (ev.kind == "set" and ev.target == ("region", "reference_rate")):
+                ref[ev.region] = ev.value
+            elif ev.kind == "set" and ev.target == ("region", "rate_max"):
+                top[ev.region] = ev.value
+            else:
+                continue
+            if ref[ev.region] > top[ev.region]:
+                name = list(self.regions)[ev.region]
+                raise ValueError(f"{labels[k]}: from then on regions.{name}.reference_rate = {ref[ev.region]:g} would exceed "
+                                 f"regions.{name}.rate_max = {top[ev.region]:g}; the reference must stay within [0, rate_max]")
 
     def _compile_set(self, label: str, t: int, ev: Event) -> market.Event:
         parts = ev.set.path.split(".")
         tables = {"attractiveness": "attr", "buyers": "buyers", "sellers": "sellers", "creators": "creators", "platform": "platform"}
         region_fields = [p.name for p in market.REGION_PARAM_TABLE if p.group == "region"]
+        region_fields = [f for f in region_fields if f not in START_VALUES]
         if len(parts) == 3 and parts[0] == "regions":
             if parts[1] not in self.regions:
                 raise ValueError(f"{label}: set.path {ev.set.path!r} names region {parts[1]!r}, not in the scenario's regions ({', '.join(self.regions)})")
+            if ev.region is not None and ev.region != parts[1]:
+                raise ValueError(f"{label}: the event's region is {ev.region!r} but set.path {ev.set.path!r} changes region {parts[1]!r}; make them one")
+            if parts[2] in START_VALUES:
+                raise ValueError(f"{label}: set.path {ev.set.path!r} is a start value, not a parameter that can change: {START_VALUES[parts[2]]}")
             if parts[2] not in region_fields:
                 raise ValueError(f"{label}: set.path {ev.set.path!r} is not a parameter that can change; per region: {', '.join(region_fields)}")
             _check_set_value(label, ev.set.path, self.regions[parts[1]], parts[2], ev.set.value)
-            return market.Event(t, list(self.regions).index(parts[1]), "set", value=ev.set.value, target=("region", parts[2]))
+            value = 0.0 if parts[2] == "suspension_hazard" and self.deterministic else ev.set.value  # deterministic: no hazards, events included
+            return market.Event(t, list(self.regions).index(parts[1]), "set", value=value, target=("region", parts[2]))
         if len(parts) == 2 and parts[0] in tables:
             group = tables[parts[0]]
             allowed = [p.name for p in market.GLOBAL_PARAM_TABLE if p.group == group]
+            if parts[1] in allowed and ev.region is not None:
+                raise ValueError(f"{label}: set.path {ev.set.path!r} is platform-wide (it changes every region); drop region: "
+                                 f"{ev.region!r}, or change a regional parameter (regions.<region>.<name>)")
             if parts[1] in allowed:
                 _check_set_value(label, ev.set.path, getattr(self, parts[0]), parts[1], ev.set.value)
                 return market.Event(t, -1, "set", value=ev.set.value, target=(group, parts[1]))

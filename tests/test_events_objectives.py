@@ -105,6 +105,12 @@ def test_a_parameter_event_changes_the_value_from_its_quarter_on() -> None:
         # a set event's value is checked as the scenario file's own value would be
         ({"quarter": "2024Q1", "region": "us", "set": {"path": "regions.us.aov", "value": -40}}, "set.value = -40.0 for regions.us.aov: Input should be greater than 0"),
         ({"quarter": "2024Q1", "set": {"path": "sellers.churn", "value": 7}}, "set.value = 7.0 for sellers.churn: Input should be less than or equal to 1"),
+        # a set event changes a parameter of its own region, from then on, within what the file would allow
+        ({"quarter": "2024Q1", "region": "us", "set": {"path": "regions.us.shopping_share", "value": 0.05}}, "is a start value, not a parameter that can change"),
+        ({"quarter": "2024Q1", "region": "uk", "set": {"path": "sellers.churn", "value": 0.3}}, "is platform-wide (it changes every region); drop region: 'uk'"),
+        ({"quarter": "2024Q1", "region": "narnia", "set": {"path": "regions.us.aov", "value": 30}}, "the event's region is 'narnia' but set.path 'regions.us.aov' changes region 'us'"),
+        ({"quarter": "2024Q1", "region": "us", "set": {"path": "regions.us.reference_rate", "value": 0.2}}, "regions.us.reference_rate = 0.2 would exceed regions.us.rate_max = 0.1"),
+        ({"quarter": "2024Q1", "set": {"path": "regions.us.rate_max", "value": 0.02}}, "regions.us.reference_rate = 0.029 would exceed regions.us.rate_max = 0.02"),
         # two changes of one thing in one quarter: which would hold is not the user's to guess
         ({"quarter": "2023Q2", "region": "us", "launch": True}, "events[0] already changes launch in 2023Q2; keep one"),
     ],
@@ -151,3 +157,19 @@ def test_one_change_named_two_ways_is_refused_and_a_set_value_is_checked_by_its_
     later = [{"quarter": "2024Q1", "region": "us", "reference_rate": 0.01},
              {"quarter": "2024Q2", "set": {"path": "regions.us.rate_max", "value": 0.02}}]
     assert len(load_scenario("global", {"events": later}).events) == 2
+
+
+def test_deterministic_means_no_suspension_hazard_even_one_an_event_sets() -> None:
+    """`deterministic: true` zeroes the hazards; a set event raising one must not bring chance back."""
+    events = [{"quarter": "2023Q2", "region": "us", "set": {"path": "regions.us.suspension_hazard", "value": 0.5}}]
+    runs = []
+    for seed in (0, 1, 2):
+        env = SocialCommerceEnv("global", {"deterministic": True, "events": events})
+        env.reset(seed=seed)
+        total = 0.0
+        for _ in range(env.params.horizon):
+            total += env.step(np.zeros(env.action_space.shape, dtype=np.float32))[4]["gmv"]
+        runs.append(total)
+    assert runs[0] == runs[1] == runs[2]
+    stochastic = load_scenario("global", {"events": events}).compiled_events()
+    assert stochastic[0].value == 0.5  # the same file without deterministic keeps the event

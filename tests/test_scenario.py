@@ -197,6 +197,14 @@ def test_population_above_its_ceiling_is_rejected() -> None:
     assert "regions.us" in message and "buyers" in message and "ceiling" in message
 
 
+def test_each_buyer_cohort_fits_its_users_and_seasons_keep_the_observation_box() -> None:
+    # 3.6M Gen Z buyers against 1.5M Gen Z users: accepted, the first quarter would wipe out a quarter of the buyers
+    message = scenario_error("us", {"regions.us.genz_share": 0.01, "regions.us.genz_buyer_share": 0.6})
+    assert "regions.us" in message and "Gen Z" in message and "must not exceed" in message
+    # next_season = season - 1 is an observation in [-1, 2]
+    assert "season multipliers must all be in (0, 3]" in scenario_error("global", {"season": [1, 1, 1, 3.5]})
+
+
 def test_unknown_key_in_override_lists_the_allowed_keys() -> None:
     message = scenario_error("global", {"budget.totl": 3.0})
     assert "budget.totl" in message
