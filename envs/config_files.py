@@ -53,7 +53,8 @@ Int = Annotated[int, BeforeValidator(_not_a_bool)]
 
 
 def _count_nodes(root: yaml.Node, source: str, error: type[ValueError]) -> int:
-    """Values the document holds once its aliases are expanded; refuses recursive aliases."""
+    """Values the document holds once its aliases are expanded; refuses recursive aliases and a
+    key given twice in one mapping (YAML would keep the last one without a word)."""
     sizes: dict[int, int] = {}
     on_path: set[int] = set()
 
@@ -68,6 +69,13 @@ def _count_nodes(root: yaml.Node, source: str, error: type[ValueError]) -> int:
         if isinstance(node, yaml.SequenceNode):
             total += sum(size(child) for child in node.value)
         elif isinstance(node, yaml.MappingNode):
+            keys: set = set()
+            for k, _ in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    if k.value in keys:
+                        raise error(f"{source} line {k.start_mark.line + 1}: key '{k.value}' appears twice in one mapping "
+                                    "(YAML would keep only the last); keep one")
+                    keys.add(k.value)
             total += sum(size(k) + size(v) for k, v in node.value)
         on_path.discard(key)
         sizes[key] = total

@@ -1230,12 +1230,14 @@ def observe_market(g, rg, season, regional, t, param_set, remaining, spent, obs,
         own = rq[REGION.seller_capacity, j] * regional[i, F.sellers, j]
         platform = regional[i, F.warehouse, j]
         capacity_ds = own + platform + regional[i, F.logistics, j]
-        obs[i, o + OBS.buyer_penetration] = (regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]) / users
+        # ratios to a ceiling are at most 1 on every path the scenario file allows; a set event that
+        # lowers a ceiling below the stock (users_max, livestream_max) is read as 1, inside the box
+        obs[i, o + OBS.buyer_penetration] = min(1.0, (regional[i, F.buyers_genz, j] + regional[i, F.buyers_older, j]) / users)
         obs[i, o + OBS.selection] = regional[i, F.selection, j]
         obs[i, o + OBS.creator_strength] = creators / (creators + rq[REGION.creators_half, j])
-        obs[i, o + OBS.user_saturation] = users * rq[REGION.inv_users_max, j]
+        obs[i, o + OBS.user_saturation] = min(1.0, users * rq[REGION.inv_users_max, j])
         obs[i, o + OBS.capacity_cover] = min(1.0, 0.5 * capacity_ds / max(regional[i, F.demand, j], 1e-9))
-        obs[i, o + OBS.livestream] = regional[i, F.livestream, j] * rq[REGION.inv_livestream_max, j]
+        obs[i, o + OBS.livestream] = min(1.0, regional[i, F.livestream, j] * rq[REGION.inv_livestream_max, j])
         obs[i, o + OBS.trust] = regional[i, F.trust, j]
         pool = rq[REGION.pool_max, j]
         obs[i, o + OBS.ad_reach] = hill(regional[i, F.adstock, j] * rq[REGION.inv_pool, j], gq[ATTR.hill_ec])

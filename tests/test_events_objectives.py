@@ -173,3 +173,18 @@ def test_deterministic_means_no_suspension_hazard_even_one_an_event_sets() -> No
     assert runs[0] == runs[1] == runs[2]
     stochastic = load_scenario("global", {"events": events}).compiled_events()
     assert stochastic[0].value == 0.5  # the same file without deterministic keeps the event
+
+
+def test_observations_stay_in_their_box_when_an_event_lowers_a_ceiling_below_its_stock() -> None:
+    """Livestream affinity read 3.24 and user saturation 3.46 after such events (Box(-1, 2) declared)."""
+    events = [{"quarter": "2024Q1", "set": {"path": "regions.sea.livestream_max", "value": 0.2}},
+              {"quarter": "2024Q1", "set": {"path": "regions.sea.users_max", "value": 100}}]
+    env = SocialCommerceEnv("global", {"deterministic": True, "events": events})
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    seen = [obs]
+    for _ in range(env.params.horizon):
+        seen.append(env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))[0])
+    assert all(env.observation_space.contains(o) for o in seen)
+    sea = env.params.region_names.index("sea") * market.N_REGION_FEATURES
+    assert max(o[sea + market.OBS.user_saturation] for o in seen) == 1.0  # read at its ceiling once users_max fell below the users

@@ -214,6 +214,12 @@ def test_unknown_key_in_override_lists_the_allowed_keys() -> None:
     assert "fr" in message and all(r in message for r in ("sea", "us", "uk"))
 
 
+def test_a_key_given_twice_is_refused_not_silently_the_last(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "extends: global\nregions:\n  us:\n    aov: 35\n    aov: 350\n")
+    message = scenario_error(str(path))
+    assert str(path) in message and "line 5: key 'aov' appears twice" in message
+
+
 def test_unknown_key_in_file_names_the_key(tmp_path: Path) -> None:
     message = scenario_error(str(write_yaml(tmp_path, "extends: global\nbudget:\n  totl: 3.0\n")))
     assert "unknown key 'budget.totl'" in message
