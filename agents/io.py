@@ -51,6 +51,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+MANIFEST = ".flywheel-output.json"
+TOOL = "flywheel"
+#: marker in every temporary name, so a leftover of a killed write is recognisable
+TEMP_MARK = ".flywheel-tmp-"
+#: formats matplotlib's Agg backend writes, by extension
+PLOT_FORMATS = ("png", "pdf", "svg", "eps", "ps")
+#: longest file name most file systems take (bytes); longer names fail with ENAMETOOLONG
+NAME_MAX = 255
+
 RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
 """The project's ``runs/``: the one folder an output may be named in before it exists."""
 
@@ -59,8 +68,6 @@ def in_project_runs(path: str | Path) -> bool:
     """``path`` is an entry of the project's ``runs/`` folder itself (not deeper)."""
     return Path(os.path.abspath(path)).parent == Path(os.path.abspath(RUNS_DIR))
 
-MANIFEST = ".flywheel-output.json"
-TOOL = "flywheel"
 
 _writer: str | None = None
 
@@ -91,12 +98,6 @@ def _writer_of(doc: dict) -> str | None:
         return None
     first = Path(words[0]).stem
     return words[1].replace("-", "_") if first == "flywheel" and len(words) > 1 else first
-#: marker in every temporary name, so a leftover of a killed write is recognisable
-TEMP_MARK = ".flywheel-tmp-"
-#: formats matplotlib's Agg backend writes, by extension
-PLOT_FORMATS = ("png", "pdf", "svg", "eps", "ps")
-#: longest file name most file systems take (bytes); longer names fail with ENAMETOOLONG
-NAME_MAX = 255
 
 
 class OutputError(ValueError):

@@ -323,19 +323,23 @@ class Scenario(_Strict):
         can charge would make the null action pay a discount. One line naming the event."""
         ref = {j: r.reference_rate for j, r in enumerate(self.regions.values())}
         top = {j: r.rate_max for j, r in enumerate(self.regions.values())}
-        order = sorted(range(len(events)), key=lambda k: events[k].t)
-        for k in order:
-            ev = events[k]
-            if ev.kind == "reference_rate" or (ev.kind == "set" and ev.target == ("region", "reference_rate")):
-                ref[ev.region] = ev.value
-            elif ev.kind == "set" and ev.target == ("region", "rate_max"):
-                top[ev.region] = ev.value
-            else:
-                continue
-            if ref[ev.region] > top[ev.region]:
-                name = list(self.regions)[ev.region]
-                raise ValueError(f"{labels[k]}: from then on regions.{name}.reference_rate = {ref[ev.region]:g} would exceed "
-                                 f"regions.{name}.rate_max = {top[ev.region]:g}; the reference must stay within [0, rate_max]")
+        for t in sorted({ev.t for ev in events}):  # a quarter's events hold together: check after all of them
+            touched: dict[int, int] = {}
+            for k, ev in enumerate(events):
+                if ev.t != t:
+                    continue
+                if ev.kind == "reference_rate" or (ev.kind == "set" and ev.target == ("region", "reference_rate")):
+                    ref[ev.region] = ev.value
+                elif ev.kind == "set" and ev.target == ("region", "rate_max"):
+                    top[ev.region] = ev.value
+                else:
+                    continue
+                touched[ev.region] = k
+            for j, k in touched.items():
+                if ref[j] > top[j]:
+                    name = list(self.regions)[j]
+                    raise ValueError(f"{labels[k]}: from then on regions.{name}.reference_rate = {ref[j]:g} would exceed "
+                                     f"regions.{name}.rate_max = {top[j]:g}; the reference must stay within [0, rate_max]")
 
     def _compile_set(self, label: str, t: int, ev: Event) -> market.Event:
         parts = ev.set.path.split(".")

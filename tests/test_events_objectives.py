@@ -157,6 +157,10 @@ def test_one_change_named_two_ways_is_refused_and_a_set_value_is_checked_by_its_
     later = [{"quarter": "2024Q1", "region": "us", "reference_rate": 0.01},
              {"quarter": "2024Q2", "set": {"path": "regions.us.rate_max", "value": 0.02}}]
     assert len(load_scenario("global", {"events": later}).events) == 2
+    # a quarter's events hold together: lowering rate_max below the reference is fine when the same quarter lowers the reference
+    together = [{"quarter": "2024Q1", "set": {"path": "regions.us.rate_max", "value": 0.02}},
+                {"quarter": "2024Q1", "region": "us", "reference_rate": 0.01}]
+    assert len(load_scenario("global", {"events": together}).events) == 2
 
 
 def test_deterministic_means_no_suspension_hazard_even_one_an_event_sets() -> None:
