@@ -198,11 +198,6 @@ class TrainConfig(_Strict):
             raise ValueError(f"seed + n_envs must stay below {EVAL_SEED_BASE} (evaluation seeds start there)")
         if self.rollout_steps < 2:
             raise ValueError("ppo.n_steps * n_envs must be at least 2")
-        if self.vecnormalize.norm_reward and self.vecnormalize.gamma != self.ppo.gamma:
-            # VecNormalize scales rewards by the spread of the return discounted with its own gamma;
-            # another gamma than PPO's scales them by a return PPO does not optimise (rl-zoo3 sets it to PPO's)
-            raise ValueError(f"vecnormalize.gamma {self.vecnormalize.gamma} differs from ppo.gamma {self.ppo.gamma}; "
-                             "set both to the same discount (the reward scale is taken on that return)")
         return self
 
     @property
@@ -385,8 +380,9 @@ def check_memory(cfg: TrainConfig, scenario: Scenario, source: str = "config") -
 def config_from_dict(doc: Mapping, sets: Mapping[str, Any] | None = None, source: str = "config", check_resources: bool = False) -> TrainConfig:
     """Validate a config document, apply dotted ``sets`` to the resolved config, validate again.
 
-    :param check_resources: also refuse a config whose buffers do not fit in available memory
-        (for a new training; a saved run's config is not refused for it).
+    :param check_resources: a new training's checks: also refuse a config whose buffers do not fit
+        in available memory, or whose rewards would be scaled on another discount than PPO's (a
+        saved run's config is not refused for them: it trained so, and must still load and resume).
     """
     cfg = _validate(doc, source)
     if sets:
@@ -394,8 +390,18 @@ def config_from_dict(doc: Mapping, sets: Mapping[str, Any] | None = None, source
         cfg = _validate(apply_sets(cfg.model_dump(mode="json"), sets), source)
     validate_config(cfg, source)
     if check_resources:
+        check_discounts(cfg, source)
         check_memory(cfg, _scenario(cfg, source), source)
     return cfg
+
+
+def check_discounts(cfg: TrainConfig, source: str = "config") -> None:
+    """VecNormalize scales rewards by the spread of the return discounted with its own gamma; with
+    another gamma than PPO's it scales them by a return PPO does not optimise (rl-zoo3 sets it to
+    PPO's). Refused for a new training, one line."""
+    if cfg.vecnormalize.norm_reward and cfg.vecnormalize.gamma != cfg.ppo.gamma:
+        raise ConfigError(f"{source}: vecnormalize.gamma {cfg.vecnormalize.gamma} differs from ppo.gamma {cfg.ppo.gamma}; "
+                          "set both to the same discount (the reward scale is taken on that return)")
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG, sets: Iterable[str] | Mapping[str, Any] | None = None) -> TrainConfig:

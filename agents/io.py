@@ -84,7 +84,17 @@ def current_writer() -> str:
     """The command writing now: :func:`set_writer`'s name, else the program's (``sys.argv[0]``)."""
     if _writer:
         return _writer
-    return Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "python"
+    return _program(sys.argv[0] if sys.argv else "") or "python"
+
+
+def _program(command: str) -> str | None:
+    """The program of a command line: ``evaluate`` of ``scripts/evaluate.py ...`` and of
+    ``flywheel evaluate ...`` (the console's subcommands spell ``_`` as ``-``)."""
+    words = str(command or "").split()
+    if not words:
+        return None
+    first = Path(words[0]).stem
+    return words[1].replace("-", "_") if first == "flywheel" and len(words) > 1 else first
 
 
 def _writer_of(doc: dict) -> str | None:
@@ -93,11 +103,7 @@ def _writer_of(doc: dict) -> str | None:
     writer = doc.get("writer")
     if isinstance(writer, str) and writer:
         return writer
-    words = str(doc.get("command") or "").split()
-    if not words:
-        return None
-    first = Path(words[0]).stem
-    return words[1].replace("-", "_") if first == "flywheel" and len(words) > 1 else first
+    return _program(doc.get("command"))
 
 
 class OutputError(ValueError):

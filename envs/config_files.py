@@ -72,10 +72,10 @@ def _count_nodes(root: yaml.Node, source: str, error: type[ValueError]) -> int:
             keys: set = set()
             for k, _ in node.value:
                 if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
-                    if k.value in keys:
+                    if (k.tag, k.value) in keys:  # 1 and "1" are two keys
                         raise error(f"{source} line {k.start_mark.line + 1}: key '{k.value}' appears twice in one mapping "
                                     "(YAML would keep only the last); keep one")
-                    keys.add(k.value)
+                    keys.add((k.tag, k.value))
             total += sum(size(k) + size(v) for k, v in node.value)
         on_path.discard(key)
         sizes[key] = total

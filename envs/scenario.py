@@ -305,9 +305,8 @@ class Scenario(_Strict):
                     raise ValueError(f"{label}: suspend.quarters = {ev.suspend.quarters} must be in 1..40")
                 out.append(market.Event(t, j, "suspend", value=ev.suspend.share, quarters=ev.suspend.quarters))
             elif kind == "reference_rate":
-                rate_max = self.regions[ev.region].rate_max
-                if not 0.0 <= ev.reference_rate <= rate_max:
-                    raise ValueError(f"{label}: reference_rate = {ev.reference_rate} must be in [0, rate_max = {rate_max}]")
+                if not ev.reference_rate >= 0.0:  # its ceiling, rate_max as events leave it, is checked over time below
+                    raise ValueError(f"{label}: reference_rate = {ev.reference_rate} must be in [0, rate_max]")
                 out.append(market.Event(t, j, "reference_rate", value=ev.reference_rate))
                 labels[len(out) - 1] = label
             else:

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 with shutdown.critical("writing the frontier"):
                     write_frontier(result, out)
         except Interrupted as exc:  # the workers are terminated by then (agents.workers)
-            kept = f"; the trained runs so far are in {output.path / 'ppo'}" if args.train and (output.path / "ppo").exists() else "; nothing was written"
+            kept = f"; what the PPO runs wrote so far is in {output.path / 'ppo'}" if args.train and (output.path / "ppo").exists() else "; nothing was written"
             print(f"{exc.signal_name}: frontier stopped{kept}", file=sys.stderr, flush=True)
             return exc.exit_code
         except KeyboardInterrupt as exc:  # Ctrl-C while Ray Tune ran the PPO sweep (it saved its state)

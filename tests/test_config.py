@@ -215,6 +215,10 @@ def test_a_reward_scale_on_another_discount_than_ppos_is_refused() -> None:
     assert load_config(DEFAULT_CONFIG, ["ppo.gamma=0.99", "vecnormalize.gamma=0.99"]).ppo.gamma == 0.99
     # without reward normalisation its gamma is not used
     assert load_config(DEFAULT_CONFIG, ["ppo.gamma=0.99", "vecnormalize.norm_reward=false"]).vecnormalize.gamma == 1.0
+    # a run trained so before the check still loads (and resumes): only a new training is refused
+    saved = load_config(DEFAULT_CONFIG).model_dump(mode="json")
+    saved["ppo"]["gamma"] = 0.99
+    assert config_from_dict(saved).ppo.gamma == 0.99
 
 
 # ----------------------------------------------------------------------------- memory

@@ -99,7 +99,8 @@ def test_a_parameter_event_changes_the_value_from_its_quarter_on() -> None:
         ({"quarter": "Q4 2023", "region": "sea", "launch": True}, "is not a calendar quarter"),
         ({"quarter": "2023Q4", "region": "sea", "suspend": {"quarters": 1, "share": 1.5}}, "suspend.share = 1.5 must be in [0, 1]"),
         ({"quarter": "2023Q4", "region": "sea", "set": {"path": "sellers.nonsense", "value": 1}}, "is not a model parameter"),
-        ({"quarter": "2023Q4", "region": "us", "reference_rate": 0.2}, "must be in [0, rate_max = 0.1]"),
+        ({"quarter": "2023Q4", "region": "us", "reference_rate": 0.2}, "regions.us.reference_rate = 0.2 would exceed regions.us.rate_max = 0.1"),
+        ({"quarter": "2023Q4", "region": "us", "reference_rate": -0.01}, "reference_rate = -0.01 must be in [0, rate_max]"),
         ({"quarter": "2023Q4", "region": "us", "reference_rate": 0.05, "launch": True}, "exactly one change"),
         ({"quarter": "2023Q4", "region": "us", "bogus": 1}, "unknown key"),
         # a set event's value is checked as the scenario file's own value would be
@@ -161,6 +162,10 @@ def test_one_change_named_two_ways_is_refused_and_a_set_value_is_checked_by_its_
     together = [{"quarter": "2024Q1", "set": {"path": "regions.us.rate_max", "value": 0.02}},
                 {"quarter": "2024Q1", "region": "us", "reference_rate": 0.01}]
     assert len(load_scenario("global", {"events": together}).events) == 2
+    # a reference between the file's rate_max and one an earlier event raised is fine, however it is spelt
+    raised = [{"quarter": "2024Q1", "set": {"path": "regions.us.rate_max", "value": 0.3}},
+              {"quarter": "2024Q2", "region": "us", "reference_rate": 0.25}]
+    assert len(load_scenario("global", {"events": raised}).events) == 2
 
 
 def test_deterministic_means_no_suspension_hazard_even_one_an_event_sets() -> None:
