@@ -19,6 +19,7 @@ default phase every signal raises (a first exception that Python swallowed, as i
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -161,3 +162,16 @@ def report_stop(exc: Interrupted, what: str, written: "list[str] | tuple[str, ..
     kept = f"wrote {', '.join(map(str, written))}" if written else "nothing was written"
     print(f"{exc.signal_name}: {what} stopped; {kept}", file=sys.stderr, flush=True)
     return exc.exit_code
+
+
+@contextlib.contextmanager
+def starting() -> Iterator[None]:
+    """Around a command's module imports (the first second or two of every script): a signal
+    there ends the command with one line instead of Python's traceback; nothing is written yet.
+    It exits with ``os._exit``: half-loaded compiled modules would complain at a normal exit."""
+    try:
+        with GracefulShutdown(phase="start"):
+            yield
+    except Interrupted as stopped:
+        print(f"interrupted ({stopped.signal_name}) while starting: nothing was written", file=sys.stderr, flush=True)
+        os._exit(stopped.exit_code)

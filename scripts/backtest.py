@@ -24,10 +24,13 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents import io  # noqa: E402
-from agents.calibration.backtest import BAND_SEEDS, backtest, backtest_json, format_table, path_csv, plot_backtest  # noqa: E402
-from agents.cli import OneLineParser, one_line_error  # noqa: E402
-from envs.history import load_history  # noqa: E402
+from agents.shutdown import starting  # noqa: E402
+
+with starting():  # a signal while the modules load: one line, nothing written yet
+    from agents import io  # noqa: E402
+    from agents.calibration.backtest import BAND_SEEDS, backtest, backtest_json, format_table, path_csv, plot_backtest  # noqa: E402
+    from agents.cli import OneLineParser, one_line_error  # noqa: E402
+    from envs.history import load_history  # noqa: E402
 
 
 def build_parser() -> OneLineParser:

@@ -30,14 +30,17 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents import lazy, quality  # noqa: E402
-from agents.cli import OneLineParser, one_line_error, only_with  # noqa: E402
-from agents.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
-from agents.evaluation import PlannerEffort  # noqa: E402
-from agents.io import plan_file, write_output_json, set_writer  # noqa: E402
-from agents.shutdown import Interrupted  # noqa: E402
-from envs.benchmark import format_table, run_benchmark  # noqa: E402
-from envs.scenario import ScenarioError, load_scenario  # noqa: E402
+from agents.shutdown import starting  # noqa: E402
+
+with starting():  # a signal while the modules load: one line, nothing written yet
+    from agents import lazy, quality  # noqa: E402
+    from agents.cli import OneLineParser, one_line_error, only_with  # noqa: E402
+    from agents.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
+    from agents.evaluation import PlannerEffort  # noqa: E402
+    from agents.io import plan_file, write_output_json, set_writer  # noqa: E402
+    from agents.shutdown import Interrupted  # noqa: E402
+    from envs.benchmark import format_table, run_benchmark  # noqa: E402
+    from envs.scenario import ScenarioError, load_scenario  # noqa: E402
 
 
 def measure_training(timesteps: int) -> dict[str, float]:

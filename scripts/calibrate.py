@@ -32,16 +32,19 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents import io  # noqa: E402
-from agents.calibration.backtest import backtest, format_table  # noqa: E402
-from agents.calibration.fit import fit, sample_posterior, scenario_values  # noqa: E402
-from agents.calibration.outputs import kept_settings, plan_outputs  # noqa: E402
-from agents.calibration.report import ensemble_text, scenario_reference, fit_table, plot_fit, scenario_text  # noqa: E402
-from agents.cli import OneLineParser, one_line_error  # noqa: E402
-from agents.shutdown import GracefulShutdown, Interrupted, report_stop  # noqa: E402
-from envs.ensemble import load_ensemble  # noqa: E402
-from envs.history import load_history  # noqa: E402
-from envs.scenario import load_scenario, parse_set_pairs  # noqa: E402
+from agents.shutdown import starting  # noqa: E402
+
+with starting():  # a signal while the modules load: one line, nothing written yet
+    from agents import io  # noqa: E402
+    from agents.calibration.backtest import backtest, format_table  # noqa: E402
+    from agents.calibration.fit import fit, sample_posterior, scenario_values  # noqa: E402
+    from agents.calibration.outputs import kept_settings, plan_outputs  # noqa: E402
+    from agents.calibration.report import ensemble_text, scenario_reference, fit_table, plot_fit, scenario_text  # noqa: E402
+    from agents.cli import OneLineParser, one_line_error  # noqa: E402
+    from agents.shutdown import GracefulShutdown, Interrupted, report_stop  # noqa: E402
+    from envs.ensemble import load_ensemble  # noqa: E402
+    from envs.history import load_history  # noqa: E402
+    from envs.scenario import load_scenario, parse_set_pairs  # noqa: E402
 
 
 def build_parser() -> OneLineParser:

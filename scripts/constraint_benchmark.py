@@ -20,10 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.cli import OneLineParser  # noqa: E402
-from agents.constraint_benchmark import VARIANT_NAMES, BenchmarkError, check_out, run_benchmark  # noqa: E402
-from agents.runs import RunError  # noqa: E402
-from agents.sweep import SweepError  # noqa: E402
+from agents.shutdown import starting  # noqa: E402
+
+with starting():  # a signal while the modules load: one line, nothing written yet
+    from agents.cli import OneLineParser  # noqa: E402
+    from agents.constraint_benchmark import VARIANT_NAMES, BenchmarkError, check_out, run_benchmark  # noqa: E402
+    from agents.runs import RunError  # noqa: E402
+    from agents.sweep import SweepError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

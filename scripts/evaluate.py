@@ -43,18 +43,21 @@ from typing import Any, Sequence  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents import lazy  # noqa: E402
-from agents.cli import OneLineParser, one_line_error  # noqa: E402
-from agents.constraint import scaled_to_limit  # noqa: E402
-from agents.io import OutputError, describe_os_error, plan_folder, set_writer  # noqa: E402
-from agents.evaluation import PLANNERS, PlannerEffort, applied_plans, evaluate, reference_policies  # noqa: E402
-from agents.policies import PLAYBOOKS  # noqa: E402
-from agents.report import format_table, write_report  # noqa: E402
-from agents.runs import RunError, check_spaces, load_run  # noqa: E402
-from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
-from agents.seeds import DEFAULT_EVAL_SEED, TRAIN_SEED_BASE, eval_seeds  # noqa: E402
-from envs.ensemble import EnsembleError, load_ensemble  # noqa: E402
-from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_pairs  # noqa: E402
+from agents.shutdown import starting  # noqa: E402
+
+with starting():  # a signal while the modules load: one line, nothing written yet
+    from agents import lazy  # noqa: E402
+    from agents.cli import OneLineParser, one_line_error  # noqa: E402
+    from agents.constraint import scaled_to_limit  # noqa: E402
+    from agents.io import OutputError, describe_os_error, plan_folder, set_writer  # noqa: E402
+    from agents.evaluation import PLANNERS, PlannerEffort, applied_plans, evaluate, reference_policies  # noqa: E402
+    from agents.policies import PLAYBOOKS  # noqa: E402
+    from agents.report import format_table, write_report  # noqa: E402
+    from agents.runs import RunError, check_spaces, load_run  # noqa: E402
+    from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
+    from agents.seeds import DEFAULT_EVAL_SEED, TRAIN_SEED_BASE, eval_seeds  # noqa: E402
+    from envs.ensemble import EnsembleError, load_ensemble  # noqa: E402
+    from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_pairs  # noqa: E402
 
 
 #: upper bound of --episodes: every policy's trajectories are kept in memory (~20 kB an episode

@@ -27,12 +27,15 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.cli import OneLineParser, only_with  # noqa: E402
-from agents.io import OutputError, describe_os_error, output_folder, plan_folder, set_writer  # noqa: E402
-from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
-from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, budget_overrides, check_budgets, compute_frontier, frontier_table, write_frontier  # noqa: E402
-from agents.sweep import SweepError  # noqa: E402
-from envs.scenario import ScenarioError, load_scenario, parse_set_pairs  # noqa: E402
+from agents.shutdown import starting  # noqa: E402
+
+with starting():  # a signal while the modules load: one line, nothing written yet
+    from agents.cli import OneLineParser, only_with  # noqa: E402
+    from agents.io import OutputError, describe_os_error, output_folder, plan_folder, set_writer  # noqa: E402
+    from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
+    from agents.frontier import DEFAULT_BUDGETS, Effort, FrontierError, budget_overrides, check_budgets, compute_frontier, frontier_table, write_frontier  # noqa: E402
+    from agents.sweep import SweepError  # noqa: E402
+    from envs.scenario import ScenarioError, load_scenario, parse_set_pairs  # noqa: E402
 
 
 DEFAULT_OUT = Path("runs") / "frontier"

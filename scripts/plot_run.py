@@ -12,10 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.cli import one_line_error  # noqa: E402
-from agents.io import PLOT_FORMATS, plan_file, set_writer  # noqa: E402
-from agents.plots import plot_training  # noqa: E402
-from agents.shutdown import GracefulShutdown, Interrupted, report_stop  # noqa: E402
+from agents.shutdown import starting  # noqa: E402
+
+with starting():  # a signal while the modules load: one line, nothing written yet
+    from agents.cli import one_line_error  # noqa: E402
+    from agents.io import PLOT_FORMATS, plan_file, set_writer  # noqa: E402
+    from agents.plots import plot_training  # noqa: E402
+    from agents.shutdown import GracefulShutdown, Interrupted, report_stop  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

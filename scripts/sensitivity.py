@@ -22,12 +22,15 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents import io  # noqa: E402
-from agents.calibration.sensitivity import analyse, paragraph, plot_tornado, sensitivity_json  # noqa: E402
-from agents.cli import OneLineParser, one_line_error  # noqa: E402
-from agents.shutdown import GracefulShutdown, Interrupted, report_stop  # noqa: E402
-from envs.ensemble import ENSEMBLE_DIR, load_ensemble  # noqa: E402
-from envs.scenario import load_scenario  # noqa: E402
+from agents.shutdown import starting  # noqa: E402
+
+with starting():  # a signal while the modules load: one line, nothing written yet
+    from agents import io  # noqa: E402
+    from agents.calibration.sensitivity import analyse, paragraph, plot_tornado, sensitivity_json  # noqa: E402
+    from agents.cli import OneLineParser, one_line_error  # noqa: E402
+    from agents.shutdown import GracefulShutdown, Interrupted, report_stop  # noqa: E402
+    from envs.ensemble import ENSEMBLE_DIR, load_ensemble  # noqa: E402
+    from envs.scenario import load_scenario  # noqa: E402
 
 
 def build_parser() -> OneLineParser:

@@ -19,11 +19,14 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.io import PLOT_FORMATS, check_distinct, plan_file, set_writer  # noqa: E402
-from agents.policies import PLAYBOOKS  # noqa: E402
-from agents.plots import plot_simulation  # noqa: E402
-from agents.simulate import CSV_SUFFIXES, format_table, simulate, write_csv  # noqa: E402
-from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_pairs  # noqa: E402
+from agents.shutdown import starting  # noqa: E402
+
+with starting():  # a signal while the modules load: one line, nothing written yet
+    from agents.io import PLOT_FORMATS, check_distinct, plan_file, set_writer  # noqa: E402
+    from agents.policies import PLAYBOOKS  # noqa: E402
+    from agents.plots import plot_simulation  # noqa: E402
+    from agents.simulate import CSV_SUFFIXES, format_table, simulate, write_csv  # noqa: E402
+    from envs.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_set_pairs  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,25 +16,19 @@ command that continues (exit 130 / 143).
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
+from agents.shutdown import starting  # noqa: E402
 
-# loading the modules takes seconds (the model's compiled kernels): a signal then is one line too
-try:
-    with GracefulShutdown(phase="start"):
-        from agents.cli import OneLineParser  # noqa: E402
-        from agents.sweep import (  # noqa: E402
-            SWEEP_FILE, SweepError, check_storage, check_sweep_dir, copy_spec, default_sweep_dir, load_sweep, run_sweep,
-        )
-except Interrupted as _stopped:
-    print(f"interrupted ({_stopped.signal_name}) while starting: nothing was written", flush=True)
-    os._exit(_stopped.exit_code)  # nothing to clean up; half-loaded compiler objects would complain at exit
+with starting():  # a signal while the modules load: one line, nothing written yet
+    from agents.cli import OneLineParser  # noqa: E402
+    from agents.sweep import (  # noqa: E402
+        SWEEP_FILE, SweepError, check_storage, check_sweep_dir, copy_spec, default_sweep_dir, load_sweep, run_sweep,
+    )
 
 
 def continue_with(args, sweep_dir: Path | None) -> str:

@@ -22,12 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents import lazy  # noqa: E402
-from agents.cli import OneLineParser  # noqa: E402
-from agents.config import DEFAULT_CONFIG, ConfigError, load_config, whole_rollouts  # noqa: E402
-from agents.runs import (TB_DIR, RunError, check_new_run_dir, create_run_dir, default_run_dir, open_for_resume,  # noqa: E402
-                         stopped_line, tensorboard_dir)
-from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
+from agents.shutdown import starting  # noqa: E402
+
+with starting():  # a signal while the modules load: one line, nothing written yet
+    from agents import lazy  # noqa: E402
+    from agents.cli import OneLineParser  # noqa: E402
+    from agents.config import DEFAULT_CONFIG, ConfigError, load_config, whole_rollouts  # noqa: E402
+    from agents.runs import (TB_DIR, RunError, check_new_run_dir, create_run_dir, default_run_dir, open_for_resume,  # noqa: E402
+                             stopped_line, tensorboard_dir)
+    from agents.shutdown import GracefulShutdown, Interrupted  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

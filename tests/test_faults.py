@@ -623,3 +623,23 @@ def test_evaluate_stopped_during_the_oracle_leaves_no_worker_and_no_output(sig, 
     name = signal.Signals(sig).name
     assert proc.returncode == 128 + sig and err.strip().splitlines() == [f"{name}: evaluation stopped; nothing was written"], err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_while_a_script_loads_its_modules_is_one_line(sig: str, code: int) -> None:
+    """Every script loads its modules inside agents.shutdown.starting(): a signal there (the first
+    second or two) prints one line instead of Python's traceback, and exits 128 + the signal."""
+    program = ("import os, signal, time\n"
+               "from agents.shutdown import starting\n"
+               "with starting():\n"
+               f"    os.kill(os.getpid(), signal.{sig})\n"
+               "    time.sleep(5)\n"
+               "print('not reached')\n")
+    done = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == code and done.stdout == ""
+    assert done.stderr == f"interrupted ({sig}) while starting: nothing was written\n"
+    for script in sorted((REPO_ROOT / "scripts").glob("*.py")):  # and every script does load them so
+        text = script.read_text()
+        if "def main" in text:
+            assert "with starting():" in text, script.name
