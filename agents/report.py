@@ -240,7 +240,12 @@ def report_markdown(ev: Evaluation, doc: dict, mix_policy: str | None, notes: Se
         f"({p.terminal_value:g} quarters of the last quarter's de-seasonalised value); the ratio to the oracle is taken on it. "
         "Contribution is revenue minus cash spend, net burn its opposite. "
         "GMV is cumulative over the horizon; the run rate is the last quarter's GMV, annualised and de-seasonalised; "
-        "the oracle is a clairvoyant open-loop plan per episode (an upper bound), `best_static` the best constant allocation.",
+        "the oracle is a clairvoyant open-loop plan per episode, the best a local search (CMA-ES, started from `best_static`, "
+        "its schedule and the learned policy's own plays) finds: a bound on what an open-loop plan reaches, not a proven optimum; "
+        "`best_static` the best constant allocation."
+        + (" With an ensemble, the planners search on the nominal parameters while each episode plays a parameter set drawn "
+           "from the ensemble: the oracle is not clairvoyant about those parameters, and a policy may score above it."
+           if ev.ensemble is not None else ""),
         "",
         "![GMV run rate by quarter](run_rate.png)",
         "",
