@@ -100,6 +100,7 @@ def evaluate(
         p10, p50, p90 = np.percentile(episode_totals(trajectories[name].gmv), PERCENTILES)
         figures.update(gmv_p10=float(p10), gmv_p50=float(p50), gmv_p90=float(p90))
     _add_ratios_to_oracle(metrics, trajectories, oracle_name)
+    _add_differences(metrics, trajectories, "best_static")
     moved = {name: sc for name, sc in played.items() if sc is not scenario}
     return Evaluation(scenario, int(seed), seeds, metrics, trajectories, learned, moved or None, params, ensemble)
 
@@ -114,6 +115,19 @@ def _add_ratios_to_oracle(metrics: dict, trajectories: dict, oracle_name: str) -
             figures["ratio_to_oracle"] = figures["objective_mean"] / oracle_value
             per_episode = episode_totals(trajectories[name].reward) / episode_totals(trajectories[oracle_name].reward)
             figures["ratio_to_oracle_ci95"] = list(bootstrap_ci(per_episode))
+
+
+def _add_differences(metrics: dict, trajectories: dict, baseline: str) -> None:
+    """Each policy's objective minus the ``baseline``'s, paired by episode (every policy plays the
+    same episodes), with a bootstrap CI of that paired difference: the interval "beats
+    best_static" rests on (the per-policy intervals overlap though the ranking is clear)."""
+    if baseline not in trajectories:
+        return
+    base = episode_totals(trajectories[baseline].reward)
+    for name, figures in metrics.items():
+        diff = episode_totals(trajectories[name].reward) - base
+        figures[f"objective_minus_{baseline}"] = float(diff.mean())
+        figures[f"objective_minus_{baseline}_ci95"] = list(bootstrap_ci(diff))
 
 
 # --------------------------------------------------------------------------- reference policies

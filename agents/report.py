@@ -206,7 +206,17 @@ def _net_effect(ma: Mapping, mb: Mapping) -> str:
     gain = ma["gmv_mean"] / mb["gmv_mean"] - 1.0 if mb["gmv_mean"] > 0 else float("nan")
     return (f"Net effect: cumulative GMV ${ma['gmv_mean']:.1f}B against ${mb['gmv_mean']:.1f}B ({gain:+.1%}), "
             f"final run rate ${ma['run_rate_final_mean']:.1f}B against ${mb['run_rate_final_mean']:.1f}B, "
-            f"spending ${ma['cost_mean']:.2f}B against ${mb['cost_mean']:.2f}B.")
+            f"spending ${ma['cost_mean']:.2f}B against ${mb['cost_mean']:.2f}B."
+            + _paired(ma))
+
+
+def _paired(ma: Mapping) -> str:
+    """The objective difference to best_static paired by episode, where the evaluation has it."""
+    if ma.get("objective_minus_best_static_ci95") is None:
+        return ""
+    lo, hi = ma["objective_minus_best_static_ci95"]
+    return (f" Objective against `best_static` on the same episodes: {ma['objective_minus_best_static']:+.2f} $B "
+            f"(paired 95% CI {lo:+.2f} to {hi:+.2f}).")
 
 
 def _fmt(x, spec: str = ".2f") -> str:

@@ -231,6 +231,13 @@ def test_eval_json_schema_and_byte_identical_reruns(tmp_path, stochastic):
         assert figures["ratio_to_oracle"] == pytest.approx(figures["objective_mean"] / doc["policies"]["oracle"]["objective_mean"], rel=1e-5)
         assert figures["net_burn_mean"] == pytest.approx(-figures["contribution_mean"], abs=1e-5)
     assert doc["policies"]["oracle"]["ratio_to_oracle"] == 1.0
+    # each policy against best_static, paired by episode: the mean of the per-episode differences
+    for name, figures in doc["policies"].items():
+        diff = ev.metrics[name]["objective_minus_best_static"]
+        assert diff == pytest.approx(np.mean(ev.trajectories[name].reward.sum(1) - ev.trajectories["best_static"].reward.sum(1)), rel=1e-9, abs=1e-9)
+        lo, hi = figures["objective_minus_best_static_ci95"]
+        assert lo <= figures["objective_minus_best_static"] <= hi
+    assert doc["policies"]["best_static"]["objective_minus_best_static_ci95"] == [0.0, 0.0]
     out = tmp_path / "e0"
     for png in ("run_rate.png", "lever_mix.png", "cost.png"):
         assert (out / png).stat().st_size > 1000
