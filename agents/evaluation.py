@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from agents.planners import best_static_policy, oracle_policy
-from agents.policies import PLAYBOOKS, NullAtLastQuarter, make_policy
+from agents.policies import PLAYBOOKS, make_policy
 from agents.rollout import bootstrap_ci, episode_totals, rollout_policy, summarise
 from agents.seeds import eval_seeds, training_seeds
 from envs import market
@@ -97,11 +97,6 @@ def evaluate(
     metrics = {name: summarise(traj, params) for name, traj in trajectories.items()}
     for name, figures in metrics.items():
         figures["budget_mode"] = played[name].budget.mode
-        # the same episodes with the last quarter at the null action: the run rate the business keeps without
-        # the exit quarter's own push (which the terminal value rewards)
-        exit_rate = rollout_policy(NullAtLastQuarter(policies[name], played[name].to_params()), played[name], seeds, ensemble).run_rate[:, -1]
-        figures["run_rate_exit_mean"] = float(exit_rate.mean())
-        figures["target_reached_exit_rate"] = float((exit_rate >= params.target_run_rate).mean())
         p10, p50, p90 = np.percentile(episode_totals(trajectories[name].gmv), PERCENTILES)
         figures.update(gmv_p10=float(p10), gmv_p50=float(p50), gmv_p90=float(p90))
     _add_ratios_to_oracle(metrics, trajectories, oracle_name)

@@ -116,33 +116,6 @@ def make_policy(name: str, scenario: "Scenario | str") -> Policy:
 # plans, and a trained model, are played through.
 
 
-class NullAtLastQuarter(Policy):
-    """``policy`` for every quarter but the last, which plays the null action (no incentives, the
-    commission at the reference rate): the final run rate it leaves is the business without the
-    exit quarter's own push (:func:`agents.evaluation.evaluate`'s ``run_rate_exit_mean``).
-
-    Counts its calls from :meth:`reset` (one call per quarter, as :func:`agents.rollout.rollout_policy` plays)."""
-
-    def __init__(self, policy, params: market.Params):
-        self.policy, self.params = policy, params
-        self.name = f"{getattr(policy, 'name', 'policy')}+null_last"
-        self._t = 0
-
-    def reset(self) -> None:
-        self._t = 0
-        if hasattr(self.policy, "reset"):
-            self.policy.reset()
-
-    def predict(self, obs, state=None, episode_start=None, deterministic=True):
-        t, self._t = self._t, self._t + 1
-        action, _ = self.policy.predict(obs, deterministic=deterministic)
-        if t < self.params.horizon - 1:
-            return action, None
-        obs = np.asarray(obs)
-        null = market.intensity_to_action(market.null_intensity(self.params, t)[None])[0]
-        return (null if obs.ndim == 1 else np.repeat(null[None], obs.shape[0], axis=0)), None
-
-
 class OpenLoopPlanPolicy(Policy):
     """Per-episode open-loop plans played by quarter (the clairvoyant oracle's face).
 

@@ -206,8 +206,8 @@ def _net_effect(ma: Mapping, mb: Mapping) -> str:
     gain = ma["gmv_mean"] / mb["gmv_mean"] - 1.0 if mb["gmv_mean"] > 0 else float("nan")
     exit_rates = ""
     if "run_rate_exit_mean" in ma and "run_rate_exit_mean" in mb:
-        exit_rates = (f" (${ma['run_rate_exit_mean']:.1f}B against ${mb['run_rate_exit_mean']:.1f}B with the last quarter at the "
-                      "null action: the business without the exit quarter's own push)")
+        exit_rates = (f" (${ma['run_rate_exit_mean']:.1f}B against ${mb['run_rate_exit_mean']:.1f}B in the exit quarter, the "
+                      "quarter after the horizon at the null action: the business left behind)")
     return (f"Net effect: cumulative GMV ${ma['gmv_mean']:.1f}B against ${mb['gmv_mean']:.1f}B ({gain:+.1%}), "
             f"final run rate ${ma['run_rate_final_mean']:.1f}B against ${mb['run_rate_final_mean']:.1f}B{exit_rates}, "
             f"spending ${ma['cost_mean']:.2f}B against ${mb['cost_mean']:.2f}B."

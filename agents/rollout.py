@@ -14,6 +14,9 @@ reward, cost, cash spend, the quarter's cost cap, revenue, spend by region and l
 ``gmv_ci95``              95% bootstrap confidence interval of that mean
 ``run_rate_final_mean``   annualised, de-seasonalised GMV run rate of the last quarter, $B
 ``target_reached_rate``   share of episodes ending at or above ``target_run_rate``
+``run_rate_exit_mean``    the run rate the business keeps: the exit quarter's (the quarter after
+                          the horizon at the null action, no shock), annualised, $B a year
+``target_reached_exit_rate``  share of episodes whose exit run rate reaches ``target_run_rate``
 ``cost_mean``             incentive spend over the horizon, $B
 ``violation_rate``        share of episodes spending more than ``budget.total`` (soft mode)
 ``revenue_mean``          commission, shop ads and private-label margin over the horizon, $B
@@ -127,6 +130,9 @@ class Trajectories:
     """(n, T, R) region suspended during the quarter (known before the decision)"""
     clipped: np.ndarray
     """(n,) actions outside [-1, 1] clipped by the env over the episode"""
+    exit_run_rate: np.ndarray
+    """(n,) the run rate the business keeps after the horizon: the exit quarter (the quarter
+    after the last, at the null action) annualised and de-seasonalised, $B a year"""
 
 
 def rollout_policy(policy, scenario: Scenario, seeds: Sequence[int], ensemble: Ensemble | None = None) -> Trajectories:
@@ -143,7 +149,7 @@ def rollout_policy(policy, scenario: Scenario, seeds: Sequence[int], ensemble: E
     obs, info = env.reset(seed=[int(s) for s in seeds])
     if hasattr(policy, "reset"):
         policy.reset()
-    rows: dict[str, list] = {k: [] for k in Trajectories.__dataclass_fields__ if k != "clipped"}
+    rows: dict[str, list] = {k: [] for k in Trajectories.__dataclass_fields__ if k not in ("clipped", "exit_run_rate")}
     clipped = np.zeros(len(seeds), dtype=np.int64)
     for _ in range(p.horizon):
         suspended = np.stack([info["suspended"][r] for r in names], axis=1)
@@ -165,7 +171,7 @@ def rollout_policy(policy, scenario: Scenario, seeds: Sequence[int], ensemble: E
     env.close()
     arrays = {k: np.stack(v, axis=1).astype(np.float64) for k, v in rows.items()}
     arrays["suspended"] = arrays["suspended"] > 0
-    return Trajectories(**arrays, clipped=clipped)
+    return Trajectories(**arrays, clipped=clipped, exit_run_rate=np.asarray(info["exit_run_rate"], dtype=np.float64))
 
 
 # --------------------------------------------------------------------------- figures
@@ -212,6 +218,8 @@ def summarise(traj: Trajectories, params: market.Params) -> dict:
         "run_rate_final_mean": float(final.mean()),
         "run_rate_final_ci95": list(bootstrap_ci(final)),
         "target_reached_rate": float((final >= params.target_run_rate).mean()),
+        "run_rate_exit_mean": float(traj.exit_run_rate.mean()),
+        "target_reached_exit_rate": float((traj.exit_run_rate >= params.target_run_rate).mean()),
         "cost_mean": float(cost.mean()),
         "cost_ci95": list(bootstrap_ci(cost)),
         "violation_rate": float(over_limit(cost, params.budget_total).mean()),

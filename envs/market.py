@@ -183,7 +183,8 @@ INFO_TABLE: tuple[InfoEntry, ...] = (
     InfoEntry("revenue", None, float, "$B", "commission charged, shop ads and private-label margin"),
     InfoEntry("net_burn", None, float, "$B", "`cash_spend - revenue`"),
     InfoEntry("objective_value", None, float, "$B", "this quarter's value of the scenario's objective (GMV, revenue or contribution)"),
-    InfoEntry("terminal_value", None, float, "$B", "value of the business left at the horizon (last step only, else 0)"),
+    InfoEntry("terminal_value", None, float, "$B", "value of the business left at the horizon: `terminal_value` quarters of the exit quarter's objective (last step only, else 0)"),
+    InfoEntry("exit_run_rate", None, float, "$B a year", "annualised, de-seasonalised GMV of the exit quarter: the quarter after the horizon at the null action (last step only, else 0)"),
     InfoEntry("orders", "region", float, "M", "orders served this quarter"),
     InfoEntry("orders_lost", "region", float, "M", "orders demanded but not served (capacity)"),
     InfoEntry("shopping_start_share", "region", float, "share", "share of online shoppers starting here"),
@@ -271,7 +272,7 @@ _PARAMS_BY_GROUP: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("start_serial", "quarters", "year * 4 + start_quarter of the first step (for quarter labels)"),
         ("target_run_rate", "$B a year", "the strategic GMV goal"),
         ("objective_kind", "code", "0 gmv, 1 revenue, 2 contribution (revenue - cash_spend)"),
-        ("terminal_value", "quarters", "quarters of the final quarter's de-seasonalised objective added to the last reward"),
+        ("terminal_value", "quarters", "quarters of the exit quarter's objective added to the last reward (the quarter after the horizon at the null action, de-seasonalised)"),
     ),
 }
 GLOBAL_PARAM_TABLE: tuple[Param, ...] = tuple(
@@ -873,8 +874,8 @@ def _cap(gq, remaining):
 # columns of per_market, (n, N_MARKET_OUT): market-major, so that one market's outputs and scratch
 # share a few cache lines (as rows of a (quantity, market) array they were ~30 lines apart)
 (M_GMV, M_RUN_RATE, M_COST, M_CAP, M_REVENUE, M_REMAINING, M_SPENT, M_CASH, M_DISCOUNT, M_NET_BURN,
- M_OBJECTIVE, M_TERMINAL, M_REWARD) = range(13)
-N_MARKET_OUT = 13
+ M_OBJECTIVE, M_TERMINAL, M_REWARD, M_EXIT_RUN_RATE) = range(14)
+N_MARKET_OUT = 14
 # second index of per_region, (n, N_REGION_OUT, R): outputs, then the kernels' scratch (quantities a quarter computes once and
 # the demand side reads at every trial of the hard-budget scale factor)
 (P_GMV, P_SHARE, P_ATTR, P_NEW_BUYERS, P_NEW_SELLERS, P_ORDERS, P_LOST, P_DARK, P_GMV_3P, P_DEMAND,
@@ -1060,15 +1061,55 @@ def _solve_budget(gq, rq, se, regional, i, u_in, cap, u, cost, new, per_region):
     return _demand_pass(gq, rq, se, regional, i, u_in, lo, u, cost, new, per_region)
 
 
+@compiled
+def exit_scratch(n_features, R):
+    """Scratch arrays of one market for :func:`_exit_quarter` (a kernel allocates them once per call)."""
+    return (np.zeros((1, n_features, R)), np.zeros((1, n_features, R)), np.zeros((1, R, N_LEVERS)),
+            np.zeros((1, R, N_LEVERS)), np.zeros((1, R, N_LEVERS)), np.zeros((1, N_REGION_OUT, R)))
+
+
+@per_market_kernel
+def _exit_quarter(gq, rq, se, new, i, scratch):
+    """The business left at the horizon: market ``i``'s next quarter from its new state ``new[i]``,
+    played at the null action (every cash lever 0, no private-label push, the commission at the
+    reference rate), with no demand shock and no random suspension, the last quarter's parameters
+    and the season ``se`` of that quarter. Returns its de-seasonalised GMV and objective value
+    ($B a quarter). Nothing of market ``i`` is written: the pass runs on ``scratch``."""
+    state, after, u_in, u, cost, per_region = scratch
+    R = state.shape[2]
+    state[0] = new[i]
+    shock = per_region[0, P_SHOCK]
+    for j in range(R):
+        state[0, F.suspended, j] = 0.0
+        shock[j] = 1.0
+        per_region[0, P_PL, j] = 0.0
+        for lever in range(N_LEVERS):
+            u_in[0, j, lever] = 0.0
+        u_in[0, j, RATE] = min(rq[REGION.reference_rate, j] * rq[REGION.inv_rate_max, j], 1.0)
+    _prepare_market(gq, rq, state, 0, shock, per_region)
+    cash = _demand_pass(gq, rq, se, state, 0, u_in, 1.0, u, cost, after, per_region)  # 0: the null action pays nothing
+    gmv = 0.0
+    revenue = 0.0
+    for j in range(R):
+        g_j, g3_j = per_region[0, P_GMV, j], per_region[0, P_GMV_3P, j]
+        gmv += g_j
+        revenue += (rq[REGION.reference_rate, j] * g3_j + gq[PLATFORM.shop_ads_max] * state[0, F.selection, j] * g_j
+                    + gq[PLATFORM.private_label_margin] * (g_j - g3_j))
+    kind = gq[EPISODE.objective_kind]
+    objective = gmv if kind == 0.0 else (revenue if kind == 1.0 else revenue - cash)
+    return gmv / se, objective / se
+
+
 @per_market_kernel
 def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
-                new, new_t, u, cost, per_market, per_region, i):
+                new, new_t, u, cost, per_market, per_region, scratch, i):
     """Market ``i``'s quarter (the equations of the module docstring).
 
     Reads the state arrays and the requested intensities ``u_in`` at row ``i`` and the market's
     parameters at its quarter; writes the new regional state ``new[i]`` and quarter ``new_t[i]``,
     the applied intensities ``u[i]`` and their costs ``cost[i]``, ``per_market[i]`` (columns
-    ``M_*``) and ``per_region[i]`` (rows ``P_*``). ``u`` must not be ``u_in``.
+    ``M_*``) and ``per_region[i]`` (rows ``P_*``). ``u`` must not be ``u_in``. ``scratch``
+    (:func:`exit_scratch`) holds the exit quarter of the last step (:func:`_exit_quarter`).
     """
     R = u_in.shape[1]
     gp = g[param_set[i]]
@@ -1194,11 +1235,18 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
     per_market[i, M_NET_BURN] = cash_i - revenue_i
     kind = gq[EPISODE.objective_kind]
     objective = gmv_i if kind == 0.0 else (revenue_i if kind == 1.0 else revenue_i - cash_i)
-    terminal = gq[EPISODE.terminal_value] * objective * inv_se if t[i] + 1 == horizon else 0.0
+    terminal = 0.0
+    exit_run_rate = 0.0
+    if t[i] + 1 == horizon:
+        # the business left behind: the quarter after the horizon at the null action, de-seasonalised
+        exit_gmv_ds, exit_objective_ds = _exit_quarter(gq, rq, _season(season, gq, t[i] + 1), new, i, scratch)
+        terminal = gq[EPISODE.terminal_value] * exit_objective_ds
+        exit_run_rate = 4.0 * exit_gmv_ds
     per_market[i, M_OBJECTIVE] = objective
     per_market[i, M_TERMINAL] = terminal
     per_market[i, M_REWARD] = objective + terminal
     per_market[i, M_RUN_RATE] = 4.0 * gmv_i * inv_se
+    per_market[i, M_EXIT_RUN_RATE] = exit_run_rate
     per_market[i, M_SPENT] = spent_i
     per_market[i, M_REMAINING] = max(gq[EPISODE.budget_total] - spent_i, 0.0)
     new_t[i] = t[i] + 1
@@ -1207,9 +1255,10 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
 @compiled
 def _step_kernel(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
                  new, new_t, u, cost, per_market, per_region):
+    scratch = exit_scratch(regional.shape[1], regional.shape[2])
     for i in range(u_in.shape[0]):
         step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
-                    new, new_t, u, cost, per_market, per_region, i)
+                    new, new_t, u, cost, per_market, per_region, scratch, i)
 
 
 @per_market_kernel
@@ -1330,7 +1379,8 @@ def quarter_cap(params: Params, state: State) -> np.ndarray:
 
 
 _MARKET_OUT = ("gmv", "run_rate", "cost", "cost_limit", "revenue", "budget_remaining", "spent", "cash_spend",
-               "commission_discount", "net_burn", "objective_value", "terminal_value", "reward")  # rows M_*
+               "commission_discount", "net_burn", "objective_value", "terminal_value", "reward",
+               "exit_run_rate")  # rows M_*
 _REGION_OUT = ("gmv_region", "share", "attractiveness", "new_buyers", "new_sellers", "orders", "orders_lost",
                "dark", "gmv_3p", "demand")  # rows P_GMV ... P_DEMAND (the scratch rows after them are not outputs)
 
@@ -1473,7 +1523,7 @@ def intensity_to_action(intensity: np.ndarray) -> np.ndarray:
 
 
 ROLLOUT_KEYS: tuple[str, ...] = ("gmv", "run_rate", "cost", "intensity", "gmv_region", "reward", "revenue",
-                                 "cash_spend", "commission_discount", "objective_value", "terminal_value")
+                                 "cash_spend", "commission_discount", "objective_value", "terminal_value", "exit_run_rate")
 
 
 def rollout(params: Params, state: State, plan: np.ndarray) -> dict:
@@ -1545,7 +1595,8 @@ def fill_info_market(g, per_market, per_region, cost_lever, clipped, regional, t
     table[i, k + 7] = per_market[i, M_NET_BURN]
     table[i, k + 8] = per_market[i, M_OBJECTIVE]
     table[i, k + 9] = per_market[i, M_TERMINAL]
-    k += 10
+    table[i, k + 10] = per_market[i, M_EXIT_RUN_RATE]
+    k += 11
     for j in range(R):
         table[i, k + j] = per_region[i, P_ORDERS, j]
         table[i, k + R + j] = per_region[i, P_LOST, j]
@@ -1579,10 +1630,11 @@ def _env_step_kernel(g, rg, season, regional, t, param_set, remaining, spent, sh
     entries (the caller then discards the step). Markets are independent, so disjoint ranges may
     run at once (on threads: the kernel releases the GIL)."""
     non_finite = 0
+    scratch = exit_scratch(regional.shape[1], regional.shape[2])
     for i in range(lo, hi):
         non_finite += clip_market(action, u_in, clipped, i)
         step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
-                    new, new_t, u, cost, per_market, per_region, i)
+                    new, new_t, u, cost, per_market, per_region, scratch, i)
         new_remaining[i] = per_market[i, M_REMAINING]
         new_spent[i] = per_market[i, M_SPENT]
         reward[i] = per_market[i, M_REWARD]

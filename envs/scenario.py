@@ -224,7 +224,7 @@ def _check_set_value(label: str, path: str, section: BaseModel, name: str, value
 
 class Objective(_Strict):
     kind: Literal["gmv", "revenue", "contribution"] = "gmv"
-    terminal_value: Float = Field(default=0.0, ge=0, le=40, description="quarters of the final quarter's de-seasonalised value added at the end")
+    terminal_value: Float = Field(default=0.0, ge=0, le=40, description="quarters of the exit quarter's de-seasonalised value (one more quarter at the null action) added at the end")
 
 
 class Scenario(_Strict):

@@ -105,8 +105,12 @@ class SocialCommerceEnv(gym.Env):
     ``info["objective_value"] + info["terminal_value"]`` in $B. The scenario's ``objective``
     says what a quarter is worth: ``kind: gmv`` (the quarter's GMV), ``revenue`` or
     ``contribution`` (revenue - cash_spend); ``terminal_value: N`` adds, at the last step, N
-    quarters of the final quarter's de-seasonalised value (the business left at the horizon;
-    4 in ``global``). With ``kind: gmv`` and ``terminal_value: 0`` the reward is the quarter's
+    quarters of the business left at the horizon (4 in ``global``): the de-seasonalised value of
+    the *exit quarter*, one more quarter from the final state at the null action (no incentives,
+    the commission at the reference rate, no shock, no random suspension, the last quarter's
+    parameters). Spending in the last quarter counts there only through what it leaves (buyers,
+    sellers, stocks), not through its own push. ``info["exit_run_rate"]`` is that quarter's
+    annualised GMV. With ``kind: gmv`` and ``terminal_value: 0`` the reward is the quarter's
     GMV exactly. Cost is not subtracted under ``gmv``: cost limits are the budget (hard mode) or
     a constraint (soft mode).
 
@@ -146,7 +150,8 @@ class SocialCommerceEnv(gym.Env):
     | `revenue` |  | float | $B | commission charged, shop ads and private-label margin |
     | `net_burn` |  | float | $B | `cash_spend - revenue` |
     | `objective_value` |  | float | $B | this quarter's value of the scenario's objective (GMV, revenue or contribution) |
-    | `terminal_value` |  | float | $B | value of the business left at the horizon (last step only, else 0) |
+    | `terminal_value` |  | float | $B | value of the business left at the horizon: `terminal_value` quarters of the exit quarter's objective (last step only, else 0) |
+    | `exit_run_rate` |  | float | $B a year | annualised, de-seasonalised GMV of the exit quarter: the quarter after the horizon at the null action (last step only, else 0) |
     | `orders` | region | float | M | orders served this quarter |
     | `orders_lost` | region | float | M | orders demanded but not served (capacity) |
     | `shopping_start_share` | region | float | share | share of online shoppers starting here |

@@ -134,11 +134,50 @@ def test_each_objective_rewards_its_info_terms(kind: str, terminal: float) -> No
         _, reward, done, _, info = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
         value = {"gmv": info["gmv"], "revenue": info["revenue"], "contribution": info["revenue"] - info["cash_spend"]}[kind]
         assert info["objective_value"] == pytest.approx(value, rel=1e-12, abs=1e-15)
-        season = env.params.season_at(t)
-        assert info["terminal_value"] == pytest.approx(terminal * value / season if done else 0.0, rel=1e-12, abs=1e-15)
+        if not done:
+            assert info["terminal_value"] == 0.0 and info["exit_run_rate"] == 0.0
         assert reward == pytest.approx(info["objective_value"] + info["terminal_value"], rel=1e-12, abs=1e-15)
         if kind == "gmv" and terminal == 0.0:
             assert reward == info["gmv"]
+
+
+@pytest.mark.parametrize("kind", ["gmv", "revenue", "contribution"])
+def test_the_terminal_value_is_the_exit_quarter_at_the_null_action(kind: str) -> None:
+    """The terminal value is ``terminal_value`` quarters of the business left at the horizon: one
+    more quarter from the final state at the null action, de-seasonalised; so a last-quarter spike
+    is worth only what it leaves behind. Checked against the model's own step from that state
+    (deterministic: no shock, no random suspension, as the exit quarter assumes)."""
+    env = SocialCommerceEnv("global", {"objective.kind": kind, "deterministic": True})
+    env.reset(seed=3)
+    rng = np.random.default_rng(3)
+    done = False
+    while not done:
+        _, _, done, _, info = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+    p = env.params
+    _, after = market.step(p, env.state, market.null_intensity(p, p.horizon - 1)[None])
+    season = p.season_at(p.horizon)
+    assert after["cost"][0] == 0.0  # the null action pays nothing
+    value = {"gmv": after["gmv"], "revenue": after["revenue"], "contribution": after["revenue"] - after["cash_spend"]}[kind][0]
+    assert info["terminal_value"] == pytest.approx(p.terminal_value * value / season, rel=1e-12)
+    assert info["exit_run_rate"] == pytest.approx(4.0 * after["gmv"][0] / season, rel=1e-12)
+    assert p.terminal_value == 4.0  # the default scenario's, stated in its file
+
+
+def test_a_last_quarter_spike_earns_less_terminal_value_than_its_played_run_rate() -> None:
+    """The defect the exit quarter mends: the terminal value used to be four quarters of the last
+    quarter's own GMV, so spending in quarter 12 paid four more times. Now it pays through the
+    state it leaves (buyers, stocks), which is less than the quarter's own push."""
+    sc = load_scenario("global", {"deterministic": True})
+    p = sc.to_params()
+    start = market.init_state(p, [np.random.default_rng(0)])
+    null = market.null_plan(p)[None]
+    spike = null.copy()
+    spike[0, -1, :, market.LEVER.shipping_subsidy:market.LEVER.user_ads + 1] = 1.0
+    a, b = market.rollout(p, start, null), market.rollout(p, start, spike)
+    played_gain = b["run_rate"][0, -1] - a["run_rate"][0, -1]
+    exit_gain = b["exit_run_rate"][0, -1] - a["exit_run_rate"][0, -1]
+    assert played_gain > 0 and 0 < exit_gain < played_gain
+    assert b["terminal_value"][0, -1] - a["terminal_value"][0, -1] == pytest.approx(exit_gain, rel=1e-9)  # 4 quarters = 4 x (run rate / 4)
 
 
 def test_a_bad_objective_is_one_line() -> None:

@@ -217,6 +217,7 @@ def test_info_entries_are_what_the_table_says() -> None:
             "cash_spend": out["cash_spend"], "commission_discount": out["commission_discount"],
             "revenue": out["revenue"], "net_burn": out["net_burn"],
             "objective_value": out["objective_value"], "terminal_value": out["terminal_value"],
+            "exit_run_rate": out["exit_run_rate"],
             "orders": dict(zip(regions, out["orders"].T)), "orders_lost": dict(zip(regions, out["orders_lost"].T)),
             "shopping_start_share": dict(zip(regions, out["share"].T)),
             "buyers": dict(zip(regions, after.buyers.T)), "sellers": dict(zip(regions, after.sellers.T)),

@@ -5,7 +5,9 @@ The totals below were recorded on purpose from market model v2 (``envs.MODEL_VER
 budgets; GMV, cost and revenue are matched to 1e-9 relative. A change of the model's numbers
 must re-record them in a commit that says so (v1's totals, from the numpy model, ended with v1).
 Re-recorded when ``global`` became the scenario fitted to the public record (``extends:
-global_prior``; ``sea`` extends the fitted values too).
+global_prior``; ``sea`` extends the fitted values too). The terminal values were recorded when
+the terminal value became the exit quarter's (one more quarter at the null action from the final
+state) instead of the last played quarter's; GMV, cost and revenue did not move then.
 """
 
 from __future__ import annotations
@@ -28,24 +30,31 @@ def _plan(name: str, params: market.Params, t: int) -> np.ndarray:
 
 
 RECORDED = [
-    # scenario, overrides, plan, cumulative GMV per seed ($B), total cost per seed ($B), total revenue per seed ($B)
+    # scenario, overrides, plan, cumulative GMV per seed ($B), total cost per seed ($B), total revenue per seed ($B),
+    # terminal value per seed ($B: 4 quarters of the exit quarter's GMV)
     ("global", {}, "half", [81.3082596852, 75.0700138673, 66.1121416772, 79.8850012201], [4.0] * 4,
-     [11.934475248, 10.9954558626, 9.6682091714, 11.7213795246]),
+     [11.934475248, 10.9954558626, 9.6682091714, 11.7213795246],
+     [37.3535731123, 35.7277001449, 31.688581324, 37.3881453156]),
     ("global", {}, "ramp", [80.3786669631, 74.6640164579, 64.799678684, 79.0100782451], [4.0] * 4,
-     [9.9039381246, 9.1367583356, 7.6724577442, 9.6972531743]),
+     [9.9039381246, 9.1367583356, 7.6724577442, 9.6972531743],
+     [39.3291524762, 37.9052768385, 33.7671582274, 39.3889845189]),
     ("sea", {}, "half", [57.5071416288, 56.8283930636, 56.7555810579, 54.1003107523], [2.0] * 4,
-     [8.4574020334, 8.3613081305, 8.3519135164, 7.949848987]),
+     [8.4574020334, 8.3613081305, 8.3519135164, 7.949848987],
+     [23.5850316019, 23.684892405, 23.6629561354, 22.9299568442]),
     ("sea", {}, "ramp", [55.4459442638, 54.8790041684, 54.66644967, 51.9347062004], [2.0] * 4,
-     [6.7744361233, 6.7300315951, 6.7031517771, 6.2948454677]),
+     [6.7744361233, 6.7300315951, 6.7031517771, 6.2948454677],
+     [24.25257389, 24.3035232429, 24.2851542573, 23.6302430001]),
     ("global", {'budget.mode': 'soft'}, "half", [139.5996900681, 130.6841778961, 107.4782854145, 136.9060538857], [18.9266487602, 18.1688059432, 15.2774897101, 18.7532250515],
-     [20.6353791502, 19.3010981437, 15.8462751471, 20.2329761164]),
+     [20.6353791502, 19.3010981437, 15.8462751471, 20.2329761164],
+     [64.2021598321, 62.7405851413, 55.2938520746, 64.2021598321]),
     ("global", {'budget.mode': 'soft'}, "ramp", [104.2341010773, 96.584531449, 78.5145258022, 102.1183615714], [10.6660000896, 10.1772367993, 8.3104334504, 10.5727165393],
-     [11.7802476836, 10.8987104504, 8.6799099722, 11.5104298809]),
+     [11.7802476836, 10.8987104504, 8.6799099722, 11.5104298809],
+     [57.1129580792, 55.103045503, 47.416327488, 57.1129580792]),
 ]
 
 
-@pytest.mark.parametrize("scenario, overrides, plan, gmv, cost, revenue", RECORDED)
-def test_episode_totals_match_the_recorded_model(scenario, overrides, plan, gmv, cost, revenue) -> None:
+@pytest.mark.parametrize("scenario, overrides, plan, gmv, cost, revenue, terminal", RECORDED)
+def test_episode_totals_match_the_recorded_model(scenario, overrides, plan, gmv, cost, revenue, terminal) -> None:
     params = load_scenario(scenario, overrides).to_params()
     state = market.init_state(params, [seeding.np_random(s)[0] for s in SEEDS])
     total_gmv, total_cost, total_revenue = np.zeros(len(SEEDS)), np.zeros(len(SEEDS)), np.zeros(len(SEEDS))
@@ -57,6 +66,7 @@ def test_episode_totals_match_the_recorded_model(scenario, overrides, plan, gmv,
     np.testing.assert_allclose(total_gmv, gmv, rtol=1e-9, atol=0)
     np.testing.assert_allclose(total_cost, cost, rtol=1e-9, atol=0)
     np.testing.assert_allclose(total_revenue, revenue, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(out["terminal_value"], terminal, rtol=1e-9, atol=0)
 
 
 def test_rollout_equals_stepping() -> None:

@@ -123,10 +123,13 @@ def check_accounting(params, info: dict, reward: np.ndarray, last: bool) -> None
     want = {"gmv": info["gmv"], "revenue": info["revenue"], "contribution": info["revenue"] - info["cash_spend"]}[kind]
     close(info["objective_value"], want, f"objective_value is the quarter's {kind}")
     if last:
-        season = params.season[(params.start_quarter + params.horizon - 1) % 4]
-        close(info["terminal_value"], params.terminal_value * info["objective_value"] / season, "terminal_value")
+        # the exit quarter (the null action after the horizon) earns GMV and pays nothing
+        assert np.all(info["exit_run_rate"] > 0) and np.all(info["terminal_value"] >= 0)
+        if kind == "gmv":
+            close(info["terminal_value"], params.terminal_value * info["exit_run_rate"] / 4.0, "terminal_value")
     else:
         np.testing.assert_array_equal(info["terminal_value"], 0.0)
+        np.testing.assert_array_equal(info["exit_run_rate"], 0.0)
     np.testing.assert_allclose(reward, info["objective_value"] + info["terminal_value"], rtol=1e-12, atol=1e-15)
     if kind == "gmv" and params.terminal_value == 0:
         np.testing.assert_array_equal(reward, info["gmv"])
