@@ -4,7 +4,8 @@ All of them extend SB3 through ``BaseCallback`` and ``self.logger.record``; SB3'
 ``rollout/`` and ``train/`` scalars stay as they are. TensorBoard tags:
 
 * ``market/gmv_episode`` ($B over the episode), ``market/gmv_run_rate_final`` ($B annualised,
-  last quarter), ``market/cost_episode`` ($B spent), ``market/budget_utilisation`` (spent /
+  last quarter), ``market/exit_run_rate`` ($B annualised: the quarter after the horizon at the
+  null action, the business left behind), ``market/cost_episode`` ($B spent), ``market/budget_utilisation`` (spent /
   ``budget.total``), ``market/revenue_episode`` ($B), ``market/objective_episode`` ($B: the
   episode's reward, objective plus terminal value), ``market/contribution_episode`` ($B:
   revenue - cash spend), ``market/net_burn_episode`` ($B: cash spend - revenue),
@@ -13,7 +14,7 @@ All of them extend SB3 through ``BaseCallback`` and ``self.logger.record``; SB3'
   the last rollout (the latest ones if none ended).
 * ``levers/<lever>``: mean intensity in [0, 1] of each lever over the rollout's quarters,
   markets and regions, after the budget projection (what was actually spent).
-* ``eval/gmv_mean``, ``eval/cost_mean``, ``eval/final_run_rate_mean``, ``eval/objective_mean``,
+* ``eval/gmv_mean``, ``eval/cost_mean``, ``eval/final_run_rate_mean``, ``eval/exit_run_rate_mean``, ``eval/objective_mean``,
   ``eval/revenue_mean``, ``eval/contribution_mean``, ``eval/net_burn_mean``: deterministic policy
   on held-out seeds at step 0, every ``eval_freq`` env steps and at the end
   (:data:`agents.rollout.EVAL_TAG_KEYS`), and ``eval/ratio_to_best_static``: the same
@@ -72,6 +73,7 @@ _LEVER_MEANING = {lever.name: lever.description.replace("`", "") for lever in LE
 TAG_DESCRIPTIONS: dict[str, str] = {
     "market/gmv_episode": "GMV of a training episode, $B (third party plus private label), mean over the episodes that ended in the rollout.",
     "market/gmv_run_rate_final": "Annualised, de-seasonalised GMV run rate in the last quarter of a training episode, $B a year; the target is the scenario's target_run_rate ($45B by 2025Q4 for the calibrated global).",
+    "market/exit_run_rate": "Exit run rate of a training episode, $B a year: the quarter after the horizon played at the null action from the final state, annualised and de-seasonalised (the business left behind; the terminal value is taken on it).",
     "market/cost_episode": "Incentive spend over a training episode, $B (after the hard-budget projection).",
     "market/budget_utilisation": "Spend over the episode / budget.total: 1 spends the whole budget (above 1 only in soft-budget mode).",
     "market/revenue_episode": "Platform revenue over a training episode, $B: commission, shop ads and private-label margin.",
@@ -85,6 +87,7 @@ TAG_DESCRIPTIONS: dict[str, str] = {
     "eval/gmv_mean": "GMV per episode of the deterministic policy on held-out seeds (never trained on), $B; logged at step 0, every eval_freq steps and at the end.",
     "eval/cost_mean": "Spend per episode of the deterministic policy on the held-out seeds, $B.",
     "eval/final_run_rate_mean": "Annualised GMV run rate in the last quarter on the held-out seeds, $B a year (target: the scenario's target_run_rate).",
+    "eval/exit_run_rate_mean": "Exit run rate on the held-out seeds, $B a year: the quarter after the horizon at the null action from each episode's final state (the business left behind).",
     "eval/objective_mean": "Reward per episode (objective plus terminal value) of the deterministic policy on the held-out seeds, $B: what the policy is trained to maximise.",
     "eval/revenue_mean": "Platform revenue per episode on the held-out seeds, $B: commission, shop ads and private-label margin.",
     "eval/contribution_mean": "Revenue minus cash spend per episode on the held-out seeds, $B.",
@@ -159,6 +162,7 @@ def custom_scalars_layout(baselines: Sequence[str] = ()) -> dict:
             "GMV ($B per episode): training, held-out eval and the baselines": ["Multiline", ["market/gmv_episode", "eval/gmv_mean", *gmv_refs]],
             "Held-out GMV / best_static's GMV (1 = as good as the best constant allocation)": ["Multiline", [RATIO_TAG]],
             "Final run rate ($B a year)": ["Multiline", ["market/gmv_run_rate_final", "eval/final_run_rate_mean"]],
+            "Exit run rate ($B a year)": ["Multiline", ["market/exit_run_rate", "eval/exit_run_rate_mean"]],
             "Spend against the budget ($B per episode)": ["Multiline", ["market/cost_episode", "eval/cost_mean", BUDGET_TAG]],
             "Budget utilisation (spend / budget)": ["Multiline", ["market/budget_utilisation"]],
             "Objective ($B per episode: the reward, training and held-out eval)": ["Multiline", ["market/objective_episode", "eval/objective_mean"]],
@@ -255,6 +259,7 @@ class MarketLoggerCallback(BaseCallback):
                 figures = {  # one episode's figures, under agents.rollout's names
                     "gmv_mean": sums["gmv"],
                     "run_rate_final_mean": info["gmv_run_rate"],
+                    "run_rate_exit_mean": info["exit_run_rate"],
                     "cost_mean": info["cost_total"],
                     "revenue_mean": sums["revenue"],
                     "objective_mean": sums["objective_value"] + sums["terminal_value"],

@@ -236,24 +236,26 @@ def report_markdown(ev: Evaluation, doc: dict, mix_policy: str | None, notes: Se
         f"the same shocks and suspensions); {p.horizon} quarters; budget ${p.budget_total:g}B "
         f"(${p.budget_per_quarter:g}B a quarter at most, {doc['budget']['mode']} mode); target run rate ${p.target_run_rate:g}B.",
         "",
-        "| policy | objective $B | ratio to oracle | GMV $B (95% CI) | final run rate $B | target reached | cost $B | violations | revenue $B | contribution $B | net burn $B |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| policy | objective $B | ratio to oracle | GMV $B (95% CI) | final run rate $B | target reached | exit run rate $B | cost $B | violations | revenue $B | contribution $B | net burn $B |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, f in doc["policies"].items():
         label = f"**{name}**" if name == ev.learned else name
         lines.append(
             f"| {label} | {f['objective_mean']:.2f} | {_fmt(f['ratio_to_oracle'], '.3f')} "
             f"| {f['gmv_mean']:.2f} ({f['gmv_ci95'][0]:.2f} to {f['gmv_ci95'][1]:.2f}) "
-            f"| {f['run_rate_final_mean']:.2f} | {f['target_reached_rate']:.0%} | {f['cost_mean']:.2f} | {f['violation_rate']:.0%} "
+            f"| {f['run_rate_final_mean']:.2f} | {f['target_reached_rate']:.0%} | {f['run_rate_exit_mean']:.2f} | {f['cost_mean']:.2f} | {f['violation_rate']:.0%} "
             f"| {f['revenue_mean']:.2f} | {f['contribution_mean']:.2f} | {f['net_burn_mean']:.2f} |"
         )
     lines += [
         "",
         f"The objective is the cumulative reward, what every policy is asked to maximise: the scenario's objective "
         f"(`{p.objective}`) summed over the quarters plus the terminal value of the business left at the horizon "
-        f"({p.terminal_value:g} quarters of the last quarter's de-seasonalised value); the ratio to the oracle is taken on it. "
+        f"({p.terminal_value:g} quarters of the exit quarter's de-seasonalised value); the ratio to the oracle is taken on it. "
         "Contribution is revenue minus cash spend, net burn its opposite. "
-        "GMV is cumulative over the horizon; the run rate is the last quarter's GMV, annualised and de-seasonalised; "
+        "GMV is cumulative over the horizon; the final run rate is the last quarter's GMV, annualised and de-seasonalised; "
+        "the exit run rate is the same for the exit quarter, one more quarter from the final state at the null action "
+        "(the business left behind, without the last quarters' incentive push); "
         "the oracle is a clairvoyant open-loop plan per episode, the best a local search (CMA-ES, started from `best_static`, "
         "its schedule and the learned policy's own plays) finds: a bound on what an open-loop plan reaches, not a proven optimum; "
         "`best_static` the best constant allocation."

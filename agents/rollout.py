@@ -58,6 +58,7 @@ SUMMARY_KEYS = {
     "gmv_std": "eval_gmv_std",
     "cost_mean": "eval_cost_mean",
     "run_rate_final_mean": "eval_final_run_rate_mean",
+    "run_rate_exit_mean": "eval_exit_run_rate_mean",
     "target_reached_rate": "eval_target_reached_rate",
     "revenue_mean": "eval_revenue_mean",
     "objective_mean": "eval_objective_mean",
@@ -69,6 +70,7 @@ EVAL_TAG_KEYS = {
     "gmv_mean": "eval/gmv_mean",
     "cost_mean": "eval/cost_mean",
     "run_rate_final_mean": "eval/final_run_rate_mean",
+    "run_rate_exit_mean": "eval/exit_run_rate_mean",
     "objective_mean": "eval/objective_mean",
     "revenue_mean": "eval/revenue_mean",
     "contribution_mean": "eval/contribution_mean",
@@ -79,6 +81,7 @@ EVAL_TAG_KEYS = {
 MARKET_TAG_KEYS = {
     "gmv_mean": "market/gmv_episode",
     "run_rate_final_mean": "market/gmv_run_rate_final",
+    "run_rate_exit_mean": "market/exit_run_rate",
     "cost_mean": "market/cost_episode",
     "revenue_mean": "market/revenue_episode",
     "objective_mean": "market/objective_episode",

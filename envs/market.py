@@ -103,8 +103,11 @@ import numpy as np
 
 from envs.layout import Feature, InfoEntry, Lever, Param, StateField, group_indices, indices, names
 
-MODEL_VERSION = "2"
-"""The model's version: run folders record it and refuse to load a run made on another."""
+MODEL_VERSION = "2.1"
+"""The model's version: run folders record it and refuse to load a run made on another. "2.1":
+model v2 with the terminal value taken from the exit quarter (the business left at the horizon,
+December 2026) instead of the last played quarter; a policy trained for one reward is not
+resumed under the other."""
 
 # ----------------------------------------------------------------------------- layouts
 # Every layout of the model is declared once here (entry types and what is generated from them:

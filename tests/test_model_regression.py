@@ -1,6 +1,6 @@
 """The model's numbers do not drift, and its random numbers are the generators' own.
 
-The totals below were recorded on purpose from market model v2 (``envs.MODEL_VERSION`` "2",
+The totals below were recorded on purpose from market model v2 (``envs.MODEL_VERSION`` "2", now "2.1",
 ``flywheel/SocialCommerce-v1``): four seeded episodes, two open-loop plans, hard and soft
 budgets; GMV, cost and revenue are matched to 1e-9 relative. A change of the model's numbers
 must re-record them in a commit that says so (v1's totals, from the numpy model, ended with v1).
