@@ -291,13 +291,13 @@ def report_markdown(ev: Evaluation, doc: dict, mix_policy: str | None, notes: Se
 def format_table(doc: dict) -> str:
     """The terminal table of an ``eval.json`` document: one line per policy."""
     lines = [f"{doc['scenario']}: {doc['episodes']} episodes from seed {doc['seed']}",
-             f"{'policy':<18}{'obj. $B':>9}{'/oracle':>8}{'GMV $B':>9}  {'95% CI':<17}{'run rate':>10}{'target':>8}{'cost':>7}{'viol.':>7}"
+             f"{'policy':<18}{'obj. $B':>9}{'/oracle':>8}{'GMV $B':>9}  {'95% CI':<17}{'run rate':>10}{'target':>8}{'exit':>7}{'cost':>7}{'viol.':>7}"
              f"{'revenue':>9}{'contrib.':>9}"]
     for name, f in doc["policies"].items():
         ratio = "n/a" if f["ratio_to_oracle"] is None else f"{f['ratio_to_oracle']:.3f}"
         ci = f"{f['gmv_ci95'][0]:.2f}-{f['gmv_ci95'][1]:.2f}"
         lines.append(f"{name:<18}{f['objective_mean']:>9.2f}{ratio:>8}{f['gmv_mean']:>9.2f}  {ci:<17}{f['run_rate_final_mean']:>10.2f}"
-                     f"{f['target_reached_rate']:>8.0%}{f['cost_mean']:>7.2f}{f['violation_rate']:>7.0%}"
+                     f"{f['target_reached_rate']:>8.0%}{_fmt(f.get('run_rate_exit_mean'), '.2f'):>7}{f['cost_mean']:>7.2f}{f['violation_rate']:>7.0%}"
                      f"{f['revenue_mean']:>9.2f}{f['contribution_mean']:>9.2f}")
     return "\n".join(lines)
 
