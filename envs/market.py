@@ -1064,6 +1064,20 @@ def _solve_budget(gq, rq, se, regional, i, u_in, cap, u, cost, new, per_region):
     return _demand_pass(gq, rq, se, regional, i, u_in, lo, u, cost, new, per_region)
 
 
+@per_market_kernel
+def _revenue(gq, rate, sel, gmv, gmv_3p):
+    """A region's revenue this quarter, $B: commission at ``rate`` on third-party GMV, shop ads
+    (``shop_ads_max * selection`` of GMV) and the private label's margin on its own GMV."""
+    return rate * gmv_3p + gq[PLATFORM.shop_ads_max] * sel * gmv + gq[PLATFORM.private_label_margin] * (gmv - gmv_3p)
+
+
+@per_market_kernel
+def _objective(gq, gmv, revenue, cash):
+    """The scenario objective's value of a quarter: GMV, revenue or contribution (revenue - cash)."""
+    kind = gq[EPISODE.objective_kind]
+    return gmv if kind == 0.0 else (revenue if kind == 1.0 else revenue - cash)
+
+
 @compiled
 def exit_scratch(n_features, R):
     """Scratch arrays of one market for :func:`_exit_quarter` (a kernel allocates them once per call)."""
@@ -1096,11 +1110,8 @@ def _exit_quarter(gq, rq, se, new, i, scratch):
     for j in range(R):
         g_j, g3_j = per_region[0, P_GMV, j], per_region[0, P_GMV_3P, j]
         gmv += g_j
-        revenue += (rq[REGION.reference_rate, j] * g3_j + gq[PLATFORM.shop_ads_max] * state[0, F.selection, j] * g_j
-                    + gq[PLATFORM.private_label_margin] * (g_j - g3_j))
-    kind = gq[EPISODE.objective_kind]
-    objective = gmv if kind == 0.0 else (revenue if kind == 1.0 else revenue - cash)
-    return gmv / se, objective / se
+        revenue += _revenue(gq, rq[REGION.reference_rate, j], state[0, F.selection, j], g_j, g3_j)
+    return gmv / se, _objective(gq, gmv, revenue, cash) / se
 
 
 @per_market_kernel
@@ -1159,7 +1170,7 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
         # money
         gmv_i += gmv
         discount_i += cost[i, j, RATE]
-        revenue_i += rate * gmv_3p + gq[PLATFORM.shop_ads_max] * sel * gmv + gq[PLATFORM.private_label_margin] * (gmv - gmv_3p)
+        revenue_i += _revenue(gq, rate, sel, gmv, gmv_3p)
 
         # sellers: the buyer pull on joins is weak, buyers' pull on retention carries the flywheel
         penetration = buyers / users
@@ -1236,8 +1247,7 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
     per_market[i, M_CASH] = cash_i
     per_market[i, M_DISCOUNT] = discount_i
     per_market[i, M_NET_BURN] = cash_i - revenue_i
-    kind = gq[EPISODE.objective_kind]
-    objective = gmv_i if kind == 0.0 else (revenue_i if kind == 1.0 else revenue_i - cash_i)
+    objective = _objective(gq, gmv_i, revenue_i, cash_i)
     terminal = 0.0
     exit_run_rate = 0.0
     if t[i] + 1 == horizon:
