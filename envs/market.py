@@ -1116,14 +1116,14 @@ def _exit_quarter(gq, rq, se, new, i, scratch):
 
 @per_market_kernel
 def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
-                new, new_t, u, cost, per_market, per_region, scratch, i):
+                new, new_t, u, cost, per_market, per_region, i):
     """Market ``i``'s quarter (the equations of the module docstring).
 
     Reads the state arrays and the requested intensities ``u_in`` at row ``i`` and the market's
     parameters at its quarter; writes the new regional state ``new[i]`` and quarter ``new_t[i]``,
     the applied intensities ``u[i]`` and their costs ``cost[i]``, ``per_market[i]`` (columns
-    ``M_*``) and ``per_region[i]`` (rows ``P_*``). ``u`` must not be ``u_in``. ``scratch``
-    (:func:`exit_scratch`) holds the exit quarter of the last step (:func:`_exit_quarter`).
+    ``M_*``) and ``per_region[i]`` (rows ``P_*``). ``u`` must not be ``u_in``. The terminal
+    value of the last step is left at 0: :func:`_finish_market` adds it.
     """
     R = u_in.shape[1]
     gp = g[param_set[i]]
@@ -1248,30 +1248,60 @@ def step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z
     per_market[i, M_DISCOUNT] = discount_i
     per_market[i, M_NET_BURN] = cash_i - revenue_i
     objective = _objective(gq, gmv_i, revenue_i, cash_i)
-    terminal = 0.0
-    exit_run_rate = 0.0
-    if t[i] + 1 == horizon:
-        # the business left behind: the quarter after the horizon at the null action, de-seasonalised
-        exit_gmv_ds, exit_objective_ds = _exit_quarter(gq, rq, _season(season, gq, t[i] + 1), new, i, scratch)
-        terminal = gq[EPISODE.terminal_value] * exit_objective_ds
-        exit_run_rate = 4.0 * exit_gmv_ds
     per_market[i, M_OBJECTIVE] = objective
-    per_market[i, M_TERMINAL] = terminal
-    per_market[i, M_REWARD] = objective + terminal
+    per_market[i, M_TERMINAL] = 0.0
+    per_market[i, M_REWARD] = objective
     per_market[i, M_RUN_RATE] = 4.0 * gmv_i * inv_se
-    per_market[i, M_EXIT_RUN_RATE] = exit_run_rate
+    per_market[i, M_EXIT_RUN_RATE] = 0.0
     per_market[i, M_SPENT] = spent_i
     per_market[i, M_REMAINING] = max(gq[EPISODE.budget_total] - spent_i, 0.0)
     new_t[i] = t[i] + 1
 
 
+@per_market_kernel
+def _finish_market(g, rg, season, t, param_set, new, per_market, scratch, i):
+    """If market ``i``'s step (from quarter ``t[i]``, to the state ``new[i]``) was its last, add the
+    terminal value to its reward: ``terminal_value`` quarters of the exit quarter's objective
+    (:func:`_exit_quarter`), and record the exit run rate. Returns whether it was the last."""
+    gp = g[param_set[i]]
+    horizon = gp.shape[0]
+    if t[i] + 1 != horizon:
+        return False
+    gq = gp[horizon - 1]
+    rq = rg[param_set[i], horizon - 1]
+    exit_gmv_ds, exit_objective_ds = _exit_quarter(gq, rq, _season(season, gq, t[i] + 1), new, i, scratch)
+    terminal = gq[EPISODE.terminal_value] * exit_objective_ds
+    per_market[i, M_TERMINAL] = terminal
+    per_market[i, M_REWARD] += terminal
+    per_market[i, M_EXIT_RUN_RATE] = 4.0 * exit_gmv_ds
+    return True
+
+
+# The exit quarters run in kernels of their own, after the step's kernel and only when a market
+# ends its horizon: in the step's own kernel (inlined, a call, or a second loop) they slowed
+# every quarter's step by ~13% (docs/speed.md).
+@compiled
+def _exit_kernel(g, rg, season, t, param_set, new, per_market):
+    scratch = exit_scratch(new.shape[1], new.shape[2])
+    for i in range(new.shape[0]):
+        _finish_market(g, rg, season, t, param_set, new, per_market, scratch, i)
+
+
+@compiled
+def _env_exit_kernel(g, rg, season, t, param_set, new, new_t, per_market, per_region, cost, clipped, reward, table, lo, hi):
+    scratch = exit_scratch(new.shape[1], new.shape[2])
+    for i in range(lo, hi):
+        if _finish_market(g, rg, season, t, param_set, new, per_market, scratch, i):
+            reward[i] = per_market[i, M_REWARD]
+            fill_info_market(g, per_market, per_region, cost, clipped, new, new_t, param_set, table, i)
+
+
 @compiled
 def _step_kernel(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
                  new, new_t, u, cost, per_market, per_region):
-    scratch = exit_scratch(regional.shape[1], regional.shape[2])
     for i in range(u_in.shape[0]):
         step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
-                    new, new_t, u, cost, per_market, per_region, scratch, i)
+                    new, new_t, u, cost, per_market, per_region, i)
 
 
 @per_market_kernel
@@ -1418,6 +1448,8 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
         *params.packed, s.regional, s.t, s.param_set, s.budget_remaining, s.spent, s.shock_z, s.suspend_u, u_in,
         new.regional, new.t, applied, cost, per_market, per_region,
     )
+    if (s.t == params.horizon - 1).any():
+        _exit_kernel(*params.packed, s.t, s.param_set, new.regional, per_market)
     _settle_budget(new, per_market)
     return new, _outputs(per_market, per_region, applied, cost)
 
@@ -1643,11 +1675,10 @@ def _env_step_kernel(g, rg, season, regional, t, param_set, remaining, spent, sh
     entries (the caller then discards the step). Markets are independent, so disjoint ranges may
     run at once (on threads: the kernel releases the GIL)."""
     non_finite = 0
-    scratch = exit_scratch(regional.shape[1], regional.shape[2])
     for i in range(lo, hi):
         non_finite += clip_market(action, u_in, clipped, i)
         step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
-                    new, new_t, u, cost, per_market, per_region, scratch, i)
+                    new, new_t, u, cost, per_market, per_region, i)
         new_remaining[i] = per_market[i, M_REMAINING]
         new_spent[i] = per_market[i, M_SPENT]
         reward[i] = per_market[i, M_REWARD]
@@ -1759,4 +1790,11 @@ def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, n
     non_finite = part(0, n) if n < PARALLEL_MIN_MARKETS else sum(in_parts(n, part))
     if non_finite:
         raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
+    if (s.t == params.horizon - 1).any():
+
+        def finish(lo: int, hi: int) -> None:
+            _env_exit_kernel(g, rg, season, s.t, s.param_set, new.regional, new.t, per_market, per_region, cost, clipped,
+                             reward, table, lo, hi)
+
+        finish(0, n) if n < PARALLEL_MIN_MARKETS else in_parts(n, finish)
     return new, obs, reward, table, u, cost
