@@ -1672,11 +1672,16 @@ def _env_step_kernel(g, rg, season, regional, t, param_set, remaining, spent, sh
     per-market bodies of :func:`step`, :func:`observe` and :func:`fill_info`; the new budget
     (``new_remaining``, ``new_spent``) and the ``reward`` go to contiguous arrays of their own (as
     :func:`_settle_budget` copies them for :func:`step`). Returns the count of NaN/inf action
-    entries (the caller then discards the step). Markets are independent, so disjoint ranges may
+    entries (the caller then discards the step) and the count of markets whose step was their
+    last (the caller then adds their terminal value, :func:`_env_exit_kernel`). Markets are independent, so disjoint ranges may
     run at once (on threads: the kernel releases the GIL)."""
     non_finite = 0
+    ended = 0
+    horizon = g.shape[1]
     for i in range(lo, hi):
         non_finite += clip_market(action, u_in, clipped, i)
+        if t[i] + 1 == horizon:
+            ended += 1
         step_market(g, rg, season, regional, t, param_set, remaining, spent, shock_z, suspend_u, u_in,
                     new, new_t, u, cost, per_market, per_region, i)
         new_remaining[i] = per_market[i, M_REMAINING]
@@ -1684,7 +1689,7 @@ def _env_step_kernel(g, rg, season, regional, t, param_set, remaining, spent, sh
         reward[i] = per_market[i, M_REWARD]
         observe_market(g, rg, season, new, new_t, param_set, new_remaining, new_spent, obs, i)
         fill_info_market(g, per_market, per_region, cost, clipped, new, new_t, param_set, table, i)
-    return non_finite
+    return non_finite, ended
 
 
 # ----------------------------------------------------------------------------- threads
@@ -1787,10 +1792,14 @@ def env_step(params: Params, state: State, action: np.ndarray) -> tuple[State, n
                                 action, u_in, u, clipped, new.regional, new.t, new.budget_remaining, new.spent, reward,
                                 cost, per_market, per_region, obs, table, lo, hi)
 
-    non_finite = part(0, n) if n < PARALLEL_MIN_MARKETS else sum(in_parts(n, part))
+    if n < PARALLEL_MIN_MARKETS:
+        non_finite, ended = part(0, n)
+    else:
+        counts = in_parts(n, part)
+        non_finite, ended = sum(c[0] for c in counts), sum(c[1] for c in counts)
     if non_finite:
         raise ValueError("action contains NaN or infinite values; actions must be finite numbers in [-1, 1]")
-    if (s.t == params.horizon - 1).any():
+    if ended:
 
         def finish(lo: int, hi: int) -> None:
             _env_exit_kernel(g, rg, season, s.t, s.param_set, new.regional, new.t, per_market, per_region, cost, clipped,

@@ -142,7 +142,8 @@ def test_render_modes_and_arguments():
 def test_threads_change_no_number(monkeypatch, threads):
     """Batches of PARALLEL_MIN_MARKETS or more are split over FLYWHEEL_ENV_THREADS threads: the
     observations, rewards and info of a whole episode (with its reset) are bit-identical to one
-    thread's, including an uneven split (3 threads over 130 markets)."""
+    thread's, including an uneven split (3 threads over 130 markets) and the last step's terminal
+    value (its exit quarters run in a kernel of their own, split the same way)."""
     from envs import market
 
     n = market.PARALLEL_MIN_MARKETS + 2
@@ -155,7 +156,8 @@ def test_threads_change_no_number(monkeypatch, threads):
         out = [obs]
         for a in actions:
             obs, reward, _, _, info = env.step(a)
-            out += [obs, reward, info["cost"], info["revenue"], info["spend_by_region_lever"], info["orders"]["us"]]
+            out += [obs, reward, info["cost"], info["revenue"], info["spend_by_region_lever"], info["orders"]["us"],
+                    info["terminal_value"], info["exit_run_rate"]]
         return out
 
     for a, b in zip(episode("1"), episode(threads)):
