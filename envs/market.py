@@ -1278,8 +1278,8 @@ def _finish_market(g, rg, season, t, param_set, new, per_market, scratch, i):
 
 
 # The exit quarters run in kernels of their own, after the step's kernel and only when a market
-# ends its horizon: in the step's own kernel (inlined, a call, or a second loop) they slowed
-# every quarter's step by ~13% (docs/speed.md).
+# ends its horizon: in the step's own kernel (as a call, or in a second loop) they slowed
+# every quarter's step by 10-21% (docs/speed.md).
 @compiled
 def _exit_kernel(g, rg, season, t, param_set, new, per_market):
     scratch = exit_scratch(new.shape[1], new.shape[2])
