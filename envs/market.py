@@ -79,7 +79,10 @@ Every array a kernel reads or writes per market is market-major (``regional`` ``
 step's outputs and scratch ``per_market`` ``(n, M)`` and ``per_region`` ``(n, P, R)``), so one
 market's quarter touches a few contiguous cache lines. From :data:`PARALLEL_MIN_MARKETS` markets
 the loops run on threads, a range of markets each (:func:`in_parts`); markets are independent,
-so the numbers do not depend on the thread count.
+so the numbers do not depend on the thread count. The terminal value's exit quarter (the
+quarter after the horizon at the null action) runs in kernels of its own, called only for a
+step in which some market ends its horizon (:func:`_finish_market`): inside the step's kernel
+it slowed every quarter's step (docs/speed.md).
 
 Layouts. The levers, the observation features, the info entries, the parameters and the
 regional state are each declared once, as a table at the top of this module (entry types in
@@ -105,8 +108,8 @@ from envs.layout import Feature, InfoEntry, Lever, Param, StateField, group_indi
 
 MODEL_VERSION = "2.1"
 """The model's version: run folders record it and refuse to load a run made on another. "2.1":
-model v2 with the terminal value taken from the exit quarter (the business left at the horizon,
-December 2026) instead of the last played quarter; a policy trained for one reward is not
+model v2 with the terminal value taken from the exit quarter (the quarter after the horizon: the
+business left behind) instead of the last played quarter, changed on December 2, 2026; a policy trained for one reward is not
 resumed under the other."""
 
 # ----------------------------------------------------------------------------- layouts
@@ -336,6 +339,7 @@ REGION_PARAM_TABLE: tuple[Param, ...] = (
 )
 """The per-region coefficients, in the row order of the third axis of :attr:`Params.packed`'s ``rg``."""
 REGION = indices("REGION", REGION_PARAM_TABLE)
+N_REGION_PARAMS = len(REGION_PARAM_TABLE)
 
 STATE_TABLE: tuple[StateField, ...] = (
     StateField("users", "M", "monthly active users U"),
@@ -566,8 +570,10 @@ def _schedules(p: Params) -> tuple[np.ndarray, np.ndarray]:
         if e.kind == "suspend":
             end = min(T, t + e.quarters)
             rg[t:end, REGION.scripted_dark, j] = np.maximum(rg[t:end, REGION.scripted_dark, j], e.value)
+            # quarters left are counted past the horizon: the exit quarter is dark only if the
+            # suspension runs beyond the last played quarter (_exit_quarter)
             for q in range(t, end):
-                rg[q, REGION.scripted_left, j] = max(rg[q, REGION.scripted_left, j], end - q)
+                rg[q, REGION.scripted_left, j] = max(rg[q, REGION.scripted_left, j], t + e.quarters - q)
         elif e.kind == "reference_rate":
             rg[t:, REGION.reference_rate, j] = e.value
         elif e.kind == "launch":
@@ -1082,35 +1088,44 @@ def _objective(gq, gmv, revenue, cash):
 def exit_scratch(n_features, R):
     """Scratch arrays of one market for :func:`_exit_quarter` (a kernel allocates them once per call)."""
     return (np.zeros((1, n_features, R)), np.zeros((1, n_features, R)), np.zeros((1, R, N_LEVERS)),
-            np.zeros((1, R, N_LEVERS)), np.zeros((1, R, N_LEVERS)), np.zeros((1, N_REGION_OUT, R)))
+            np.zeros((1, R, N_LEVERS)), np.zeros((1, R, N_LEVERS)), np.zeros((1, N_REGION_OUT, R)),
+            np.zeros((N_REGION_PARAMS, R)))
 
 
 @per_market_kernel
 def _exit_quarter(gq, rq, se, new, i, scratch):
     """The business left at the horizon: market ``i``'s next quarter from its new state ``new[i]``,
     played at the null action (every cash lever 0, no private-label push, the commission at the
-    reference rate), with no demand shock and no random suspension, the last quarter's parameters
-    and the season ``se`` of that quarter. Returns its de-seasonalised GMV and objective value
-    ($B a quarter). Nothing of market ``i`` is written: the pass runs on ``scratch``."""
-    state, after, u_in, u, cost, per_region = scratch
+    reference rate), with no demand shock, the last quarter's parameters and the season ``se`` of
+    that quarter. Returns its de-seasonalised GMV and objective value ($B a quarter). Nothing of
+    market ``i`` is written: the pass runs on ``scratch``.
+
+    Suspensions. Every random suspension is lifted, one drawn in the last quarter or one under
+    way: it lasts ``suspension_quarters`` (1-2), and a dark exit quarter would charge it for all
+    ``terminal_value`` quarters. A scripted suspension stays dark only if it runs past the last
+    played quarter (``scripted_left > 1`` there); one that ends with the horizon is over."""
+    state, after, u_in, u, cost, per_region, rx = scratch
     R = state.shape[2]
+    rx[:] = rq  # the last quarter's parameters, with the scripted darkness of the exit quarter
     state[0] = new[i]
     shock = per_region[0, P_SHOCK]
     for j in range(R):
+        if rq[REGION.scripted_left, j] <= 1.0:
+            rx[REGION.scripted_dark, j] = 0.0
         state[0, F.suspended, j] = 0.0
         shock[j] = 1.0
         per_region[0, P_PL, j] = 0.0
         for lever in range(N_LEVERS):
             u_in[0, j, lever] = 0.0
         u_in[0, j, RATE] = min(rq[REGION.reference_rate, j] * rq[REGION.inv_rate_max, j], 1.0)
-    _prepare_market(gq, rq, state, 0, shock, per_region)
-    cash = _demand_pass(gq, rq, se, state, 0, u_in, 1.0, u, cost, after, per_region)  # 0: the null action pays nothing
+    _prepare_market(gq, rx, state, 0, shock, per_region)
+    cash = _demand_pass(gq, rx, se, state, 0, u_in, 1.0, u, cost, after, per_region)  # 0: the null action pays nothing
     gmv = 0.0
     revenue = 0.0
     for j in range(R):
         g_j, g3_j = per_region[0, P_GMV, j], per_region[0, P_GMV_3P, j]
         gmv += g_j
-        revenue += _revenue(gq, rq[REGION.reference_rate, j], state[0, F.selection, j], g_j, g3_j)
+        revenue += _revenue(gq, rx[REGION.reference_rate, j], state[0, F.selection, j], g_j, g3_j)
     return gmv / se, _objective(gq, gmv, revenue, cash) / se
 
 
@@ -1436,7 +1451,8 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     de-seasonalised), ``cost`` ($B, ``cash_spend + commission_discount``), ``cost_lever``
     (n, R, L), ``cost_limit`` (the quarter's cap before spending), ``cash_spend``,
     ``commission_discount``, ``revenue``, ``net_burn``, ``objective_value``, ``terminal_value``,
-    ``reward`` (their sum), ``intensity`` (after any projection), ``share``, ``attractiveness``,
+    ``reward`` (their sum), ``exit_run_rate`` ($B a year, de-seasonalised: the exit quarter's GMV
+    at a market's last step, else 0), ``intensity`` (after any projection), ``share``, ``attractiveness``,
     ``new_buyers`` (M) and ``new_sellers`` (k) (gross acquisitions), ``orders`` and
     ``orders_lost`` (M), ``dark`` (share of each region dark this quarter), ``gmv_3p``, ``demand``
     (n, R). See the module docstring for the equations and the hard-budget projection.

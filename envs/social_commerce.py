@@ -107,10 +107,11 @@ class SocialCommerceEnv(gym.Env):
     ``contribution`` (revenue - cash_spend); ``terminal_value: N`` adds, at the last step, N
     quarters of the business left at the horizon (4 in ``global``): the de-seasonalised value of
     the *exit quarter*, one more quarter from the final state at the null action (no incentives,
-    the commission at the reference rate, no shock, no random suspension, the last quarter's
-    parameters). Spending in the last quarter counts there only through what it leaves (buyers,
-    sellers, stocks), not through its own push. ``info["exit_run_rate"]`` is that quarter's
-    annualised GMV. With ``kind: gmv`` and ``terminal_value: 0`` the reward is the quarter's
+    the commission at the reference rate, no shock, the last quarter's parameters). Every random
+    suspension is lifted there (a quarter or two long, it would be charged for all N quarters); a
+    scripted one stays dark only if it runs past the horizon. Spending in the last quarter counts
+    there only through what it leaves (buyers, sellers, stocks), not through its own push.
+    ``info["exit_run_rate"]`` is that quarter's annualised, de-seasonalised GMV. With ``kind: gmv`` and ``terminal_value: 0`` the reward is the quarter's
     GMV exactly. Cost is not subtracted under ``gmv``: cost limits are the budget (hard mode) or
     a constraint (soft mode).
 

@@ -163,6 +163,54 @@ def test_the_terminal_value_is_the_exit_quarter_at_the_null_action(kind: str) ->
     assert p.terminal_value == 4.0  # the default scenario's, stated in its file
 
 
+def _exit_by_hand(params, state) -> float:
+    """The exit run rate rebuilt with the model's own step: one quarter from ``state`` at the
+    null action, annualised and de-seasonalised."""
+    _, after = market.step(params, state, market.null_intensity(params, params.horizon - 1)[None])
+    assert after["cost"][0] == 0.0
+    return 4.0 * after["gmv"][0] / params.season_at(params.horizon)
+
+
+def test_a_scripted_suspension_darkens_the_exit_quarter_only_if_it_runs_past_the_horizon() -> None:
+    """A suspension that ends with the last played quarter is over in the exit quarter; one that
+    runs a quarter longer keeps its share dark there (and in the observation's quarters left)."""
+    base = load_scenario("global", DET).to_params()
+    runs = {}
+    for quarters in (1, 2):
+        ev = [{"quarter": "2025Q4", "region": "sea", "suspend": {"quarters": quarters, "share": 1.0}}]
+        out = _run({"events": ev})
+        runs[quarters] = out
+        p = out["params"]
+        np.testing.assert_array_equal(p.schedule("scripted_dark")[:, 0], [0] * 11 + [1.0])  # the horizon clips the darkness
+        assert p.schedule("scripted_left")[-1, 0] == quarters  # but not the quarters left
+        assert out["gmv_region"][0, -1, 0] == 0.0
+        # the exit quarter: SEA live after a suspension ending with the horizon (the schedule
+        # without the event), dark after one that runs on (the last quarter's schedule)
+        expected = _exit_by_hand(base if quarters == 1 else p, out["state"])
+        assert out["exit_run_rate"][0, -1] == pytest.approx(expected, rel=1e-12)
+    assert runs[2]["exit_run_rate"][0, -1] < 0.8 * runs[1]["exit_run_rate"][0, -1]
+
+
+def test_the_exit_quarter_lifts_every_random_suspension() -> None:
+    """A random suspension, drawn in the last quarter or under way, does not darken the exit
+    quarter: it lasts a quarter or two and would otherwise be charged for all ``terminal_value``
+    quarters. Checked against the model's own step from the final state with the suspension lifted."""
+    sc = load_scenario("global", {"noise.demand_sigma": 0.0, "regions.sea.suspension_hazard": 1.0,
+                                  "regions.sea.suspension_quarters": 4, "regions.us.suspension_hazard": 0.5,
+                                  "regions.us.suspension_quarters": 3})
+    p = sc.to_params()
+    start = market.init_state(p, [np.random.default_rng(s) for s in range(16)])
+    out = market.rollout(p, start, market.null_plan(p)[None].repeat(16, axis=0))
+    final = out["state"]
+    left = final.suspended
+    assert np.all(left[:, 0] == 3)  # SEA: a suspension under way at the horizon in every market (4, 3, 2, 1, 0, 4, ...)
+    assert np.any(left[:, 1] == 3) and np.any((left[:, 1] > 0) & (left[:, 1] < 3))  # US: drawn last quarter in some, under way in others
+    lifted = final.copy()
+    lifted.suspended[:] = 0.0
+    for i in range(16):
+        assert out["exit_run_rate"][i, -1] == pytest.approx(_exit_by_hand(p, lifted.take(np.array([i]))), rel=1e-12)
+
+
 def test_a_last_quarter_spike_earns_less_terminal_value_than_its_played_run_rate() -> None:
     """The defect the exit quarter mends: the terminal value used to be four quarters of the last
     quarter's own GMV, so spending in quarter 12 paid four more times. Now it pays through the
