@@ -109,8 +109,8 @@ from envs.layout import Feature, InfoEntry, Lever, Param, StateField, group_indi
 MODEL_VERSION = "2.1"
 """The model's version: run folders record it and refuse to load a run made on another. "2.1":
 model v2 with the terminal value taken from the exit quarter (the quarter after the horizon: the
-business left behind) instead of the last played quarter, changed on December 2, 2026; a policy trained for one reward is not
-resumed under the other."""
+business left behind) instead of the last played quarter, changed on December 2, 2026; a policy
+trained for one reward is not resumed under the other."""
 
 # ----------------------------------------------------------------------------- layouts
 # Every layout of the model is declared once here (entry types and what is generated from them:
