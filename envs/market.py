@@ -1452,7 +1452,8 @@ def step(params: Params, state: State, intensity: np.ndarray) -> tuple[State, di
     (n, R, L), ``cost_limit`` (the quarter's cap before spending), ``cash_spend``,
     ``commission_discount``, ``revenue``, ``net_burn``, ``objective_value``, ``terminal_value``,
     ``reward`` (their sum), ``exit_run_rate`` ($B a year, de-seasonalised: the exit quarter's GMV
-    at a market's last step, else 0), ``intensity`` (after any projection), ``share``, ``attractiveness``,
+    at a market's last step, else 0), ``intensity`` (after any projection), ``share``,
+    ``attractiveness``,
     ``new_buyers`` (M) and ``new_sellers`` (k) (gross acquisitions), ``orders`` and
     ``orders_lost`` (M), ``dark`` (share of each region dark this quarter), ``gmv_3p``, ``demand``
     (n, R). See the module docstring for the equations and the hard-budget projection.

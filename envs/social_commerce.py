@@ -111,7 +111,8 @@ class SocialCommerceEnv(gym.Env):
     suspension is lifted there (a quarter or two long, it would be charged for all N quarters); a
     scripted one stays dark only if it runs past the horizon. Spending in the last quarter counts
     there only through what it leaves (buyers, sellers, stocks), not through its own push.
-    ``info["exit_run_rate"]`` is that quarter's annualised, de-seasonalised GMV. With ``kind: gmv`` and ``terminal_value: 0`` the reward is the quarter's
+    ``info["exit_run_rate"]`` is that quarter's annualised, de-seasonalised GMV. With
+    ``kind: gmv`` and ``terminal_value: 0`` the reward is the quarter's
     GMV exactly. Cost is not subtracted under ``gmv``: cost limits are the budget (hard mode) or
     a constraint (soft mode).
 
